@@ -1,0 +1,21 @@
+"""jaxgraph: differentiable optimization on manifolds in JAX."""
+
+from . import factors, io, lie, linear, noise, robust
+from .factors import FactorGroup
+from .graph import Problem, VariableGroup
+from .solvers import SolveInfo, solve
+
+__all__ = [
+    "lie",
+    "linear",
+    "io",
+    "factors",
+    "noise",
+    "robust",
+    "Problem",
+    "VariableGroup",
+    "FactorGroup",
+    "SolveInfo",
+    "solve",
+]
+__version__ = "0.1.0"

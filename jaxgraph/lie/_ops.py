@@ -1,0 +1,71 @@
+"""Small array helpers shared by the group maps: hat/vee, quaternion products."""
+
+from __future__ import annotations
+
+import jax.numpy as jnp
+
+
+def hat3(w: jnp.ndarray) -> jnp.ndarray:
+    """Skew-symmetric matrix [...,3,3] of w[...,3], so hat3(w) @ v = cross(w, v)."""
+    x, y, z = w[..., 0], w[..., 1], w[..., 2]
+    zero = jnp.zeros_like(x)
+    return jnp.stack(
+        [
+            jnp.stack([zero, -z, y], axis=-1),
+            jnp.stack([z, zero, -x], axis=-1),
+            jnp.stack([-y, x, zero], axis=-1),
+        ],
+        axis=-2,
+    )
+
+
+def vee3(m: jnp.ndarray) -> jnp.ndarray:
+    """Vector of the skew-symmetric part of m[...,3,3] (the inverse of hat3 on skew input)."""
+    return 0.5 * jnp.stack(
+        [m[..., 2, 1] - m[..., 1, 2], m[..., 0, 2] - m[..., 2, 0], m[..., 1, 0] - m[..., 0, 1]],
+        axis=-1,
+    )
+
+
+def cross(a: jnp.ndarray, b: jnp.ndarray) -> jnp.ndarray:
+    """Cross product along the last axis (written out: faster than jnp.cross on CPU)."""
+    ax, ay, az = a[..., 0], a[..., 1], a[..., 2]
+    bx, by, bz = b[..., 0], b[..., 1], b[..., 2]
+    return jnp.stack([ay * bz - az * by, az * bx - ax * bz, ax * by - ay * bx], axis=-1)
+
+
+def dot(a: jnp.ndarray, b: jnp.ndarray) -> jnp.ndarray:
+    return jnp.sum(a * b, axis=-1)
+
+
+def matvec(m: jnp.ndarray, v: jnp.ndarray) -> jnp.ndarray:
+    return jnp.einsum("...ij,...j->...i", m, v)
+
+
+def transpose(m: jnp.ndarray) -> jnp.ndarray:
+    return jnp.swapaxes(m, -1, -2)
+
+
+def quaternion_multiply(p: jnp.ndarray, q: jnp.ndarray) -> jnp.ndarray:
+    """Hamilton product of wxyz quaternions [...,4]."""
+    pw, px, py, pz = p[..., 0], p[..., 1], p[..., 2], p[..., 3]
+    qw, qx, qy, qz = q[..., 0], q[..., 1], q[..., 2], q[..., 3]
+    return jnp.stack(
+        [
+            pw * qw - px * qx - py * qy - pz * qz,
+            pw * qx + px * qw + py * qz - pz * qy,
+            pw * qy - px * qz + py * qw + pz * qx,
+            pw * qz + px * qy - py * qx + pz * qw,
+        ],
+        axis=-1,
+    )
+
+
+def quaternion_conjugate(q: jnp.ndarray) -> jnp.ndarray:
+    return q * jnp.asarray([1.0, -1.0, -1.0, -1.0], dtype=q.dtype)
+
+
+def float_dtype(x: jnp.ndarray):
+    """The floating dtype to compute in: the input's, or float32 for integer input."""
+    x = jnp.asarray(x)
+    return x.dtype if jnp.issubdtype(x.dtype, jnp.floating) else jnp.float32

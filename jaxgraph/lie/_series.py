@@ -1,0 +1,113 @@
+"""Scalar coefficients of the Lie-group maps, safe at every angle.
+
+Every coefficient is a smooth function of ``t = theta**2``. Near ``t = 0`` the closed
+forms are 0/0 (or lose digits to cancellation), so below a per-dtype threshold we
+evaluate a truncated Taylor series in ``t`` instead. Both branches are evaluated on
+"safe" inputs (the double-``where`` pattern), so values *and* derivatives of every
+order stay finite: the branch that is not selected sees a harmless constant.
+
+Thresholds (see docs/lie.md): the closed forms are used for ``t >= T``, where the
+relative cancellation error is about ``eps / t`` at worst (``eps`` the dtype's machine
+epsilon); the series has enough terms that its truncation error at ``t = T`` is below
+``eps``. float32: T = 1.0 (error of the series < 3e-10), float64: T = 0.1 (< 1e-18).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+import jax.numpy as jnp
+
+_SERIES_TERMS = 8
+
+
+def threshold(dtype) -> float:
+    """The ``t = theta**2`` below which the series branch is used for ``dtype``."""
+    return 1.0 if jnp.finfo(dtype).bits <= 32 else 0.1
+
+
+def _horner(t: jnp.ndarray, coefficients: list[float]) -> jnp.ndarray:
+    out = jnp.full_like(t, coefficients[-1])
+    for c in reversed(coefficients[:-1]):
+        out = out * t + c
+    return out
+
+
+def _safe(t: jnp.ndarray, series: list[float], exact: Callable[[jnp.ndarray], jnp.ndarray]) -> jnp.ndarray:
+    """Series for small ``t``, ``exact(t)`` otherwise, finite in every derivative."""
+    limit = threshold(t.dtype)
+    small = t < limit
+    t_series = jnp.where(small, t, jnp.zeros_like(t))
+    t_exact = jnp.where(small, jnp.full_like(t, limit), t)
+    return jnp.where(small, _horner(t_series, series), exact(t_exact))
+
+
+def _alternating(denominators: list[float]) -> list[float]:
+    return [(-1.0) ** k / d for k, d in enumerate(denominators)]
+
+
+_SIN_OVER_THETA = _alternating([math.factorial(2 * k + 1) for k in range(_SERIES_TERMS)])
+_ONE_MINUS_COS = _alternating([math.factorial(2 * k + 2) for k in range(_SERIES_TERMS)])
+_THETA_MINUS_SIN = _alternating([math.factorial(2 * k + 3) for k in range(_SERIES_TERMS)])
+_C2 = _alternating([math.factorial(2 * k + 4) for k in range(_SERIES_TERMS)])
+_C3 = [(-1.0) ** k * (k - 1) / math.factorial(2 * k + 1) for k in range(2, 2 + _SERIES_TERMS)]
+_HALF_COS = [(-1.0) ** k / (4.0**k * math.factorial(2 * k)) for k in range(_SERIES_TERMS)]
+_HALF_SIN = [(-1.0) ** k / (2.0 ** (2 * k + 1) * math.factorial(2 * k + 1)) for k in range(_SERIES_TERMS)]
+# Bernoulli numbers B_2 .. B_18 for (1 - (x/2) cot(x/2)) / x^2 = sum_n (-1)^(n+1) B_2n t^(n-1) / (2n)!
+_BERNOULLI_EVEN = [1 / 6, -1 / 30, 1 / 42, -1 / 30, 5 / 66, -691 / 2730, 7 / 6, -3617 / 510, 43867 / 798]
+_COT = [(-1.0) ** (n + 1) * b / math.factorial(2 * n) for n, b in enumerate(_BERNOULLI_EVEN, start=1)]
+
+
+def sin_over_theta(t):
+    """sin(theta) / theta."""
+    return _safe(t, _SIN_OVER_THETA, lambda s: jnp.sin(jnp.sqrt(s)) / jnp.sqrt(s))
+
+
+def one_minus_cos_over_theta2(t):
+    """(1 - cos(theta)) / theta^2."""
+    return _safe(t, _ONE_MINUS_COS, lambda s: (1.0 - jnp.cos(jnp.sqrt(s))) / s)
+
+
+def theta_minus_sin_over_theta3(t):
+    """(theta - sin(theta)) / theta^3."""
+    return _safe(t, _THETA_MINUS_SIN, lambda s: (jnp.sqrt(s) - jnp.sin(jnp.sqrt(s))) / (s * jnp.sqrt(s)))
+
+
+def se3_q_c2(t):
+    """(theta^2 + 2 cos(theta) - 2) / (2 theta^4), a coefficient of the SE(3) Jacobian."""
+    return _safe(t, _C2, lambda s: (s + 2.0 * jnp.cos(jnp.sqrt(s)) - 2.0) / (2.0 * s * s))
+
+
+def se3_q_c3(t):
+    """(2 theta - 3 sin(theta) + theta cos(theta)) / (2 theta^5), a coefficient of the SE(3) Jacobian."""
+
+    def exact(s):
+        theta = jnp.sqrt(s)
+        return (2.0 * theta - 3.0 * jnp.sin(theta) + theta * jnp.cos(theta)) / (2.0 * s * s * theta)
+
+    return _safe(t, _C3, exact)
+
+
+def half_sin_over_theta(t):
+    """sin(theta / 2) / theta (the vector part of the quaternion exponential)."""
+    return _safe(t, _HALF_SIN, lambda s: jnp.sin(0.5 * jnp.sqrt(s)) / jnp.sqrt(s))
+
+
+def inverse_jacobian_coefficient(t):
+    """(1 - (theta/2) cot(theta/2)) / theta^2: the W^2 coefficient of J^-1.
+
+    Equal to 1/theta^2 - (1 + cos theta) / (2 theta sin theta); written with the
+    half-angle cotangent so it is finite (-> 1/pi^2) at theta = pi.
+    """
+
+    def exact(s):
+        half = 0.5 * jnp.sqrt(s)
+        return (1.0 - half * jnp.cos(half) / jnp.sin(half)) / s
+
+    return _safe(t, _COT, exact)
+
+
+def cos_half_theta(t):
+    """cos(theta / 2) (the scalar part of the quaternion exponential)."""
+    return _safe(t, _HALF_COS, lambda s: jnp.cos(0.5 * jnp.sqrt(s)))

@@ -1,0 +1,149 @@
+"""SE(3): exponential and logarithm maps, Jacobians and adjoint.
+
+Tangent vectors ``xi[..., 6] = (v, w)``: translation part first, then rotation (jaxlie's
+order). Homogeneous matrices ``T[..., 4, 4]``. Right Jacobian convention:
+``Exp(xi + d) ~= Exp(xi) Exp(Jr(xi) d)``.
+
+The maps are compositions of the SO(3) ``custom_jvp`` maps with coefficients that are
+smooth at every angle, so their derivatives of every order are exact and finite.
+"""
+
+from __future__ import annotations
+
+import jax.numpy as jnp
+
+from . import _series
+from ._ops import cross, dot, hat3, vee3
+from .so3 import _as_float, so3_exp, so3_left_jacobian, so3_log, so3_right_jacobian_inverse
+
+
+def _split(xi):
+    return xi[..., :3], xi[..., 3:]
+
+
+def _homogeneous(R, t):
+    top = jnp.concatenate([R, t[..., :, None]], axis=-1)
+    bottom = jnp.broadcast_to(jnp.asarray([0.0, 0.0, 0.0, 1.0], dtype=R.dtype), top.shape[:-2] + (1, 4))
+    return jnp.concatenate([top, bottom], axis=-2)
+
+
+def _left_jacobian_apply(w, v):
+    t = dot(w, w)
+    b = _series.one_minus_cos_over_theta2(t)[..., None]
+    c = _series.theta_minus_sin_over_theta3(t)[..., None]
+    wv = cross(w, v)
+    return v + b * wv + c * cross(w, wv)
+
+
+def _left_jacobian_inverse_apply(w, v):
+    t = dot(w, w)
+    d = _series.inverse_jacobian_coefficient(t)[..., None]
+    wv = cross(w, v)
+    return v - 0.5 * wv + d * cross(w, wv)
+
+
+def se3_exp(xi: jnp.ndarray) -> jnp.ndarray:
+    """Homogeneous T[...,4,4] = Exp(xi) of xi[...,6] = (v, w) (translation units, radians)."""
+    xi = _as_float(xi)
+    v, w = _split(xi)
+    return _homogeneous(so3_exp(w), _left_jacobian_apply(w, v))
+
+
+def se3_log(T: jnp.ndarray) -> jnp.ndarray:
+    """xi[...,6] = (v, w) = Log(T) of T[...,4,4], with the coupled translation v = Jl(w)^-1 t."""
+    T = _as_float(T)
+    w = so3_log(T[..., :3, :3])
+    v = _left_jacobian_inverse_apply(w, T[..., :3, 3])
+    return jnp.concatenate([v, w], axis=-1)
+
+
+def se3_hat(xi: jnp.ndarray) -> jnp.ndarray:
+    """The 4x4 Lie-algebra matrix of xi[...,6] = (v, w)."""
+    xi = _as_float(xi)
+    v, w = _split(xi)
+    top = jnp.concatenate([hat3(w), v[..., :, None]], axis=-1)
+    return jnp.concatenate([top, jnp.zeros(top.shape[:-2] + (1, 4), dtype=xi.dtype)], axis=-2)
+
+
+def se3_vee(X: jnp.ndarray) -> jnp.ndarray:
+    """xi[...,6] of a 4x4 Lie-algebra matrix (the rotation block's skew part is used)."""
+    return jnp.concatenate([X[..., :3, 3], vee3(X[..., :3, :3])], axis=-1)
+
+
+def se3_inverse(T: jnp.ndarray) -> jnp.ndarray:
+    """Inverse of homogeneous T[...,4,4] (R^T, -R^T t)."""
+    T = _as_float(T)
+    Rt = jnp.swapaxes(T[..., :3, :3], -1, -2)
+    return _homogeneous(Rt, -jnp.einsum("...ij,...j->...i", Rt, T[..., :3, 3]))
+
+
+def se3_adjoint(T: jnp.ndarray) -> jnp.ndarray:
+    """Adjoint [...,6,6] of T[...,4,4] for (v, w) tangents: [[R, hat(t) R], [0, R]]."""
+    T = _as_float(T)
+    R, t = T[..., :3, :3], T[..., :3, 3]
+    zero = jnp.zeros_like(R)
+    return jnp.concatenate(
+        [jnp.concatenate([R, hat3(t) @ R], axis=-1), jnp.concatenate([zero, R], axis=-1)], axis=-2
+    )
+
+
+def _q_left(v, w):
+    """Barfoot's Q(rho, phi): the coupling block of SE(3)'s left Jacobian."""
+    t = dot(w, w)
+    c1 = _series.theta_minus_sin_over_theta3(t)[..., None, None]
+    c2 = _series.se3_q_c2(t)[..., None, None]
+    c3 = _series.se3_q_c3(t)[..., None, None]
+    V, W = hat3(v), hat3(w)
+    WV, VW = W @ V, V @ W
+    WVW = WV @ W
+    WW = W @ W
+    return 0.5 * V + c1 * (WV + VW + WVW) + c2 * (W @ WV + VW @ W - 3.0 * WVW) + c3 * (WVW @ W + W @ WVW)
+
+
+def _block_upper(A, Q):
+    zero = jnp.zeros_like(A)
+    return jnp.concatenate(
+        [jnp.concatenate([A, Q], axis=-1), jnp.concatenate([zero, A], axis=-1)], axis=-2
+    )
+
+
+def se3_left_jacobian(xi: jnp.ndarray) -> jnp.ndarray:
+    """Left Jacobian [...,6,6] of SE(3)'s exponential: [[Jl(w), Q(v,w)], [0, Jl(w)]]."""
+    xi = _as_float(xi)
+    v, w = _split(xi)
+    return _block_upper(so3_left_jacobian(w), _q_left(v, w))
+
+
+def se3_right_jacobian(xi: jnp.ndarray) -> jnp.ndarray:
+    """Right Jacobian [...,6,6]: Jr(xi) = Jl(-xi)."""
+    return se3_left_jacobian(-_as_float(xi))
+
+
+def _block_upper_inverse(A_inv, Q):
+    return _block_upper(A_inv, -A_inv @ Q @ A_inv)
+
+
+def se3_left_jacobian_inverse(xi: jnp.ndarray) -> jnp.ndarray:
+    """Jl(xi)^-1 [...,6,6], in closed form (block triangular)."""
+    xi = _as_float(xi)
+    v, w = _split(xi)
+    return _block_upper_inverse(so3_right_jacobian_inverse(-w), _q_left(v, w))
+
+
+def se3_right_jacobian_inverse(xi: jnp.ndarray) -> jnp.ndarray:
+    """Jr(xi)^-1 [...,6,6] = Jl(-xi)^-1."""
+    return se3_left_jacobian_inverse(-_as_float(xi))
+
+
+__all__ = [
+    "se3_exp",
+    "se3_log",
+    "se3_hat",
+    "se3_vee",
+    "se3_inverse",
+    "se3_adjoint",
+    "se3_left_jacobian",
+    "se3_right_jacobian",
+    "se3_left_jacobian_inverse",
+    "se3_right_jacobian_inverse",
+]
