@@ -35,7 +35,11 @@ def cross(a: jnp.ndarray, b: jnp.ndarray) -> jnp.ndarray:
 
 
 def dot(a: jnp.ndarray, b: jnp.ndarray) -> jnp.ndarray:
-    return jnp.sum(a * b, axis=-1)
+    """Inner product along a short last axis, unrolled (XLA's minor-axis reductions are slow on CPU)."""
+    out = a[..., 0] * b[..., 0]
+    for i in range(1, a.shape[-1]):
+        out = out + a[..., i] * b[..., i]
+    return out
 
 
 def matvec(m: jnp.ndarray, v: jnp.ndarray) -> jnp.ndarray:

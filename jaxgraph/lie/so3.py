@@ -112,27 +112,36 @@ def so3_exp(w: jnp.ndarray) -> jnp.ndarray:
 def _shepperd(R):
     """Unnormalised quaternion from the largest of (trace, R00, R11, R22) (Shepperd, 1978).
 
-    The square root's argument is then >= 1 for a rotation, so nothing is near sqrt(0).
+    Each case's vector is 4 q_k q (k the chosen component), read off the skew and symmetric
+    parts of R, so no square root is needed before the final normalisation, and the chosen
+    |q_k| >= 1/2 keeps that normalisation far from zero: the identity is as safe as any
+    rotation.
     """
     r00, r11, r22 = R[..., 0, 0], R[..., 1, 1], R[..., 2, 2]
     r01, r02, r10, r12, r20, r21 = R[..., 0, 1], R[..., 0, 2], R[..., 1, 0], R[..., 1, 2], R[..., 2, 0], R[..., 2, 1]
     trace = r00 + r11 + r22
-    # Each candidate is 4 * (chosen component)^2; all four are >= 0 for a rotation.
-    candidates = jnp.stack(
-        [1.0 + trace, 1.0 + r00 - r11 - r22, 1.0 - r00 + r11 - r22, 1.0 - r00 - r11 + r22], axis=-1
-    )
-    choice = jnp.argmax(candidates, axis=-1)
-    big = jnp.sqrt(jnp.maximum(jnp.max(candidates, axis=-1), jnp.finfo(R.dtype).tiny))
-    # Four quaternions, each scaled by 2*|chosen component|; the choice is then normalised.
-    # 4 q_i q_j for the off-diagonal pairs, read off the skew and symmetric parts of R.
+    use_w = (trace >= r00) & (trace >= r11) & (trace >= r22)
+    use_x = ~use_w & (r00 >= r11) & (r00 >= r22)
+    use_y = ~use_w & ~use_x & (r11 >= r22)
     wx, wy, wz = r21 - r12, r02 - r20, r10 - r01
     xy, xz, yz = r01 + r10, r02 + r20, r12 + r21
-    q0 = jnp.stack([big, wx / big, wy / big, wz / big], axis=-1)
-    q1 = jnp.stack([wx / big, big, xy / big, xz / big], axis=-1)
-    q2 = jnp.stack([wy / big, xy / big, big, yz / big], axis=-1)
-    q3 = jnp.stack([wz / big, xz / big, yz / big, big], axis=-1)
-    c = choice[..., None]
-    return jnp.where(c == 0, q0, jnp.where(c == 1, q1, jnp.where(c == 2, q2, q3)))
+    case_w = jnp.stack([1.0 + trace, wx, wy, wz], axis=-1)
+    case_x = jnp.stack([wx, 1.0 + r00 - r11 - r22, xy, xz], axis=-1)
+    case_y = jnp.stack([wy, xy, 1.0 - r00 + r11 - r22, yz], axis=-1)
+    case_z = jnp.stack([wz, xz, yz, 1.0 - r00 - r11 + r22], axis=-1)
+    return jnp.where(
+        use_w[..., None], case_w, jnp.where(use_x[..., None], case_x, jnp.where(use_y[..., None], case_y, case_z))
+    )
+
+
+def _vee_rt(R, dR):
+    """vee(R^T dR) without forming the product: the right tangent of a matrix motion."""
+    def col_dot(i, j):
+        return R[..., 0, i] * dR[..., 0, j] + R[..., 1, i] * dR[..., 1, j] + R[..., 2, i] * dR[..., 2, j]
+
+    return 0.5 * jnp.stack(
+        [col_dot(2, 1) - col_dot(1, 2), col_dot(0, 2) - col_dot(2, 0), col_dot(1, 0) - col_dot(0, 1)], axis=-1
+    )
 
 
 def _normalize_positive(q):
@@ -140,16 +149,22 @@ def _normalize_positive(q):
     return jnp.where(q[..., :1] < 0, -q, q)
 
 
+def _quaternion_from_components(q):
+    """Normalise and pick the sign with w >= 0."""
+    scale = jax.lax.rsqrt(jnp.sum(q * q, axis=-1, keepdims=True))
+    return q * jnp.where(q[..., :1] < 0, -scale, scale)
+
+
 @jax.custom_jvp
 def _quaternion_from_matrix(R):
-    return _normalize_positive(_shepperd(R))
+    return _quaternion_from_components(_shepperd(R))
 
 
 @_quaternion_from_matrix.defjvp
 def _quaternion_from_matrix_jvp(primals, tangents):
     (R,), (dR,) = primals, tangents
     q = _quaternion_from_matrix(R)
-    delta = vee3(transpose(R) @ dR)
+    delta = _vee_rt(R, dR)
     pure = jnp.concatenate([jnp.zeros_like(delta[..., :1]), delta], axis=-1)
     return q, 0.5 * quaternion_multiply(q, pure)
 
@@ -263,7 +278,7 @@ def quaternion_log(q: jnp.ndarray) -> jnp.ndarray:
 
 @jax.custom_jvp
 def _so3_log(R):
-    return _quaternion_log_value(_normalize_positive(_shepperd(R)))
+    return _quaternion_log_value(_quaternion_from_components(_shepperd(R)))
 
 
 @_so3_log.defjvp
@@ -271,7 +286,7 @@ def _so3_log_jvp(primals, tangents):
     (R,), (dR,) = primals, tangents
     w = _so3_log(R)
     # At |w| = pi this is the one-sided limit: D -> 1/pi^2 (the (1+cos)/(2 theta sin) term -> 0).
-    return w, _right_jacobian_inverse_apply(w, vee3(transpose(R) @ dR))
+    return w, _right_jacobian_inverse_apply(w, _vee_rt(R, dR))
 
 
 def so3_log(R: jnp.ndarray) -> jnp.ndarray:
