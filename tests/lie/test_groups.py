@@ -12,7 +12,7 @@ from jaxgraph import lie
 from jaxgraph.lie import SE2, SE3, SO2, SO3
 
 GROUPS = [SO2, SE2, SO3, SE3]
-SETTINGS = settings(max_examples=25, deadline=None)
+SETTINGS = settings(max_examples=15, deadline=None)
 
 
 def _sample(group, seed, batch=(4,)):
