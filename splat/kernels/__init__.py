@@ -1,0 +1,104 @@
+"""Pallas kernels for the rasteriser and their ``jax.custom_vjp`` wiring."""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+
+from ..reference import tiles_to_image
+from ..tiling import tile_grid
+from .backward import backward_call
+from .forward import forward_call
+
+__all__ = ["rasterize_pallas"]
+
+
+def _gather_feats(means2d, conics, colors, opacities, gauss_ids):
+    c, n, d = colors.shape
+    table = jnp.concatenate(
+        [means2d.reshape(c * n, 2), conics.reshape(c * n, 3), opacities.reshape(c * n, 1),
+         colors.reshape(c * n, d)], axis=1)
+    return table[gauss_ids].T  # [6 + D, M]
+
+
+def _image_to_tiles(img, width, height, tile_size):
+    """[C, H, W, K] -> [C * T, tile_size^2, K] (inverse of tiles_to_image, zero padded)."""
+    c, _, _, k = img.shape
+    tiles_x, tiles_y = tile_grid(width, height, tile_size)
+    img = jnp.pad(img, ((0, 0), (0, tiles_y * tile_size - height),
+                        (0, tiles_x * tile_size - width), (0, 0)))
+    img = img.reshape(c, tiles_y, tile_size, tiles_x, tile_size, k)
+    img = jnp.moveaxis(img, 2, 3)
+    return img.reshape(c * tiles_x * tiles_y, tile_size * tile_size, k)
+
+
+def _forward(means2d, conics, colors, opacities, gauss_ids, tile_ranges, width, height,
+             tile_size, interpret, gpu_backend):
+    c, _, d = colors.shape
+    tiles_x, tiles_y = tile_grid(width, height, tile_size)
+    feats = _gather_feats(means2d, conics, colors, opacities, gauss_ids)
+    col_t, trans_t, last_t = forward_call(
+        feats, tile_ranges, tile_size=tile_size, tiles_x=tiles_x, n_tiles=tiles_x * tiles_y,
+        n_chan=d, interpret=interpret, gpu_backend=gpu_backend)
+    img = tiles_to_image(jnp.swapaxes(col_t, 1, 2), c, width, height, tile_size)
+    alpha = tiles_to_image((1 - trans_t)[..., None], c, width, height, tile_size)
+    return (img, alpha), (feats, trans_t, last_t)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(7, 8, 9, 10, 11))
+def _rasterize(means2d, conics, colors, opacities, absgrad_probe, gauss_ids, tile_ranges,
+               width, height, tile_size, interpret, gpu_backend):
+    del absgrad_probe
+    return _forward(means2d, conics, colors, opacities, gauss_ids, tile_ranges, width,
+                    height, tile_size, interpret, gpu_backend)[0]
+
+
+def _rasterize_fwd(means2d, conics, colors, opacities, absgrad_probe, gauss_ids,
+                   tile_ranges, width, height, tile_size, interpret, gpu_backend):
+    del absgrad_probe
+    out, (feats, trans_t, last_t) = _forward(means2d, conics, colors, opacities, gauss_ids,
+                                             tile_ranges, width, height, tile_size, interpret,
+                                             gpu_backend)
+    c, n, d = colors.shape
+    return out, (feats, trans_t, last_t, gauss_ids, tile_ranges, (c, n, d))
+
+
+def _rasterize_bwd(width, height, tile_size, interpret, gpu_backend, res, cts):
+    feats, trans_t, last_t, gauss_ids, tile_ranges, (c, n, d) = res
+    g_img, g_alpha = cts
+    tiles_x, tiles_y = tile_grid(width, height, tile_size)
+    g_col = jnp.swapaxes(_image_to_tiles(g_img, width, height, tile_size), 1, 2)
+    g_a = _image_to_tiles(g_alpha, width, height, tile_size)[..., 0]
+    rows = backward_call(
+        feats, tile_ranges, trans_t, last_t, g_col, g_a, tile_size=tile_size,
+        tiles_x=tiles_x, n_tiles=tiles_x * tiles_y, n_chan=d, interpret=interpret,
+        gpu_backend=gpu_backend)
+    per_gauss = jax.ops.segment_sum(rows.T, gauss_ids, num_segments=c * n)  # [C*N, 8 + D]
+    per_gauss = per_gauss.reshape(c, n, -1)
+    g_means2d = per_gauss[..., 0:2]
+    g_conics = per_gauss[..., 2:5]
+    g_opac = per_gauss[..., 5]
+    g_colors = per_gauss[..., 6:6 + d]
+    g_abs = per_gauss[..., 6 + d:8 + d]
+    return g_means2d, g_conics, g_colors, g_opac, g_abs, None, None
+
+
+_rasterize.defvjp(_rasterize_fwd, _rasterize_bwd)
+
+
+def rasterize_pallas(means2d, conics, colors, opacities, absgrad_probe, gauss_ids,
+                     tile_ranges, *, width: int, height: int, tile_size: int,
+                     interpret: bool, gpu_backend: str = "triton"):
+    """Differentiable Pallas rasterisation.
+
+    means2d [C, N, 2], conics [C, N, 3], colors [C, N, D], opacities [C, N],
+    absgrad_probe [C, N, 2] (value unused; its cotangent is the absgrad), gauss_ids [M]
+    and tile_ranges [2, C * T] from :func:`splat.tiling.intersect`.
+    gpu_backend: "triton" (default; both kernels lower to Triton) or "mosaic" (Mosaic GPU;
+    currently rejected by its lowering, see docs/splat.md). Ignored when interpreting.
+    Returns (colors [C, H, W, D], alphas [C, H, W, 1]) without background.
+    """
+    return _rasterize(means2d, conics, colors, opacities, absgrad_probe, gauss_ids,
+                      tile_ranges, width, height, tile_size, interpret, gpu_backend)
