@@ -1,0 +1,369 @@
+"""Public API of ``jaxgraph.linear`` (see the package docstring)."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from functools import partial
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from . import _numeric as num
+from . import _ordering as ordmod
+from ._symbolic import symbolic_cholesky
+
+METHODS = ("auto", "cholesky", "dense", "pcg")
+ORDERINGS = ("auto", "nd", "amd", "mindegree", "natural")
+
+# ``method="auto"``: dense Cholesky up to this many scalar unknowns (n * d), the
+# sparse multifrontal Cholesky above.  Measured with ``benchmarks/linear.py
+# --crossover`` on the 2-core CPU (docs/linear.md): up to ~300 unknowns the dense
+# path costs at most ~0.6 ms more per solve but compiles 3-8 s faster; at ~600
+# unknowns it is ~5 ms (7x) slower per solve.
+DENSE_MAX_UNKNOWNS = 300
+
+
+@dataclass(frozen=True, eq=False)
+class BlockStructure:
+    """Static description of a block-sparse symmetric system (hash/eq by identity).
+
+    Safe as a ``jax.jit`` static argument, closure constant or pytree aux data.
+    Build it with :func:`analyze`; do not construct directly.
+    """
+
+    num_blocks: int
+    block_dim: int
+    rows: np.ndarray  # [M] int32
+    cols: np.ndarray  # [M] int32
+    method: str
+    ordering: str
+    pcg_max_iterations: int
+    pcg_tolerance: float
+    symbolic: object = None  # _symbolic.Symbolic for method "cholesky"
+    stats: dict = field(default_factory=dict)
+
+    @property
+    def num_offdiag(self) -> int:
+        return int(self.rows.shape[0])
+
+
+class Factorization(NamedTuple):
+    """Numeric factorisation (a pytree); reuse it for several right-hand sides.
+
+    ``data``: method-specific arrays (Cholesky factors per tier of fronts, the
+    dense factor, or for PCG the matrix blocks and block-Jacobi factors).
+    ``clamped``: bool, true when some pivot block was not numerically positive
+    definite and was replaced (see ``guarded_cholesky`` in docs/linear.md).
+    Leading batch axes (from vmap or batched inputs) prefix every leaf.
+    """
+
+    data: tuple
+    clamped: jax.Array
+
+
+class SolveInfo(NamedTuple):
+    """Diagnostics of one solve (leading batch axes if batched).
+
+    ``clamped``: a pivot block was replaced (H not numerically positive definite).
+    ``iterations``: PCG iterations (0 for the direct methods).
+    ``residual_norm``: ``||H x - b|| / ||b||`` (0 when ``b == 0``).
+    """
+
+    clamped: jax.Array
+    iterations: jax.Array
+    residual_norm: jax.Array
+
+
+def analyze(num_blocks: int, block_dim: int, rows, cols, *, method: str = "auto",
+            ordering: str = "auto", pcg_max_iterations: int = 500,
+            pcg_tolerance: float | None = None, leaf_size: int = 8,
+            relax_cols: int = 8, relax_frac: float = 0.1, max_tiers: int = 6) -> BlockStructure:
+    """Symbolic analysis of the block pattern, once per problem structure (numpy, not jit-able).
+
+    Args:
+      num_blocks: n, number of variable blocks.
+      block_dim: d, the uniform block size (3 for SE2, 6 for SE3).
+      rows, cols: ``[M]`` integer block coordinates of the off-diagonal blocks
+        (``i != j``, either order, duplicates allowed and summed).
+      method: ``"auto"`` (dense for ``n*d <= DENSE_MAX_UNKNOWNS``, else
+        ``"cholesky"``), ``"cholesky"`` (sparse multifrontal), ``"dense"``,
+        ``"pcg"`` (block-Jacobi preconditioned CG).
+      ordering: fill-reducing ordering for ``"cholesky"``: ``"nd"`` nested
+        dissection, ``"amd"``/``"mindegree"`` (exact minimum degree),
+        ``"natural"``; ``"auto"`` builds nested dissection and minimum degree
+        and keeps the one with the lower modelled factorisation time.
+      pcg_max_iterations, pcg_tolerance: PCG stopping rule, relative residual
+        ``||r|| <= tol ||b||``; the default tolerance is ``1e-10`` for float64 and
+        ``1e-5`` for float32 inputs (chosen at trace time from the dtype).
+      leaf_size, relax_cols, relax_frac, max_tiers: nested-dissection leaf size,
+        supernode amalgamation and schedule parameters (see docs/linear.md).
+    Returns:
+      A :class:`BlockStructure`.
+    """
+    n = int(num_blocks)
+    d = int(block_dim)
+    if n < 1:
+        raise ValueError(f"analyze: num_blocks must be >= 1, got {num_blocks}")
+    if d < 1:
+        raise ValueError(f"analyze: block_dim must be >= 1, got {block_dim}")
+    rows = np.asarray(rows)
+    cols = np.asarray(cols)
+    if rows.ndim != 1 or cols.ndim != 1 or rows.shape != cols.shape:
+        raise ValueError(f"analyze: rows and cols must be 1-D of equal length, got shapes "
+                         f"{rows.shape} and {cols.shape}")
+    if rows.size and not (np.issubdtype(rows.dtype, np.integer) and np.issubdtype(cols.dtype, np.integer)):
+        raise TypeError(f"analyze: rows/cols must be integer arrays, got {rows.dtype}, {cols.dtype}")
+    rows = rows.astype(np.int64)
+    cols = cols.astype(np.int64)
+    if rows.size:
+        bad = np.nonzero((rows < 0) | (rows >= n) | (cols < 0) | (cols >= n))[0]
+        if bad.size:
+            k = int(bad[0])
+            raise ValueError(f"analyze: off-diagonal block {k} has coordinates ({rows[k]}, {cols[k]}) "
+                             f"outside [0, {n})")
+        same = np.nonzero(rows == cols)[0]
+        if same.size:
+            k = int(same[0])
+            raise ValueError(f"analyze: off-diagonal block {k} has rows[k] == cols[k] == {rows[k]}; "
+                             "diagonal contributions belong in diag_blocks")
+    if method not in METHODS:
+        raise ValueError(f"analyze: unknown method {method!r}, expected one of {METHODS}")
+    if ordering not in ORDERINGS:
+        raise ValueError(f"analyze: unknown ordering {ordering!r}, expected one of {ORDERINGS}")
+    if method == "auto":
+        method = "dense" if n * d <= DENSE_MAX_UNKNOWNS else "cholesky"
+    stats = {}
+    symbolic = None
+    if method == "cholesky":
+        t_start = time.perf_counter()
+        indptr, indices = ordmod.adjacency_csr(n, rows, cols)
+        # "auto" builds both candidate orderings and keeps the one whose tiered
+        # schedule has the lower modelled factorisation time
+        cands = ["nd", "mindegree"] if ordering == "auto" else [ordering]
+        best = None
+        for name in cands:
+            t0 = time.perf_counter()
+            if name == "nd":
+                perm = ordmod.nested_dissection(n, indptr, indices, leaf_size=leaf_size)
+            elif name in ("amd", "mindegree"):
+                perm = ordmod.minimum_degree(n, indptr, indices)
+            else:
+                perm = ordmod.natural(n, indptr, indices)
+            t1 = time.perf_counter()
+            sym_ = symbolic_cholesky(n, d, rows, cols, indptr, indices, perm,
+                                     relax_cols=relax_cols, relax_frac=relax_frac,
+                                     max_tiers=max_tiers)
+            t2 = time.perf_counter()
+            if best is None or sym_.model_seconds < best[1].model_seconds:
+                best = (name, sym_, t1 - t0, t2 - t1)
+        ordering_used, symbolic, t_ord, t_sym = best
+        stats = dict(ordering_seconds=t_ord, symbolic_seconds=t_sym,
+                     num_supernodes=symbolic.num_supernodes, num_levels=symbolic.num_levels,
+                     num_tiers=len(symbolic.tiers),
+                     tiers=[(t.a, t.r, t.batch, t.steps) for t in symbolic.tiers],
+                     nnz_blocks_L=symbolic.nnz_blocks, factor_flops=symbolic.flops,
+                     padded_factor_flops=symbolic.padded_flops,
+                     model_seconds=symbolic.model_seconds,
+                     analyze_seconds=time.perf_counter() - t_start)
+        ordering = ordering_used
+    return BlockStructure(num_blocks=n, block_dim=d, rows=rows.astype(np.int32),
+                          cols=cols.astype(np.int32), method=method, ordering=ordering,
+                          pcg_max_iterations=int(pcg_max_iterations),
+                          pcg_tolerance=None if pcg_tolerance is None else float(pcg_tolerance),
+                          symbolic=symbolic, stats=stats)
+
+
+# --------------------------------------------------------------------------- validation / batching
+
+
+def _check(structure, diag=None, offdiag=None, vec=None, who="solve"):
+    if not isinstance(structure, BlockStructure):
+        raise TypeError(f"{who}: expected a BlockStructure from jaxgraph.linear.analyze, "
+                        f"got {type(structure).__name__}")
+    n, d, M = structure.num_blocks, structure.block_dim, structure.num_offdiag
+    if diag is not None and (diag.ndim < 3 or diag.shape[-3:] != (n, d, d)):
+        raise ValueError(f"{who}: diag_blocks must have shape [..., {n}, {d}, {d}], got {diag.shape}")
+    if offdiag is not None and (offdiag.ndim < 3 or offdiag.shape[-3:] != (M, d, d)):
+        raise ValueError(f"{who}: offdiag_blocks must have shape [..., {M}, {d}, {d}], got {offdiag.shape}")
+    if vec is not None and (vec.ndim < 2 or vec.shape[-2:] != (n, d)):
+        raise ValueError(f"{who}: vector must have shape [..., {n}, {d}], got {vec.shape}")
+    arrays = [a for a in (diag, offdiag, vec) if a is not None]
+    for a in arrays:
+        if not jnp.issubdtype(a.dtype, jnp.floating):
+            raise TypeError(f"{who}: expected floating-point arrays, got {a.dtype}")
+    dts = {a.dtype for a in arrays}
+    if len(dts) > 1:
+        raise TypeError(f"{who}: all arrays must share one dtype, got {sorted(map(str, dts))}")
+
+
+def _batched(fn, args, core_ndims):
+    """Apply ``fn`` (single problem) over broadcast leading batch axes of ``args``."""
+    batch = jnp.broadcast_shapes(*[a.shape[: a.ndim - k] for a, k in zip(args, core_ndims)])
+    if not batch:
+        return fn(*args)
+    args = [jnp.broadcast_to(a, batch + a.shape[a.ndim - k:]) for a, k in zip(args, core_ndims)]
+    f = fn
+    for _ in batch:
+        f = jax.vmap(f)
+    return f(*args)
+
+
+def _tol(structure, dtype):
+    if structure.pcg_tolerance is not None:
+        return structure.pcg_tolerance
+    return 1e-10 if jnp.dtype(dtype) == jnp.float64 else 1e-5
+
+
+# --------------------------------------------------------------------------- single-problem cores
+
+
+def _factor1(structure, diag, offdiag):
+    rows, cols = jnp.asarray(structure.rows), jnp.asarray(structure.cols)
+    if structure.method == "dense":
+        data, clamped = num.dense_factor(rows, cols, diag, offdiag)
+    elif structure.method == "pcg":
+        Ld, clamped = num.block_jacobi(diag)
+        data = (diag, offdiag, Ld)
+    else:
+        sy = structure.symbolic
+        data, clamped = num.cholesky_factor(sy.tiers, structure.num_blocks, structure.block_dim,
+                                            diag, offdiag)
+    return Factorization(data=data, clamped=clamped)
+
+
+def _solve_factored1(structure, fact, rhs):
+    """Returns (x, iterations, pcg relative residual or None)."""
+    if structure.method == "dense":
+        return num.dense_solve(fact.data, rhs), jnp.asarray(0, jnp.int32), None
+    if structure.method == "pcg":
+        diag, offdiag, Ld = fact.data
+        x, k, rel = num.pcg(jnp.asarray(structure.rows), jnp.asarray(structure.cols), diag, offdiag,
+                            Ld, rhs, structure.pcg_max_iterations, _tol(structure, rhs.dtype))
+        return x, k, rel
+    x = num.cholesky_solve(structure.symbolic.tiers, structure.num_blocks, structure.block_dim,
+                           fact.data, rhs)
+    return x, jnp.asarray(0, jnp.int32), None
+
+
+def _residual(structure, diag, offdiag, x, rhs):
+    r = num.matvec(jnp.asarray(structure.rows), jnp.asarray(structure.cols), diag, offdiag, x) - rhs
+    bn = jnp.sqrt(jnp.sum(rhs * rhs))
+    return jnp.sqrt(jnp.sum(r * r)) / jnp.where(bn > 0, bn, jnp.asarray(1.0, rhs.dtype))
+
+
+@partial(jax.custom_vjp, nondiff_argnums=(0,))
+def _solve1(structure, diag, offdiag, rhs):
+    fact = _factor1(structure, diag, offdiag)
+    x, k, rel = _solve_factored1(structure, fact, rhs)
+    if rel is None:
+        rel = _residual(structure, diag, offdiag, x, rhs)
+    return x, SolveInfo(fact.clamped, k, rel)
+
+
+def _solve1_fwd(structure, diag, offdiag, rhs):
+    fact = _factor1(structure, diag, offdiag)
+    x, k, rel = _solve_factored1(structure, fact, rhs)
+    if rel is None:
+        rel = _residual(structure, diag, offdiag, x, rhs)
+    return (x, SolveInfo(fact.clamped, k, rel)), (fact, x)
+
+
+def _solve1_bwd(structure, res, cts):
+    fact, x = res
+    xbar = cts[0]
+    # H symmetric: the adjoint system is H lam = xbar, solved with the same factor
+    lam, _, _ = _solve_factored1(structure, fact, xbar)
+    r, c = jnp.asarray(structure.rows), jnp.asarray(structure.cols)
+    dD = -0.5 * (jnp.einsum("ni,nj->nij", lam, x) + jnp.einsum("ni,nj->nij", x, lam))
+    dO = -(jnp.einsum("ki,kj->kij", lam[r], x[c]) + jnp.einsum("ki,kj->kij", x[r], lam[c]))
+    return dD, dO.astype(x.dtype), lam
+
+
+_solve1.defvjp(_solve1_fwd, _solve1_bwd)
+
+
+# --------------------------------------------------------------------------- public functions
+
+
+def factor(structure: BlockStructure, diag_blocks, offdiag_blocks) -> Factorization:
+    """Numeric factorisation of H (jit/vmap-able).
+
+    Args:
+      diag_blocks: ``[..., n, d, d]`` diagonal blocks H_ii (symmetrised internally).
+      offdiag_blocks: ``[..., M, d, d]``, ``offdiag_blocks[k] = H[rows[k], cols[k]]``.
+    Returns:
+      :class:`Factorization` with the inputs' leading batch axes.
+    """
+    diag_blocks = jnp.asarray(diag_blocks)
+    offdiag_blocks = jnp.asarray(offdiag_blocks)
+    _check(structure, diag_blocks, offdiag_blocks, who="factor")
+    return _batched(partial(_factor1, structure), [diag_blocks, offdiag_blocks], [3, 3])
+
+
+def solve_factored(structure: BlockStructure, factorization: Factorization, rhs):
+    """Solve H x = rhs with an existing factorisation; ``rhs [..., n, d] -> x [..., n, d]``.
+
+    Batch axes of ``rhs`` beyond those of the factorisation are vmapped over
+    with the factorisation shared.
+    """
+    rhs = jnp.asarray(rhs)
+    _check(structure, vec=rhs, who="solve_factored")
+    fb = jnp.ndim(factorization.clamped)
+    rb = rhs.ndim - 2
+    if rb < fb:
+        raise ValueError(f"solve_factored: rhs has {rb} batch axes but the factorisation has {fb}")
+
+    def one(f, b):
+        return _solve_factored1(structure, f, b)[0]
+
+    f = one
+    for _ in range(rb - fb):
+        f = jax.vmap(f, in_axes=(None, 0))
+    for _ in range(fb):
+        f = jax.vmap(f)
+    return f(factorization, rhs)
+
+
+def solve_with_info(structure: BlockStructure, diag_blocks, offdiag_blocks, rhs):
+    """Like :func:`solve` but also returns a :class:`SolveInfo`."""
+    diag_blocks = jnp.asarray(diag_blocks)
+    offdiag_blocks = jnp.asarray(offdiag_blocks)
+    rhs = jnp.asarray(rhs)
+    _check(structure, diag_blocks, offdiag_blocks, rhs, who="solve")
+    return _batched(partial(_solve1, structure), [diag_blocks, offdiag_blocks, rhs], [3, 3, 2])
+
+
+def solve(structure: BlockStructure, diag_blocks, offdiag_blocks, rhs):
+    """Solve H x = rhs (jit/vmap/grad-able; reverse mode reuses the factorisation).
+
+    Args:
+      structure: from :func:`analyze`.
+      diag_blocks: ``[..., n, d, d]``; offdiag_blocks: ``[..., M, d, d]`` with
+        ``offdiag_blocks[k] = H[rows[k], cols[k]]``; rhs: ``[..., n, d]``.
+        Leading batch axes broadcast against each other.
+    Returns:
+      x: ``[..., n, d]``, same dtype as the inputs.
+    """
+    return solve_with_info(structure, diag_blocks, offdiag_blocks, rhs)[0]
+
+
+def matvec(structure: BlockStructure, diag_blocks, offdiag_blocks, x):
+    """Block-sparse product ``H x``; ``x [..., n, d] -> [..., n, d]``."""
+    diag_blocks = jnp.asarray(diag_blocks)
+    offdiag_blocks = jnp.asarray(offdiag_blocks)
+    x = jnp.asarray(x)
+    _check(structure, diag_blocks, offdiag_blocks, x, who="matvec")
+    r, c = jnp.asarray(structure.rows), jnp.asarray(structure.cols)
+    return _batched(partial(num.matvec, r, c), [diag_blocks, offdiag_blocks, x], [3, 3, 2])
+
+
+def to_dense(structure: BlockStructure, diag_blocks, offdiag_blocks):
+    """Dense ``[..., n d, n d]`` matrix (for small problems and tests)."""
+    diag_blocks = jnp.asarray(diag_blocks)
+    offdiag_blocks = jnp.asarray(offdiag_blocks)
+    _check(structure, diag_blocks, offdiag_blocks, who="to_dense")
+    r, c = jnp.asarray(structure.rows), jnp.asarray(structure.cols)
+    return _batched(partial(num.assemble_dense, r, c), [diag_blocks, offdiag_blocks], [3, 3])

@@ -1,0 +1,225 @@
+"""Numeric kernels (jit-able JAX, single problem; batching is added by vmap).
+
+Shapes: ``diag [n, d, d]``, ``offdiag [M, d, d]``, vectors ``[n, d]``.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+# --------------------------------------------------------------------------- helpers
+
+
+def sym(blocks):
+    """Symmetric part of square blocks; the solver treats H_ii as (D + D^T) / 2."""
+    return 0.5 * (blocks + jnp.swapaxes(blocks, -1, -2))
+
+
+def matvec(rows, cols, diag, offdiag, x):
+    """y = H x for the block-sparse symmetric H (segment sums, no dense matrix)."""
+    n = diag.shape[0]
+    y = jnp.einsum("nij,nj->ni", sym(diag), x)
+    if offdiag.shape[0]:
+        y = y + jax.ops.segment_sum(jnp.einsum("kij,kj->ki", offdiag, x[cols]), rows, n)
+        y = y + jax.ops.segment_sum(jnp.einsum("kji,kj->ki", offdiag, x[rows]), cols, n)
+    return y
+
+
+def guarded_cholesky(A):
+    """Lower Cholesky factors of a batch ``A [..., m, m]`` (lower triangle read) that never fail.
+
+    Rule: a matrix whose Cholesky breaks down (non-finite factor, i.e. a pivot
+    <= 0 in floating point: semi-definite or indefinite input) gets the
+    block-Jacobi stand-in ``diag(sqrt(max(|A_ii|, tau)))`` with
+    ``tau = sqrt(eps) * max_i |A_ii| + 1e-30`` as its factor, so the solve stays
+    finite.  Returns ``(L, clamped)``; ``clamped`` is true when any matrix of
+    the batch was replaced.  Deliberately no second factorisation attempt: a
+    ``lax.cond`` retry with a shifted matrix doubled the XLA:CPU compile time
+    of the whole sparse solver (13.3 s vs 6.8 s on sphere2500) for a case
+    (missing gauge prior) that damped solvers never reach.
+    """
+    L0 = lax.linalg.cholesky(A, symmetrize_input=False)
+    ok = jnp.all(jnp.isfinite(L0), axis=(-2, -1))
+    dg = jnp.abs(jnp.diagonal(A, axis1=-2, axis2=-1))
+    tau = jnp.sqrt(jnp.finfo(A.dtype).eps) * jnp.max(dg, axis=-1, keepdims=True) + jnp.asarray(1e-30, A.dtype)
+    Ld = jnp.sqrt(jnp.maximum(dg, tau))[..., None] * jnp.eye(A.shape[-1], dtype=A.dtype)
+    L = jnp.where(ok[..., None, None], L0, Ld)
+    return L, ~jnp.all(ok)
+
+
+# --------------------------------------------------------------------------- dense
+
+
+def assemble_dense(rows, cols, diag, offdiag):
+    """Dense ``[n d, n d]`` matrix of the block system (small problems only)."""
+    n, d, _ = diag.shape
+    H = jnp.zeros((n, n, d, d), diag.dtype)
+    idx = jnp.arange(n)
+    H = H.at[idx, idx].add(sym(diag))
+    if offdiag.shape[0]:
+        H = H.at[rows, cols].add(offdiag)
+        H = H.at[cols, rows].add(jnp.swapaxes(offdiag, -1, -2))
+    return H.transpose(0, 2, 1, 3).reshape(n * d, n * d)
+
+
+def dense_factor(rows, cols, diag, offdiag):
+    L, clamped = guarded_cholesky(assemble_dense(rows, cols, diag, offdiag))
+    return (L,), clamped
+
+
+def dense_solve(data, rhs):
+    (L,) = data
+    n, d = rhs.shape
+    b = rhs.reshape(n * d, 1)
+    y = lax.linalg.triangular_solve(L, b, left_side=True, lower=True)
+    x = lax.linalg.triangular_solve(L, y, left_side=True, lower=True, transpose_a=True)
+    return x.reshape(n, d)
+
+
+# --------------------------------------------------------------------------- PCG
+
+
+def block_jacobi(diag):
+    """Cholesky factors of the (symmetrised) diagonal blocks, guarded."""
+    return guarded_cholesky(sym(diag))
+
+
+def _apply_block_jacobi(Ld, r):
+    y = lax.linalg.triangular_solve(Ld, r[..., None], left_side=True, lower=True)
+    return lax.linalg.triangular_solve(Ld, y, left_side=True, lower=True, transpose_a=True)[..., 0]
+
+
+def pcg(rows, cols, diag, offdiag, Ld, rhs, max_iterations, tolerance):
+    """Block-Jacobi preconditioned CG in a ``lax.while_loop``.
+
+    Stops when ``||r|| <= tolerance * ||b||`` or after ``max_iterations``.
+    Returns ``(x, iterations, relative residual norm)``.
+    """
+    dt = rhs.dtype
+    bnorm = jnp.sqrt(jnp.sum(rhs * rhs))
+    thresh = tolerance * bnorm
+    x0 = jnp.zeros_like(rhs)
+    r0 = rhs
+    z0 = _apply_block_jacobi(Ld, r0)
+    rz0 = jnp.sum(r0 * z0)
+
+    def cond(state):
+        k, x, r, p, rz, rnorm, stalled = state
+        return (k < max_iterations) & (rnorm > thresh) & ~stalled
+
+    def body(state):
+        k, x, r, p, rz, rnorm, stalled = state
+        Ap = matvec(rows, cols, diag, offdiag, p)
+        pAp = jnp.sum(p * Ap)
+        good = (pAp > 0) & jnp.isfinite(pAp)
+        alpha = jnp.where(good, rz / jnp.where(good, pAp, 1.0), 0.0)
+        x = x + alpha * p
+        r = r - alpha * Ap
+        z = _apply_block_jacobi(Ld, r)
+        rz_new = jnp.sum(r * z)
+        beta = jnp.where(rz > 0, rz_new / jnp.where(rz > 0, rz, 1.0), 0.0)
+        p = z + beta * p
+        return k + 1, x, r, p, rz_new, jnp.sqrt(jnp.sum(r * r)), ~good
+
+    state = (jnp.asarray(0, jnp.int32), x0, r0, z0, rz0, bnorm, jnp.asarray(False))
+    k, x, r, _, _, rnorm, _ = lax.while_loop(cond, body, state)
+    rel = rnorm / jnp.where(bnorm > 0, bnorm, jnp.asarray(1.0, dt))
+    return x, k, rel.astype(dt)
+
+
+# --------------------------------------------------------------------------- multifrontal Cholesky
+
+
+def cholesky_factor(tiers, n, d, diag, offdiag):
+    """Multifrontal numeric factorisation.
+
+    Each tier is one ``lax.scan`` over its steps; a step assembles ``batch``
+    fronts from the input blocks and the children's update matrices (gathers
+    from read-only buffers of earlier tiers and from this tier's own buffer),
+    factors them (guarded Cholesky L11, L21 = F21 L11^-T by a triangular
+    solve) and stores its update matrices F22 - L21 L21^T.
+    Returns ``((L11, L21) per tier), clamped``.
+    """
+    dt = diag.dtype
+    inputs = jnp.concatenate([jnp.zeros((1, d, d), dt), sym(diag), offdiag,
+                              jnp.swapaxes(offdiag, -1, -2)], axis=0)
+    buffers = [inputs]  # buffer 0: inputs, buffer u + 1: updates of tier u
+    factors = []
+    clamped = jnp.asarray(False)
+    zero = jnp.zeros((), jnp.int32)
+    for t, T in enumerate(tiers):
+        a, r, B = T.a, T.r, T.batch
+        m = a + r
+        ad = a * d
+        own = any(buf == t + 1 for buf, _ in T.srcs)
+        ext = tuple(buffers[buf] for buf, _ in T.srcs if buf != t + 1)
+
+        def step(carry, xs, a=a, r=r, B=B, m=m, ad=ad, t=t, T=T, own=own, ext=ext):
+            ubuf, clamped = carry
+            k, srcs, dst, pad = xs
+            blocks = []
+            it = iter(ext)
+            for (buf, _), src in zip(T.srcs, srcs):
+                blocks.append(jnp.take(ubuf if buf == t + 1 else next(it), src, axis=0, mode="clip"))
+            Fb = jnp.zeros((B * m * m + 1, d, d), dt).at[dst].add(
+                jnp.concatenate(blocks, axis=0), mode="promise_in_bounds")
+            F = Fb[:-1].reshape(B, m, m, d, d).transpose(0, 1, 3, 2, 4).reshape(B, m * d, m * d)
+            A11 = F[:, :ad, :ad] + pad.astype(dt)[:, :, None] * jnp.eye(ad, dtype=dt)
+            L11, cl = guarded_cholesky(A11)
+            if r:
+                L21 = lax.linalg.triangular_solve(L11, F[:, ad:, :ad], left_side=False, lower=True,
+                                                  transpose_a=True)
+                U = F[:, ad:, ad:] - jnp.einsum("bik,bjk->bij", L21, L21)
+                Ub = U.reshape(B, r, d, r, d).transpose(0, 1, 3, 2, 4).reshape(B * r * r, d, d)
+                if own:
+                    ubuf = lax.dynamic_update_slice(ubuf, Ub, (k * (B * r * r), zero, zero))
+            else:
+                L21 = jnp.zeros((B, 0, ad), dt)
+                Ub = jnp.zeros((0, d, d), dt)
+            return (ubuf, clamped | cl), (L11, L21, None if own else Ub)
+
+        xs = (jnp.arange(T.steps, dtype=jnp.int32), tuple(jnp.asarray(s_) for _, s_ in T.srcs),
+              jnp.asarray(T.dst), jnp.asarray(T.pad_diag))
+        ubuf0 = jnp.zeros((T.u_size if own else 1, d, d), dt)
+        (ubuf, clamped), (L11s, L21, Us) = lax.scan(step, (ubuf0, clamped), xs)
+        if not own:
+            ubuf = jnp.concatenate([Us.reshape(-1, d, d), jnp.zeros((1, d, d), dt)], axis=0)
+        buffers.append(ubuf)
+        factors.append((L11s, L21))
+    return tuple(factors), clamped
+
+
+def cholesky_solve(tiers, n, d, factors, rhs):
+    """Forward then backward substitution with the multifrontal factor (scans over steps)."""
+    y = jnp.concatenate([rhs, jnp.zeros((1, d), rhs.dtype)], axis=0)
+    for T, (L11, L21) in zip(tiers, factors):
+        B, a, r = T.batch, T.a, T.r
+
+        def fwd(y, xs, B=B, a=a, r=r):
+            L11, L21, ci, ri = xs
+            z = lax.linalg.triangular_solve(L11, y[ci].reshape(B, a * d, 1), left_side=True,
+                                            lower=True)[..., 0]
+            y = y.at[ci].set(z.reshape(B, a, d), mode="promise_in_bounds")
+            if r:
+                y = y.at[ri].add(-jnp.einsum("bij,bj->bi", L21, z).reshape(B, r, d),
+                                 mode="promise_in_bounds")
+            return y, None
+
+        y, _ = lax.scan(fwd, y, (L11, L21, jnp.asarray(T.col_idx), jnp.asarray(T.row_idx)))
+    for T, (L11, L21) in zip(reversed(tiers), reversed(factors)):
+        B, a, r = T.batch, T.a, T.r
+
+        def bwd(y, xs, B=B, a=a, r=r):
+            L11, L21, ci, ri = xs
+            t = y[ci].reshape(B, a * d)
+            if r:
+                t = t - jnp.einsum("bji,bj->bi", L21, y[ri].reshape(B, r * d))
+            x = lax.linalg.triangular_solve(L11, t[..., None], left_side=True, lower=True,
+                                            transpose_a=True)[..., 0]
+            return y.at[ci].set(x.reshape(B, a, d), mode="promise_in_bounds"), None
+
+        y, _ = lax.scan(bwd, y, (L11, L21, jnp.asarray(T.col_idx), jnp.asarray(T.row_idx)),
+                        reverse=True)
+    return y[:n]
