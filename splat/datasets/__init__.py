@@ -1,0 +1,40 @@
+"""Scene loaders: NeRF/instant-ngp transforms.json, COLMAP sparse models, gsplat npz.
+
+All return a :class:`Scene` with undistorted, downscaled uint8 images, OpenCV
+world-to-camera matrices, pinhole intrinsics, an initial point cloud and a train/test
+split (every 8th image is a test view). :func:`load_scene` picks the loader.
+"""
+
+from __future__ import annotations
+
+import os
+
+from .colmap import find_sparse_dir, load_colmap
+from .images import read_image, undistort_image, write_png
+from .nerf import load_nerf
+from .npz import load_npz
+from .scene import Scene, camera_centers, random_points, scene_extent, split_indices
+
+
+def load_scene(path, **kwargs) -> Scene:
+    """Load ``path``: an .npz file, a folder with transforms.json, or a COLMAP folder.
+
+    kwargs go to the loader (downscale, test_every, ...).
+    """
+    path = str(path)
+    if os.path.isfile(path) and path.endswith(".npz"):
+        kw = {k: v for k, v in kwargs.items() if k in ("downscale", "test_every")}
+        return load_npz(path, **kw)
+    if not os.path.isdir(path):
+        raise FileNotFoundError(f"{path}: no such scene folder or .npz file")
+    if os.path.isfile(os.path.join(path, "transforms.json")):
+        return load_nerf(path, **kwargs)
+    if find_sparse_dir(path) is not None:
+        kwargs.pop("alpha_background", None)
+        return load_colmap(path, **kwargs)
+    raise ValueError(f"{path}: found neither transforms.json nor a COLMAP model (sparse/0)")
+
+
+__all__ = ["Scene", "load_scene", "load_nerf", "load_colmap", "load_npz", "split_indices",
+           "scene_extent", "camera_centers", "random_points", "read_image", "write_png",
+           "undistort_image"]

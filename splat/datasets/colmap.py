@@ -1,0 +1,236 @@
+"""COLMAP sparse models (cameras, images, points3D; text or binary)."""
+
+from __future__ import annotations
+
+import os
+import struct
+import warnings
+
+import numpy as np
+
+from .images import read_image, undistort_image
+from .scene import Scene, random_points, scene_extent, split_indices, warn_missing
+
+# model id -> (name, number of params)
+CAMERA_MODELS = {0: ("SIMPLE_PINHOLE", 3), 1: ("PINHOLE", 4), 2: ("SIMPLE_RADIAL", 4),
+                 3: ("RADIAL", 5), 4: ("OPENCV", 8), 5: ("OPENCV_FISHEYE", 8),
+                 6: ("FULL_OPENCV", 12), 7: ("FOV", 5), 8: ("SIMPLE_RADIAL_FISHEYE", 4),
+                 9: ("RADIAL_FISHEYE", 5), 10: ("THIN_PRISM_FISHEYE", 12)}
+_MODEL_IDS = {v[0]: k for k, v in CAMERA_MODELS.items()}
+
+
+def camera_to_pinhole(model: str, params):
+    """(K [3, 3], dist (k1, k2, p1, p2)) of a COLMAP camera; only perspective models
+    representable by OpenCV's k1 k2 p1 p2 are supported."""
+    p = [float(x) for x in params]
+    if model == "SIMPLE_PINHOLE":
+        f, cx, cy = p
+        fx = fy = f
+        dist = (0, 0, 0, 0)
+    elif model == "PINHOLE":
+        fx, fy, cx, cy = p
+        dist = (0, 0, 0, 0)
+    elif model == "SIMPLE_RADIAL":
+        f, cx, cy, k = p
+        fx = fy = f
+        dist = (k, 0, 0, 0)
+    elif model == "RADIAL":
+        f, cx, cy, k1, k2 = p
+        fx = fy = f
+        dist = (k1, k2, 0, 0)
+    elif model == "OPENCV":
+        fx, fy, cx, cy, k1, k2, p1, p2 = p
+        dist = (k1, k2, p1, p2)
+    else:
+        raise ValueError(f"COLMAP camera model {model} is not supported (use a perspective "
+                         "model: SIMPLE_PINHOLE, PINHOLE, SIMPLE_RADIAL, RADIAL, OPENCV)")
+    return np.array([[fx, 0, cx], [0, fy, cy], [0, 0, 1.0]]), tuple(float(d) for d in dist)
+
+
+def qvec_to_rotmat(q):
+    w, x, y, z = np.asarray(q, np.float64) / np.linalg.norm(q)
+    return np.array([[1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y)],
+                     [2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x)],
+                     [2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y)]])
+
+
+def _lines(path):
+    with open(path) as f:
+        return [ln.rstrip("\n") for ln in f if not ln.startswith("#")]
+
+
+def read_cameras_text(path):
+    cams = {}
+    for ln in _lines(path):
+        t = ln.split()
+        if not t:
+            continue
+        cams[int(t[0])] = dict(model=t[1], width=int(t[2]), height=int(t[3]),
+                               params=[float(x) for x in t[4:]])
+    return cams
+
+
+def read_images_text(path):
+    """{image_id: dict(qvec, tvec, camera_id, name)}; points2D lines are skipped."""
+    lines = _lines(path)
+    ims = {}
+    i = 0
+    while i < len(lines):
+        t = lines[i].split()
+        if not t:
+            i += 1
+            continue
+        ims[int(t[0])] = dict(qvec=np.array([float(x) for x in t[1:5]]),
+                              tvec=np.array([float(x) for x in t[5:8]]),
+                              camera_id=int(t[8]), name=" ".join(t[9:]))
+        i += 2  # the next line (possibly empty) lists the 2D points
+    return ims
+
+
+def read_points3d_text(path):
+    xyz, rgb = [], []
+    for ln in _lines(path):
+        t = ln.split()
+        if not t:
+            continue
+        xyz.append([float(x) for x in t[1:4]])
+        rgb.append([int(x) for x in t[4:7]])
+    return np.array(xyz, np.float64).reshape(-1, 3), np.array(rgb, np.uint8).reshape(-1, 3)
+
+
+def _read(f, fmt):
+    size = struct.calcsize("<" + fmt)
+    b = f.read(size)
+    if len(b) != size:
+        raise ValueError(f"{f.name}: truncated COLMAP binary file")
+    return struct.unpack("<" + fmt, b)
+
+
+def read_cameras_binary(path):
+    cams = {}
+    with open(path, "rb") as f:
+        (n,) = _read(f, "Q")
+        for _ in range(n):
+            cid, mid, w, h = _read(f, "iiQQ")
+            if mid not in CAMERA_MODELS:
+                raise ValueError(f"{path}: unknown camera model id {mid}")
+            name, k = CAMERA_MODELS[mid]
+            cams[cid] = dict(model=name, width=w, height=h, params=list(_read(f, "d" * k)))
+    return cams
+
+
+def read_images_binary(path):
+    ims = {}
+    with open(path, "rb") as f:
+        (n,) = _read(f, "Q")
+        for _ in range(n):
+            vals = _read(f, "idddddddi")
+            name = b""
+            while True:
+                c = f.read(1)
+                if c in (b"\x00", b""):
+                    break
+                name += c
+            (n2d,) = _read(f, "Q")
+            f.seek(24 * n2d, 1)
+            ims[vals[0]] = dict(qvec=np.array(vals[1:5]), tvec=np.array(vals[5:8]),
+                                camera_id=vals[8], name=name.decode("utf-8"))
+    return ims
+
+
+def read_points3d_binary(path):
+    xyz, rgb = [], []
+    with open(path, "rb") as f:
+        (n,) = _read(f, "Q")
+        for _ in range(n):
+            vals = _read(f, "QdddBBBd")
+            xyz.append(vals[1:4])
+            rgb.append(vals[4:7])
+            (tl,) = _read(f, "Q")
+            f.seek(8 * tl, 1)
+    return np.array(xyz, np.float64).reshape(-1, 3), np.array(rgb, np.uint8).reshape(-1, 3)
+
+
+def find_sparse_dir(data_dir):
+    """The folder holding cameras/images/points3D: data_dir/sparse/0, data_dir/sparse or
+    data_dir itself."""
+    for d in (os.path.join(data_dir, "sparse", "0"), os.path.join(data_dir, "sparse"), data_dir):
+        if any(os.path.isfile(os.path.join(d, f"cameras.{e}")) for e in ("bin", "txt")):
+            return d
+    return None
+
+
+def read_model(sparse_dir):
+    """(cameras, images, (xyz, rgb)) from binary files if present, else text."""
+    def pick(stem):
+        for ext in ("bin", "txt"):
+            p = os.path.join(sparse_dir, f"{stem}.{ext}")
+            if os.path.isfile(p):
+                return p, ext
+        raise FileNotFoundError(f"{sparse_dir}: no {stem}.bin or {stem}.txt")
+
+    (pc, ec), (pi, ei) = pick("cameras"), pick("images")
+    cams = read_cameras_binary(pc) if ec == "bin" else read_cameras_text(pc)
+    ims = read_images_binary(pi) if ei == "bin" else read_images_text(pi)
+    try:
+        pp, ep = pick("points3D")
+        pts = read_points3d_binary(pp) if ep == "bin" else read_points3d_text(pp)
+    except FileNotFoundError:
+        pts = (np.zeros((0, 3)), np.zeros((0, 3), np.uint8))
+    return cams, ims, pts
+
+
+def load_colmap(data_dir, *, downscale: int = 1, test_every: int = 8, images_dir: str = "images",
+                n_random_points: int = 20_000, seed: int = 0, max_images: int | None = None,
+                warn=None) -> Scene:
+    """Load a COLMAP scene: ``data_dir/sparse[/0]/{cameras,images,points3D}.{bin,txt}``
+    and images in ``data_dir/images``. Images are sorted by name, box-downscaled by
+    ``downscale`` and undistorted when the camera model has distortion. The SfM points
+    initialise the Gaussians (random points in the cameras' bounds if there are none).
+    """
+    warn = warn or (lambda msg: warnings.warn(msg, stacklevel=3))
+    sparse = find_sparse_dir(data_dir)
+    if sparse is None:
+        raise FileNotFoundError(f"{data_dir}: no COLMAP model (sparse/0/cameras.bin|txt)")
+    cams, ims, (xyz, rgb) = read_model(sparse)
+    entries = sorted(ims.values(), key=lambda e: e["name"])
+    images, viewmats, Ks, names, missing = [], [], [], [], []
+    for e in entries:
+        p = os.path.join(data_dir, images_dir, e["name"])
+        if not os.path.isfile(p):
+            missing.append(e["name"])
+            continue
+        if max_images is not None and len(images) >= max_images:
+            continue
+        cam = cams.get(e["camera_id"])
+        if cam is None:
+            raise ValueError(f"{sparse}: image {e['name']} uses unknown camera {e['camera_id']}")
+        K, dist = camera_to_pinhole(cam["model"], cam["params"])
+        img = read_image(p, int(downscale))
+        K = K * np.array([[img.shape[1] / cam["width"]], [img.shape[0] / cam["height"]], [1.0]])
+        if any(dist):
+            img = undistort_image(img, K, dist)
+        vm = np.eye(4)
+        vm[:3, :3] = qvec_to_rotmat(e["qvec"])
+        vm[:3, 3] = e["tvec"]
+        images.append(img)
+        viewmats.append(vm)
+        Ks.append(K)
+        names.append(e["name"])
+    warn_missing(missing, len(entries), warn)
+    if not images:
+        raise ValueError(f"{data_dir}: none of the {len(entries)} registered images exist")
+    sizes = {im.shape for im in images}
+    if len(sizes) > 1:
+        raise ValueError(f"{data_dir}: images have different sizes after downscaling: {sorted(sizes)}")
+    images, viewmats, Ks = np.stack(images), np.stack(viewmats), np.stack(Ks)
+    tr, te = split_indices(len(images), test_every)
+    if len(xyz):
+        pts, cols, src = xyz, rgb.astype(np.float64) / 255, "sfm"
+    else:
+        pts, cols = random_points(viewmats[tr], Ks[tr], images.shape[2], images.shape[1],
+                                  n_random_points, seed)
+        src = "random"
+    return Scene(images=images, viewmats=viewmats, Ks=Ks, names=names, points=pts,
+                 point_colors=cols, train_idx=tr, test_idx=te,
+                 extent=scene_extent(viewmats[tr]), points_source=src)

@@ -1,0 +1,123 @@
+"""The in-memory scene every loader returns, and what all loaders share."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+
+import numpy as np
+
+
+@dataclasses.dataclass
+class Scene:
+    """Images and cameras of one capture.
+
+    images: [M, H, W, 3] uint8 (undistorted, downscaled) or None (cameras only);
+    viewmats: [M, 4, 4] float64 world-to-camera, OpenCV axes (x right, y down, z forward);
+    Ks: [M, 3, 3] float64 pinhole intrinsics in pixels of the stored images;
+    names: M image names; points [N, 3] float64 and point_colors [N, 3] in [0, 1]: the
+    initial point cloud (SfM points, or random ones, see ``points_source``);
+    train_idx / test_idx: int arrays (every 8th image, from the first, is a test view);
+    extent: scene scale (1.1 x the largest camera distance from the cameras' mean centre).
+    """
+
+    images: np.ndarray | None
+    viewmats: np.ndarray
+    Ks: np.ndarray
+    names: list
+    points: np.ndarray
+    point_colors: np.ndarray
+    train_idx: np.ndarray
+    test_idx: np.ndarray
+    extent: float
+    points_source: str = "sfm"
+
+    @property
+    def width(self) -> int:
+        return int(self.images.shape[2])
+
+    @property
+    def height(self) -> int:
+        return int(self.images.shape[1])
+
+
+def split_indices(m: int, test_every: int = 8):
+    """(train_idx, test_idx): image i is a test view when i % test_every == 0 (3DGS rule).
+
+    With test_every <= 0 every image is a training view and there is no test view.
+    """
+    idx = np.arange(m)
+    if test_every <= 0:
+        return idx, idx[:0]
+    test = idx % test_every == 0
+    if m > 1 and test.all():
+        test[:] = False
+    return idx[~test], idx[test]
+
+
+def camera_centers(viewmats) -> np.ndarray:
+    """[M, 3] world positions of the cameras of world-to-camera matrices [M, 4, 4]."""
+    vm = np.asarray(viewmats, np.float64)
+    r, t = vm[:, :3, :3], vm[:, :3, 3]
+    return -np.einsum("mji,mj->mi", r, t)
+
+
+def scene_extent(viewmats) -> float:
+    """1.1 x the largest distance of a camera centre from the mean centre (gsplat's rule)."""
+    c = camera_centers(viewmats)
+    if len(c) == 0:
+        return 1.0
+    d = np.linalg.norm(c - c.mean(0), axis=1).max() * 1.1
+    return float(d) if d > 0 else 1.0
+
+
+def random_points(viewmats, Ks, width, height, n: int, seed: int = 0):
+    """n random points in the cameras' bounds: uniform in the axis-aligned box of the
+    camera centres (padded by 5%; a unit box if the centres coincide), kept if at least
+    one camera sees them in front of it. Colours are
+    uniform random. Returns (points [n, 3], colors [n, 3])."""
+    rng = np.random.default_rng(seed)
+    c = camera_centers(viewmats)
+    lo, hi = c.min(0), c.max(0)
+    side = float((hi - lo).max())
+    # all cameras at one place: search a unit box around them instead
+    pad = 0.05 * side if side > 1e-9 else 1.0
+    lo, hi = lo - pad, hi + pad
+    vm = np.asarray(viewmats, np.float64)
+    K = np.asarray(Ks, np.float64)
+    out = []
+    total = 0
+    for _ in range(100):
+        cand = rng.uniform(lo, hi, size=(max(4 * n, 1024), 3))
+        cam = np.einsum("mij,nj->mni", vm[:, :3, :3], cand) + vm[:, None, :3, 3]
+        z = cam[..., 2]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            u = K[:, None, 0, 0] * cam[..., 0] / z + K[:, None, 0, 2]
+            v = K[:, None, 1, 1] * cam[..., 1] / z + K[:, None, 1, 2]
+        seen = ((z > 1e-3) & (u >= 0) & (u < width) & (v >= 0) & (v < height)).any(0)
+        out.append(cand[seen])
+        total += int(seen.sum())
+        if total >= n:
+            break
+    pts = np.concatenate(out)[:n]
+    if len(pts) < n:  # cameras see almost nothing of their own box: fall back to the box
+        pts = np.concatenate([pts, rng.uniform(lo, hi, size=(n - len(pts), 3))])
+    return pts, rng.uniform(size=(n, 3))
+
+
+def warn_missing(missing: list, total: int, warn):
+    """One warning naming how many listed images are missing and the first of them."""
+    if missing:
+        warn(f"{len(missing)} of {total} listed images are missing and were skipped "
+             f"(first: {missing[0]})")
+
+
+def resolve_image(base: str, file_path: str):
+    """Path of an image listed as ``file_path`` (extension optional), or None if absent."""
+    p = os.path.join(base, file_path)
+    if os.path.isfile(p):
+        return p
+    for ext in (".png", ".jpg", ".jpeg", ".PNG", ".JPG", ".JPEG"):
+        if os.path.isfile(p + ext):
+            return p + ext
+    return None

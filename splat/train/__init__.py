@@ -1,0 +1,13 @@
+"""3D Gaussian Splatting training: one jit-compiled step, densification included.
+
+See docs/training.md. Main entry points: :class:`TrainConfig`, :class:`Trainer`
+(``init_state``, ``step``, ``fit``, ``evaluate``), :func:`save_checkpoint`,
+:func:`restore_state`.
+"""
+
+from .state import TrainConfig, TrainState, init_params, render
+from .trainer import (Trainer, evaluate_views, params_from_checkpoint, psnr, restore_state,
+                      save_checkpoint)
+
+__all__ = ["TrainConfig", "TrainState", "Trainer", "init_params", "render", "psnr",
+           "save_checkpoint", "restore_state", "params_from_checkpoint", "evaluate_views"]

@@ -1,0 +1,224 @@
+"""Training configuration, the fixed-capacity Gaussian state and rendering of it.
+
+The model lives in arrays of a fixed capacity P with an ``active`` mask: inactive slots
+are rendered with opacity 0 (the rasterizer culls them, so they cost no intersections)
+and receive zero gradients, and densification writes new Gaussians into them. Shapes
+never change, so one compiled step serves the whole run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from .. import rasterization
+from ..sh import num_sh_bases
+
+SH_C0 = 0.28209479177387814
+PARAM_NAMES = ("means", "quats", "log_scales", "logit_opacities", "sh0", "shN")
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """Static training settings (hashable; changing one means a new compilation).
+
+    Learning rates follow gsplat's simple_trainer: ``lr_means`` is multiplied by the
+    scene extent and decays exponentially to ``lr_means * lr_means_final_ratio`` at
+    ``steps``. Densification thresholds are gsplat's defaults; ``grow_grad2d`` None means
+    0.0002 (2D-gradient norm in NDC units) or 0.0008 with ``absgrad``. Step counts
+    (``refine_*``, ``reset_every``, ``sh_degree_interval``) are optimiser steps.
+    """
+
+    steps: int = 3000
+    capacity: int = 100_000
+    sh_degree: int = 3
+    sh_degree_interval: int = 1000
+    ssim_lambda: float = 0.2
+    lr_means: float = 1.6e-4
+    lr_means_final_ratio: float = 0.01
+    lr_quats: float = 1e-3
+    lr_scales: float = 5e-3
+    lr_opacities: float = 5e-2
+    lr_sh0: float = 2.5e-3
+    lr_shN: float = 2.5e-3 / 20
+    strategy: str = "default"  # "default", "mcmc" or "none"
+    absgrad: bool = False
+    grow_grad2d: float | None = None
+    grow_scale3d: float = 0.01
+    prune_opa: float = 0.005
+    prune_scale3d: float = 0.1
+    refine_start: int = 500
+    refine_stop: int = 15_000
+    refine_every: int = 100
+    reset_every: int = 3000
+    mcmc_noise_lr: float = 5e5
+    mcmc_opacity_reg: float = 0.01
+    mcmc_scale_reg: float = 0.01
+    mcmc_growth: float = 1.05
+    init_opacity: float = 0.1
+    init_scale: float = 1.0
+    background: tuple = (0.0, 0.0, 0.0)
+    backend: str = "pallas"
+    tile_size: int = 16
+    isect_per_gaussian: int = 8
+    near_plane: float = 0.01
+    rasterize_mode: str = "classic"
+
+    def __post_init__(self):
+        if self.strategy not in ("default", "mcmc", "none"):
+            raise ValueError(f"strategy must be 'default', 'mcmc' or 'none', got {self.strategy!r}")
+        if not 0 <= self.sh_degree <= 3:
+            raise ValueError(f"sh_degree must be in 0..3, got {self.sh_degree}")
+        if self.capacity < 1 or self.steps < 0:
+            raise ValueError("capacity must be >= 1 and steps >= 0")
+        if self.refine_every < 1 or self.reset_every < 1 or self.sh_degree_interval < 1:
+            raise ValueError("refine_every, reset_every and sh_degree_interval must be >= 1")
+        if len(self.background) != 3:
+            raise ValueError(f"background must be 3 floats, got {self.background}")
+        object.__setattr__(self, "background", tuple(float(b) for b in self.background))
+
+    @property
+    def grad_threshold(self) -> float:
+        if self.grow_grad2d is not None:
+            return float(self.grow_grad2d)
+        return 0.0008 if self.absgrad else 0.0002
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self))
+
+    @classmethod
+    def from_json(cls, s: str) -> "TrainConfig":
+        d = json.loads(s)
+        d["background"] = tuple(d["background"])
+        return cls(**d)
+
+
+class TrainState(NamedTuple):
+    """Everything that changes during training (a pytree of fixed-shape arrays).
+
+    params: dict of means [P, 3], quats [P, 4] (w, x, y, z), log_scales [P, 3],
+      logit_opacities [P], sh0 [P, 1, 3], shN [P, K - 1, 3]; active [P] bool;
+      opt_state: dict name -> optax state of that parameter; grad_acc [P] summed 2D-grad
+      norms since the last refinement and vis_count [P] int32 views in which each was
+      visible; step () int32 optimiser steps done; key: PRNG key data uint32 [2].
+    """
+
+    params: dict
+    active: Any
+    opt_state: dict
+    grad_acc: Any
+    vis_count: Any
+    step: Any
+    key: Any
+
+
+def knn_mean_dist(points: np.ndarray, k: int = 3) -> np.ndarray:
+    """Mean distance of each point to its k nearest other points (float64 numpy)."""
+    pts = np.asarray(points, np.float64)
+    n = pts.shape[0]
+    if n <= 1:
+        return np.ones(n)
+    k = min(k, n - 1)
+    try:
+        from scipy.spatial import cKDTree
+        d, _ = cKDTree(pts).query(pts, k=k + 1)
+        return d[:, 1:].mean(axis=1)
+    except ImportError:  # brute force in chunks; fine for the sizes trained on CPU
+        out = np.empty(n)
+        sq = (pts ** 2).sum(1)
+        for s in range(0, n, 2048):
+            blk = pts[s:s + 2048]
+            d2 = (blk ** 2).sum(1)[:, None] + sq[None, :] - 2 * blk @ pts.T
+            d2[np.arange(len(blk)), np.arange(s, s + len(blk))] = np.inf
+            part = np.sqrt(np.maximum(np.partition(d2, k - 1, axis=1)[:, :k], 0))
+            out[s:s + len(blk)] = part.mean(1)
+        return out
+
+
+def init_params(points, colors, cfg: TrainConfig, *, seed: int = 0, dtype=jnp.float32):
+    """Initial parameters and active mask at capacity ``cfg.capacity``.
+
+    points [N, 3] world positions; colors [N, 3] RGB in [0, 1]. If N > capacity a random
+    subset is used. Scales are the mean distance to the 3 nearest neighbours times
+    ``cfg.init_scale``; rotations random; opacity ``cfg.init_opacity``; colour in SH0.
+    Returns (params dict, active [P] bool).
+    """
+    points = np.asarray(points, np.float64)
+    colors = np.asarray(colors, np.float64)
+    if points.ndim != 2 or points.shape[1] != 3 or colors.shape != points.shape:
+        raise ValueError(f"points and colors must both be [N, 3], got {points.shape}, {colors.shape}")
+    if points.shape[0] == 0:
+        raise ValueError("cannot initialise from zero points")
+    ok = np.isfinite(points).all(1) & np.isfinite(colors).all(1)
+    points, colors = points[ok], colors[ok]
+    rng = np.random.default_rng(seed)
+    p = cfg.capacity
+    if points.shape[0] > p:
+        keep = np.sort(rng.choice(points.shape[0], p, replace=False))
+        points, colors = points[keep], colors[keep]
+    n = points.shape[0]
+    dist = np.maximum(knn_mean_dist(points), 1e-7) * cfg.init_scale
+    quats = rng.normal(size=(n, 4))
+    quats /= np.linalg.norm(quats, axis=1, keepdims=True)
+    k = num_sh_bases(cfg.sh_degree)
+
+    def pad(a, fill=0.0):
+        out = np.full((p,) + a.shape[1:], fill, np.float64)
+        out[:n] = a
+        return jnp.asarray(out, dtype)
+
+    o = cfg.init_opacity
+    params = dict(
+        means=pad(points),
+        quats=pad(quats, 0.0).at[n:, 0].set(1),
+        log_scales=pad(np.log(dist)[:, None].repeat(3, 1), math.log(1e-3)),
+        logit_opacities=pad(np.full(n, math.log(o / (1 - o))), -10.0),
+        sh0=pad(((np.clip(colors, 0, 1) - 0.5) / SH_C0)[:, None, :]),
+        shN=jnp.zeros((p, k - 1, 3), dtype),
+    )
+    active = jnp.asarray(np.arange(p) < n)
+    return params, active
+
+
+def sh_coeffs(params, sh_degree_now, max_degree: int):
+    """[P, K, 3] SH coefficients with bases above the current (traced) degree zeroed.
+
+    The rasterizer's ``sh_degree`` is static, so the degree schedule is a mask: one
+    compilation for all degrees, and the masked coefficients get zero gradient.
+    """
+    sh = jnp.concatenate([params["sh0"], params["shN"]], axis=1)
+    kk = jnp.arange(num_sh_bases(max_degree))
+    mask = (kk < (sh_degree_now + 1) ** 2).astype(sh.dtype)
+    return sh * mask[None, :, None]
+
+
+def render(params, active, viewmats, Ks, width: int, height: int, cfg: TrainConfig,
+           sh_degree_now=None, means2d_probe=None, absgrad_probe=None, exact: bool = False):
+    """Render the active Gaussians into C cameras (jit-compatible, static capacity).
+
+    viewmats [C, 4, 4] world-to-camera (OpenCV), Ks [C, 3, 3] pixels. The tile-intersection
+    buffer holds ``cfg.isect_per_gaussian`` x C x P entries (``meta["overflow"]`` says if
+    that was too few); ``exact=True`` (concrete inputs only, outside jit) lets the
+    rasterizer measure the exact count instead.
+    Returns (colors [C, H, W, 3], alphas [C, H, W, 1], meta) as :func:`splat.rasterization`.
+    """
+    dt = params["means"].dtype
+    if sh_degree_now is None:
+        sh_degree_now = cfg.sh_degree
+    opac = jax.nn.sigmoid(params["logit_opacities"]) * active.astype(dt)
+    p = params["means"].shape[0]
+    c = viewmats.shape[0]
+    return rasterization(
+        params["means"], params["quats"], jnp.exp(params["log_scales"]), opac,
+        sh_coeffs(params, sh_degree_now, cfg.sh_degree), viewmats.astype(dt),
+        Ks.astype(dt), width, height, near_plane=cfg.near_plane, sh_degree=cfg.sh_degree,
+        tile_size=cfg.tile_size, backgrounds=jnp.asarray(cfg.background, dt),
+        rasterize_mode=cfg.rasterize_mode, backend=cfg.backend,
+        means2d_probe=means2d_probe, absgrad_probe=absgrad_probe,
+        isect_capacity=None if exact else max(1, c * p * cfg.isect_per_gaussian))
