@@ -1,0 +1,318 @@
+"""Pose-graph benchmark: jaxgraph vs GTSAM (vs jaxls) on every file in ../shared/data/posegraph/.
+
+Same set-up for every solver: the file's initial values (odometry composition for files
+without vertices), a prior on pose 0 at its initial value with isotropic sigma 1e-6,
+Levenberg-Marquardt. GTSAM runs with its default ``LevenbergMarquardtParams`` (100 outer
+iterations, relative/absolute tolerance 1e-5, lambda 1e-5 x10 up to 1e5). jaxgraph runs
+with the same rules (``max_iterations`` counts linear solves, accepted or rejected, so it is
+set higher). Every final cost is evaluated by GTSAM on the original graph: our output is
+written with ``jaxgraph.io.write_g2o`` and read back by ``gtsam.readG2o``.
+
+Times: ``solve`` = steady-state wall time of a compiled solve (median of ``--repeats``, fewer
+when the runs exceed 60 s in total; ``timed_runs`` records how many);
+``compile`` = first call minus steady call (tracing, symbolic analysis, XLA compile).
+jaxls (``pip install almond-jaxls``) runs in a subprocess per file with a time cap; it
+uses its default conjugate-gradient linear solver (its CHOLMOD path needs scikit-sparse).
+
+Usage: python benchmarks/posegraph.py [--files intel,sphere2500] [--skip-jaxls]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT / ".." / "shared" / "data" / "posegraph"
+sys.path.insert(0, str(ROOT))
+
+
+def is3d(path) -> bool:
+    with open(path) as fh:
+        for line in fh:
+            if line.strip():
+                return "SE3" in line.split()[0]
+    return False
+
+
+def gtsam_graph(path):
+    import gtsam
+
+    three = is3d(path)
+    graph, initial = gtsam.readG2o(str(path), three)
+    if three:
+        prior = gtsam.PriorFactorPose3(0, initial.atPose3(0), gtsam.noiseModel.Isotropic.Sigma(6, 1e-6))
+    else:
+        prior = gtsam.PriorFactorPose2(0, initial.atPose2(0), gtsam.noiseModel.Isotropic.Sigma(3, 1e-6))
+    graph.add(prior)
+    return graph, initial
+
+
+def run_gtsam(path, repeats):
+    import gtsam
+
+    graph, initial = gtsam_graph(path)
+    times, result = [], None
+    for _ in range(repeats):
+        opt = gtsam.LevenbergMarquardtOptimizer(graph, initial, gtsam.LevenbergMarquardtParams())
+        t0 = time.perf_counter()
+        result = opt.optimize()
+        times.append(time.perf_counter() - t0)
+    return {
+        "initial_cost": graph.error(initial),
+        "final_cost": graph.error(result),
+        "iterations": int(opt.iterations()),
+        "solve_seconds": statistics.median(times),
+    }
+
+
+def gtsam_cost_of_g2o(path_original, path_solution):
+    import gtsam
+
+    graph, _ = gtsam_graph(path_original)
+    _, values = gtsam.readG2o(str(path_solution), is3d(path_original))
+    return graph.error(values)
+
+
+def run_ours(path, repeats, linear_solver, max_iterations, budget_seconds=60.0):
+    import jax
+
+    jax.config.update("jax_enable_x64", True)
+    import jax.numpy as jnp
+
+    import jaxgraph
+
+    t0 = time.perf_counter()
+    problem, values = jaxgraph.io.read_g2o(path, dtype=jnp.float64)
+    read_seconds = time.perf_counter() - t0
+    kw = dict(linear_solver=linear_solver, max_iterations=max_iterations)
+    t0 = time.perf_counter()
+    out, info = jaxgraph.solve(problem, values, **kw)
+    jax.block_until_ready((out, info))
+    first = time.perf_counter() - t0
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        out, info = jaxgraph.solve(problem, values, **kw)
+        jax.block_until_ready((out, info))
+        times.append(time.perf_counter() - t0)
+        if sum(times) > budget_seconds:  # cap the wall time of very slow configurations
+            break
+    steady = statistics.median(times)
+    with tempfile.TemporaryDirectory() as tmp:
+        sol = Path(tmp) / "solution.g2o"
+        jaxgraph.io.write_g2o(sol, problem, out)
+        gcost = gtsam_cost_of_g2o(path, sol)
+    return {
+        "initial_cost": float(info.initial_cost),
+        "final_cost_own": float(info.cost),
+        "final_cost": gcost,
+        "iterations": int(info.iterations),
+        "accepted_steps": int(info.accepted_steps),
+        "converged": bool(info.converged),
+        "status": int(info.status),
+        "compile_seconds": max(first - steady, 0.0),
+        "solve_seconds": steady,
+        "timed_runs": len(times),
+        "read_seconds": read_seconds,
+    }
+
+
+# ------------------------------------------------------------------------------ jaxls
+def jaxls_worker(path, repeats):
+    """Runs inside a subprocess; prints one JSON line."""
+    import jax
+
+    jax.config.update("jax_enable_x64", True)
+    import jax.numpy as jnp
+    import jaxlie
+    import jaxls
+
+    import jaxgraph
+
+    problem, values = jaxgraph.io.read_g2o(path, dtype=jnp.float64)
+    g = problem.group("edges")
+    idx = g.indices.array
+    info = g.noise.prepare().matrix  # sqrt information, [M, d, d]
+    three = problem.variables[0].kind == "SE3"
+    P = values["poses"]
+    if three:
+        Var, G = jaxls.SE3Var, jaxlie.SE3
+        init = G(P)  # wxyz_xyz
+        meas = G(g.measurement)
+    else:
+        Var, G = jaxls.SE2Var, jaxlie.SE2
+        init = G.from_xy_theta(P[:, 0], P[:, 1], P[:, 2])
+        m = g.measurement
+        meas = G.from_xy_theta(m[:, 0], m[:, 1], m[:, 2])
+    n = P.shape[0]
+
+    @jaxls.Cost.factory
+    def between(vals, a, b, T_ab, sqrt_info):
+        return sqrt_info @ (T_ab.inverse() @ (vals[a].inverse() @ vals[b])).log()
+
+    @jaxls.Cost.factory
+    def prior(vals, a, T):
+        return (T.inverse() @ vals[a]).log() / 1e-6
+
+    T0 = jax.tree_util.tree_map(lambda x: x[0:1], init)
+    costs = [
+        between(Var(jnp.asarray(idx[:, 0])), Var(jnp.asarray(idx[:, 1])), meas, info),
+        prior(Var(jnp.asarray([0])), T0),
+    ]
+    var = Var(jnp.arange(n))
+    t0 = time.perf_counter()
+    lsp = jaxls.LeastSquaresProblem(costs, [var]).analyze()
+    analyze_seconds = time.perf_counter() - t0
+    init_vals = jaxls.VarValues.make([var.with_value(init)])
+    t0 = time.perf_counter()
+    sol = lsp.solve(init_vals, verbose=False)
+    jax.block_until_ready(sol)
+    first = time.perf_counter() - t0
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        sol = lsp.solve(init_vals, verbose=False)
+        jax.block_until_ready(sol)
+        times.append(time.perf_counter() - t0)
+    T = sol[var]
+    if three:
+        out = {"poses": T.wxyz_xyz}
+    else:
+        out = {"poses": jnp.stack([T.translation()[:, 0], T.translation()[:, 1], T.rotation().as_radians()], 1)}
+    with tempfile.TemporaryDirectory() as tmp:
+        p = Path(tmp) / "s.g2o"
+        jaxgraph.io.write_g2o(p, problem, out)
+        gcost = gtsam_cost_of_g2o(path, p)
+    steady = statistics.median(times)
+    print(json.dumps({
+        "final_cost": gcost,
+        "compile_seconds": max(first - steady, 0.0) + analyze_seconds,
+        "solve_seconds": steady,
+    }))
+
+
+def run_jaxls(path, repeats, timeout):
+    try:
+        r = subprocess.run(
+            [sys.executable, __file__, "--jaxls-worker", str(path), "--repeats", str(repeats)],
+            capture_output=True, text=True, timeout=timeout,
+        )
+    except subprocess.TimeoutExpired:
+        return {"skipped": f"exceeded the {timeout} s cap"}
+    if r.returncode != 0:
+        return {"skipped": "failed: " + (r.stderr.strip().splitlines() or ["?"])[-1][:300]}
+    return json.loads(r.stdout.strip().splitlines()[-1])
+
+
+def machine_info():
+    import jax
+
+    info = {
+        "platform": platform.platform(),
+        "processor": platform.processor(),
+        "cpu_count": os.cpu_count(),
+        "python": platform.python_version(),
+        "jax_version": jax.__version__,
+        "device": str(jax.devices()[0]),
+        "device_kind": jax.devices()[0].device_kind,
+    }
+    try:
+        from importlib.metadata import version
+
+        info["gtsam_version"] = version("gtsam")
+        info["jaxls_version"] = version("almond-jaxls")
+    except Exception:  # not installed: the fields are simply absent
+        pass
+    info["load_average_1_5_15min"] = os.getloadavg()
+    return info
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--files", default="", help="comma-separated stems (default: every .g2o)")
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--linear-solver", default="auto")
+    ap.add_argument("--max-iterations", type=int, default=400)
+    ap.add_argument("--skip-jaxls", action="store_true")
+    ap.add_argument("--jaxls-timeout", type=float, default=240.0)
+    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "posegraph_cpu.json"))
+    ap.add_argument("--jaxls-worker", help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+    if args.jaxls_worker:
+        jaxls_worker(args.jaxls_worker, args.repeats)
+        return 0
+    files = sorted(DATA.glob("*.g2o"))
+    if args.files:
+        wanted = set(args.files.split(","))
+        files = [f for f in files if f.stem in wanted]
+    results = []
+    for f in files:
+        print(f"== {f.name}", flush=True)
+        g = run_gtsam(f, args.repeats)
+        o = run_ours(f, args.repeats, args.linear_solver, args.max_iterations)
+        row = {"file": f.name, "gtsam": g, "jaxgraph": o}
+        row["cost_rel_diff"] = (o["final_cost"] - g["final_cost"]) / g["final_cost"]
+        row["time_ratio"] = o["solve_seconds"] / g["solve_seconds"]
+        print(
+            f"   gtsam {g['final_cost']:.9g} ({g['iterations']} it, {g['solve_seconds']:.4f} s) | "
+            f"jaxgraph {o['final_cost']:.9g} ({o['iterations']} it, {o['solve_seconds']:.4f} s, "
+            f"compile {o['compile_seconds']:.1f} s) ratio {row['time_ratio']:.2f}",
+            flush=True,
+        )
+        results.append(row)
+    if not args.skip_jaxls:
+        for row in results:
+            print(f"== jaxls {row['file']}", flush=True)
+            row["jaxls"] = run_jaxls(DATA / row["file"], args.repeats, args.jaxls_timeout)
+            print("   ", row["jaxls"], flush=True)
+    ratios = [r["time_ratio"] for r in results]
+    geo = math.exp(sum(math.log(x) for x in ratios) / len(ratios)) if ratios else float("nan")
+    summary = {
+        "geometric_mean_time_ratio_vs_gtsam": geo,
+        "max_cost_rel_diff_vs_gtsam": max(r["cost_rel_diff"] for r in results) if results else None,
+        "all_within_1e-3_or_lower": all(r["cost_rel_diff"] <= 1e-3 for r in results),
+    }
+    doc = {
+        "benchmark": "posegraph",
+        "machine": machine_info(),
+        "settings": {
+            "repeats": args.repeats,
+            "linear_solver": args.linear_solver,
+            "max_iterations": args.max_iterations,
+            "dtype": "float64",
+            "prior": "pose 0 at its initial value, isotropic sigma 1e-6",
+            "gtsam": "LevenbergMarquardtParams() defaults",
+        },
+        "results": results,
+        "summary": summary,
+    }
+    hdr = f"{'file':22s} {'GTSAM cost':>14s} {'ours cost':>14s} {'rel diff':>9s} {'it G/o':>8s} {'GTSAM s':>8s} {'ours s':>8s} {'ratio':>6s} {'compile':>8s} {'jaxls s':>8s}"
+    print(hdr)
+    for r in results:
+        g, o = r["gtsam"], r["jaxgraph"]
+        jl = r.get("jaxls", {})
+        js = f"{jl['solve_seconds']:.3f}" if "solve_seconds" in jl else "-"
+        print(
+            f"{r['file']:22s} {g['final_cost']:14.9g} {o['final_cost']:14.9g} {r['cost_rel_diff']:9.1e} "
+            f"{g['iterations']:>3d}/{o['iterations']:<4d} {g['solve_seconds']:8.4f} {o['solve_seconds']:8.4f} "
+            f"{r['time_ratio']:6.2f} {o['compile_seconds']:8.1f} {js:>8s}"
+        )
+    print(f"geometric mean time ratio (ours / GTSAM): {geo:.2f}")
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(doc, indent=2) + "\n")
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

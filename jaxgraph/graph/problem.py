@@ -1,0 +1,519 @@
+"""Factor-graph problems: variable groups, factor groups, block structure, linearisation.
+
+A :class:`Problem` is a pytree. Its leaves are the float parameters of its factor
+groups (measurements, noise, robust thresholds, user data); everything structural
+(variable groups, which factor touches which variable, the block-sparsity pattern of
+the normal equations and the cached symbolic analysis of the linear solver) is static
+auxiliary data, computed once in numpy when the problem is built. Two problems with
+the same structure therefore share compiled code, can be stacked for ``jax.vmap``, and
+``jax.grad`` with respect to a problem reaches every measurement and noise parameter.
+
+Values are a ``dict`` mapping each variable-group name to a ``[count, param_dim]``
+array (parametrisations in :mod:`jaxgraph.graph.manifolds`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from functools import partial
+from dataclasses import dataclass
+from typing import Any, Mapping, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ..factors import FactorGroup
+from .manifolds import kind_of
+
+__all__ = ["VariableGroup", "Problem", "Linearization"]
+
+
+@dataclass(frozen=True)
+class VariableGroup:
+    """``count`` variables of one kind (``"SE2"``, ``"SE3"``, ``"SO3"``, ``"R<n>"``).
+
+    ``fixed`` lists indices held constant by the solver (g2o ``FIX``).
+    """
+
+    name: str
+    kind: str
+    count: int
+    fixed: tuple = ()
+
+    def __post_init__(self):
+        object.__setattr__(self, "fixed", tuple(int(i) for i in np.asarray(self.fixed, dtype=np.int64).ravel()))
+
+
+@dataclass(frozen=True, eq=False)
+class _GroupStructure:
+    global_index: np.ndarray  # [M, k] block index of every slot
+    local_index: np.ndarray  # [M, k] index inside the slot's variable group
+    free: np.ndarray  # [M, k] float 0/1: slot variable is not fixed
+    pairs: tuple  # ((a, b), ...) slot pairs a < b giving off-diagonal blocks
+
+
+class _Structure:
+    """Static structure of a problem; hashable by content so jit caches hit."""
+
+    def __init__(self, variables, factor_groups, metadata):
+        self.variables = tuple(variables)
+        self.kinds = {v.name: kind_of(v.kind) for v in self.variables}
+        self.offsets = {}
+        n = 0
+        for v in self.variables:
+            self.offsets[v.name] = n
+            n += v.count
+        self.num_blocks = n
+        self.block_dim = max(self.kinds[v.name].tangent_dim for v in self.variables)
+        d = self.block_dim
+        free_blocks = np.ones(n, dtype=bool)
+        pad = np.zeros((n, d))
+        for v in self.variables:
+            o, t = self.offsets[v.name], self.kinds[v.name].tangent_dim
+            pad[o : o + v.count, t:] = 1.0
+            if v.fixed:
+                free_blocks[o + np.asarray(v.fixed)] = False
+        pad[~free_blocks] = 1.0
+        self.free_blocks = free_blocks
+        self.pad_diag = pad
+        groups, diag_ids, rows, cols = [], [], [], []
+        for g in factor_groups:
+            local = g.indices.array
+            glob = np.stack([local[:, a] + self.offsets[v] for a, v in enumerate(g.variables)], 1)
+            free = free_blocks[glob].astype(np.float64)
+            k = glob.shape[1]
+            pairs = tuple((a, b) for a in range(k) for b in range(a + 1, k))
+            groups.append(_GroupStructure(glob, local, free, pairs))
+            diag_ids.append(glob.reshape(-1))
+            for a, b in pairs:
+                rows.append(glob[:, a])
+                cols.append(glob[:, b])
+        self.groups = tuple(groups)
+        self.diag_ids = np.concatenate(diag_ids) if diag_ids else np.zeros(0, np.int64)
+        self.off_rows = np.concatenate(rows).astype(np.int64) if rows else np.zeros(0, np.int64)
+        self.off_cols = np.concatenate(cols).astype(np.int64) if cols else np.zeros(0, np.int64)
+        self.metadata = dict(metadata or {})
+        h = hashlib.sha1()
+        h.update(repr(self.variables).encode())
+        for g, gs in zip(factor_groups, self.groups):
+            h.update(repr((g.name, g.kind, g.variables, g.residual_dim)).encode())
+            h.update(gs.global_index.tobytes())
+        for key in sorted(self.metadata):
+            val = self.metadata[key]
+            h.update(key.encode())
+            h.update(val.tobytes() if isinstance(val, np.ndarray) else repr(val).encode())
+        self.key = h.hexdigest()
+        self._linear_cache: dict = {}
+
+    def __hash__(self):
+        return hash(self.key)
+
+    def __eq__(self, other):
+        return isinstance(other, _Structure) and self.key == other.key
+
+    def linear_structure(self, method: str):
+        """Symbolic analysis of the normal equations for ``method``, computed once."""
+        if method not in self._linear_cache:
+            from ..solvers import _analyze
+
+            self._linear_cache[method] = _analyze(self, method)
+        return self._linear_cache[method]
+
+
+class Linearization:
+    """Normal equations ``H dx = -g`` at a point, as blocks (see :mod:`jaxgraph.linear`).
+
+    ``diag[N, d, d]``, ``offdiag[K, d, d]`` (``H[rows[k], cols[k]]``, static rows/cols in the
+    problem structure), ``gradient[N, d]`` (``J^T W e``) and the total ``cost``.
+    """
+
+    def __init__(self, cost, diag, offdiag, gradient):
+        self.cost, self.diag, self.offdiag, self.gradient = cost, diag, offdiag, gradient
+
+
+jax.tree_util.register_pytree_node(
+    Linearization,
+    lambda L: ((L.cost, L.diag, L.offdiag, L.gradient), None),
+    lambda aux, c: Linearization(*c),
+)
+
+
+@jax.tree_util.register_pytree_node_class
+class Problem:
+    """A factor graph: variable groups plus stacked factor groups.
+
+    Args:
+      variables: sequence of :class:`VariableGroup`.
+      factors: sequence of :class:`jaxgraph.factors.FactorGroup` (unique names).
+      anchor: fix the gauge. If ``True`` (default) and the problem has no prior factor
+        and no fixed variable, the first variable of the first Lie-group variable group is
+        held fixed at its initial value. (``read_g2o`` instead adds GTSAM's convention, a
+        prior on pose 0 at its initial value with isotropic sigma 1e-6.)
+      metadata: static extra information (used by the g2o writer).
+
+    Raises:
+      ValueError / TypeError naming the factor group, factor index and variable on any
+      inconsistency (unknown variable group, index out of range, measurement or noise of
+      the wrong shape, a factor connecting a variable to itself, non-finite numbers).
+    """
+
+    def __init__(
+        self,
+        variables: Sequence[VariableGroup],
+        factors: Sequence[FactorGroup],
+        *,
+        anchor: bool = True,
+        metadata: Mapping[str, Any] | None = None,
+    ):
+        variables = list(variables)
+        factors = list(factors)
+        _validate_variables(variables)
+        kinds = {v.name: kind_of(v.kind) for v in variables}
+        counts = {v.name: v.count for v in variables}
+        names = set()
+        for gi, g in enumerate(factors):
+            if not isinstance(g, FactorGroup):
+                raise TypeError(
+                    f"factors[{gi}] is a {type(g).__name__}, expected a FactorGroup "
+                    "(build it with jaxgraph.factors.between/prior/custom)"
+                )
+            if g.name in names:
+                raise ValueError(f"two factor groups are named {g.name!r}; names must be unique")
+            names.add(g.name)
+            _validate_group(g, kinds, counts)
+        if anchor and not any(g.kind == "prior" for g in factors) and not any(v.fixed for v in variables):
+            for k, v in enumerate(variables):
+                if kinds[v.name].is_group:
+                    variables[k] = VariableGroup(v.name, v.kind, v.count, (0,))
+                    break
+        self.factors = tuple(factors)
+        self.structure = _Structure(variables, self.factors, metadata)
+
+    # -- pytree ----------------------------------------------------------------------
+    def tree_flatten(self):
+        return (self.factors,), self.structure
+
+    @classmethod
+    def tree_unflatten(cls, structure, children):
+        obj = object.__new__(cls)
+        obj.factors = tuple(children[0])
+        obj.structure = structure
+        return obj
+
+    # -- accessors -------------------------------------------------------------------
+    @property
+    def variables(self) -> tuple[VariableGroup, ...]:
+        return self.structure.variables
+
+    @property
+    def metadata(self) -> dict:
+        return self.structure.metadata
+
+    def group(self, key) -> FactorGroup:
+        """Factor group by name or position."""
+        if isinstance(key, int):
+            return self.factors[key]
+        for g in self.factors:
+            if g.name == key:
+                return g
+        raise KeyError(f"no factor group named {key!r}; groups: {[g.name for g in self.factors]}")
+
+    def _group_index(self, key) -> int:
+        if isinstance(key, int):
+            return key
+        for k, g in enumerate(self.factors):
+            if g.name == key:
+                return k
+        raise KeyError(f"no factor group named {key!r}; groups: {[g.name for g in self.factors]}")
+
+    def replace_group(self, key, group: FactorGroup) -> "Problem":
+        """A problem with one factor group's leaves replaced (same structure)."""
+        k = self._group_index(key)
+        old = self.factors[k]
+        if jax.tree_util.tree_structure(old) != jax.tree_util.tree_structure(group):
+            raise ValueError(f"replace_group: group {old.name!r} must keep its structure")
+        fs = list(self.factors)
+        fs[k] = group
+        return Problem.tree_unflatten(self.structure, (tuple(fs),))
+
+    def __repr__(self):
+        vs = ", ".join(f"{v.name}: {v.count} x {v.kind}" for v in self.variables)
+        fs = ", ".join(f"{g.name}: {g.count} x {g.kind}" for g in self.factors)
+        return f"Problem(variables=[{vs}], factors=[{fs}])"
+
+    # -- values ----------------------------------------------------------------------
+    def check_values(self, values) -> None:
+        """Raise a clear error unless ``values`` matches the problem's variable groups."""
+        if not isinstance(values, Mapping):
+            raise TypeError(f"values must be a dict of arrays keyed by variable group, got {type(values).__name__}")
+        expected = {v.name for v in self.variables}
+        if set(values) != expected:
+            missing, extra = expected - set(values), set(values) - expected
+            raise ValueError(f"values keys do not match the problem: missing {sorted(missing)}, unexpected {sorted(extra)}")
+        dtypes = set()
+        for v in self.variables:
+            x = values[v.name]
+            k = self.structure.kinds[v.name]
+            shape = tuple(jnp.shape(x))
+            if shape != (v.count, k.param_dim):
+                raise ValueError(
+                    f"values[{v.name!r}] must have shape ({v.count}, {k.param_dim}) "
+                    f"({v.count} {v.kind} variables), got {shape}"
+                )
+            dt = jnp.result_type(x)
+            if not jnp.issubdtype(dt, jnp.floating):
+                raise TypeError(f"values[{v.name!r}] must be floating point, got {dt}")
+            dtypes.add(dt)
+        if len(dtypes) > 1:
+            raise TypeError(f"all values must share one float dtype, got {sorted(map(str, dtypes))}")
+
+    def identity_values(self, dtype=jnp.float32) -> dict:
+        """Values at the identity (zeros for Euclidean variables)."""
+        return {v.name: self.structure.kinds[v.name].identity(v.count, dtype) for v in self.variables}
+
+    def retract(self, values, dx):
+        """``X Exp(dx)`` for every variable; ``dx[N, block_dim]`` (fixed variables unchanged)."""
+        st = self.structure
+        out = {}
+        for v in self.variables:
+            k = st.kinds[v.name]
+            o = st.offsets[v.name]
+            p = values[v.name]
+            moved = k.retract(p, dx[o : o + v.count, : k.tangent_dim].astype(p.dtype))
+            free = st.free_blocks[o : o + v.count]
+            out[v.name] = moved if free.all() else jnp.where(free[:, None], moved, p)
+        return out
+
+    # -- evaluation ------------------------------------------------------------------
+    def prepared(self, dtype) -> "Problem":
+        """Leaves cast to ``dtype`` and noise models in solver form (done once per solve)."""
+        fs = []
+        for g in self.factors:
+            meas = jax.tree_util.tree_map(
+                lambda x: jnp.asarray(x, dtype) if jnp.issubdtype(jnp.result_type(x), jnp.floating) else jnp.asarray(x),
+                g.measurement,
+            )
+            if g.kind in ("between", "prior"):
+                # Z^-1 as a matrix, once per solve instead of once per linearisation.
+                k = self.structure.kinds[g.variables[0]]
+                meas = k.inverse_matrix(k.to_matrix(meas))
+            noise = None if g.noise is None else g.noise.astype(dtype).prepare()
+            robust = None if g.robust is None else jax.tree_util.tree_map(lambda x: jnp.asarray(x, dtype), g.robust)
+            fs.append(g.replace(measurement=meas, noise=noise, robust=robust))
+        return Problem.tree_unflatten(self.structure, (tuple(fs),))
+
+    def _group_terms(self, k: int, values, with_jacobians: bool, matrices=None):
+        """Whitened (and robust-reweighted) residuals, Jacobians and per-factor costs.
+
+        ``matrices``: optional dict of the Lie-group values as matrices (built-in factors
+        then gather matrices instead of converting parameters per factor slot).
+        """
+        st = self.structure
+        g = self.factors[k]
+        gs = st.groups[k]
+        kinds = [st.kinds[v] for v in g.variables]
+        if matrices is not None and g.kind in ("between", "prior"):
+            params = [matrices[v][gs.local_index[:, a]] for a, v in enumerate(g.variables)]
+        else:
+            params = [values[v][gs.local_index[:, a]] for a, v in enumerate(g.variables)]
+        r, J = g.residual_and_jacobians(kinds, params, with_jacobians)
+        e = r if g.noise is None else g.noise.whiten(r)
+        if J is not None and g.noise is not None:
+            J = tuple(g.noise.whiten_jacobian(Ja) for Ja in J)
+        s2 = jnp.sum(e * e, axis=-1)
+        if g.robust is None:
+            costs = 0.5 * s2
+        else:
+            pos = s2 > 0
+            s = jnp.where(pos, jnp.sqrt(jnp.where(pos, s2, 1)), 0)
+            costs = g.robust.rho(s)
+            sw = jnp.sqrt(g.robust.weight(s))
+            e = e * sw[:, None]
+            if J is not None:
+                J = tuple(Ja * sw[:, None, None] for Ja in J)
+        return r, e, J, costs
+
+    def cost(self, values) -> jax.Array:
+        """Total cost ``sum_f rho_f`` (``0.5 |e|^2`` without robust loss); jit-compiled."""
+        self.check_values(values)
+        return _cost_jit(self, values)
+
+    def linearize(self, values) -> Linearization:
+        """Gauss-Newton normal equations at ``values`` (call on a ``prepared`` problem)."""
+        st = self.structure
+        d, n = st.block_dim, st.num_blocks
+        dtype = _dtype_of(values)
+        cost = jnp.zeros((), dtype)
+        diag_parts, grad_parts, off_parts = [], [], []
+        builtin = {g.variables[0] for g in self.factors if g.kind in ("between", "prior")}
+        matrices = {v: st.kinds[v].to_matrix(values[v]) for v in builtin}
+        for k, g in enumerate(self.factors):
+            gs = st.groups[k]
+            _, e, J, costs = self._group_terms(k, values, True, matrices)
+            cost = cost + jnp.sum(costs)
+            padded = []
+            for a, Ja in enumerate(J):
+                if Ja.shape[-1] < d:
+                    Ja = jnp.pad(Ja, ((0, 0), (0, 0), (0, d - Ja.shape[-1])))
+                if not gs.free[:, a].all():
+                    Ja = Ja * jnp.asarray(gs.free[:, a], dtype)[:, None, None]
+                padded.append(Ja)
+            Js = jnp.stack(padded, 1)  # [M, k, r, d]
+            diag_parts.append(jnp.einsum("mkri,mkrj->mkij", Js, Js).reshape(-1, d, d))
+            grad_parts.append(jnp.einsum("mkri,mr->mki", Js, e).reshape(-1, d))
+            for a, b in gs.pairs:
+                off_parts.append(jnp.einsum("mri,mrj->mij", padded[a], padded[b]))
+        ids = jnp.asarray(st.diag_ids)
+        diag = jax.ops.segment_sum(jnp.concatenate(diag_parts), ids, num_segments=n)
+        diag = diag + jnp.asarray(st.pad_diag, dtype)[:, :, None] * jnp.eye(d, dtype=dtype)
+        grad = jax.ops.segment_sum(jnp.concatenate(grad_parts), ids, num_segments=n)
+        off = jnp.concatenate(off_parts) if off_parts else jnp.zeros((0, d, d), dtype)
+        return Linearization(cost, diag, off, grad)
+
+    # -- inspection --------------------------------------------------------------------
+    def residuals(self, values, group, index=None) -> jax.Array:
+        """Unwhitened tangent-space residuals ``[M, r]`` of a group (or ``[r]`` for one index)."""
+        r = _terms_jit(self, values, self._group_index(group), False)[0]
+        return r if index is None else r[index]
+
+    def whitened_errors(self, values, group, index=None) -> jax.Array:
+        """Whitened, robust-reweighted residuals ``sqrt(w) W r`` (``[M, r]`` or ``[r]``)."""
+        e = _terms_jit(self, values, self._group_index(group), False)[1]
+        return e if index is None else e[index]
+
+    def factor_costs(self, values, group) -> jax.Array:
+        """Cost of every factor of a group, ``[M]``."""
+        return _terms_jit(self, values, self._group_index(group), False)[3]
+
+    def jacobians(self, values, group, index=None) -> tuple:
+        """Whitened Jacobians per slot, each ``[M, r, tangent_dim]`` (or ``[r, t]`` for one index).
+
+        Derivatives are with respect to right perturbations ``X <- X Exp(d)``.
+        """
+        J = _terms_jit(self, values, self._group_index(group), True)[2]
+        return J if index is None else tuple(Ja[index] for Ja in J)
+
+
+@partial(jax.jit, static_argnames=("k", "with_jacobians"))
+def _terms_jit(problem, values, k, with_jacobians):
+    return problem.prepared(_dtype_of(values))._group_terms(k, values, with_jacobians)
+
+
+@jax.jit
+def _cost_jit(problem, values):
+    p = problem.prepared(_dtype_of(values))
+    total = jnp.zeros((), _dtype_of(values))
+    for k in range(len(p.factors)):
+        total = total + jnp.sum(p._group_terms(k, values, False)[3])
+    return total
+
+
+def _dtype_of(values):
+    leaves = jax.tree_util.tree_leaves(values)
+    return jnp.result_type(*leaves) if leaves else jnp.float32
+
+
+# ----------------------------------------------------------------------------------
+# Validation
+# ----------------------------------------------------------------------------------
+def _validate_variables(variables):
+    seen = set()
+    for k, v in enumerate(variables):
+        if not isinstance(v, VariableGroup):
+            raise TypeError(f"variables[{k}] is a {type(v).__name__}, expected a VariableGroup")
+        if v.name in seen:
+            raise ValueError(f"two variable groups are named {v.name!r}; names must be unique")
+        seen.add(v.name)
+        kind_of(v.kind)
+        if int(v.count) != v.count or v.count <= 0:
+            raise ValueError(f"variable group {v.name!r}: count must be a positive integer, got {v.count}")
+        bad = [i for i in v.fixed if not 0 <= i < v.count]
+        if bad:
+            raise ValueError(f"variable group {v.name!r}: fixed index {bad[0]} out of range (count {v.count})")
+
+
+def _concrete(x):
+    return not isinstance(x, jax.core.Tracer)
+
+
+def _validate_group(g: FactorGroup, kinds: dict, counts: dict):
+    name = g.name
+    M = g.count
+    idx = g.indices.array
+    for a, v in enumerate(g.variables):
+        if v not in kinds:
+            raise ValueError(
+                f"factor group {name!r} refers to unknown variable group {v!r}; known groups: {sorted(kinds)}"
+            )
+        col = idx[:, a]
+        bad = np.nonzero((col < 0) | (col >= counts[v]))[0]
+        if bad.size:
+            f = int(bad[0])
+            raise ValueError(
+                f"factor group {name!r}, factor {f}: index {int(col[f])} out of range for variable group "
+                f"{v!r} ({counts[v]} variables)"
+            )
+    for a in range(idx.shape[1]):
+        for b in range(a + 1, idx.shape[1]):
+            same = np.nonzero((idx[:, a] == idx[:, b]) & (g.variables[a] == g.variables[b]))[0]
+            if same.size:
+                f = int(same[0])
+                raise ValueError(
+                    f"factor group {name!r}, factor {f} connects variable {g.variables[a]!r}[{int(idx[f, a])}] "
+                    "to itself"
+                )
+    if g.kind in ("between", "prior"):
+        k = kinds[g.variables[0]]
+        if not k.is_group:
+            raise TypeError(
+                f"factor group {name!r} ({g.kind}) needs a Lie-group variable (SE2, SE3, SO3), but "
+                f"variable group {g.variables[0]!r} is {k.name}"
+            )
+        shape = tuple(jnp.shape(g.measurement))
+        if shape != (M, k.param_dim):
+            raise ValueError(
+                f"factor group {name!r} ({g.kind} on {k.name} variable group {g.variables[0]!r}): measurement "
+                f"must have shape ({M}, {k.param_dim}), one {k.name} parameter vector per factor, got {shape}"
+            )
+        rdim = k.tangent_dim
+    else:
+        for leaf in jax.tree_util.tree_leaves(g.measurement):
+            if jnp.ndim(leaf) == 0 or jnp.shape(leaf)[0] != M:
+                raise ValueError(
+                    f"factor group {name!r} (custom): every data leaf needs leading axis {M} (one row per "
+                    f"factor), got a leaf of shape {jnp.shape(leaf)}"
+                )
+        rdim = g.residual_dim
+        if rdim is None or rdim <= 0:
+            raise ValueError(f"factor group {name!r} (custom): residual_dim must be a positive integer")
+        one_params = tuple(
+            jax.ShapeDtypeStruct((kinds[v].param_dim,), jnp.float32) for v in g.variables
+        )
+        one_data = jax.tree_util.tree_map(
+            lambda x: jax.ShapeDtypeStruct(jnp.shape(x)[1:], jnp.result_type(x)), g.measurement
+        )
+        try:
+            out = jax.eval_shape(g.residual_fn, one_params, one_data)
+        except Exception as exc:  # report which group failed, keep the original cause
+            raise ValueError(f"factor group {name!r} (custom): the residual function failed on one factor: {exc}") from exc
+        if tuple(out.shape) != (rdim,):
+            raise ValueError(
+                f"factor group {name!r} (custom): residual function returns shape {tuple(out.shape)}, "
+                f"expected ({rdim},) (residual_dim)"
+            )
+    if g.noise is not None:
+        msg = g.noise.check(rdim, M)
+        if msg:
+            raise ValueError(f"factor group {name!r}: {msg}")
+    if g.robust is not None:
+        msg = g.robust.check(M)
+        if msg:
+            raise ValueError(f"factor group {name!r}: {msg}")
+    for leaf in jax.tree_util.tree_leaves((g.measurement, g.noise, g.robust)):
+        if _concrete(leaf) and jnp.issubdtype(jnp.result_type(leaf), jnp.floating):
+            a = np.asarray(leaf)
+            if not np.all(np.isfinite(a)):
+                bad = np.argwhere(~np.isfinite(a))[0]
+                where = f"factor {int(bad[0])}" if a.ndim and a.shape[0] == M else "shared parameter"
+                raise ValueError(f"factor group {name!r}, {where}: non-finite number in measurement/noise/robust parameters")

@@ -1,0 +1,233 @@
+"""Gaussian noise models: whitening of residuals and Jacobians.
+
+A noise model maps a residual ``r`` (tangent space, dimension ``d``) to a whitened
+residual ``e = W r`` such that the cost of a factor is ``0.5 * |e|^2`` (before any robust
+loss). Every model is a pytree whose float parameters are leaves, so gradients flow to
+noise scales and information matrices. Parameters are either shared by a whole factor
+group (no leading axis) or given per factor (leading axis ``M``).
+
+=================  ======================  ===============================
+model              parameter shape         whitening ``W``
+=================  ======================  ===============================
+``Isotropic``      ``[]`` or ``[M]``       ``I / sigma``
+``Diagonal``       ``[d]`` or ``[M, d]``   ``diag(1 / sigmas)``
+``SqrtInformation````[d,d]`` or ``[M,d,d]````R`` (any square root, ``R^T R = Λ``)
+``Information``    ``[d,d]`` or ``[M,d,d]````chol(Λ)^T`` (computed once per solve)
+=================  ======================  ===============================
+
+``Information`` keeps the information matrix itself as its leaf (what a g2o file holds),
+so that writing a problem back reproduces the file's numbers exactly; its square root is
+computed by :meth:`Information.prepare` once at the start of a solve, not per iteration.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+__all__ = [
+    "NoiseModel",
+    "Isotropic",
+    "Diagonal",
+    "SqrtInformation",
+    "Information",
+    "isotropic",
+    "diagonal",
+    "sqrt_information",
+    "information",
+    "covariance",
+]
+
+
+class NoiseModel:
+    """Base class. Subclasses implement ``whiten`` / ``whiten_jacobian`` / ``check``."""
+
+    def prepare(self) -> "NoiseModel":
+        """Return the model in the form used inside the solver loop (default: itself)."""
+        return self
+
+    def whiten(self, r: jax.Array) -> jax.Array:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def whiten_jacobian(self, J: jax.Array) -> jax.Array:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def astype(self, dtype) -> "NoiseModel":
+        return jax.tree_util.tree_map(lambda x: jnp.asarray(x, dtype), self)
+
+    def sqrt_information(self, dim: int) -> jax.Array:
+        """The whitening matrix ``W`` (``[d, d]`` or ``[M, d, d]``)."""
+        eye = jnp.eye(dim, dtype=jnp.result_type(*jax.tree_util.tree_leaves(self)))
+        return self.whiten_jacobian(eye)
+
+    def check(self, dim: int, count: int) -> str | None:
+        """Return an error message if the parameters do not fit ``count`` factors of ``dim``."""
+        raise NotImplementedError  # pragma: no cover
+
+
+def _shape_ok(shape, core: tuple[int, ...], count: int) -> bool:
+    shape = tuple(shape)
+    return shape == core or shape == (count,) + core
+
+
+@jax.tree_util.register_pytree_node_class
+class Isotropic(NoiseModel):
+    """Same standard deviation ``sigma`` on every residual component."""
+
+    def __init__(self, sigma):
+        self.sigma = sigma
+
+    def whiten(self, r):
+        return r / jnp.asarray(self.sigma, r.dtype)[..., None]
+
+    def whiten_jacobian(self, J):
+        return J / jnp.asarray(self.sigma, J.dtype)[..., None, None]
+
+    def check(self, dim, count):
+        if not _shape_ok(jnp.shape(self.sigma), (), count):
+            return f"Isotropic sigma must have shape () or ({count},), got {jnp.shape(self.sigma)}"
+        return None
+
+    def tree_flatten(self):
+        return (self.sigma,), None
+
+    @classmethod
+    def tree_unflatten(cls, aux, children):
+        return cls(*children)
+
+    def __repr__(self):
+        return f"Isotropic(sigma shape={jnp.shape(self.sigma)})"
+
+
+@jax.tree_util.register_pytree_node_class
+class Diagonal(NoiseModel):
+    """Independent standard deviations per residual component (``sigmas[..., d]``)."""
+
+    def __init__(self, sigmas):
+        self.sigmas = sigmas
+
+    def whiten(self, r):
+        return r / jnp.asarray(self.sigmas, r.dtype)
+
+    def whiten_jacobian(self, J):
+        return J / jnp.asarray(self.sigmas, J.dtype)[..., :, None]
+
+    def check(self, dim, count):
+        if not _shape_ok(jnp.shape(self.sigmas), (dim,), count):
+            return (
+                f"Diagonal sigmas must have shape ({dim},) or ({count}, {dim}), "
+                f"got {jnp.shape(self.sigmas)}"
+            )
+        return None
+
+    def tree_flatten(self):
+        return (self.sigmas,), None
+
+    @classmethod
+    def tree_unflatten(cls, aux, children):
+        return cls(*children)
+
+    def __repr__(self):
+        return f"Diagonal(sigmas shape={jnp.shape(self.sigmas)})"
+
+
+@jax.tree_util.register_pytree_node_class
+class SqrtInformation(NoiseModel):
+    """Square-root information ``R`` (``R^T R = Λ``); whitened residual ``R r``."""
+
+    def __init__(self, matrix):
+        self.matrix = matrix
+
+    def whiten(self, r):
+        return jnp.einsum("...ij,...j->...i", jnp.asarray(self.matrix, r.dtype), r)
+
+    def whiten_jacobian(self, J):
+        return jnp.einsum("...ij,...jk->...ik", jnp.asarray(self.matrix, J.dtype), J)
+
+    def check(self, dim, count):
+        if not _shape_ok(jnp.shape(self.matrix), (dim, dim), count):
+            return (
+                f"SqrtInformation matrix must have shape ({dim}, {dim}) or ({count}, {dim}, {dim}), "
+                f"got {jnp.shape(self.matrix)}"
+            )
+        return None
+
+    def tree_flatten(self):
+        return (self.matrix,), None
+
+    @classmethod
+    def tree_unflatten(cls, aux, children):
+        return cls(*children)
+
+    def __repr__(self):
+        return f"SqrtInformation(shape={jnp.shape(self.matrix)})"
+
+
+@jax.tree_util.register_pytree_node_class
+class Information(NoiseModel):
+    """Information matrix ``Λ`` (inverse covariance), symmetric positive definite.
+
+    Whitening uses ``W = L^T`` with ``Λ = L L^T`` (Cholesky), so ``|W r|^2 = r^T Λ r``.
+    """
+
+    def __init__(self, matrix):
+        self.matrix = matrix
+
+    def prepare(self):
+        m = jnp.asarray(self.matrix)
+        # Symmetrise first: files store only the upper triangle and rounding must not
+        # make the Cholesky factor depend on which triangle it reads.
+        m = 0.5 * (m + jnp.swapaxes(m, -1, -2))
+        return SqrtInformation(jnp.swapaxes(jnp.linalg.cholesky(m), -1, -2))
+
+    def whiten(self, r):
+        return self.prepare().whiten(r)
+
+    def whiten_jacobian(self, J):
+        return self.prepare().whiten_jacobian(J)
+
+    def check(self, dim, count):
+        if not _shape_ok(jnp.shape(self.matrix), (dim, dim), count):
+            return (
+                f"Information matrix must have shape ({dim}, {dim}) or ({count}, {dim}, {dim}), "
+                f"got {jnp.shape(self.matrix)}"
+            )
+        return None
+
+    def tree_flatten(self):
+        return (self.matrix,), None
+
+    @classmethod
+    def tree_unflatten(cls, aux, children):
+        return cls(*children)
+
+    def __repr__(self):
+        return f"Information(shape={jnp.shape(self.matrix)})"
+
+
+def isotropic(sigma) -> Isotropic:
+    """Isotropic noise, standard deviation ``sigma`` (residual units); ``[]`` or ``[M]``."""
+    return Isotropic(sigma)
+
+
+def diagonal(sigmas) -> Diagonal:
+    """Diagonal noise, standard deviations ``sigmas[..., d]``."""
+    return Diagonal(sigmas)
+
+
+def sqrt_information(matrix) -> SqrtInformation:
+    """Square-root information ``R[..., d, d]`` with ``R^T R = Λ``."""
+    return SqrtInformation(matrix)
+
+
+def information(matrix) -> Information:
+    """Information matrix ``Λ[..., d, d]`` (symmetric positive definite)."""
+    return Information(matrix)
+
+
+def covariance(matrix) -> SqrtInformation:
+    """Covariance ``Σ[..., d, d]``; converted to square-root information ``L^{-1}`` (Σ = L L^T)."""
+    m = jnp.asarray(matrix)
+    L = jnp.linalg.cholesky(0.5 * (m + jnp.swapaxes(m, -1, -2)))
+    eye = jnp.broadcast_to(jnp.eye(m.shape[-1], dtype=m.dtype), m.shape)
+    return SqrtInformation(jax.scipy.linalg.solve_triangular(L, eye, lower=True))
