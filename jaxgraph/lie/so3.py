@@ -109,29 +109,34 @@ def so3_exp(w: jnp.ndarray) -> jnp.ndarray:
 # quaternions
 
 
-def _shepperd(R):
-    """Unnormalised quaternion from the largest of (trace, R00, R11, R22) (Shepperd, 1978).
+def _quaternion_from_rotation(R):
+    """Unit quaternion (w >= 0) of a rotation matrix, without any square root near zero.
 
-    Each case's vector is 4 q_k q (k the chosen component), read off the skew and symmetric
-    parts of R, so no square root is needed before the final normalisation, and the chosen
-    |q_k| >= 1/2 keeps that normalisation far from zero: the identity is as safe as any
-    rotation.
+    Each of the four cases builds the vector 4 q_k q (k = x, y, z or w) from the skew and
+    symmetric parts of R; its squared norm is 4 t with t = 4 q_k^2, so it is scaled by
+    1 / (2 sqrt(t)). The case is chosen by Day's comparisons (r22 < 0, r00 > r11,
+    r00 < -r11; "Converting a rotation matrix to a quaternion", 2015), which guarantee
+    t >= 1 for every rotation: the identity and angle pi are as safe as any rotation.
+    The sign of each case is fixed before the selection so that w >= 0. For slightly
+    non-orthonormal input the result is unit to within that deviation.
     """
     r00, r11, r22 = R[..., 0, 0], R[..., 1, 1], R[..., 2, 2]
     r01, r02, r10, r12, r20, r21 = R[..., 0, 1], R[..., 0, 2], R[..., 1, 0], R[..., 1, 2], R[..., 2, 0], R[..., 2, 1]
-    trace = r00 + r11 + r22
-    use_w = (trace >= r00) & (trace >= r11) & (trace >= r22)
-    use_x = ~use_w & (r00 >= r11) & (r00 >= r22)
-    use_y = ~use_w & ~use_x & (r11 >= r22)
     wx, wy, wz = r21 - r12, r02 - r20, r10 - r01
     xy, xz, yz = r01 + r10, r02 + r20, r12 + r21
-    case_w = jnp.stack([1.0 + trace, wx, wy, wz], axis=-1)
-    case_x = jnp.stack([wx, 1.0 + r00 - r11 - r22, xy, xz], axis=-1)
-    case_y = jnp.stack([wy, xy, 1.0 - r00 + r11 - r22, yz], axis=-1)
-    case_z = jnp.stack([wz, xz, yz, 1.0 - r00 - r11 + r22], axis=-1)
-    return jnp.where(
-        use_w[..., None], case_w, jnp.where(use_x[..., None], case_x, jnp.where(use_y[..., None], case_y, case_z))
+    tx, ty, tz, tw = 1.0 + r00 - r11 - r22, 1.0 - r00 + r11 - r22, 1.0 - r00 - r11 + r22, 1.0 + r00 + r11 + r22
+    sx, sy, sz = (jnp.where(c < 0, -1.0, 1.0).astype(R.dtype) for c in (wx, wy, wz))
+    case_x = jnp.stack([wx * sx, tx * sx, xy * sx, xz * sx], axis=-1)
+    case_y = jnp.stack([wy * sy, xy * sy, ty * sy, yz * sy], axis=-1)
+    case_z = jnp.stack([wz * sz, xz * sz, yz * sz, tz * sz], axis=-1)
+    case_w = jnp.stack([tw, wx, wy, wz], axis=-1)
+    c0, c1, c2 = r22 < 0, r00 > r11, r00 < -r11
+    t = jnp.where(c0, jnp.where(c1, tx, ty), jnp.where(c2, tz, tw))
+    q = jnp.where(
+        c0[..., None], jnp.where(c1[..., None], case_x, case_y), jnp.where(c2[..., None], case_z, case_w)
     )
+    # t >= 1 for rotations; the floor only keeps garbage input (e.g. zeros) finite.
+    return q * (0.5 * jax.lax.rsqrt(jnp.maximum(t, jnp.finfo(R.dtype).tiny)))[..., None]
 
 
 def _vee_rt(R, dR):
@@ -149,15 +154,9 @@ def _normalize_positive(q):
     return jnp.where(q[..., :1] < 0, -q, q)
 
 
-def _quaternion_from_components(q):
-    """Normalise and pick the sign with w >= 0."""
-    scale = jax.lax.rsqrt(jnp.sum(q * q, axis=-1, keepdims=True))
-    return q * jnp.where(q[..., :1] < 0, -scale, scale)
-
-
 @jax.custom_jvp
 def _quaternion_from_matrix(R):
-    return _quaternion_from_components(_shepperd(R))
+    return _quaternion_from_rotation(R)
 
 
 @_quaternion_from_matrix.defjvp
@@ -172,8 +171,8 @@ def _quaternion_from_matrix_jvp(primals, tangents):
 def quaternion_from_matrix(R: jnp.ndarray) -> jnp.ndarray:
     """Unit quaternion q[...,4] (w, x, y, z; w >= 0) of rotation matrix R[...,3,3].
 
-    Shepperd's method: no square root near zero, so the identity is as safe as any other
-    rotation. Slightly non-orthonormal input is accepted (the result is normalised).
+    Four-case (Shepperd/Day) conversion: no square root near zero, so the identity is as
+    safe as any other rotation. Slightly non-orthonormal input is accepted.
     """
     return _quaternion_from_matrix(_as_float(R))
 
@@ -278,7 +277,7 @@ def quaternion_log(q: jnp.ndarray) -> jnp.ndarray:
 
 @jax.custom_jvp
 def _so3_log(R):
-    return _quaternion_log_value(_quaternion_from_components(_shepperd(R)))
+    return _quaternion_log_value(_quaternion_from_rotation(R))
 
 
 @_so3_log.defjvp
