@@ -140,25 +140,11 @@ class Kind:
             q = p[..., :4]
             R = lie.matrix_from_quaternion(q)
             t = p[..., 4:] + jnp.einsum("...ij,...j->...i", R, E[..., :3, 3])
-            qn = _qnormalize(_qmul(q, lie.quaternion_from_matrix(E[..., :3, :3])))
+            qn = _qnormalize(lie.quaternion_multiply(q, lie.quaternion_from_matrix(E[..., :3, :3])))
             return jnp.concatenate([qn, t], -1)
         # SO3
         qd = lie.quaternion_from_matrix(lie.so3_exp(d))
-        return _qnormalize(_qmul(p, qd))
-
-
-def _qmul(a, b):
-    aw, ax, ay, az = a[..., 0], a[..., 1], a[..., 2], a[..., 3]
-    bw, bx, by, bz = b[..., 0], b[..., 1], b[..., 2], b[..., 3]
-    return jnp.stack(
-        [
-            aw * bw - ax * bx - ay * by - az * bz,
-            aw * bx + ax * bw + ay * bz - az * by,
-            aw * by - ax * bz + ay * bw + az * bx,
-            aw * bz + ax * by - ay * bx + az * bw,
-        ],
-        -1,
-    )
+        return _qnormalize(lie.quaternion_multiply(p, qd))
 
 
 def _qnormalize(q):

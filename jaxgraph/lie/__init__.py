@@ -39,6 +39,7 @@ from .se3 import (
     se3_right_jacobian_inverse,
     se3_vee,
 )
+from ._ops import quaternion_conjugate, quaternion_multiply
 from .groups import SE2, SE3, SO2, SO3, MatrixLieGroup
 from .manifold import rminus, rplus
 from . import manifold
