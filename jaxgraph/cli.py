@@ -147,7 +147,6 @@ def perturbed_copies(problem, values, batch: int, sigma: float, seed: int):
     Returns a dict of ``[batch, count, param_dim]`` arrays.
     """
     import jax
-    import jax.numpy as jnp
 
     total = sum(v.count for v in problem.variables)
     block = problem.structure.block_dim
@@ -257,39 +256,20 @@ def run_batch(
 
 
 def _solve(args: argparse.Namespace) -> int:
-    if args.batch is not None:
-        if args.plot:
-            print("jaxgraph: note: --plot is ignored with --batch", file=sys.stderr)
-        try:
-            run_batch(
-                args.input,
-                args.batch,
-                args.noise,
-                args.seed,
-                args.output,
-                args.report,
-                method=args.method,
-                linear_solver=args.linear_solver,
-                max_iterations=args.max_iterations,
-                float32=args.float32,
-                strict=args.strict,
-            )
-        except (ValueError, OSError) as exc:
-            print(f"jaxgraph: error: {exc}", file=sys.stderr)
-            return 2
-        return 0
+    common = dict(
+        method=args.method,
+        linear_solver=args.linear_solver,
+        max_iterations=args.max_iterations,
+        float32=args.float32,
+        strict=args.strict,
+    )
+    if args.batch is not None and args.plot:
+        print("jaxgraph: note: --plot is ignored with --batch", file=sys.stderr)
     try:
-        run_solve(
-            args.input,
-            args.output,
-            args.report,
-            method=args.method,
-            linear_solver=args.linear_solver,
-            max_iterations=args.max_iterations,
-            plot=args.plot,
-            float32=args.float32,
-            strict=args.strict,
-        )
+        if args.batch is not None:
+            run_batch(args.input, args.batch, args.noise, args.seed, args.output, args.report, **common)
+        else:
+            run_solve(args.input, args.output, args.report, plot=args.plot, **common)
     except (ValueError, OSError) as exc:
         print(f"jaxgraph: error: {exc}", file=sys.stderr)
         return 2

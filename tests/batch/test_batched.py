@@ -13,26 +13,15 @@ import pytest
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 import jaxgraph
+from jaxgraph.cli import perturbed_copies
 
 DATA = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "posegraph"
 pytestmark = pytest.mark.skipif(not DATA.exists(), reason="shared pose-graph data not present")
 
 
-def _perturbed_values(problem, values, count, sigma, seed):
-    """``count`` copies of ``values`` moved by Exp(noise), noise ~ N(0, sigma^2) per tangent entry."""
-    key = jax.random.PRNGKey(seed)
-    (poses,) = values.values()
-    tangent_dim = 3 if poses.shape[1] == 3 else 6  # SE2 params (x, y, theta); SE3 wxyz_xyz
-    copies = []
-    for k in range(count):
-        noise = sigma * jax.random.normal(jax.random.fold_in(key, k), (poses.shape[0], tangent_dim), poses.dtype)
-        copies.append(problem.retract(values, noise))
-    return jax.tree_util.tree_map(lambda *xs: jnp.stack(xs), *copies)
-
-
 def test_vmap_over_64_perturbed_intel_copies_matches_unbatched():
     problem, values = jaxgraph.io.read_g2o(DATA / "intel.g2o")
-    batch = _perturbed_values(problem, values, 64, 0.05, seed=0)
+    batch = perturbed_copies(problem, values, 64, 0.05, seed=0)
 
     def run(v):
         return jaxgraph.solve(problem, v)
@@ -78,7 +67,7 @@ def test_vmap_over_measurements_and_weights():
 def test_pmap_of_vmap_on_four_devices():
     assert jax.device_count() >= 4, "tests/conftest.py forces 4 host devices"
     problem, values = jaxgraph.io.read_g2o(DATA / "tinyGrid3D.g2o")
-    batch = _perturbed_values(problem, values, 8, 0.1, seed=1)
+    batch = perturbed_copies(problem, values, 8, 0.1, seed=1)
     per_device = jax.tree_util.tree_map(lambda x: x.reshape((4, 2) + x.shape[1:]), batch)
     out, info = jax.pmap(jax.vmap(lambda v: jaxgraph.solve(problem, v)))(per_device)
     costs = np.asarray(info.cost).reshape(-1)
@@ -91,7 +80,7 @@ def test_pmap_of_vmap_on_four_devices():
 
 def test_sharded_batch_axis():
     problem, values = jaxgraph.io.read_g2o(DATA / "tinyGrid3D.g2o")
-    batch = _perturbed_values(problem, values, 8, 0.1, seed=2)
+    batch = perturbed_copies(problem, values, 8, 0.1, seed=2)
     mesh = Mesh(np.asarray(jax.devices()[:4]), ("batch",))
     sharded = jax.device_put(batch, NamedSharding(mesh, PartitionSpec("batch")))
     out, info = jax.jit(jax.vmap(lambda v: jaxgraph.solve(problem, v)))(sharded)

@@ -9,7 +9,6 @@ peak of that program. The bound documented in docs/batching.md is
 from pathlib import Path
 
 import jax
-import jax.numpy as jnp
 import pytest
 
 import jaxgraph
