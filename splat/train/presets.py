@@ -14,7 +14,7 @@ A scene with a point cloud (COLMAP) starts from its points (a random subset of a
 ``max_init_points`` on CPU). The capacity never exceeds what the densification schedule
 could reach (at most a doubling per refinement). The reference backend materialises
 every (intersection, pixel) pair, so its capacity is also limited by memory
-(:func:`reference_memory_bytes`).
+(:func:`reference_max_capacity`).
 """
 
 from __future__ import annotations
@@ -26,11 +26,6 @@ from .strategy import Strategy, strategy_from_name
 CPU_MAX_INIT_POINTS = 10_000
 GPU_INIT_POINTS = 100_000
 CPU_MAX_CAPACITY = 131_072
-# Bytes the reference backend keeps per (intersection, pixel of its tile) pair over a
-# forward and backward pass (measured: 31 GB at 1.6M intersections of 16x16 tiles).
-REFERENCE_BYTES_PER_PAIR = 80
-
-
 def next_pow2(k: int) -> int:
     """Smallest power of two >= k (>= 1)."""
     return 1 << max(0, int(k - 1).bit_length())
@@ -85,27 +80,21 @@ def max_init_points(platform: str) -> int | None:
     return None if platform == "gpu" else CPU_MAX_INIT_POINTS
 
 
-def reference_memory_bytes(capacity: int, isect_per_gaussian: int, tile_size: int) -> int:
-    """Estimated peak memory of one reference-backend training step at ``capacity``."""
-    return REFERENCE_BYTES_PER_PAIR * tile_size * tile_size * isect_per_gaussian * capacity
+def reference_max_capacity(width: int, height: int, *, isect_per_gaussian: int = 8,
+                           tile_size: int = 16, budget: int | None = None) -> int:
+    """Largest power-of-two capacity whose reference-backend training step fits in
+    ``budget`` bytes (default: half the available memory), by
+    :func:`splat.validation.render_bytes`."""
+    from ..validation import available_memory_bytes, render_bytes
 
-
-def memory_budget_bytes() -> int:
-    """Half of the memory available now (4 GiB if it cannot be read)."""
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024 // 2
-    except OSError:
-        pass
-    return 4 << 30
-
-
-def reference_max_capacity(isect_per_gaussian: int, tile_size: int, budget: int) -> int:
-    """Largest power-of-two capacity whose reference-backend step fits in ``budget``."""
-    per_slot = reference_memory_bytes(1, isect_per_gaussian, tile_size)
-    return 1 << max(0, (budget // per_slot).bit_length() - 1)
+    if budget is None:
+        budget = available_memory_bytes() // 2
+    cap = 1
+    while render_bytes(1, width, height, n_gaussians=2 * cap, backend="reference",
+                       isect_capacity=2 * cap * isect_per_gaussian,
+                       tile_size=tile_size) <= budget and cap < 2**30:
+        cap *= 2
+    return cap
 
 
 def default_capacity(n_init: int, width: int, height: int, steps: int, platform: str,
@@ -153,6 +142,5 @@ def platform_name() -> str:
 
 
 __all__ = ["schedule_for", "make_strategy", "n_refinements", "default_init_points",
-           "max_init_points", "default_capacity", "reference_memory_bytes",
-           "reference_max_capacity", "memory_budget_bytes", "suggest_capacity",
+           "max_init_points", "default_capacity", "reference_max_capacity", "suggest_capacity",
            "platform_name", "next_pow2"]
