@@ -3,7 +3,7 @@
 from . import factors, io, lie, linear, noise, robust
 from .factors import FactorGroup
 from .graph import Problem, VariableGroup
-from .solvers import SolveInfo, solve
+from .solver import BackwardConfig, DampingConfig, SolveInfo, SolverConfig, TerminationConfig, solve
 
 __all__ = [
     "lie",
@@ -16,6 +16,10 @@ __all__ = [
     "VariableGroup",
     "FactorGroup",
     "SolveInfo",
+    "SolverConfig",
+    "DampingConfig",
+    "TerminationConfig",
+    "BackwardConfig",
     "solve",
 ]
 __version__ = "0.1.0"
