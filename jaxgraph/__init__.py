@@ -3,6 +3,7 @@
 from . import factors, io, lie, linear, noise, robust
 from .factors import FactorGroup
 from .graph import Problem, VariableGroup
+from .marginals import MarginalsInfo, marginals, marginals_with_info
 from .solver import BackwardConfig, DampingConfig, SolveInfo, SolverConfig, TerminationConfig, solve
 
 __all__ = [
@@ -21,5 +22,8 @@ __all__ = [
     "TerminationConfig",
     "BackwardConfig",
     "solve",
+    "marginals",
+    "marginals_with_info",
+    "MarginalsInfo",
 ]
 __version__ = "0.1.0"
