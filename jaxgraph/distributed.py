@@ -31,7 +31,8 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-__all__ = ["RunInfo", "initialize", "batch_mesh", "shard_batch", "sharded_vmap", "gather", "parse_coordinator"]
+__all__ = ["RunInfo", "initialize", "batch_mesh", "shard_batch", "sharded_vmap", "gather", "parse_coordinator",
+           "add_cli_arguments", "initialize_from_cli"]
 
 AXIS = "batch"
 
@@ -153,3 +154,37 @@ def gather(tree, batch_size: int | None = None):
         out = jax.tree_util.tree_map(lambda x: x[:batch_size], out)
     return out
 
+
+
+# ----------------------------------------------------------------------------------
+# Command-line support (``jaxgraph solve --batch``)
+# ----------------------------------------------------------------------------------
+def add_cli_arguments(parser) -> None:
+    """The flags that make ``jaxgraph solve --batch`` one process of a multi-process run."""
+    parser.add_argument("--distributed", choices=["off", "auto"], default="off",
+                        help="with --batch: 'auto' joins a multi-process run detected from the cluster "
+                             "environment (SLURM, Open MPI); default off (one process)")
+    parser.add_argument("--coordinator", default=None, metavar="HOST:PORT",
+                        help="with --batch: address of process 0's coordinator; needs --num-processes and "
+                             "--process-id (default: none, one process)")
+    parser.add_argument("--num-processes", type=int, default=None, metavar="N",
+                        help="with --coordinator: number of processes in the run (default: none)")
+    parser.add_argument("--process-id", type=int, default=None, metavar="I",
+                        help="with --coordinator: this process, 0..N-1 (default: none)")
+
+
+def initialize_from_cli(args) -> RunInfo | None:
+    """Join the run the CLI flags describe; ``None`` for a plain single-process run."""
+    manual = [args.coordinator, args.num_processes, args.process_id]
+    if args.distributed == "off" and all(x is None for x in manual):
+        return None
+    if getattr(args, "batch", None) is None:
+        raise ValueError("--distributed / --coordinator need --batch (a multi-process run splits a batch)")
+    if args.distributed == "auto":
+        if any(x is not None for x in manual):
+            raise ValueError("--distributed auto takes the process layout from the cluster; "
+                             "drop --coordinator/--num-processes/--process-id")
+        return initialize()
+    if any(x is None for x in manual):
+        raise ValueError("--coordinator, --num-processes and --process-id go together")
+    return initialize(args.coordinator, args.num_processes, args.process_id)
