@@ -115,3 +115,13 @@ def test_cli_fills_the_persistent_compilation_cache(tmp_path):
     assert json.loads(rep.read_text())["compile_cache"] == str(cache)
     assert any(cache.iterdir())  # compiled programs were stored
     assert path.read_text().startswith("VERTEX_SE2 0 ")  # --overwrite replaced the input
+
+
+def test_default_cache_dir_honours_the_environment(monkeypatch, tmp_path):
+    from jaxgraph.compile_cache import default_cache_dir
+
+    monkeypatch.setenv("JAX_COMPILATION_CACHE_DIR", str(tmp_path / "jaxcache"))
+    assert default_cache_dir() == tmp_path / "jaxcache"
+    monkeypatch.delenv("JAX_COMPILATION_CACHE_DIR")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert default_cache_dir() == tmp_path / "xdg" / "jaxgraph" / "jax"
