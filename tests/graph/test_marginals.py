@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import jax
@@ -177,3 +178,16 @@ def test_matches_gtsam_marginals(name):
     got = np.asarray(jaxgraph.marginals(problem, values, variables={"poses": keys})["poses"])
     rel = np.linalg.norm(got - ref, axis=(1, 2)) / np.linalg.norm(ref, axis=(1, 2))
     assert rel.max() <= 1e-6, (name, rel.max())
+
+
+def test_cli_report_includes_marginals(tmp_path):
+    from jaxgraph.cli import main
+
+    path = DATA / "tinyGrid3D.g2o"
+    rep, out = tmp_path / "r.json", tmp_path / "o.g2o"
+    assert main(["solve", str(path), "--output", str(out), "--report", str(rep), "--marginals"]) == 0
+    got = json.loads(rep.read_text())["marginals"]["poses"]
+    assert got["kind"] == "SE3" and got["tangent"] == ["vx", "vy", "vz", "wx", "wy", "wz"]
+    problem, solved = jaxgraph.io.read_g2o(out, dtype=jnp.float64)
+    ref = np.asarray(jaxgraph.marginals(problem, solved)["poses"])
+    np.testing.assert_allclose(np.asarray(got["covariances"]), ref, rtol=1e-6, atol=1e-18)
