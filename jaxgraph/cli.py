@@ -211,7 +211,7 @@ def run_solve(
         "linear_clamped": int(info.linear_clamped),
         "compile_seconds": compile_seconds,
         "solve_seconds": solve_seconds,
-        "compile_cache": jax.config.jax_compilation_cache_dir,
+        "compile_cache": jax.config.jax_compilation_cache_dir if jax.config.jax_enable_compilation_cache else None,
         "poses": int(poses),
         "edges": int(edges),
         "factors": int(nfactors),
@@ -397,6 +397,10 @@ def run_batch(
 
 def _use_compile_cache(disabled: bool) -> None:
     if disabled or os.environ.get("JAXGRAPH_NO_COMPILE_CACHE", "") not in ("", "0"):
+        import jax
+
+        # Off means off, even where JAX would read $JAX_COMPILATION_CACHE_DIR by itself.
+        jax.config.update("jax_enable_compilation_cache", False)
         return
     from .compile_cache import enable_compilation_cache
 
