@@ -16,13 +16,12 @@ import time
 
 import numpy as np
 
+from .constants import MAX_PIXELS
 from .validation import (check_memory, nonnegative_int, positive_int, prepare_out_dir,
                          render_bytes)
 
 DEMO_SCENE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "demo_scene.npz")
 DEMO_OUT = "splat_demo"
-# Pixel indices of one image are int32 in the rasterizer.
-MAX_PIXELS = 2**31 - 1
 
 
 def _warn(msg: str) -> None:
