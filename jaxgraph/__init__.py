@@ -3,6 +3,7 @@
 from . import factors, io, lie, linear, noise, robust
 from .factors import FactorGroup
 from .graph import Problem, VariableGroup
+from .marginals import MarginalsInfo, marginals, marginals_with_info
 from .solvers import SolveInfo, solve
 
 __all__ = [
@@ -17,5 +18,8 @@ __all__ = [
     "FactorGroup",
     "SolveInfo",
     "solve",
+    "marginals",
+    "marginals_with_info",
+    "MarginalsInfo",
 ]
 __version__ = "0.1.0"

@@ -5,7 +5,7 @@ the loss, parameter gradients, dL/dmeans2d and gsplat's absgrad in one call.
 See docs/splat.md.
 """
 
-from .rasterization import default_capacity, rasterization
+from .rendering import default_capacity, rasterization
 from .grad2d import value_and_grad_2d
 
 __all__ = ["rasterization", "value_and_grad_2d", "default_capacity"]

@@ -1,4 +1,9 @@
-"""Command line: ``splat train | render | eval | demo`` (see docs/training.md)."""
+"""Command line: ``splat train | render | eval | demo`` (see docs/training.md).
+
+User errors (a missing or malformed file, a bad flag value, a size that cannot fit in
+memory) print one line ``splat: error: ...`` and exit with status 2, as ``jaxgraph``
+does; ``--out`` is created and checked writable before any work.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +16,28 @@ import time
 
 import numpy as np
 
+from .validation import (check_memory, nonnegative_int, positive_int, prepare_out_dir,
+                         render_bytes)
+
 DEMO_SCENE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "demo_scene.npz")
+DEMO_OUT = "splat_demo"
+# Pixel indices of one image are int32 in the rasterizer.
+MAX_PIXELS = 2**31 - 1
+
+
+def _warn(msg: str) -> None:
+    """Warnings of the loaders and the PLY reader, as one line on stderr."""
+    print(f"[splat] warning: {msg}", file=sys.stderr, flush=True)
+
+
+def _check_render_size(n_views: int, width: int, height: int, n_gaussians: int,
+                       what: str) -> None:
+    """Refuse images that cannot be indexed or held in memory, before allocating."""
+    if width * height > MAX_PIXELS:
+        raise ValueError(f"{what}: {width}x{height} is {width * height} pixels per image, "
+                         f"more than the {MAX_PIXELS} a render can index")
+    check_memory(render_bytes(n_views, width, height, n_gaussians=n_gaussians),
+                 f"{what}: {n_views} views of {width}x{height}", "render fewer or smaller views")
 
 
 def schedule_for(steps: int) -> dict:
@@ -58,15 +84,29 @@ def _write_curve(path, history):
     return True
 
 
-def _save_views(out_dir, imgs, gts=None, prefix="view"):
+def _save_views(out_dir, imgs, gts=None, psnrs=None, prefix="view"):
+    """Write each render as ``{prefix}_{i:03d}.png``; with ground truths ``gts`` [V, H, W, 3]
+    uint8 and ``psnrs`` [V], a labelled, enlarged "ground truth | render" comparison."""
     from .datasets import write_png
+    from .figures import comparison_panel
     paths = []
     for i, im in enumerate(imgs):
-        pic = im if gts is None else np.concatenate([im, gts[i].astype(np.float64) / 255], 1)
+        pic = im if gts is None else comparison_panel(gts[i], im, float(psnrs[i]))
         p = os.path.join(out_dir, f"{prefix}_{i:03d}.png")
         write_png(p, pic)
         paths.append(p)
     return paths
+
+
+def _check_rendered(imgs, what: str) -> None:
+    """Never write non-finite pixels; say so when every view came out empty (black)."""
+    imgs = np.asarray(imgs)
+    if not np.isfinite(imgs).all():
+        raise RuntimeError(f"{what}: the render has {int((~np.isfinite(imgs)).sum())} "
+                           "non-finite pixel values")
+    if imgs.size and not (imgs > 0.5 / 255).any():
+        _warn(f"{what}: every rendered view is black: no Gaussian is visible from these "
+              "cameras")
 
 
 def cmd_train(args, scene=None, data_label=None) -> dict:
@@ -75,20 +115,35 @@ def cmd_train(args, scene=None, data_label=None) -> dict:
     from .ply import write_ply
     from .train import Trainer, restore_state, save_checkpoint
 
+    prepare_out_dir(args.out)
+    if args.resume:
+        from .validation import open_npz
+        open_npz(args.resume, "splat checkpoint (--resume)").close()
     t0 = time.time()
     if scene is None:
         scene = load_scene(args.data, downscale=args.downscale,
-                           n_random_points=args.init_points, seed=args.seed)
+                           n_random_points=args.init_points, seed=args.seed, warn=_warn)
         data_label = os.path.abspath(args.data)
     if scene.images is None:
-        raise SystemExit(f"{args.data}: the scene has no images to train on")
+        raise ValueError(f"{args.data}: the scene has no images to train on")
     print(f"[splat] {len(scene.train_idx)} train / {len(scene.test_idx)} test views of "
           f"{scene.width}x{scene.height}, {len(scene.points)} initial points "
           f"({scene.points_source}), extent {scene.extent:.3f} ({time.time() - t0:.1f} s)")
     cfg = _config(args, args.steps)
+    check_memory(render_bytes(1, scene.width, scene.height, n_gaussians=cfg.capacity,
+                              backend=cfg.backend,
+                              isect_capacity=cfg.capacity * cfg.isect_per_gaussian,
+                              tile_size=cfg.tile_size),
+                 f"training with --backend {cfg.backend} at --capacity {cfg.capacity}",
+                 "lower --capacity" + (" or use --backend pallas"
+                                       if cfg.backend == "reference" else ""))
     trainer = Trainer(scene, cfg)
     if args.resume:
-        state = restore_state(args.resume, trainer)
+        try:
+            state = restore_state(args.resume, trainer)
+        except KeyError as e:
+            raise ValueError(f"{args.resume}: not a complete splat checkpoint (no {e})") \
+                from None
         print(f"[splat] resumed from {args.resume} at step {int(state.step)}")
     else:
         state = trainer.init_state(seed=args.seed)
@@ -113,10 +168,10 @@ def cmd_train(args, scene=None, data_label=None) -> dict:
     if len(scene.test_idx):
         ev = trainer.evaluate(state)
         _save_views(os.path.join(args.out, "renders"), ev["images"],
-                    scene.images[scene.test_idx], prefix="test")
+                    scene.images[scene.test_idx], ev["psnr"], prefix="test")
         result.update(test_psnr=float(ev["psnr"].mean()), test_ssim=float(np.nanmean(ev["ssim"])))
         print(f"[splat] test PSNR {result['test_psnr']:.2f} dB, SSIM {result['test_ssim']:.4f}"
-              f" over {len(scene.test_idx)} views (renders/ beside the ground truth)")
+              f" over {len(scene.test_idx)} views (renders/: ground truth | render)")
     if history:
         _write_curve(os.path.join(args.out, "curve.png"), history)
     with open(os.path.join(args.out, "metrics.json"), "w") as f:
@@ -145,18 +200,44 @@ def _orbit_cameras(center, radius, n, width, height, fov_deg=60.0):
 
 
 def _load_model(path):
-    """(params dict numpy, active-only; TrainConfig; meta or None)."""
+    """(params dict numpy, active-only and valid; TrainConfig; meta or None).
+
+    ``path`` is a 3DGS .ply or a checkpoint.npz of ``splat train``. Gaussians with
+    non-finite values (or overflowing scales) are dropped with a warning."""
     from .ply import read_ply
     from .train import TrainConfig, params_from_checkpoint
+    from .validation import invalid_gaussians, open_npz
     if path.endswith(".ply"):
-        g = read_ply(path)
+        g = read_ply(path, warn=_warn)
         deg = int(round(math.sqrt(g.sh.shape[1]))) - 1
+        if deg > 3:
+            raise ValueError(f"{path}: SH degree {deg}; the renderer supports degrees 0..3")
         params = dict(means=g.means, quats=g.quats, log_scales=g.log_scales,
                       logit_opacities=g.logit_opacities, sh0=g.sh[:, :1], shN=g.sh[:, 1:])
-        cfg = TrainConfig(capacity=max(1, len(g.means)), sh_degree=deg)
+        if not len(g.means):
+            raise ValueError(f"{path}: the PLY holds no Gaussians")
+        cfg = TrainConfig(capacity=len(g.means), sh_degree=deg)
         return params, cfg, None
-    params, meta = params_from_checkpoint(path)
-    cfg = TrainConfig.from_json(json.dumps(meta["config"]))
+    open_npz(path, "splat checkpoint (.npz) or .ply").close()
+    try:
+        params, meta = params_from_checkpoint(path)
+        cfg = TrainConfig.from_json(json.dumps(meta["config"]))
+        for k in ("width", "height"):
+            int(meta[k])
+    except (KeyError, TypeError, ValueError) as e:
+        msg = str(e)
+        raise ValueError(msg if msg.startswith(path) else
+                         f"{path}: not a complete splat checkpoint ({type(e).__name__}: {msg})") \
+            from None
+    bad = invalid_gaussians(params["means"], params["quats"], params["log_scales"],
+                            params["logit_opacities"],
+                            np.concatenate([params["sh0"], params["shN"]], 1))
+    if bad.all():
+        raise ValueError(f"{path}: the checkpoint has no valid active Gaussian")
+    if bad.any():
+        _warn(f"{path}: dropped {int(bad.sum())} of {len(bad)} Gaussians with non-finite "
+              "values")
+        params = {k: v[~bad] for k, v in params.items()}
     return params, cfg, meta
 
 
@@ -173,42 +254,74 @@ def _render_model(params, cfg, viewmats, Ks, width, height):
                           jnp.float32)
 
 
+def _checkpoint_cameras(path, meta):
+    """(viewmats, Ks, width, height) of a checkpoint's test views (else its train views)."""
+    from .validation import check_cameras, npz_array, open_npz
+    with open_npz(path, "splat checkpoint") as z:
+        a = {k: npz_array(z, k, path, "splat checkpoint")
+             for k in ("viewmats", "Ks", "train_idx", "test_idx")}
+    idx = a["test_idx"] if len(a["test_idx"]) else a["train_idx"]
+    w, h = int(meta["width"]), int(meta["height"])
+    check_cameras(a["viewmats"][idx], a["Ks"][idx], w, h, path)
+    return a["viewmats"][idx], a["Ks"][idx], w, h
+
+
 def cmd_render(args):
+    prepare_out_dir(args.out)
     params, cfg, meta = _load_model(args.model)
     if args.data:
         from .datasets import load_scene
-        sc = load_scene(args.data, downscale=args.downscale)
+        sc = load_scene(args.data, downscale=args.downscale, warn=_warn)
         idx = sc.test_idx if len(sc.test_idx) else sc.train_idx
-        vms, Ks, w, h = sc.viewmats[idx], sc.Ks[idx], sc.width, sc.height
+        if sc.images is None:
+            w, h = _npz_size(args.data, args.downscale)
+        else:
+            w, h = sc.width, sc.height
+        vms, Ks = sc.viewmats[idx], sc.Ks[idx]
     elif meta is not None:
-        z = np.load(args.model)
-        idx = z["test_idx"] if len(z["test_idx"]) else z["train_idx"]
-        vms, Ks, w, h = z["viewmats"][idx], z["Ks"][idx], meta["width"], meta["height"]
+        vms, Ks, w, h = _checkpoint_cameras(args.model, meta)
     else:
         m = params["means"]
         center = np.median(m, 0)
         radius = 2.5 * float(np.percentile(np.linalg.norm(m - center, axis=1), 90))
         w = h = args.size
+        _check_render_size(args.views, w, h, len(params["means"]), f"render {args.model}")
         vms, Ks = _orbit_cameras(center, max(radius, 1e-3), args.views, w, h)
+    _check_render_size(len(vms), int(w), int(h), len(params["means"]), f"render {args.model}")
     imgs = _render_model(params, cfg, vms, Ks, int(w), int(h))
+    _check_rendered(imgs, f"render {args.model}")
     paths = _save_views(args.out, imgs)
     print(f"[splat] rendered {len(paths)} views of {len(params['means'])} Gaussians to {args.out}")
+
+
+def _npz_size(path, downscale):
+    """(width, height) after ``downscale`` of an npz scene without images."""
+    from .validation import npz_array, open_npz
+    with open_npz(path, "gsplat npz scene") as z:
+        w, h = (int(npz_array(z, k, path).item()) for k in ("width", "height"))
+    return w // downscale, h // downscale
 
 
 def cmd_eval(args):
     from .datasets import load_scene
     from .ssim import ssim
     import jax.numpy as jnp
+    if args.out:
+        prepare_out_dir(args.out)
     params, cfg, meta = _load_model(args.model)
     data = args.data or (meta or {}).get("data")
     if not data:
-        raise SystemExit("eval needs --data DATA_DIR (the checkpoint does not name one)")
+        raise ValueError(f"{args.model}: eval needs --data DATA (the model does not name "
+                         "its scene)")
     ds = args.downscale or (meta or {}).get("downscale", 1)
-    sc = load_scene(data, downscale=ds)
+    sc = load_scene(data, downscale=ds, warn=_warn)
     if not len(sc.test_idx) or sc.images is None:
-        raise SystemExit(f"{data}: no test views with images")
+        raise ValueError(f"{data}: no test views with images")
+    _check_render_size(len(sc.test_idx), sc.width, sc.height, len(params["means"]),
+                       f"eval {args.model}")
     imgs = _render_model(params, cfg, sc.viewmats[sc.test_idx], sc.Ks[sc.test_idx],
                          sc.width, sc.height)
+    _check_rendered(imgs, f"eval {args.model}")
     rows = []
     for k, i in enumerate(sc.test_idx):
         gt = sc.images[i].astype(np.float64) / 255
@@ -221,7 +334,6 @@ def cmd_eval(args):
                 ssim=float(np.mean([r["ssim"] for r in rows])))
     print(f"{'mean':>24s}  PSNR {mean['psnr']:6.2f} dB  SSIM {mean['ssim']:.4f}")
     if args.out:
-        os.makedirs(args.out, exist_ok=True)
         with open(os.path.join(args.out, "eval.json"), "w") as f:
             json.dump(dict(views=rows, mean=mean), f, indent=1)
     return mean
@@ -230,8 +342,9 @@ def cmd_eval(args):
 def cmd_demo(args):
     from .datasets import load_npz
     if not os.path.isfile(DEMO_SCENE):
-        raise SystemExit(f"bundled demo scene missing: {DEMO_SCENE}")
-    scene = load_npz(DEMO_SCENE)
+        raise FileNotFoundError(f"{DEMO_SCENE}: bundled demo scene missing (reinstall splat)")
+    prepare_out_dir(args.out)
+    scene = load_npz(DEMO_SCENE, warn=_warn)
     args.data = DEMO_SCENE
     args.downscale = 1
     res = cmd_train(args, scene=scene, data_label=DEMO_SCENE)
@@ -239,60 +352,100 @@ def cmd_demo(args):
     return res
 
 
-def _train_args(p, steps):
-    p.add_argument("--out", required=True, help="output folder")
-    p.add_argument("--steps", type=int, default=steps)
-    p.add_argument("--strategy", choices=("default", "mcmc", "none"), default="default")
-    p.add_argument("--absgrad", action="store_true", help="densify on absgrad")
-    p.add_argument("--capacity", type=int, default=None, help="max Gaussians (static)")
-    p.add_argument("--sh-degree", type=int, default=None)
-    p.add_argument("--backend", choices=("pallas", "reference"), default="pallas")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--log-every", type=int, default=25)
-    p.add_argument("--resume", default=None, help="checkpoint.npz to continue from")
+class _HelpFormatter(argparse.HelpFormatter):
+    """Appends "(default: ...)" to every flag's help unless the help already states it
+    (flags whose default is computed say so in words); on/off flags default to off."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if "default" in text or not action.option_strings or action.default is argparse.SUPPRESS:
+            return text
+        if isinstance(action, argparse._StoreTrueAction):
+            return text + " (default: off)"
+        return text + " (default: %(default)s)"
 
 
-def main(argv=None):
-    ap = argparse.ArgumentParser(prog="splat", description="3D Gaussian Splatting in JAX")
+def _train_args(p, steps, out_default=None):
+    if out_default is None:
+        p.add_argument("--out", required=True, help="output folder (created; required)")
+    else:
+        p.add_argument("--out", default=out_default, help="output folder (created)")
+    p.add_argument("--steps", type=positive_int, default=steps, help="optimiser steps")
+    p.add_argument("--strategy", choices=("default", "mcmc", "none"), default="default",
+                   help="densification: 3DGS clone/split/prune, MCMC relocation, or none")
+    p.add_argument("--absgrad", action="store_true",
+                   help="densify on gsplat's absgrad instead of the 2D-mean gradient")
+    p.add_argument("--capacity", type=positive_int, default=None,
+                   help="maximum number of Gaussians (a static array size; default: "
+                   "20000 for demo, 200000 for train)")
+    p.add_argument("--sh-degree", type=int, choices=range(4), default=None,
+                   help="spherical-harmonics degree of the colours (default: 1 for demo, "
+                   "3 for train)")
+    p.add_argument("--backend", choices=("pallas", "reference"), default="pallas",
+                   help="rasterizer: Pallas kernels or the plain-JAX reference")
+    p.add_argument("--seed", type=int, default=0, help="random seed (initial points, views)")
+    p.add_argument("--log-every", type=nonnegative_int, default=25,
+                   help="print a progress line every N steps (0: never)")
+    p.add_argument("--resume", default=None,
+                   help="checkpoint.npz to continue training from (default: start afresh)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``splat`` argument parser (every flag has help text and a default)."""
+    fmt = dict(formatter_class=_HelpFormatter)
+    ap = argparse.ArgumentParser(prog="splat", description="3D Gaussian Splatting in JAX", **fmt)
     sub = ap.add_subparsers(dest="cmd", required=True)
-    t = sub.add_parser("train", help="train on a scene folder (transforms.json or COLMAP) or npz")
-    t.add_argument("data")
+    t = sub.add_parser("train", help="train on a scene folder (transforms.json or COLMAP) or npz",
+                       **fmt)
+    t.add_argument("data", help="scene: folder with transforms.json or COLMAP sparse/0, "
+                   "or a gsplat .npz")
     _train_args(t, 3000)
-    t.add_argument("--downscale", type=int, default=1)
-    t.add_argument("--init-points", type=int, default=20000,
+    t.add_argument("--downscale", type=positive_int, default=1,
+                   help="divide the image size by this integer")
+    t.add_argument("--init-points", type=positive_int, default=20000,
                    help="random initial points when the scene has no SfM points")
-    r = sub.add_parser("render", help="render a checkpoint.npz or a 3DGS .ply to PNGs")
-    r.add_argument("model")
-    r.add_argument("--out", required=True)
-    r.add_argument("--data", default=None, help="take cameras (test views) from this scene")
-    r.add_argument("--downscale", type=int, default=1)
-    r.add_argument("--views", type=int, default=8, help="orbit views for a .ply without --data")
-    r.add_argument("--size", type=int, default=256, help="orbit image size")
-    e = sub.add_parser("eval", help="PSNR/SSIM per test view")
-    e.add_argument("model")
-    e.add_argument("--data", default=None)
-    e.add_argument("--downscale", type=int, default=None)
-    e.add_argument("--out", default=None, help="write eval.json here")
-    d = sub.add_parser("demo", help="train briefly on the bundled scene and write PNGs")
-    _train_args(d, 250)
+    r = sub.add_parser("render", help="render a checkpoint.npz or a 3DGS .ply to PNGs", **fmt)
+    r.add_argument("model", help="checkpoint.npz of 'splat train' or a 3DGS .ply")
+    r.add_argument("--out", required=True, help="output folder for the PNGs (created; required)")
+    r.add_argument("--data", default=None,
+                   help="take the cameras (test views) from this scene (default: the "
+                   "checkpoint's test cameras, or an orbit for a .ply)")
+    r.add_argument("--downscale", type=positive_int, default=1,
+                   help="with --data: divide the image size by this integer")
+    r.add_argument("--views", type=positive_int, default=8,
+                   help="orbit views for a .ply without --data")
+    r.add_argument("--size", type=positive_int, default=256,
+                   help="orbit image width and height in pixels")
+    e = sub.add_parser("eval", help="PSNR/SSIM per test view", **fmt)
+    e.add_argument("model", help="checkpoint.npz of 'splat train' or a 3DGS .ply")
+    e.add_argument("--data", default=None,
+                   help="scene with the test views (default: the one named in the checkpoint)")
+    e.add_argument("--downscale", type=positive_int, default=None,
+                   help="divide the image size by this integer (default: the checkpoint's, "
+                   "else 1)")
+    e.add_argument("--out", default=None, help="write eval.json into this folder "
+                   "(default: print only)")
+    d = sub.add_parser("demo", help="train briefly on the bundled scene and write labelled "
+                       "test renders", **fmt)
+    _train_args(d, 250, out_default=DEMO_OUT)
+    return ap
+
+
+def main(argv=None) -> int:
+    """Run the ``splat`` command line; returns the exit status (2 for user errors)."""
+    ap = build_parser()
     args = ap.parse_args(argv)
     if args.cmd in ("train", "demo"):
         if args.capacity is None:
             args.capacity = 20000 if args.cmd == "demo" else 200_000
         if args.sh_degree is None:
             args.sh_degree = 1 if args.cmd == "demo" else 3
-        if args.steps < 1:
-            ap.error("--steps must be >= 1")
-    if args.cmd == "train":
-        if args.downscale < 1:
-            ap.error("--downscale must be >= 1")
-        cmd_train(args)
-    elif args.cmd == "render":
-        cmd_render(args)
-    elif args.cmd == "eval":
-        cmd_eval(args)
-    else:
-        cmd_demo(args)
+    run = {"train": cmd_train, "render": cmd_render, "eval": cmd_eval, "demo": cmd_demo}
+    try:
+        run[args.cmd](args)
+    except (ValueError, OSError) as exc:
+        print(f"splat: error: {exc}", file=sys.stderr)
+        return 2
     return 0
 
 

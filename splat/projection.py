@@ -12,8 +12,8 @@ from __future__ import annotations
 import jax.numpy as jnp
 from jax import lax
 
-# Pixels whose alpha falls below this value are skipped by the rasteriser.
-ALPHA_MIN = 1.0 / 255.0
+from .constants import ALPHA_MIN
+
 # Relative safety margin on the bounding-box half-widths so that float rounding of
 # the conic never lets a pixel outside the box reach ALPHA_MIN.
 _RADIUS_MARGIN = 1.001

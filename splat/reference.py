@@ -23,11 +23,8 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from .projection import ALPHA_MIN
-from .tiling import Intersections, depth_ranks, tile_grid
-
-ALPHA_MAX = 0.99
-T_MIN = 1e-4
+from .constants import ALPHA_MAX, ALPHA_MIN, T_MIN
+from .tiling import Intersections, depth_ranks, tile_grid, tiles_to_image
 
 
 @jax.custom_vjp
@@ -60,16 +57,6 @@ def _alpha(mx, my, px, py, conic_a, conic_b, conic_c, opac):
     alpha = jnp.minimum(ALPHA_MAX, opac * jnp.exp(-sigma))
     ok = (sigma >= 0) & (alpha >= ALPHA_MIN)
     return alpha, ok
-
-
-def tiles_to_image(x, n_cams, width, height, tile_size):
-    """[C * T, tile_size^2, ...] per-tile pixel values -> [C, H, W, ...] image."""
-    tiles_x, tiles_y = tile_grid(width, height, tile_size)
-    rest = x.shape[2:]
-    x = x.reshape((n_cams, tiles_y, tiles_x, tile_size, tile_size) + rest)
-    x = jnp.moveaxis(x, 3, 2)  # [C, ty, py, tx, px, ...]
-    x = x.reshape((n_cams, tiles_y * tile_size, tiles_x * tile_size) + rest)
-    return x[:, :height, :width]
 
 
 def rasterize_tiles(means2d, conics, colors, opacities, isect: Intersections, *, width: int,

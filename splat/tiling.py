@@ -43,6 +43,31 @@ def tile_grid(width: int, height: int, tile_size: int) -> tuple[int, int]:
     return -(-width // tile_size), -(-height // tile_size)
 
 
+def tiles_to_image(x, n_cams: int, width: int, height: int, tile_size: int):
+    """[C * T, tile_size^2, ...] per-tile pixel values -> [C, H, W, ...] image (cropped).
+
+    Tiles are in row-major tile order, pixels in row-major order within a tile.
+    """
+    tiles_x, tiles_y = tile_grid(width, height, tile_size)
+    rest = x.shape[2:]
+    x = x.reshape((n_cams, tiles_y, tiles_x, tile_size, tile_size) + rest)
+    x = jnp.moveaxis(x, 3, 2)  # [C, ty, py, tx, px, ...]
+    x = x.reshape((n_cams, tiles_y * tile_size, tiles_x * tile_size) + rest)
+    return x[:, :height, :width]
+
+
+def image_to_tiles(img, width: int, height: int, tile_size: int):
+    """[C, H, W, K] -> [C * T, tile_size^2, K]: inverse of :func:`tiles_to_image`
+    (the padding beyond the image is zero)."""
+    c, _, _, k = img.shape
+    tiles_x, tiles_y = tile_grid(width, height, tile_size)
+    img = jnp.pad(img, ((0, 0), (0, tiles_y * tile_size - height),
+                        (0, tiles_x * tile_size - width), (0, 0)))
+    img = img.reshape(c, tiles_y, tile_size, tiles_x, tile_size, k)
+    img = jnp.moveaxis(img, 2, 3)
+    return img.reshape(c * tiles_x * tiles_y, tile_size * tile_size, k)
+
+
 def tile_bounds(means2d, radii, tile_size: int, tiles_x: int, tiles_y: int):
     """Per-Gaussian tile rectangle [x0, x1) x [y0, y1), int32 [C, N] each, clipped to the grid."""
     dt = means2d.dtype

@@ -22,8 +22,11 @@ def load_scene(path, **kwargs) -> Scene:
     kwargs go to the loader (downscale, test_every, ...).
     """
     path = str(path)
-    if os.path.isfile(path) and path.endswith(".npz"):
-        kw = {k: v for k, v in kwargs.items() if k in ("downscale", "test_every")}
+    if os.path.isfile(path):
+        if not path.endswith(".npz"):
+            raise ValueError(f"{path}: a scene is a folder (transforms.json or COLMAP "
+                             "sparse/0) or a gsplat .npz file, not this file")
+        kw = {k: v for k, v in kwargs.items() if k in ("downscale", "test_every", "warn")}
         return load_npz(path, **kw)
     if not os.path.isdir(path):
         raise FileNotFoundError(f"{path}: no such scene folder or .npz file")

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import math
 import os
 import struct
-import warnings
 
 import numpy as np
 
+from ..validation import (check_aspect, check_image_size, check_intrinsics, check_viewmat,
+                          drop_invalid_points, warn_default)
 from .images import read_image, undistort_image
 from .scene import Scene, random_points, scene_extent, split_indices, warn_missing
 
@@ -23,6 +25,10 @@ def camera_to_pinhole(model: str, params):
     """(K [3, 3], dist (k1, k2, p1, p2)) of a COLMAP camera; only perspective models
     representable by OpenCV's k1 k2 p1 p2 are supported."""
     p = [float(x) for x in params]
+    n_params = {"SIMPLE_PINHOLE": 3, "PINHOLE": 4, "SIMPLE_RADIAL": 4, "RADIAL": 5, "OPENCV": 8}
+    if model in n_params and len(p) != n_params[model]:
+        raise ValueError(f"COLMAP camera model {model} has {n_params[model]} parameters, "
+                         f"got {len(p)}")
     if model == "SIMPLE_PINHOLE":
         f, cx, cy = p
         fx = fy = f
@@ -55,18 +61,33 @@ def qvec_to_rotmat(q):
 
 
 def _lines(path):
-    with open(path) as f:
-        return [ln.rstrip("\n") for ln in f if not ln.startswith("#")]
+    """[(line number, text)] of the file's non-comment lines."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            return [(i + 1, ln.rstrip("\n")) for i, ln in enumerate(f) if not ln.startswith("#")]
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{path}: not a COLMAP text file ({e.reason} at byte {e.start})") \
+            from None
+
+
+def _parse(path, lineno, text, fields: str, parse):
+    """parse(tokens), turning a malformed line into an error naming file:line."""
+    try:
+        return parse(text.split())
+    except (ValueError, IndexError):
+        raise ValueError(f"{path}:{lineno}: malformed line, expected {fields}: {text!r}") \
+            from None
 
 
 def read_cameras_text(path):
     cams = {}
-    for ln in _lines(path):
-        t = ln.split()
-        if not t:
+    for no, ln in _lines(path):
+        if not ln.split():
             continue
-        cams[int(t[0])] = dict(model=t[1], width=int(t[2]), height=int(t[3]),
-                               params=[float(x) for x in t[4:]])
+        cid, cam = _parse(path, no, ln, "CAMERA_ID MODEL WIDTH HEIGHT PARAMS[]", lambda t: (
+            int(t[0]), dict(model=t[1], width=int(t[2]), height=int(t[3]),
+                            params=[float(x) for x in t[4:]])))
+        cams[cid] = cam
     return cams
 
 
@@ -75,26 +96,37 @@ def read_images_text(path):
     lines = _lines(path)
     ims = {}
     i = 0
+    fields = "IMAGE_ID QW QX QY QZ TX TY TZ CAMERA_ID NAME"
+
+    def parse(t):
+        if len(t) < 10:
+            raise ValueError
+        return int(t[0]), dict(qvec=np.array([float(x) for x in t[1:5]]),
+                               tvec=np.array([float(x) for x in t[5:8]]),
+                               camera_id=int(t[8]), name=" ".join(t[9:]))
     while i < len(lines):
-        t = lines[i].split()
-        if not t:
+        no, ln = lines[i]
+        if not ln.split():
             i += 1
             continue
-        ims[int(t[0])] = dict(qvec=np.array([float(x) for x in t[1:5]]),
-                              tvec=np.array([float(x) for x in t[5:8]]),
-                              camera_id=int(t[8]), name=" ".join(t[9:]))
+        iid, im = _parse(path, no, ln, fields, parse)
+        ims[iid] = dict(im, where=f"{path}:{no}")
         i += 2  # the next line (possibly empty) lists the 2D points
     return ims
 
 
 def read_points3d_text(path):
     xyz, rgb = [], []
-    for ln in _lines(path):
-        t = ln.split()
-        if not t:
+    for no, ln in _lines(path):
+        if not ln.split():
             continue
-        xyz.append([float(x) for x in t[1:4]])
-        rgb.append([int(x) for x in t[4:7]])
+        p, c = _parse(path, no, ln, "POINT3D_ID X Y Z R G B ERROR TRACK[]", lambda t: (
+            [float(x) for x in t[1:4]], [int(x) for x in t[4:7]]))
+        if len(p) != 3 or len(c) != 3 or not all(0 <= v <= 255 for v in c):
+            raise ValueError(f"{path}:{no}: malformed line, expected POINT3D_ID X Y Z R G B "
+                             f"(R G B in 0..255) ...: {ln!r}")
+        xyz.append(p)
+        rgb.append(c)
     return np.array(xyz, np.float64).reshape(-1, 3), np.array(rgb, np.uint8).reshape(-1, 3)
 
 
@@ -133,8 +165,13 @@ def read_images_binary(path):
                 name += c
             (n2d,) = _read(f, "Q")
             f.seek(24 * n2d, 1)
+            try:
+                name = name.decode("utf-8")
+            except UnicodeDecodeError:
+                raise ValueError(f"{path}: image {vals[0]} has a name that is not UTF-8: "
+                                 f"{name[:40]!r}") from None
             ims[vals[0]] = dict(qvec=np.array(vals[1:5]), tvec=np.array(vals[5:8]),
-                                camera_id=vals[8], name=name.decode("utf-8"))
+                                camera_id=vals[8], name=name, where=f"{path} image {vals[0]}")
     return ims
 
 
@@ -188,7 +225,7 @@ def load_colmap(data_dir, *, downscale: int = 1, test_every: int = 8, images_dir
     ``downscale`` and undistorted when the camera model has distortion. The SfM points
     initialise the Gaussians (random points in the cameras' bounds if there are none).
     """
-    warn = warn or (lambda msg: warnings.warn(msg, stacklevel=3))
+    warn = warn or warn_default
     sparse = find_sparse_dir(data_dir)
     if sparse is None:
         raise FileNotFoundError(f"{data_dir}: no COLMAP model (sparse/0/cameras.bin|txt)")
@@ -202,17 +239,33 @@ def load_colmap(data_dir, *, downscale: int = 1, test_every: int = 8, images_dir
             continue
         if max_images is not None and len(images) >= max_images:
             continue
+        where = f"{e['where']} ({e['name']})"
         cam = cams.get(e["camera_id"])
         if cam is None:
-            raise ValueError(f"{sparse}: image {e['name']} uses unknown camera {e['camera_id']}")
-        K, dist = camera_to_pinhole(cam["model"], cam["params"])
+            raise ValueError(f"{where}: unknown camera {e['camera_id']} (cameras: "
+                             f"{sorted(cams)})")
+        cam_where = f"{sparse}: camera {e['camera_id']}"
+        try:
+            K, dist = camera_to_pinhole(cam["model"], cam["params"])
+        except ValueError as err:
+            raise ValueError(f"{cam_where}: {err}") from None
+        cw, ch = check_image_size(cam["width"], cam["height"], cam_where)
+        if not (np.isfinite(e["qvec"]).all() and np.isfinite(e["tvec"]).all()
+                and np.linalg.norm(e["qvec"]) > 1e-6):
+            raise ValueError(f"{where}: pose must be finite with a non-zero quaternion, got "
+                             f"q={e['qvec'].tolist()} t={e['tvec'].tolist()}")
         img = read_image(p, int(downscale))
-        K = K * np.array([[img.shape[1] / cam["width"]], [img.shape[0] / cam["height"]], [1.0]])
+        check_aspect((cw, ch), (img.shape[1], img.shape[0]), where)
+        K = K * np.array([[img.shape[1] / cw], [img.shape[0] / ch], [1.0]])
+        check_intrinsics(K, img.shape[1], img.shape[0], f"{where} with {cam_where}")
         if any(dist):
+            if not all(math.isfinite(d) for d in dist):
+                raise ValueError(f"{cam_where}: distortion is not finite: {dist}")
             img = undistort_image(img, K, dist)
         vm = np.eye(4)
         vm[:3, :3] = qvec_to_rotmat(e["qvec"])
         vm[:3, 3] = e["tvec"]
+        check_viewmat(vm, where)
         images.append(img)
         viewmats.append(vm)
         Ks.append(K)
@@ -226,7 +279,9 @@ def load_colmap(data_dir, *, downscale: int = 1, test_every: int = 8, images_dir
     images, viewmats, Ks = np.stack(images), np.stack(viewmats), np.stack(Ks)
     tr, te = split_indices(len(images), test_every)
     if len(xyz):
-        pts, cols, src = xyz, rgb.astype(np.float64) / 255, "sfm"
+        pts, cols = drop_invalid_points(xyz, rgb.astype(np.float64) / 255,
+                                        f"{sparse}: points3D", warn)
+        src = "sfm"
     else:
         pts, cols = random_points(viewmats[tr], Ks[tr], images.shape[2], images.shape[1],
                                   n_random_points, seed)

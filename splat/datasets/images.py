@@ -44,16 +44,22 @@ def read_image(path, downscale: int = 1, alpha_background=(0.0, 0.0, 0.0)) -> np
         from PIL import Image
     except ImportError as e:  # pragma: no cover
         raise ImportError("reading images needs Pillow: pip install pillow") from e
-    with Image.open(path) as im:
-        w, h = im.size
-        size = (max(1, w // downscale), max(1, h // downscale))
-        if downscale > 1 and im.format == "JPEG":
-            im.draft("RGB", size)  # decode at reduced DCT scale: much faster, same result size
-        has_alpha = im.mode in ("RGBA", "LA") or "transparency" in im.info
-        im = im.convert("RGBA" if has_alpha else "RGB")
-        if im.size != size:
-            im = im.resize(size, Image.BOX)
-        a = np.asarray(im)
+    try:
+        with Image.open(path) as im:
+            w, h = im.size
+            size = (max(1, w // downscale), max(1, h // downscale))
+            if downscale > 1 and im.format == "JPEG":
+                im.draft("RGB", size)  # decode at reduced DCT scale: much faster, same size
+            has_alpha = im.mode in ("RGBA", "LA") or "transparency" in im.info
+            im = im.convert("RGBA" if has_alpha else "RGB")
+            if im.size != size:
+                im = im.resize(size, Image.BOX)
+            a = np.asarray(im)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path}: no such image file") from None
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
+        # truncated or corrupt files (PIL raises OSError/SyntaxError), unknown formats
+        raise ValueError(f"{path}: cannot read image ({e})") from None
     if has_alpha:
         rgb = a[..., :3].astype(np.float64)
         al = a[..., 3:4].astype(np.float64) / 255

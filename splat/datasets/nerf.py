@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import math
 import os
-import warnings
 
 import numpy as np
 
+from ..validation import (check_aspect, check_image_size, check_intrinsics, check_viewmat,
+                          read_json, warn_default)
 from .images import read_image, undistort_image
 from .scene import Scene, random_points, resolve_image, scene_extent, split_indices, warn_missing
 
@@ -16,12 +16,24 @@ _INTR_KEYS = ("fl_x", "fl_y", "cx", "cy", "w", "h", "k1", "k2", "p1", "p2",
               "camera_angle_x", "camera_angle_y")
 
 
+def _number(g: dict, key: str, where: str) -> float:
+    try:
+        v = float(g[key])
+    except (TypeError, ValueError):
+        raise ValueError(f"{where}: {key!r} must be a number, got {g[key]!r}") from None
+    if not math.isfinite(v):
+        raise ValueError(f"{where}: {key!r} must be finite, got {v}")
+    return v
+
+
 def _intrinsics(d: dict, fallback: dict, where: str):
     g = dict(fallback)
     g.update({k: d[k] for k in _INTR_KEYS if k in d})
     if "w" not in g or "h" not in g:
         raise ValueError(f"{where}: image size 'w'/'h' missing")
-    w, h = float(g["w"]), float(g["h"])
+    w, h = (float(v) for v in check_image_size(g["w"], g["h"], where))
+    num = {k: _number(g, k, where) for k in _INTR_KEYS if k in g and k not in ("w", "h")}
+    g.update(num)
     if "fl_x" in g:
         fx = float(g["fl_x"])
     elif "camera_angle_x" in g:
@@ -40,6 +52,20 @@ def _intrinsics(d: dict, fallback: dict, where: str):
     return w, h, np.array([[fx, 0, cx], [0, fy, cy], [0, 0, 1]]), dist
 
 
+def _pose(fr: dict, where: str) -> np.ndarray:
+    """The frame's camera-to-world 4x4 (a 3x4 gets its last row), checked rigid."""
+    if "transform_matrix" not in fr:
+        raise ValueError(f"{where}: no 'transform_matrix'")
+    try:
+        c2w = np.asarray(fr["transform_matrix"], np.float64)
+    except (TypeError, ValueError):
+        raise ValueError(f"{where}: transform_matrix must be a 4x4 list of numbers") from None
+    if c2w.shape == (3, 4):
+        c2w = np.vstack([c2w, [0, 0, 0, 1]])
+    check_viewmat(c2w, f"{where} transform_matrix")
+    return c2w
+
+
 def load_nerf(data_dir, *, downscale: int = 1, test_every: int = 8, n_random_points=20_000,
               seed: int = 0, transforms: str = "transforms.json", max_images: int | None = None,
               alpha_background=(0.0, 0.0, 0.0), warn=None) -> Scene:
@@ -52,15 +78,12 @@ def load_nerf(data_dir, *, downscale: int = 1, test_every: int = 8, n_random_poi
     do not exist are skipped with one warning. There are no SfM points: the initial cloud
     is ``n_random_points`` random points in the cameras' bounds.
     """
-    warn = warn or (lambda msg: warnings.warn(msg, stacklevel=3))
+    warn = warn or warn_default
     path = os.path.join(data_dir, transforms)
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"{path} not found")
-    with open(path) as f:
-        meta = json.load(f)
-    frames = meta.get("frames")
-    if not frames:
-        raise ValueError(f"{path}: no 'frames'")
+    meta = read_json(path)
+    frames = meta.get("frames") if isinstance(meta, dict) else None
+    if not frames or not isinstance(frames, list):
+        raise ValueError(f"{path}: expected an object with a non-empty 'frames' list")
     shared = {k: meta[k] for k in _INTR_KEYS if k in meta}
     downscale = int(downscale)
     if downscale < 1:
@@ -68,27 +91,27 @@ def load_nerf(data_dir, *, downscale: int = 1, test_every: int = 8, n_random_poi
 
     images, viewmats, Ks, names, missing = [], [], [], [], []
     for i, fr in enumerate(frames):
-        fp = fr.get("file_path")
-        if fp is None:
-            raise ValueError(f"{path}: frame {i} has no 'file_path'")
+        fp = fr.get("file_path") if isinstance(fr, dict) else None
+        if not isinstance(fp, str):
+            raise ValueError(f"{path}: frame {i} has no 'file_path' string")
         img_path = resolve_image(data_dir, fp)
         if img_path is None:
             missing.append(fp)
             continue
         if max_images is not None and len(images) >= max_images:
             continue
-        w, h, K, dist = _intrinsics(fr, shared, f"{path} frame {i}")
+        where = f"{path} frame {i} ({fp})"
+        w, h, K, dist = _intrinsics(fr, shared, where)
+        c2w = _pose(fr, where)
         img = read_image(img_path, downscale, alpha_background)
-        # intrinsics follow the image actually stored (the file's size may differ from w/h)
+        # intrinsics follow the image actually stored (the file's size may differ from w/h,
+        # but not its aspect ratio)
+        check_aspect((w, h), (img.shape[1], img.shape[0]), where)
         sx, sy = img.shape[1] / w, img.shape[0] / h
         K = K * np.array([[sx], [sy], [1.0]])
+        check_intrinsics(K, img.shape[1], img.shape[0], where)
         if any(dist):
             img = undistort_image(img, K, dist)
-        c2w = np.asarray(fr["transform_matrix"], np.float64)
-        if c2w.shape == (3, 4):
-            c2w = np.vstack([c2w, [0, 0, 0, 1]])
-        if c2w.shape != (4, 4) or not np.isfinite(c2w).all():
-            raise ValueError(f"{path} frame {i}: transform_matrix must be a finite 4x4")
         c2w = c2w @ np.diag([1.0, -1.0, -1.0, 1.0])  # OpenGL -> OpenCV camera axes
         images.append(img)
         viewmats.append(np.linalg.inv(c2w))

@@ -7,8 +7,7 @@ import functools
 import jax
 import jax.numpy as jnp
 
-from ..reference import tiles_to_image
-from ..tiling import tile_grid
+from ..tiling import image_to_tiles, tile_grid, tiles_to_image
 from .backward import backward_call
 from .forward import forward_call
 
@@ -21,17 +20,6 @@ def _gather_feats(means2d, conics, colors, opacities, gauss_ids):
         [means2d.reshape(c * n, 2), conics.reshape(c * n, 3), opacities.reshape(c * n, 1),
          colors.reshape(c * n, d)], axis=1)
     return table[gauss_ids].T  # [6 + D, M]
-
-
-def _image_to_tiles(img, width, height, tile_size):
-    """[C, H, W, K] -> [C * T, tile_size^2, K] (inverse of tiles_to_image, zero padded)."""
-    c, _, _, k = img.shape
-    tiles_x, tiles_y = tile_grid(width, height, tile_size)
-    img = jnp.pad(img, ((0, 0), (0, tiles_y * tile_size - height),
-                        (0, tiles_x * tile_size - width), (0, 0)))
-    img = img.reshape(c, tiles_y, tile_size, tiles_x, tile_size, k)
-    img = jnp.moveaxis(img, 2, 3)
-    return img.reshape(c * tiles_x * tiles_y, tile_size * tile_size, k)
 
 
 def _forward(means2d, conics, colors, opacities, gauss_ids, tile_ranges, width, height,
@@ -69,8 +57,8 @@ def _rasterize_bwd(width, height, tile_size, interpret, gpu_backend, res, cts):
     feats, trans_t, last_t, gauss_ids, tile_ranges, (c, n, d) = res
     g_img, g_alpha = cts
     tiles_x, tiles_y = tile_grid(width, height, tile_size)
-    g_col = jnp.swapaxes(_image_to_tiles(g_img, width, height, tile_size), 1, 2)
-    g_a = _image_to_tiles(g_alpha, width, height, tile_size)[..., 0]
+    g_col = jnp.swapaxes(image_to_tiles(g_img, width, height, tile_size), 1, 2)
+    g_a = image_to_tiles(g_alpha, width, height, tile_size)[..., 0]
     rows = backward_call(
         feats, tile_ranges, trans_t, last_t, g_col, g_a, tile_size=tile_size,
         tiles_x=tiles_x, n_tiles=tiles_x * tiles_y, n_chan=d, interpret=interpret,

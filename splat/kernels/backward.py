@@ -21,8 +21,8 @@ import jax.numpy as jnp
 from jax import lax
 from jax.experimental import pallas as pl
 
-from .forward import (ALPHA_MAX, ALPHA_MIN, N_GEOM, gpu_compiler_params, load_gaussian,
-                      pixel_centres)
+from ..constants import ALPHA_MAX, ALPHA_MIN
+from .forward import N_GEOM, gpu_compiler_params, load_gaussian, pixel_centres
 
 
 def _backward_kernel(ranges_ref, feats_ref, trans_ref, last_ref, gcol_ref, galpha_ref,

@@ -16,9 +16,8 @@ import jax.numpy as jnp
 from jax import lax
 from jax.experimental import pallas as pl
 
-ALPHA_MIN = 1.0 / 255.0
-ALPHA_MAX = 0.99
-T_MIN = 1e-4
+from ..constants import ALPHA_MAX, ALPHA_MIN, T_MIN
+
 N_GEOM = 6  # mean x, mean y, conic a, b, c, opacity
 
 

@@ -1,4 +1,6 @@
-"""Public entry point :func:`rasterization`, following gsplat's argument names."""
+"""Public entry point :func:`rasterization` (exported as ``splat.rasterization``),
+following gsplat's argument names: input checks, capacity handling and the pipeline
+projection -> SH -> tiling -> compositing backend."""
 
 from __future__ import annotations
 

@@ -1,0 +1,239 @@
+"""Marginal covariances of the variables at a point (the Laplace approximation).
+
+``jaxgraph.marginals(problem, values)`` returns, for every variable group, the
+``[count, t, t]`` covariances ``Sigma_i = (H^-1)_ii`` of the right-perturbation tangent
+``X_i Exp(d_i)`` (``t`` = tangent dimension: SE2 ``(x, y, theta)``, SE3 ``(v, w)``:
+translation first, as everywhere in the package).  ``H = J^T W J`` is the Gauss-Newton
+information of all factors at ``values`` (robust losses enter with their IRLS weights),
+the same matrix as GTSAM's ``Marginals``.
+
+The diagonal blocks of ``H^-1`` come from the sparse supernodal Cholesky factor by
+selected inversion (:mod:`jaxgraph.linear._selinv`): only the blocks of the inverse on
+the factor's pattern are formed, at about the cost of one factorisation; never a dense
+inverse.  Everything after the symbolic analysis (cached per problem structure) is
+jit-compiled and works under ``jax.jit`` and ``jax.vmap``.
+
+Fixed variables (``VariableGroup.fixed``, g2o ``FIX``, the solver's automatic anchor)
+are known exactly: their covariance is zero, and every other covariance is conditional
+on them.  A prior factor is information like any other factor (GTSAM's convention for
+g2o files: pose 0 with sigma 1e-6).
+
+A singular ``H`` (a component of the graph without prior or fixed variable, a variable
+that no factor constrains in some direction) has no covariance: outside ``jit``,
+:func:`marginals` raises a ``ValueError`` naming the unconstrained variables; under
+``jit`` / ``vmap`` the covariances are NaN and :func:`marginals_with_info` reports
+``singular``.  The test: a Cholesky pivot whose Schur complement is at most
+``n_unknowns * eps`` times its diagonal entry of ``H`` (or a pivot block that broke down).
+"""
+
+from __future__ import annotations
+
+from typing import Mapping, NamedTuple, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from .graph.problem import Problem, _dtype_of
+from .linear import _numeric as num
+from .linear import _selinv
+from .linear import analyze
+
+__all__ = ["marginals", "marginals_with_info", "MarginalsInfo"]
+
+
+class MarginalsInfo(NamedTuple):
+    """``singular``: bool, ``H`` is numerically singular (covariances are NaN).
+
+    ``min_pivot_ratio``: smallest Cholesky pivot (Schur complement diagonal) divided by
+    the matching diagonal entry of ``H``; near 0 means nearly unconstrained.
+    Under ``vmap`` each field gains the batch axis.
+    """
+
+    singular: jax.Array
+    min_pivot_ratio: jax.Array
+
+
+_PLANS: dict = {}
+
+
+def _plan(structure):
+    """Cholesky analysis and selected-inversion maps, once per problem structure."""
+    hit = _PLANS.get(structure.key)
+    if hit is None:
+        ls = analyze(structure.num_blocks, structure.block_dim, structure.off_rows,
+                     structure.off_cols, method="cholesky")
+        hit = (ls, _selinv.plan_selected_inverse(ls.symbolic.tiers, structure.num_blocks))
+        _PLANS[structure.key] = hit
+    return hit
+
+
+def _selection(problem: Problem, variables) -> tuple:
+    """Normalise ``variables`` to ``((group, (index, ...)), ...)`` (static, validated)."""
+    groups = {v.name: v for v in problem.variables}
+    if variables is None:
+        return tuple((v.name, tuple(range(v.count))) for v in problem.variables)
+    if not isinstance(variables, Mapping):
+        raise TypeError("marginals: variables must be None or a dict group name -> indices "
+                        f"(e.g. {{'poses': [0, 5]}}), got {type(variables).__name__}")
+    out = []
+    for name, idx in variables.items():
+        if name not in groups:
+            raise ValueError(f"marginals: unknown variable group {name!r}; groups: {sorted(groups)}")
+        count = groups[name].count
+        if idx is None:
+            out.append((name, tuple(range(count))))
+            continue
+        arr = np.asarray(idx)
+        if arr.ndim != 1 or (arr.size and not np.issubdtype(arr.dtype, np.integer)):
+            raise ValueError(f"marginals: variables[{name!r}] must be a 1-D list of integer indices, "
+                             f"got {idx!r}")
+        bad = arr[(arr < 0) | (arr >= count)]
+        if bad.size:
+            raise ValueError(f"marginals: variables[{name!r}] index {int(bad[0])} out of range "
+                             f"({count} variables)")
+        out.append((name, tuple(int(i) for i in arr)))
+    return tuple(out)
+
+
+@jax.jit
+def _marginals_jit(problem, values):
+    dtype = _dtype_of(values)
+    st = problem.structure
+    ls, plan = _plan(st)
+    tiers = ls.symbolic.tiers
+    n, d = st.num_blocks, st.block_dim
+    lin = problem.prepared(dtype).linearize(values)
+    factors, clamped = num.cholesky_factor(tiers, n, d, lin.diag, lin.offdiag)
+    # pivot test: Schur-complement diagonal (L_kk^2) against H's own diagonal entry
+    hdiag = jnp.concatenate([jnp.diagonal(lin.diag, axis1=-2, axis2=-1), jnp.ones((1, d), dtype)])
+    var_ratio = jnp.full((n + 1,), jnp.inf, dtype)
+    for T, (L11, _) in zip(tiers, factors):
+        piv = jnp.diagonal(L11, axis1=-2, axis2=-1) ** 2
+        ci = jnp.asarray(T.col_idx)
+        ref = hdiag[ci].reshape(piv.shape)
+        r_ = (piv / jnp.where(ref > 0, ref, 1)).reshape(ci.shape + (d,)).min(axis=-1)
+        var_ratio = var_ratio.at[ci].min(r_)
+    var_ratio = var_ratio[:n]
+    ratio = jnp.min(var_ratio)
+    tol = n * d * jnp.finfo(dtype).eps
+    buffers = _selinv.selected_inverse(tiers, plan, d, factors)
+    singular = clamped | ~(ratio > tol)
+    out = {}
+    for v in problem.variables:
+        name, t = v.name, st.kinds[v.name].tangent_dim
+        ids = st.offsets[name] + np.arange(v.count)
+        cov = _selinv.diagonal_blocks(plan, buffers, ids)[:, :t, :t]
+        free = st.free_blocks[ids]
+        if not free.all():
+            cov = cov * jnp.asarray(free, dtype)[:, None, None]
+        singular = singular | ~jnp.all(jnp.isfinite(cov))
+        out[name] = cov
+    out = {k: jnp.where(singular, jnp.nan, v) for k, v in out.items()}
+    return out, MarginalsInfo(singular=singular, min_pivot_ratio=ratio), var_ratio <= tol
+
+
+def _run(problem: Problem, values, variables):
+    if not isinstance(problem, Problem):
+        raise TypeError(f"marginals: problem must be a jaxgraph.Problem, got {type(problem).__name__}")
+    problem.check_values(values)
+    selection = _selection(problem, variables)
+    dtype = _dtype_of(values)
+    values = {k: jnp.asarray(v, dtype) for k, v in values.items()}
+    # one compiled program per problem structure: subsets are taken from the full result
+    covs, info, collapsed = _marginals_jit(problem, values)
+    counts = {v.name: v.count for v in problem.variables}
+    out = {}
+    for name, idx in selection:
+        full = idx == tuple(range(counts[name]))
+        out[name] = covs[name] if full else covs[name][np.asarray(idx, dtype=np.int64)]
+    return out, info, collapsed
+
+
+def marginals_with_info(problem: Problem, values, variables=None):
+    """Like :func:`marginals` but never raises for a singular system; returns ``(covs, info)``.
+
+    ``info`` is a :class:`MarginalsInfo`; use this form under ``jit`` / ``vmap``.
+    """
+    return _run(problem, values, variables)[:2]
+
+
+def marginals(problem: Problem, values, variables: Mapping[str, Sequence[int]] | None = None) -> dict:
+    """Marginal covariances ``{group name: [k, t, t]}`` at ``values``.
+
+    Args:
+      problem: a :class:`jaxgraph.Problem`.
+      values: dict ``group -> [count, param_dim]`` (usually the solver's output); the
+        dtype of the computation.
+      variables: ``None`` (every variable of every group) or a dict ``group -> indices``
+        (static), e.g. ``{"poses": [0, 5]}``; only those groups and rows are returned,
+        in the given order.
+    Returns:
+      dict ``group -> [k, t, t]``: covariance of the right-perturbation tangent of each
+      selected variable (SE3: translation first); zero for fixed variables.
+    Raises:
+      ValueError outside ``jit`` when ``H`` is singular, naming the unconstrained
+      variables.  Under ``jit`` / ``vmap`` a singular system gives NaN covariances (see
+      :func:`marginals_with_info` for the flag).
+    """
+    covs, info, collapsed = _run(problem, values, variables)
+    if not isinstance(info.singular, jax.core.Tracer) and np.any(np.asarray(info.singular)):
+        collapsed = np.asarray(collapsed).reshape(-1, problem.structure.num_blocks).any(axis=0)
+        raise ValueError(_singular_message(problem, float(np.min(np.asarray(info.min_pivot_ratio))),
+                                           np.nonzero(collapsed)[0]))
+    return covs
+
+
+# ----------------------------------------------------------------------------------
+# Naming the unconstrained variables (outside jit, only on the error path)
+# ----------------------------------------------------------------------------------
+def _names(problem: Problem, ids: np.ndarray, limit: int = 12) -> str:
+    st = problem.structure
+    parts = []
+    for v in problem.variables:
+        o = st.offsets[v.name]
+        local = np.sort(ids[(ids >= o) & (ids < o + v.count)] - o)
+        if not local.size:
+            continue
+        runs = np.split(local, np.nonzero(np.diff(local) != 1)[0] + 1)
+        for r in runs:
+            parts.append(f"{v.name}[{r[0]}]" if r.size == 1 else f"{v.name}[{r[0]}..{r[-1]}]")
+    more = f" and {len(parts) - limit} more ranges" if len(parts) > limit else ""
+    return ", ".join(parts[:limit]) + more
+
+
+def _unanchored(problem: Problem) -> np.ndarray:
+    """Variables in graph components without a unary factor (prior) or fixed variable."""
+    st = problem.structure
+    parent = np.arange(st.num_blocks)
+
+    def find(i):
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    for a, b in zip(st.off_rows.tolist(), st.off_cols.tolist()):
+        ra, rb = find(a), find(b)
+        if ra != rb:
+            parent[ra] = rb
+    roots = np.array([find(i) for i in range(st.num_blocks)])
+    anchored = set(roots[~st.free_blocks].tolist())
+    for gs in st.groups:
+        if gs.global_index.shape[1] == 1:
+            anchored |= set(roots[gs.global_index[:, 0]].tolist())
+    return np.nonzero(~np.isin(roots, list(anchored)))[0]
+
+
+def _singular_message(problem: Problem, ratio: float, collapsed: np.ndarray) -> str:
+    loose = _unanchored(problem)
+    if loose.size:
+        what = (f"unconstrained variables (graph components without a prior or fixed variable, "
+                f"free to move as a whole): {_names(problem, loose)}")
+    else:
+        what = ("every component has a prior or a fixed variable, so some variable is "
+                "unconstrained in a direction (degenerate geometry or zero information): "
+                f"{_names(problem, collapsed) or 'none identified (check for NaN in values)'}")
+    return (f"marginals: the information matrix H is singular at these values (smallest Cholesky "
+            f"pivot ratio {ratio:.3g}); {what}. Add a prior or fix a variable.")
+
