@@ -598,10 +598,12 @@ class Problem:
                     Ja = Ja * free[:, None, None]
                 padded.append(Ja)
             Js = jnp.stack(padded, 1)  # [M, k, r, d]
-            diag_parts.append(jnp.einsum("mkri,mkrj->mkij", Js, Js).reshape(-1, d, d))
-            grad_parts.append(jnp.einsum("mkri,mr->mki", Js, e).reshape(-1, d))
+            # J^T J and J^T e as broadcast products summed over r, not as batched dots:
+            # XLA:CPU runs a dot per tiny (r x d) matrix, elementwise fusions vectorise
+            diag_parts.append(_tdot(Js, Js).reshape(-1, d, d))
+            grad_parts.append(jnp.sum(Js * e[:, None, :, None], axis=2).reshape(-1, d))
             for a, b in pairs:
-                off_parts.append(jnp.einsum("mri,mrj->mij", padded[a], padded[b]))
+                off_parts.append(_tdot(padded[a], padded[b]))
         ids = jnp.asarray(idx.diag_ids)
         diag = jax.ops.segment_sum(jnp.concatenate(diag_parts), ids, num_segments=n)
         diag = diag + jnp.asarray(idx.pad_diag).astype(dtype)[:, :, None] * jnp.eye(d, dtype=dtype)
@@ -645,6 +647,11 @@ def _cost_jit(problem, values):
     for k in range(len(p.factors)):
         total = total + jnp.sum(p._group_terms(k, values, False)[3])
     return total
+
+
+def _tdot(A, B):
+    """``A^T B`` over the last two axes, ``[..., r, i] x [..., r, j] -> [..., i, j]``."""
+    return jnp.sum(A[..., :, :, None] * B[..., :, None, :], axis=-3)
 
 
 def _dtype_of(values):

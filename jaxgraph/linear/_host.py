@@ -29,13 +29,40 @@ import numpy as np
 _MAX_PATTERNS = 16
 
 
+_loaded: list = []
+
+
 def available() -> bool:
     """True when the CHOLMOD backend (the ``cvxopt`` package) can be imported."""
-    try:
-        import cvxopt.cholmod  # noqa: F401
-    except ImportError:
-        return False
+    if not _loaded:
+        try:
+            import cvxopt.cholmod  # noqa: F401
+        except ImportError:
+            return False
+        _single_threaded_blas()
+        _loaded.append(True)
     return True
+
+
+def _single_threaded_blas():
+    """One thread for the OpenBLAS bundled with cvxopt (CHOLMOD's supernodal kernels).
+
+    The fronts of pose graphs are small; on a 2-core machine a second BLAS thread only
+    waits whenever another process holds a core.  Only cvxopt's own copy is touched
+    (numpy's and XLA's thread settings are left alone).
+    """
+    import ctypes
+    import glob
+    import os
+
+    import cvxopt
+
+    libs = os.path.join(os.path.dirname(os.path.dirname(cvxopt.__file__)), "cvxopt.libs")
+    for path in glob.glob(os.path.join(libs, "libopenblas*.so*")):
+        try:
+            ctypes.CDLL(path).openblas_set_num_threads(1)
+        except (OSError, AttributeError):  # not an OpenBLAS we can configure: keep its default
+            pass
 
 
 class _Pattern:
