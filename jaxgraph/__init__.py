@@ -4,7 +4,7 @@ from . import factors, io, lie, linear, noise, robust
 from .factors import FactorGroup
 from .graph import Problem, VariableGroup
 from .marginals import MarginalsInfo, marginals, marginals_with_info
-from .solvers import SolveInfo, solve
+from .solver import BackwardConfig, DampingConfig, SolveInfo, SolverConfig, TerminationConfig, solve
 
 __all__ = [
     "lie",
@@ -17,6 +17,10 @@ __all__ = [
     "VariableGroup",
     "FactorGroup",
     "SolveInfo",
+    "SolverConfig",
+    "DampingConfig",
+    "TerminationConfig",
+    "BackwardConfig",
     "solve",
     "marginals",
     "marginals_with_info",

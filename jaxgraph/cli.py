@@ -103,7 +103,7 @@ def run_solve(
     out, info = jaxgraph.solve(problem, values, **kw)
     jax.block_until_ready((out, info))
     solve_seconds = time.perf_counter() - t0
-    from .solvers import STATUS
+    from .solver import STATUS
 
     rep = {
         "input": os.fspath(input_path),

@@ -39,7 +39,7 @@ from .linear import _numeric as num
 from .linear import _selinv
 from .linear import analyze
 
-__all__ = ["marginals", "marginals_with_info", "MarginalsInfo"]
+__all__ = ["marginals", "marginals_with_info", "MarginalsInfo", "report"]
 
 
 class MarginalsInfo(NamedTuple):
@@ -237,3 +237,16 @@ def _singular_message(problem: Problem, ratio: float, collapsed: np.ndarray) -> 
     return (f"marginals: the information matrix H is singular at these values (smallest Cholesky "
             f"pivot ratio {ratio:.3g}); {what}. Add a prior or fix a variable.")
 
+
+
+def _tangent_names(kind) -> list[str]:
+    named = {"SE2": ["x", "y", "theta"], "SE3": ["vx", "vy", "vz", "wx", "wy", "wz"], "SO3": ["wx", "wy", "wz"]}
+    return named.get(kind.name, [f"x{i}" for i in range(kind.tangent_dim)])
+
+
+def report(problem: Problem, values) -> dict:
+    """JSON-ready marginals (the CLI's ``--marginals``): per group its kind, tangent order and covariances."""
+    covs = marginals(problem, values)
+    kinds = problem.structure.kinds
+    return {name: {"kind": kinds[name].name, "tangent": _tangent_names(kinds[name]),
+                   "covariances": np.asarray(c, dtype=np.float64).tolist()} for name, c in covs.items()}

@@ -23,6 +23,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from .. import linear
 from ..factors import FactorGroup
 from .manifolds import kind_of
 
@@ -212,9 +213,9 @@ class _Structure:
     def linear_structure(self, method: str):
         """Symbolic analysis of the normal equations for ``method``, computed once."""
         if method not in self._linear_cache:
-            from ..solvers import _analyze
-
-            self._linear_cache[method] = _analyze(self, method)
+            self._linear_cache[method] = linear.analyze(
+                self.num_blocks, self.block_dim, self.off_rows, self.off_cols, method=method
+            )
         return self._linear_cache[method]
 
 

@@ -14,7 +14,7 @@ import pytest
 import jaxgraph
 from jaxgraph import factors, noise, robust
 from jaxgraph.graph import Problem, VariableGroup
-from jaxgraph.solvers import _implicit_jit
+from jaxgraph.solver.backward import solve_compiled
 
 DATA = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "posegraph"
 
@@ -54,13 +54,35 @@ def test_tinygrid_gn_and_no_retrace(tiny):
     problem, values = tiny
     out, info = jaxgraph.solve(problem, values, method="gn")
     assert abs(float(info.cost) - GTSAM["tinyGrid3D"][2]) <= 1e-7 * GTSAM["tinyGrid3D"][2]
-    n = _implicit_jit._cache_size()
+    n = solve_compiled._cache_size()
     # A freshly read problem (new objects, same structure) and new initial values: no retrace.
     problem2, values2 = _read("tinyGrid3D")
     values2 = {"poses": values2["poses"].at[3, 4].add(0.01)}
     _, info2 = jaxgraph.solve(problem2, values2, method="gn", tolerance=1e-6)
-    assert _implicit_jit._cache_size() == n
+    assert solve_compiled._cache_size() == n
     assert abs(float(info2.cost) - GTSAM["tinyGrid3D"][2]) <= 1e-6 * GTSAM["tinyGrid3D"][2]
+
+
+def test_config_objects_equal_flat_settings_and_split_static(tiny):
+    problem, values = tiny
+    cfg = jaxgraph.SolverConfig(method="gn", termination=jaxgraph.TerminationConfig(tolerance=1e-6))
+    _, flat = jaxgraph.solve(problem, values, method="gn", tolerance=1e-6)
+    n = solve_compiled._cache_size()
+    out, info = jaxgraph.solve(problem, values, cfg)
+    assert solve_compiled._cache_size() == n  # same program as the flat call
+    assert float(info.cost) == float(flat.cost) and int(info.iterations) == int(flat.iterations)
+    # A traced setting does not recompile; a static one (max_iterations) does.
+    jaxgraph.solve(problem, values, cfg.replace(tolerance=1e-7, absolute_tolerance=1e-9))
+    assert solve_compiled._cache_size() == n
+    _, short = jaxgraph.solve(problem, values, cfg, max_iterations=2)
+    assert solve_compiled._cache_size() == n + 1
+    assert int(short.iterations) == 2 and short.history_cost.shape == (2,) and not bool(short.converged)
+    with pytest.raises(TypeError, match="unknown solver setting 'tol'"):
+        jaxgraph.solve(problem, values, tol=1e-3)
+    with pytest.raises(ValueError, match="damping_factor must be > 1"):
+        jaxgraph.DampingConfig(damping_factor=0.5)
+    with pytest.raises(ValueError, match=r"backward_iterations must be in \[1, max_iterations\) = \[1, 5\)"):
+        jaxgraph.SolverConfig().replace(backward="truncated", backward_iterations=5, max_iterations=5)
 
 
 def test_float32_solve_preserves_dtype():

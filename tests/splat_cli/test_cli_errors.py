@@ -126,3 +126,16 @@ def test_non_finite_ply_render_drops_them_and_is_not_black(tmp_path, capsys):
     from PIL import Image
     img = np.asarray(Image.open(out / "view_000.png"))
     assert img.shape == (16, 16, 3) and img.max() > 100
+
+
+def test_rendered_views_checked(capsys):
+    from splat.cli import _check_rendered
+
+    _check_rendered(np.zeros((2, 4, 4, 3)), "render m.ply")
+    assert "every rendered view is black" in capsys.readouterr().err
+    _check_rendered(np.full((1, 4, 4, 3), 0.5), "render m.ply")
+    assert capsys.readouterr().err == ""
+    bad = np.zeros((1, 4, 4, 3))
+    bad[0, 1, 1, 0] = np.nan
+    with pytest.raises(RuntimeError, match="1 non-finite pixel values"):
+        _check_rendered(bad, "render m.ply")

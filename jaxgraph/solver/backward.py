@@ -1,0 +1,174 @@
+"""Differentiation through the solve: the three ``BackwardConfig.mode`` entry points.
+
+``solve_compiled(problem, values, config)`` is the one jit-compiled entry of the solver; the
+configuration's static fields (part of its pytree structure) select the mode and everything
+else that shapes the program.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from .. import linear
+from ..graph.problem import Problem, _dtype_of
+from .config import SolverConfig
+from .loop import run
+
+__all__ = ["solve_compiled"]
+
+
+def _stop(tree):
+    return jax.tree_util.tree_map(jax.lax.stop_gradient, tree)
+
+
+def _is_float(x):
+    return jnp.issubdtype(jnp.result_type(x), jnp.inexact)
+
+
+def _zero_cotangent(tree):
+    return jax.tree_util.tree_map(
+        lambda x: jnp.zeros(jnp.shape(x), jnp.result_type(x)) if _is_float(x) else np.zeros(jnp.shape(x), jax.dtypes.float0),
+        tree,
+    )
+
+
+def _total_cost(prepared: Problem, values):
+    total = jnp.zeros((), _dtype_of(values))
+    for k in range(len(prepared.factors)):
+        total = total + jnp.sum(prepared._group_terms(k, values, False)[3])
+    return total
+
+
+def _pcg(A, b, M, tol, maxit):
+    """Preconditioned CG for the symmetric system A x = b, started at M b."""
+    x = M(b)
+    r = b - A(x)
+    z = M(r)
+    bn = jnp.sqrt(jnp.sum(b * b))
+
+    def cond(c):
+        x, r, z, p, rz, k = c
+        return (k < maxit) & (jnp.sqrt(jnp.sum(r * r)) > tol * bn)
+
+    def body(c):
+        x, r, z, p, rz, k = c
+        Ap = A(p)
+        pAp = jnp.sum(p * Ap)
+        alpha = jnp.where(pAp > 0, rz / jnp.where(pAp > 0, pAp, 1), 0)
+        x = x + alpha * p
+        r = r - alpha * Ap
+        z = M(r)
+        rz_new = jnp.sum(r * z)
+        beta = jnp.where(rz > 0, rz_new / jnp.where(rz > 0, rz, 1), 0)
+        return x, r, z, z + beta * p, rz_new, k + 1
+
+    rz = jnp.sum(r * z)
+    x, *_ = jax.lax.while_loop(cond, body, (x, r, z, z, rz, jnp.zeros((), jnp.int32)))
+    return x
+
+
+def _implicit_cotangent(problem: Problem, x, vbar, config: SolverConfig):
+    """Problem cotangent of ``vbar`` (cotangent of the solution ``x``) by the IFT.
+
+    At the solution the tangent gradient ``G(x, theta) = grad_d c(x Exp(d); theta)|_0`` is 0,
+    so ``dx = -H^-1 dG/dtheta dtheta`` with ``H`` the Hessian of ``d -> c(x Exp(d))`` at 0.
+    """
+    dtype = _dtype_of(x)
+    st = problem.structure
+    free = jnp.asarray(st.free_blocks, dtype)[:, None]
+    zero = jnp.zeros((st.num_blocks, st.block_dim), dtype)
+    _, pull = jax.vjp(lambda d: problem.retract(x, d), zero)
+    (u,) = pull(vbar)
+    u = u * free
+    leaves, treedef = jax.tree_util.tree_flatten(problem)
+    fidx = [i for i, leaf in enumerate(leaves) if _is_float(leaf)]
+
+    def tangent_gradient(float_leaves, d):
+        ls = list(leaves)
+        for i, v in zip(fidx, float_leaves):
+            ls[i] = v
+        prob = jax.tree_util.tree_unflatten(treedef, ls)
+        prepared = prob.prepared(dtype)
+        return jax.grad(lambda dd: _total_cost(prepared, prob.retract(x, dd)))(d) * free
+
+    fl = [leaves[i] for i in fidx]
+
+    def hvp(w):
+        return jax.jvp(lambda d: tangent_gradient(fl, d), (zero,), (w,))[1] * free
+
+    # Preconditioner: the factorised Gauss-Newton system at the solution.
+    lin = problem.prepared(dtype).linearize(x)
+    lstruct = st.linear_structure(config.linear_solver)
+    fac = linear.factor(lstruct, lin.diag, lin.offdiag)
+
+    def precond(r):
+        return linear.solve_factored(lstruct, fac, r) * free
+
+    tol = 1e-12 if dtype == jnp.float64 else 1e-6
+    lam = _pcg(hvp, u, precond, tol, config.backward.implicit_max_iterations)
+    _, pull_theta = jax.vjp(lambda f: tangent_gradient(f, zero), fl)
+    (fbar,) = pull_theta(-lam)
+    cot = list(_zero_cotangent(leaves))
+    for i, v in zip(fidx, fbar):
+        cot[i] = v
+    return jax.tree_util.tree_unflatten(treedef, cot)
+
+
+@jax.custom_vjp
+def _implicit(problem, values, config):
+    return run(problem, values, config)
+
+
+def _implicit_fwd(problem, values, config):
+    out, info = run(problem, values, config)
+    return (out, info), (problem, out, values, config)
+
+
+def _implicit_bwd(res, cts):
+    problem, out, values, config = res
+    pbar = _implicit_cotangent(problem, out, cts[0], config)
+    return pbar, _zero_cotangent(values), _zero_cotangent(config)
+
+
+_implicit.defvjp(_implicit_fwd, _implicit_bwd)
+
+
+def _truncated(problem, values, config: SolverConfig):
+    k = config.backward.truncated_iterations
+    n = config.termination.max_iterations
+    head = config.replace(max_iterations=n - k, backward="implicit")
+    mid, info1 = run(_stop(problem), _stop(values), _stop(head))
+    # The last k trials: undamped Gauss-Newton steps from the point reached, never stopping
+    # early, so their derivative converges geometrically to the implicit one.
+    tail = config.replace(method="gn", max_iterations=k, backward="unroll")
+    out, info2 = run(problem, _stop(mid), tail, unrolled=True, stop=False)
+    cat = lambda a, b: jnp.concatenate([a, b])  # noqa: E731
+    info = info2._replace(
+        initial_cost=info1.initial_cost,
+        status=info1.status,
+        converged=info1.converged,
+        iterations=info1.iterations + info2.iterations,
+        accepted_steps=info1.accepted_steps + info2.accepted_steps,
+        history_cost=cat(info1.history_cost, info2.history_cost),
+        history_damping=cat(info1.history_damping, info2.history_damping),
+        history_step_norm=cat(info1.history_step_norm, info2.history_step_norm),
+        history_accepted=cat(info1.history_accepted, info2.history_accepted),
+        history_mask=cat(info1.history_mask, info2.history_mask),
+    )
+    return out, info
+
+
+def _dispatch(problem, values, config: SolverConfig):
+    mode = config.backward.mode
+    if mode == "implicit":
+        return _implicit(problem, values, config)
+    if mode == "unroll":
+        return run(problem, values, config, unrolled=True)
+    return _truncated(problem, values, config)
+
+
+# The solver's single compiled entry point: static settings travel in the config's pytree
+# structure, so there is no list of static argument names.
+solve_compiled = jax.jit(_dispatch)

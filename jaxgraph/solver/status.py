@@ -1,0 +1,54 @@
+"""Status codes and the solver report :class:`SolveInfo`."""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+
+__all__ = ["STATUS", "SolveInfo"]
+
+# ``info.status`` -> meaning. ``info.converged`` is True exactly for 1-4.
+STATUS = {
+    0: "running (max_iterations reached)",
+    1: "converged: relative or absolute cost decrease below tolerance",
+    2: "converged: gradient norm below gradient_tolerance",
+    3: "converged: step norm below step_tolerance",
+    4: "converged: no decrease possible even at maximum damping (local minimum to working precision)",
+    5: "stopped: Gauss-Newton step increased the cost (values of that step returned, like GTSAM)",
+    6: "stopped: non-finite cost or step",
+}
+CONVERGED = (1, 2, 3, 4)
+
+
+class SolveInfo(NamedTuple):
+    """Solver report (a pytree of arrays; under ``vmap`` every field gains the batch axis).
+
+    Attributes:
+      cost: final cost ``sum rho(|W r|)`` (``0.5 |W r|^2`` per factor without robust loss).
+      initial_cost: cost at the initial values.
+      iterations: loop trips = linear solves (accepted and rejected LM trials).
+      accepted_steps: number of accepted steps.
+      converged: True for status 1-4.
+      status: int code, see ``jaxgraph.solver.STATUS``.
+      damping: final LM damping ``lambda``.
+      gradient_norm: max-abs gradient ``J^T W e`` at the returned values.
+      history_cost / history_damping / history_step_norm / history_accepted: ``[max_iterations]``,
+        the cost after trial k (the current cost, i.e. unchanged if rejected), the damping
+        used by trial k, the step norm ``|dx|_2`` of trial k and whether it was accepted.
+      history_mask: ``[max_iterations]`` True for trials that ran.
+    """
+
+    cost: jax.Array
+    initial_cost: jax.Array
+    iterations: jax.Array
+    accepted_steps: jax.Array
+    converged: jax.Array
+    status: jax.Array
+    damping: jax.Array
+    gradient_norm: jax.Array
+    history_cost: jax.Array
+    history_damping: jax.Array
+    history_step_norm: jax.Array
+    history_accepted: jax.Array
+    history_mask: jax.Array
