@@ -170,7 +170,8 @@ class _Structure:
         return isinstance(other, _Structure) and self.key == other.key
 
     def index_data(self, sizes=None) -> _IndexData:
-        """The index arrays (numpy), padded to ``sizes`` (a :class:`_Layout`) when given."""
+        """The index arrays: numpy constants, or padded to ``sizes`` (a :class:`_Layout`) as
+        device arrays (leaves of a sized problem); computed once per structure and sizes."""
         if sizes is None:
             if "index" not in self._linear_cache:
                 self._linear_cache["index"] = _IndexData(
@@ -180,6 +181,12 @@ class _Structure:
                     self.diag_ids.astype(np.int32), self.off_rows.astype(np.int32),
                     self.off_cols.astype(np.int32), self.free_blocks.copy(), self.pad_diag.astype(bool))
             return self._linear_cache["index"]
+        key = ("index", sizes.key)
+        if key not in self._linear_cache:
+            self._linear_cache[key] = jax.tree_util.tree_map(jnp.asarray, self._padded_index(sizes))
+        return self._linear_cache[key]
+
+    def _padded_index(self, sizes) -> _IndexData:
         d = sizes.block_dim
         block = np.empty(self.num_blocks, np.int64)  # exact block -> padded block
         for v in self.variables:
@@ -264,10 +271,12 @@ class _Layout:
 
 def _pad_rows(x, M: int, Mp: int):
     """Pad a per-factor leaf ``[M, ...]`` to ``[Mp, ...]`` with copies of its first row."""
-    x = jnp.asarray(x)
     if Mp == M:
         return x
-    return jnp.concatenate([x, jnp.broadcast_to(x[:1], (Mp - M,) + x.shape[1:])], axis=0)
+    # numpy for concrete leaves: no eager XLA op (and compile) per new shape
+    xp = jnp if isinstance(x, jax.core.Tracer) else np
+    x = xp.asarray(x)
+    return xp.concatenate([x, xp.broadcast_to(x[:1], (Mp - M,) + x.shape[1:])], axis=0)
 
 
 def _per_factor_ndim(noise) -> int | None:
@@ -401,11 +410,15 @@ class Problem:
         """
         if self.is_sized:
             return self
+        cached = getattr(self, "_sized", None)
+        if cached is not None and min_sizes is None:
+            return cached
         layout = _Layout(self.structure, self.factors, min_sizes)
         fs = tuple(_pad_group(g, Mp) for g, Mp in zip(self.factors, layout.group_counts))
         obj = Problem.tree_unflatten(layout, (fs, None))
-        idx = self.structure.index_data(layout)
-        obj.index = jax.tree_util.tree_map(jnp.asarray, idx)
+        obj.index = self.structure.index_data(layout)
+        if min_sizes is None and not any(isinstance(x, jax.core.Tracer) for x in jax.tree_util.tree_leaves(fs)):
+            self._sized = obj  # concrete leaves: reuse the padded copy on the next solve
         return obj
 
     def pad_values(self, values) -> dict:
@@ -413,9 +426,16 @@ class Problem:
         st = self.structure
         out = {}
         for v in self.variables:
-            x = jnp.asarray(values[v.name])
+            x = values[v.name]
             extra = v.count - x.shape[0]
-            out[v.name] = x if extra == 0 else jnp.concatenate([x, st.kinds[v.name].identity(extra, x.dtype)], 0)
+            if extra == 0:
+                out[v.name] = x
+            elif isinstance(x, jax.core.Tracer):
+                out[v.name] = jnp.concatenate([x, st.kinds[v.name].identity(extra, x.dtype)], 0)
+            else:  # numpy: no eager XLA op per new shape
+                with jax.ensure_compile_time_eval():  # concrete even inside a jit trace
+                    ident = np.asarray(st.kinds[v.name].identity(1, x.dtype))
+                out[v.name] = np.concatenate([np.asarray(x), np.repeat(ident, extra, 0)], 0)
         return out
 
     def unpad_values(self, values, original: "Problem") -> dict:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import jax.numpy as jnp
 
-from ..graph.problem import Problem, _dtype_of
+from .. import linear
+from ..graph.problem import Problem, _dtype_of, size_class
 from .backward import solve_compiled
 from .config import SolverConfig
 from .status import SolveInfo
@@ -48,4 +49,15 @@ def solve(problem: Problem, initial_values: dict, config: SolverConfig | None = 
     problem.check_values(initial_values)
     dtype = _dtype_of(initial_values)
     values = {k: jnp.asarray(v, dtype) for k, v in initial_values.items()}
-    return solve_compiled(problem, values, config.astype(dtype))
+    if problem.is_sized or not _in_size_class(problem, config):
+        return solve_compiled(problem, values, config.astype(dtype))
+    sized = problem.sized()
+    out, info = solve_compiled(sized, sized.pad_values(values), config.astype(dtype))
+    return sized.unpad_values(out, problem), info
+
+
+def _in_size_class(problem: Problem, config: SolverConfig) -> bool:
+    """True when the linear solver takes the pattern as data (host / dense / pcg): the solve
+    then runs on the problem padded to its size class, so graphs of one class share code."""
+    n = sum(size_class(v.count) for v in problem.variables) * problem.structure.block_dim
+    return linear.resolve_method(config.linear_solver, n) in linear.DYNAMIC_METHODS

@@ -79,7 +79,9 @@ class Loop:
         self.lm = config.method == "lm"
         # Symbolic analysis happens here, at trace time, once per structure and method.
         self.lstruct = self.st.linear_structure(config.linear_solver)
-        self.free = jnp.asarray(self.st.free_blocks, self.dtype)[:, None]
+        # a size-class problem passes its sparsity pattern to the linear solver as data
+        self.pattern = self.problem.linear_pattern() if self.lstruct.dynamic else None
+        self.free = self.problem.free_mask(self.dtype)
         self.zero = jnp.zeros((), self.dtype)
 
     # -- named steps -------------------------------------------------------------------
@@ -96,7 +98,7 @@ class Loop:
         else:
             dvec = jnp.zeros((st.num_blocks, d), dtype)
             A = lin.diag
-        dx = linear.solve(self.lstruct, A, lin.offdiag, -lin.gradient) * self.free
+        dx = linear.solve(self.lstruct, A, lin.offdiag, -lin.gradient, pattern=self.pattern) * self.free
         cand = self.problem.retract(values, dx)
         return _Step(cand, jnp.sum(lin.gradient * dx), jnp.sum(dvec * dx * dx) * lam, jnp.sqrt(jnp.sum(dx * dx)))
 
