@@ -40,6 +40,7 @@ from .se3 import (
     se3_vee,
 )
 from ._ops import quaternion_conjugate, quaternion_multiply
-from .groups import SE2, SE3, SO2, SO3, MatrixLieGroup
+from ._base import MatrixLieGroup, SEBase, SOBase
+from .groups import SE2, SE3, SO2, SO3
 from .manifold import rminus, rplus
-from . import manifold
+from . import hints, manifold, utils

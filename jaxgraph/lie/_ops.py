@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import jax
 import jax.numpy as jnp
 
 
@@ -69,7 +70,15 @@ def quaternion_conjugate(q: jnp.ndarray) -> jnp.ndarray:
     return q * jnp.asarray([1.0, -1.0, -1.0, -1.0], dtype=q.dtype)
 
 
+def default_float():
+    """JAX's default floating dtype: float64 when ``jax_enable_x64`` is on, float32 otherwise."""
+    return jax.dtypes.canonicalize_dtype(jnp.float64)
+
+
 def float_dtype(x: jnp.ndarray):
-    """The floating dtype to compute in: the input's, or float32 for integer input."""
+    """The floating dtype to compute in, as ``jnp.sin`` would: a float input keeps its dtype,
+    64-bit integers become JAX's default float and narrower integers (and bool) float32."""
     x = jnp.asarray(x)
-    return x.dtype if jnp.issubdtype(x.dtype, jnp.floating) else jnp.float32
+    if jnp.issubdtype(x.dtype, jnp.floating):
+        return x.dtype
+    return default_float() if x.dtype.itemsize == 8 else jnp.dtype(jnp.float32)

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import jax
 import jax.numpy as jnp
+import numpy as np
 
 from .. import linear
-from ..graph.problem import Problem, _dtype_of, size_class
+from ..graph.problem import Problem, _dtype_of, size_class, zero_quaternions
 from .backward import solve_compiled
 from .config import SolverConfig
 from .status import SolveInfo
 
-__all__ = ["solve"]
+__all__ = ["solve", "lower"]
 
 
 def solve(problem: Problem, initial_values: dict, config: SolverConfig | None = None, **settings) -> tuple[dict, SolveInfo]:
@@ -38,6 +40,26 @@ def solve(problem: Problem, initial_values: dict, config: SolverConfig | None = 
     changing once it has converged) and repeated calls without retracing are supported;
     only the configuration's static fields and the problem structure recompile.
     """
+    args = _sized(_arguments(problem, initial_values, config, settings))
+    out, info = solve_compiled(*args)
+    return args[0].unpad_values(out, problem), info
+
+
+def lower(problem: Problem, initial_values: dict, config: SolverConfig | None = None, **settings):
+    """Ahead-of-time form of :func:`solve`: ``(lowered, args)``.
+
+    ``compiled = lowered.compile()`` builds the program (time it to measure compilation alone)
+    and ``values, info = compiled(*args)`` runs it; the arguments are those :func:`solve`
+    would use (validated, cast to the values' dtype, padded to the size class: then
+    ``args[0]`` is the padded problem and ``args[0].unpad_values(values, problem)`` cuts
+    the returned values back).
+    """
+    args = _sized(_arguments(problem, initial_values, config, settings))
+    return solve_compiled.lower(*args), args
+
+
+def _arguments(problem, initial_values, config, settings):
+    """Validated ``(problem, values, config)`` for the compiled solver."""
     if config is None:
         config = SolverConfig()
     elif not isinstance(config, SolverConfig):
@@ -47,17 +69,45 @@ def solve(problem: Problem, initial_values: dict, config: SolverConfig | None = 
     if not isinstance(problem, Problem):
         raise TypeError(f"problem must be a jaxgraph.Problem, got {type(problem).__name__}")
     problem.check_values(initial_values)
+    _check_finite_values(problem, initial_values)
     dtype = _dtype_of(initial_values)
     values = {k: jnp.asarray(v, dtype) for k, v in initial_values.items()}
-    if problem.is_sized or not _in_size_class(problem, config):
-        return solve_compiled(problem, values, config.astype(dtype))
+    return problem, values, config.astype(dtype)
+
+
+def _check_finite_values(problem: Problem, values: dict) -> None:
+    """Reject non-finite values and zero quaternions up front (concrete values only: under
+    ``jit`` or ``vmap`` such input gives status 6 instead)."""
+    for v in problem.variables:
+        x = values[v.name]
+        if isinstance(x, jax.core.Tracer):
+            continue
+        a = np.asarray(x)
+        bad = np.nonzero(~np.all(np.isfinite(a), axis=1))[0]
+        if bad.size:
+            raise ValueError(
+                f"initial values[{v.name!r}][{int(bad[0])}] ({v.kind} variable {int(bad[0])}) is not finite: "
+                f"{a[bad[0]].tolist()} ({bad.size} such variable(s))"
+            )
+        if v.kind in ("SE3", "SO3"):
+            bad = zero_quaternions(a)
+            if bad.size:
+                raise ValueError(
+                    f"initial values[{v.name!r}][{int(bad[0])}] ({v.kind} variable {int(bad[0])}) has a zero "
+                    f"quaternion ({bad.size} such variable(s))"
+                )
+
+
+def _sized(args):
+    """``args`` on the problem padded to its size class when the linear solver takes the
+    pattern as data (host / dense / PCG): graphs of one size class then share code."""
+    problem, values, config = args
+    if problem.is_sized or not _in_size_class(problem, config.linear_solver):
+        return args
     sized = problem.sized()
-    out, info = solve_compiled(sized, sized.pad_values(values), config.astype(dtype))
-    return sized.unpad_values(out, problem), info
+    return sized, sized.pad_values(values), config
 
 
-def _in_size_class(problem: Problem, config: SolverConfig) -> bool:
-    """True when the linear solver takes the pattern as data (host / dense / pcg): the solve
-    then runs on the problem padded to its size class, so graphs of one class share code."""
+def _in_size_class(problem: Problem, linear_solver: str) -> bool:
     n = sum(size_class(v.count) for v in problem.variables) * problem.structure.block_dim
-    return linear.resolve_method(config.linear_solver, n) in linear.DYNAMIC_METHODS
+    return linear.resolve_method(linear_solver, n) in linear.DYNAMIC_METHODS
