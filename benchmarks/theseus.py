@@ -104,6 +104,8 @@ def run_ours(path, repeats):
 # ------------------------------------------------------------------------------ Theseus
 def theseus_worker(path, mode, repeats):
     """One Theseus configuration (runs in a subprocess); prints one JSON line."""
+    here = Path(__file__).resolve().parent  # this file is theseus.py: keep it from shadowing the package
+    sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != here]
     import theseus as th
     import torch
 
@@ -208,6 +210,9 @@ def main(argv=None):
     ap.add_argument("--cap", type=float, default=300.0, help="seconds allowed per Theseus run (default 300)")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "theseus_cpu.json"),
                     help="output JSON (default benchmarks/results/theseus_cpu.json)")
+    ap.add_argument("--ours-json", default="",
+                    help="reuse our numbers from a JSON file {stem: {mode: ...}} measured earlier in the same "
+                         "session instead of running (and compiling) them again (default: run)")
     ap.add_argument("--theseus-worker", help=argparse.SUPPRESS)
     ap.add_argument("--mode", default="forward", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
@@ -220,7 +225,7 @@ def main(argv=None):
     for stem in args.files.split(","):
         path = DATA / f"{stem}.g2o"
         print(f"== {stem} (load {os.getloadavg()[0]:.1f})", flush=True)
-        ours = run_ours(path, args.repeats)
+        ours = json.loads(Path(args.ours_json).read_text())[stem] if args.ours_json else run_ours(path, args.repeats)
         print("   ours", json.dumps(ours), flush=True)
         theirs = {"forward": run_theseus(path, "forward", args.repeats, args.cap)}
         print("   theseus forward", theirs["forward"], flush=True)
