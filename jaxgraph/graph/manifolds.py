@@ -36,7 +36,7 @@ import jax.numpy as jnp
 
 from .. import lie
 
-__all__ = ["Kind", "GroupKind", "XYThetaKind", "EuclideanKind", "kind_of"]
+__all__ = ["Kind", "GroupKind", "XYThetaKind", "EuclideanKind", "KindSpec", "kind_of"]
 
 
 @dataclass(frozen=True)
