@@ -3,6 +3,7 @@
 from . import factors, io, lie, linear, noise, robust
 from .factors import FactorGroup
 from .graph import Problem, VariableGroup
+from .compile_cache import enable_compilation_cache
 from .marginals import MarginalsInfo, marginals, marginals_with_info
 from .solver import BackwardConfig, DampingConfig, SolveInfo, SolverConfig, TerminationConfig, solve
 
@@ -25,5 +26,6 @@ __all__ = [
     "marginals",
     "marginals_with_info",
     "MarginalsInfo",
+    "enable_compilation_cache",
 ]
 __version__ = "0.1.0"

@@ -1,23 +1,41 @@
 """Command-line interface.
 
-``jaxgraph solve INPUT.g2o --output OUT.g2o --report REPORT.json [--method lm|gn]
-[--linear-solver auto|cholesky|dense|pcg] [--max-iterations N] [--plot OUT.png]``
-optimises a g2o pose graph, printing one progress line per iteration.
+``jaxgraph solve INPUT.g2o [--output OUT.g2o] [--report REPORT.json] [--plot OUT.png]
+[--method lm|gn] [--linear-solver auto|cholesky|dense|pcg] [--max-iterations N] ...``
+optimises a g2o pose graph once: it checks the output paths, reads the graph, prints
+``compiling for N poses, M factors...``, compiles ahead of time, then solves, printing one
+progress line per iteration; compile and solve seconds are those of that one run.
 
 ``jaxgraph demo [--out DIR]`` solves the bundled intel.g2o (Intel Research Lab, Seattle;
 see ``jaxgraph/data/README.md``) and writes the optimised graph, the report and a
 before/after plot into ``DIR``.
+
+Exit codes: 0 converged (outputs written); 1 the solver did not converge (the report is
+written; the graph only if every value is finite and the solver did not fail, see
+``docs/solver.md``); 2 bad input or arguments (one line on stderr).
+
+Compiled programs are kept in JAX's persistent compilation cache
+(:func:`jaxgraph.enable_compilation_cache`): ``$JAX_COMPILATION_CACHE_DIR`` if set, else
+``~/.cache/jaxgraph/jax``; ``--no-compile-cache`` or ``JAXGRAPH_NO_COMPILE_CACHE=1`` turns it off.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import platform
 import sys
 import time
 from pathlib import Path
+
+# Exit codes.
+OK, NOT_CONVERGED, USER_ERROR = 0, 1, 2
+
+
+class SolveFailed(RuntimeError):
+    """The solve ran but did not give a result that may be written (exit code 1)."""
 
 
 def _progress_printer(state: dict):
@@ -31,6 +49,59 @@ def _progress_printer(state: dict):
         )
 
     return callback
+
+
+def check_output_paths(input_path, *, overwrite: bool = False, **paths) -> None:
+    """Fail fast (``ValueError`` naming the flag) unless every given output path can be written.
+
+    ``paths``: flag name -> path or None (``output=...``, ``report=...``, ``plot=...``). An output
+    may not be the input file unless ``overwrite``; two outputs may not share a path. A path
+    that does not exist yet is created and removed again to prove the folder is writable.
+    """
+    seen = {}
+    src = Path(input_path) if input_path is not None else None
+    for flag, path in paths.items():
+        if path is None:
+            continue
+        name = "--" + flag.replace("_", "-")
+        p = Path(path)
+        key = os.path.abspath(p)
+        if key in seen:
+            raise ValueError(f"{name} and {seen[key]} are the same file {path}")
+        seen[key] = name
+        if p.is_dir():
+            raise ValueError(f"{name} {path} is a folder, expected a file path")
+        if src is not None and p.exists() and src.exists() and os.path.samefile(p, src):
+            if flag != "output" or not overwrite:
+                raise ValueError(f"{name} {path} is the input file; pass --overwrite to replace the input with the result")
+        folder = p.parent if str(p.parent) else Path(".")
+        if not folder.is_dir():
+            raise ValueError(f"{name} {path}: folder {folder} does not exist")
+        try:
+            if p.exists():
+                with open(p, "a"):
+                    pass
+            else:
+                with open(p, "x"):
+                    pass
+                p.unlink()
+        except OSError as exc:
+            raise ValueError(f"{name} {path} is not writable: {exc.strerror or exc}") from None
+
+
+def first_non_finite(values: dict):
+    """``(group, index)`` of the first variable with a non-finite number, or None."""
+    import numpy as np
+
+    for name, x in values.items():
+        bad = np.nonzero(~np.all(np.isfinite(np.asarray(x)), axis=-1))[0]
+        if bad.size:
+            return name, int(bad[0])
+    return None
+
+
+def _finite_or_none(x: float):
+    return x if math.isfinite(x) else None
 
 
 def plot_trajectories(path, before, after, title: str = "") -> bool:
@@ -63,6 +134,11 @@ def plot_trajectories(path, before, after, title: str = "") -> bool:
     return True
 
 
+def _write_report(report, rep: dict) -> None:
+    if report:
+        Path(report).write_text(json.dumps(rep, indent=2, allow_nan=False) + "\n")
+
+
 def run_solve(
     input_path,
     output=None,
@@ -74,9 +150,16 @@ def run_solve(
     plot=None,
     float32=False,
     strict=False,
+    overwrite=False,
     verbose=True,
 ) -> dict:
-    """Read, solve (twice: the second, compiled call is timed), write; returns the report dict."""
+    """Check the paths, read, compile ahead of time, solve once, write; returns the report dict.
+
+    Raises ``ValueError``/``OSError`` for bad input (before any solving when it is about the
+    paths) and :class:`SolveFailed` when the solve did not converge (the report is written
+    first; the graph too if its values are finite and the solver did not fail).
+    """
+    check_output_paths(input_path, overwrite=overwrite, output=output, report=report, plot=plot)
     import jax
 
     if not float32:
@@ -84,39 +167,49 @@ def run_solve(
     import jax.numpy as jnp
 
     import jaxgraph
+    from .solver import STATUS, SolverConfig
+    from .solver.api import lower
 
     dtype = jnp.float32 if float32 else jnp.float64
     problem, values = jaxgraph.io.read_g2o(input_path, strict=strict, dtype=dtype)
     edges = sum(g.count for g in problem.factors if g.kind == "between")
+    nfactors = sum(g.count for g in problem.factors)
     poses = problem.variables[0].count
     state = {"quiet": not verbose}
-    cb = _progress_printer(state)
-    kw = dict(method=method, linear_solver=linear_solver, max_iterations=max_iterations, callback=cb)
+    config = SolverConfig(method=method, linear_solver=linear_solver, callback=_progress_printer(state)).replace(
+        max_iterations=max_iterations
+    )
     if verbose:
         print(f"{input_path}: {poses} poses, {edges} edges ({problem.variables[0].kind}), method {method}", flush=True)
+        print(f"compiling for {poses} poses, {nfactors} factors...", flush=True)
     t0 = time.perf_counter()
-    out, info = jaxgraph.solve(problem, values, **kw)
-    jax.block_until_ready((out, info))
-    first = time.perf_counter() - t0
-    state["quiet"] = True
+    lowered, args = lower(problem, values, config)
+    compiled = lowered.compile()
+    compile_seconds = time.perf_counter() - t0
+    if verbose:
+        print(f"compiled in {compile_seconds:.2f} s; solving", flush=True)
     t0 = time.perf_counter()
-    out, info = jaxgraph.solve(problem, values, **kw)
-    jax.block_until_ready((out, info))
+    out, info = jax.block_until_ready(compiled(*args))
     solve_seconds = time.perf_counter() - t0
-    from .solver import STATUS
+    jax.effects_barrier()  # every progress line printed before the summary
 
+    status = int(info.status)
     rep = {
         "input": os.fspath(input_path),
-        "initial_cost": float(info.initial_cost),
-        "final_cost": float(info.cost),
+        "initial_cost": _finite_or_none(float(info.initial_cost)),
+        "final_cost": _finite_or_none(float(info.cost)),
         "iterations": int(info.iterations),
         "accepted_steps": int(info.accepted_steps),
         "converged": bool(info.converged),
-        "status": STATUS[int(info.status)],
-        "compile_seconds": max(first - solve_seconds, 0.0),
+        "status": STATUS[status],
+        "status_code": status,
+        "linear_clamped": int(info.linear_clamped),
+        "compile_seconds": compile_seconds,
         "solve_seconds": solve_seconds,
+        "compile_cache": jax.config.jax_compilation_cache_dir,
         "poses": int(poses),
         "edges": int(edges),
+        "factors": int(nfactors),
         "method": method,
         "linear_solver": linear_solver,
         "dtype": str(jnp.dtype(dtype)),
@@ -124,19 +217,32 @@ def run_solve(
         "platform": platform.platform(),
         "jax_version": jax.__version__,
     }
-    if output:
+    bad = first_non_finite(out)
+    # Written only when finite and the loop ended normally (converged or max_iterations).
+    writable = bad is None and (rep["converged"] or status == 0)
+    if output and writable:
         jaxgraph.io.write_g2o(output, problem, out)
-    if report:
-        Path(report).write_text(json.dumps(rep, indent=2) + "\n")
-    if plot:
+        rep["output"] = os.fspath(output)
+    if plot and writable:
         rep["plot"] = os.fspath(plot) if plot_trajectories(plot, values["poses"], out["poses"], Path(input_path).stem) else None
+    _write_report(report, rep)
     if verbose:
+        cost = "nan" if rep["final_cost"] is None else f"{rep['final_cost']:.9e}"
+        init = "nan" if rep["initial_cost"] is None else f"{rep['initial_cost']:.9e}"
         print(
-            f"initial cost {rep['initial_cost']:.9e} -> final cost {rep['final_cost']:.9e} in "
-            f"{rep['iterations']} iterations ({rep['status']}); compile {rep['compile_seconds']:.2f} s, "
-            f"solve {rep['solve_seconds']:.4f} s on {rep['device']}",
+            f"initial cost {init} -> final cost {cost} in {rep['iterations']} iterations ({rep['status']}); "
+            f"compile {compile_seconds:.2f} s, solve {solve_seconds:.4f} s on {rep['device']}",
             flush=True,
         )
+    if not rep["converged"]:
+        if bad is not None:
+            group, k = bad
+            vid = int(problem.metadata["vertex_ids"][k]) if group == "poses" else k
+            why = f"{group} {k} (vertex id {vid}) is not finite"
+        else:
+            why = STATUS[status]
+        kept = f"; wrote {output} anyway (finite, last iterate)" if output and writable else (f"; {output} not written" if output else "")
+        raise SolveFailed(f"the solve did not converge: {why}{kept}")
     return rep
 
 
@@ -169,13 +275,19 @@ def run_batch(
     max_iterations=100,
     float32=False,
     strict=False,
+    overwrite=False,
     verbose=True,
 ) -> dict:
     """Monte Carlo robustness of a map: solve ``batch`` perturbed copies in one vmapped call.
 
-    Reports the spread of the final costs and problems per second (of a second, compiled
-    call). ``output`` receives the lowest-cost solution.
+    Compiled ahead of time and run once; reports the spread of the final costs and problems per
+    second. ``output`` receives the lowest-cost converged solution.
     """
+    if batch < 1:
+        raise ValueError(f"--batch must be a positive integer, got {batch}")
+    if not sigma >= 0.0:
+        raise ValueError(f"--noise must be a non-negative standard deviation, got {sigma}")
+    check_output_paths(input_path, overwrite=overwrite, output=output, report=report)
     import jax
 
     if not float32:
@@ -185,10 +297,6 @@ def run_batch(
 
     import jaxgraph
 
-    if batch < 1:
-        raise ValueError(f"--batch must be a positive integer, got {batch}")
-    if not sigma >= 0.0:
-        raise ValueError(f"--noise must be a non-negative standard deviation, got {sigma}")
     dtype = jnp.float32 if float32 else jnp.float64
     problem, values = jaxgraph.io.read_g2o(input_path, strict=strict, dtype=dtype)
     copies = perturbed_copies(problem, values, batch, sigma, seed)
@@ -204,13 +312,14 @@ def run_batch(
         jax.vmap(lambda v: jaxgraph.solve(problem, v, method=method, linear_solver=linear_solver, max_iterations=max_iterations))
     )
     t0 = time.perf_counter()
-    out, info = jax.block_until_ready(solve_all(copies))
-    first = time.perf_counter() - t0
+    compiled = solve_all.lower(copies).compile()
+    compile_seconds = time.perf_counter() - t0
     t0 = time.perf_counter()
-    out, info = jax.block_until_ready(solve_all(copies))
+    out, info = jax.block_until_ready(compiled(copies))
     seconds = time.perf_counter() - t0
     costs = np.asarray(info.cost, dtype=np.float64)
     initial = np.asarray(info.initial_cost, dtype=np.float64)
+    converged = np.asarray(info.converged)
     rep = {
         "input": os.fspath(input_path),
         "batch": batch,
@@ -225,8 +334,8 @@ def run_batch(
             "per_problem": costs.tolist(),
         },
         "iterations": np.asarray(info.iterations).tolist(),
-        "converged": int(np.sum(np.asarray(info.converged))),
-        "compile_seconds": max(first - seconds, 0.0),
+        "converged": int(np.sum(converged)),
+        "compile_seconds": compile_seconds,
         "solve_seconds": seconds,
         "problems_per_second": batch / seconds,
         "poses": int(poses),
@@ -238,21 +347,49 @@ def run_batch(
         "platform": platform.platform(),
         "jax_version": jax.__version__,
     }
-    if output:
-        best = int(np.argmin(costs))
+    if not np.all(np.isfinite(costs)):  # JSON has no NaN: the report would not be valid
+        for key in ("min", "median", "max", "std"):
+            rep["final_cost"][key] = _finite_or_none(rep["final_cost"][key])
+        rep["final_cost"]["per_problem"] = [_finite_or_none(c) for c in costs.tolist()]
+    if output and converged.any():
+        best = int(np.argmin(np.where(converged, costs, np.inf)))
         jaxgraph.io.write_g2o(output, problem, jax.tree_util.tree_map(lambda x: x[best], out))
         rep["output_problem_index"] = best
-    if report:
-        Path(report).write_text(json.dumps(rep, indent=2) + "\n")
+    _write_report(report, rep)
     if verbose:
         fc = rep["final_cost"]
         print(
-            f"final cost over {batch} problems: min {fc['min']:.9e}, median {fc['median']:.9e}, max {fc['max']:.9e} "
-            f"(std {fc['std']:.3e}); {rep['converged']}/{batch} converged; {rep['problems_per_second']:.2f} problems/s "
-            f"({seconds:.3f} s per batched call, compile {rep['compile_seconds']:.1f} s)",
+            f"final cost over {batch} problems: min {fc['min']}, median {fc['median']}, max {fc['max']} "
+            f"(std {fc['std']}); {rep['converged']}/{batch} converged; {rep['problems_per_second']:.2f} problems/s "
+            f"({seconds:.3f} s per batched call, compile {compile_seconds:.1f} s)",
             flush=True,
         )
+    if not converged.any():
+        raise SolveFailed(f"none of the {batch} solves converged" + (f"; {output} not written" if output else ""))
     return rep
+
+
+def _use_compile_cache(disabled: bool) -> None:
+    if disabled or os.environ.get("JAXGRAPH_NO_COMPILE_CACHE", "") not in ("", "0"):
+        return
+    from .compile_cache import enable_compilation_cache
+
+    try:
+        enable_compilation_cache()
+    except OSError as exc:  # an unwritable cache folder must not stop a solve
+        print(f"jaxgraph: note: compilation cache disabled ({exc})", file=sys.stderr)
+
+
+def _run(fn, *args, **kwargs) -> int:
+    try:
+        fn(*args, **kwargs)
+    except SolveFailed as exc:
+        print(f"jaxgraph: {exc}", file=sys.stderr)
+        return NOT_CONVERGED
+    except (ValueError, OSError) as exc:
+        print(f"jaxgraph: error: {exc}", file=sys.stderr)
+        return USER_ERROR
+    return OK
 
 
 def _solve(args: argparse.Namespace) -> int:
@@ -262,18 +399,14 @@ def _solve(args: argparse.Namespace) -> int:
         max_iterations=args.max_iterations,
         float32=args.float32,
         strict=args.strict,
+        overwrite=args.overwrite,
     )
     if args.batch is not None and args.plot:
         print("jaxgraph: note: --plot is ignored with --batch", file=sys.stderr)
-    try:
-        if args.batch is not None:
-            run_batch(args.input, args.batch, args.noise, args.seed, args.output, args.report, **common)
-        else:
-            run_solve(args.input, args.output, args.report, plot=args.plot, **common)
-    except (ValueError, OSError) as exc:
-        print(f"jaxgraph: error: {exc}", file=sys.stderr)
-        return 2
-    return 0
+    _use_compile_cache(args.no_compile_cache)
+    if args.batch is not None:
+        return _run(run_batch, args.input, args.batch, args.noise, args.seed, args.output, args.report, **common)
+    return _run(run_solve, args.input, args.output, args.report, plot=args.plot, **common)
 
 
 def bundled_intel() -> Path:
@@ -283,45 +416,83 @@ def bundled_intel() -> Path:
 
 def _demo(args: argparse.Namespace) -> int:
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    rep = run_solve(
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        print(f"jaxgraph: error: --out {out}: {exc.strerror or exc}", file=sys.stderr)
+        return USER_ERROR
+    _use_compile_cache(args.no_compile_cache)
+    code = _run(
+        run_solve,
         bundled_intel(),
         out / "intel_optimized.g2o",
         out / "report.json",
         plot=out / "intel.png",
         max_iterations=args.max_iterations,
+        overwrite=True,
     )
-    print(f"wrote {out / 'intel_optimized.g2o'}, {out / 'report.json'}" + (f", {rep['plot']}" if rep.get("plot") else ""))
-    return 0
+    if code == OK:
+        print(f"wrote {out / 'intel_optimized.g2o'}, {out / 'report.json'}, {out / 'intel.png'}")
+    return code
 
 
-def main(argv: list[str] | None = None) -> int:
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def _add_cache_flag(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--no-compile-cache",
+        action="store_true",
+        help="do not use JAX's persistent compilation cache (default: on, in $JAX_COMPILATION_CACHE_DIR "
+        "or ~/.cache/jaxgraph/jax; JAXGRAPH_NO_COMPILE_CACHE=1 also turns it off)",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="jaxgraph", description="Pose-graph optimisation in JAX.")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    s = sub.add_parser("solve", help="optimise a g2o pose graph")
+    s = sub.add_parser("solve", help="optimise a g2o pose graph", description="Optimise a g2o pose graph (solved once, compiled ahead of time).")
     s.add_argument("input", help="input .g2o file")
-    s.add_argument("--output", "-o", help="write the optimised graph here (.g2o)")
-    s.add_argument("--report", help="write a JSON report here")
-    s.add_argument("--method", choices=["lm", "gn"], default="lm")
-    s.add_argument("--linear-solver", choices=["auto", "cholesky", "dense", "pcg"], default="auto")
-    s.add_argument("--max-iterations", type=int, default=100)
-    s.add_argument("--plot", help="write a before/after top-view PNG here (needs matplotlib)")
-    s.add_argument("--float32", action="store_true", help="solve in float32 (default float64)")
-    s.add_argument("--strict", action="store_true", help="reject non-positive-definite information matrices")
+    s.add_argument("--output", "-o", help="write the optimised graph here (.g2o) (default: not written)")
+    s.add_argument("--report", help="write a JSON report here (default: not written)")
+    s.add_argument("--plot", help="write a before/after top-view PNG here, needs matplotlib (default: no plot)")
+    s.add_argument("--overwrite", action="store_true", help="allow --output to be the input file (default: refused)")
+    s.add_argument("--method", choices=["lm", "gn"], default="lm", help="Levenberg-Marquardt or Gauss-Newton (default: lm)")
+    s.add_argument(
+        "--linear-solver",
+        choices=["auto", "cholesky", "dense", "pcg"],
+        default="auto",
+        help="linear solver of the normal equations, see docs/linear.md (default: auto)",
+    )
+    s.add_argument("--max-iterations", type=_positive_int, default=100, help="maximum loop trips = linear solves (default: 100)")
+    s.add_argument("--float32", action="store_true", help="solve in float32 (default: float64)")
+    s.add_argument("--strict", action="store_true", help="reject non-positive-definite information matrices (default: repair them and warn)")
     s.add_argument("--batch", type=int, default=None, metavar="B",
-                   help="solve B copies with perturbed initial values in one batched call (Monte Carlo)")
+                   help="solve B copies with perturbed initial values in one batched call, Monte Carlo (default: one solve)")
     s.add_argument("--noise", type=float, default=0.01, metavar="SIGMA",
-                   help="with --batch: std. dev. of the tangent-space perturbation of every pose (default 0.01)")
-    s.add_argument("--seed", type=int, default=0, metavar="S", help="with --batch: random seed (default 0)")
+                   help="with --batch: std. dev. of the tangent-space perturbation of every pose (default: 0.01)")
+    s.add_argument("--seed", type=int, default=0, metavar="S", help="with --batch: random seed (default: 0)")
+    _add_cache_flag(s)
     s.set_defaults(func=_solve)
 
     d = sub.add_parser("demo", help="solve the bundled intel.g2o and plot it")
-    d.add_argument("--out", default="jaxgraph_demo", help="output folder")
-    d.add_argument("--max-iterations", type=int, default=100)
+    d.add_argument("--out", default="jaxgraph_demo", help="output folder (default: jaxgraph_demo)")
+    d.add_argument("--max-iterations", type=_positive_int, default=100, help="maximum loop trips (default: 100)")
+    _add_cache_flag(d)
     d.set_defaults(func=_demo)
+    return parser
 
-    args = parser.parse_args(argv)
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     return args.func(args)
 
 

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 __all__ = [
     "NoiseModel",
@@ -65,6 +66,23 @@ class NoiseModel:
         raise NotImplementedError  # pragma: no cover
 
 
+def _concrete(x) -> bool:
+    return not isinstance(x, jax.core.Tracer)
+
+
+def _positive(what: str, x, core_ndim: int) -> str | None:
+    """Message naming the first non-positive standard deviation (concrete values only)."""
+    if not _concrete(x):
+        return None
+    a = np.asarray(x)
+    bad = np.argwhere(np.atleast_1d(~(a > 0) & ~np.isnan(a)))  # NaN: reported as non-finite
+    if not bad.size:
+        return None
+    first = tuple(int(i) for i in bad[0])[: a.ndim]
+    where = f"factor {first[0]}: " if a.ndim > core_ndim else ""  # per-factor parameters
+    return f"{where}{what} must be > 0, got {float(a[first])!r}"
+
+
 def _shape_ok(shape, core: tuple[int, ...], count: int) -> bool:
     shape = tuple(shape)
     return shape == core or shape == (count,) + core
@@ -86,7 +104,7 @@ class Isotropic(NoiseModel):
     def check(self, dim, count):
         if not _shape_ok(jnp.shape(self.sigma), (), count):
             return f"Isotropic sigma must have shape () or ({count},), got {jnp.shape(self.sigma)}"
-        return None
+        return _positive("Isotropic sigma", self.sigma, 0)
 
     def tree_flatten(self):
         return (self.sigma,), None
@@ -118,7 +136,7 @@ class Diagonal(NoiseModel):
                 f"Diagonal sigmas must have shape ({dim},) or ({count}, {dim}), "
                 f"got {jnp.shape(self.sigmas)}"
             )
-        return None
+        return _positive("Diagonal sigmas", self.sigmas, 1)
 
     def tree_flatten(self):
         return (self.sigmas,), None

@@ -436,6 +436,13 @@ def _validate_variables(variables):
             raise ValueError(f"variable group {v.name!r}: fixed index {bad[0]} out of range (count {v.count})")
 
 
+def zero_quaternions(params: np.ndarray) -> np.ndarray:
+    """Rows of SE3/SO3 parameters ``[M, 4 or 7]`` whose quaternion (first 4 numbers) has norm
+    below 1e-12 (NaN rows excluded: those are reported as non-finite)."""
+    norm = np.linalg.norm(np.asarray(params, np.float64)[:, :4], axis=1)
+    return np.nonzero(norm < 1e-12)[0]
+
+
 def _concrete(x):
     return not isinstance(x, jax.core.Tracer)
 
@@ -479,6 +486,13 @@ def _validate_group(g: FactorGroup, kinds: dict, counts: dict):
                 f"factor group {name!r} ({g.kind} on {k.name} variable group {g.variables[0]!r}): measurement "
                 f"must have shape ({M}, {k.param_dim}), one {k.name} parameter vector per factor, got {shape}"
             )
+        if k.name in ("SE3", "SO3") and _concrete(g.measurement):
+            bad = zero_quaternions(np.asarray(g.measurement))
+            if bad.size:
+                raise ValueError(
+                    f"factor group {name!r}, factor {int(bad[0])}: zero quaternion in the measurement "
+                    f"({bad.size} such factor(s)); a rotation needs a unit (or at least non-zero) quaternion"
+                )
         rdim = k.tangent_dim
     else:
         for leaf in jax.tree_util.tree_leaves(g.measurement):

@@ -74,6 +74,11 @@ def _parse_floats(toks, path, lineno, tag, first_pos):
     return out
 
 
+def _check_quaternion(q, path, lineno, tag, what):
+    if math.sqrt(sum(x * x for x in q)) < 1e-12:
+        raise _err(path, lineno, f"{tag} ({what}): zero quaternion (qx qy qz qw = {' '.join(map(repr, q))})")
+
+
 def _upper_to_full(upper: np.ndarray, d: int) -> np.ndarray:
     iu = np.triu_indices(d)
     m = np.zeros(upper.shape[:-1] + (d, d))
@@ -188,6 +193,8 @@ def read_g2o(path, *, strict: bool = False, dtype=None, anchor: bool = True):
                 vert_line[vid] = lineno
                 vert_ids.append(vid)
                 vert_vals.append(_parse_floats(toks[2:], path, lineno, tag, 3))
+                if d == 3:
+                    _check_quaternion(vert_vals[-1][3:7], path, lineno, tag, f"vertex {vid}")
             else:
                 i = _parse_int(toks[1], path, lineno, "edge vertex id", 2)
                 j = _parse_int(toks[2], path, lineno, "edge vertex id", 3)
@@ -197,6 +204,8 @@ def read_g2o(path, *, strict: bool = False, dtype=None, anchor: bool = True):
                 e_j.append(j)
                 e_vals.append(_parse_floats(toks[3:], path, lineno, tag, 4))
                 e_lines.append(lineno)
+                if d == 3:
+                    _check_quaternion(e_vals[-1][3:7], path, lineno, tag, f"edge {i} -> {j}")
     if dim is None:
         raise G2OFormatError(f"{path}: no VERTEX_SE2/EDGE_SE2/VERTEX_SE3:QUAT/EDGE_SE3:QUAT lines found")
     tdim = 3 if dim == 2 else 6
@@ -308,7 +317,8 @@ def write_g2o(path, problem: Problem, values, *, group: str = "poses", edges: Se
     ``0..N-1``. Fixed variables get FIX lines. Edges: every between factor group on
     ``group`` (or the groups named in ``edges``), with the information matrix of its noise
     model (upper triangle). Other factor groups (e.g. the ``"anchor"`` prior) are not
-    representable in g2o and are not written.
+    representable in g2o and are not written. Raises ``ValueError`` naming the first pose
+    with a non-finite number (nothing is written then).
     """
     path = os.fspath(path)
     var = next((v for v in problem.variables if v.name == group), None)
@@ -326,6 +336,13 @@ def write_g2o(path, problem: Problem, values, *, group: str = "poses", edges: Se
 
     ids = np.asarray(problem.metadata.get("vertex_ids", np.arange(var.count)), np.int64)
     P = g2o_rows(values[group])
+    bad = np.nonzero(~np.all(np.isfinite(P), axis=1))[0]
+    if bad.size:  # a g2o file must never hold nan/inf: the reader rejects it
+        k = int(bad[0])
+        raise ValueError(
+            f"write_g2o: {group} {k} (vertex id {int(ids[k])}) is not finite ({P[k].tolist()}); "
+            f"{bad.size} such pose(s); {path} not written"
+        )
     lines = []
     rep = float.__repr__
     se2 = kind.group is lie.SE2

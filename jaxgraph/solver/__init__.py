@@ -12,7 +12,7 @@ Modules: ``config`` (settings), ``loop`` (the named steps of one trial), ``backw
 ``api`` (``solve``).
 """
 
-from .api import solve
+from .api import lower, solve
 from .config import (
     BACKWARD_MODES,
     FLAT_SETTINGS,
@@ -27,6 +27,7 @@ from .status import STATUS, SolveInfo
 
 __all__ = [
     "solve",
+    "lower",
     "SolveInfo",
     "STATUS",
     "SolverConfig",

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import jax
 import jax.numpy as jnp
+import numpy as np
 
-from ..graph.problem import Problem, _dtype_of
+from ..graph.problem import Problem, _dtype_of, zero_quaternions
 from .backward import solve_compiled
 from .config import SolverConfig
 from .status import SolveInfo
 
-__all__ = ["solve"]
+__all__ = ["solve", "lower"]
 
 
 def solve(problem: Problem, initial_values: dict, config: SolverConfig | None = None, **settings) -> tuple[dict, SolveInfo]:
@@ -37,6 +39,22 @@ def solve(problem: Problem, initial_values: dict, config: SolverConfig | None = 
     changing once it has converged) and repeated calls without retracing are supported;
     only the configuration's static fields and the problem structure recompile.
     """
+    return solve_compiled(*_arguments(problem, initial_values, config, settings))
+
+
+def lower(problem: Problem, initial_values: dict, config: SolverConfig | None = None, **settings):
+    """Ahead-of-time form of :func:`solve`: ``(lowered, args)``.
+
+    ``compiled = lowered.compile()`` builds the program (time it to measure compilation alone)
+    and ``values, info = compiled(*args)`` runs it; the arguments are those :func:`solve`
+    would use (validated, cast to the values' dtype).
+    """
+    args = _arguments(problem, initial_values, config, settings)
+    return solve_compiled.lower(*args), args
+
+
+def _arguments(problem, initial_values, config, settings):
+    """Validated ``(problem, values, config)`` for the compiled solver."""
     if config is None:
         config = SolverConfig()
     elif not isinstance(config, SolverConfig):
@@ -46,6 +64,30 @@ def solve(problem: Problem, initial_values: dict, config: SolverConfig | None = 
     if not isinstance(problem, Problem):
         raise TypeError(f"problem must be a jaxgraph.Problem, got {type(problem).__name__}")
     problem.check_values(initial_values)
+    _check_finite_values(problem, initial_values)
     dtype = _dtype_of(initial_values)
     values = {k: jnp.asarray(v, dtype) for k, v in initial_values.items()}
-    return solve_compiled(problem, values, config.astype(dtype))
+    return problem, values, config.astype(dtype)
+
+
+def _check_finite_values(problem: Problem, values: dict) -> None:
+    """Reject non-finite values and zero quaternions up front (concrete values only: under
+    ``jit`` or ``vmap`` such input gives status 6 instead)."""
+    for v in problem.variables:
+        x = values[v.name]
+        if isinstance(x, jax.core.Tracer):
+            continue
+        a = np.asarray(x)
+        bad = np.nonzero(~np.all(np.isfinite(a), axis=1))[0]
+        if bad.size:
+            raise ValueError(
+                f"initial values[{v.name!r}][{int(bad[0])}] ({v.kind} variable {int(bad[0])}) is not finite: "
+                f"{a[bad[0]].tolist()} ({bad.size} such variable(s))"
+            )
+        if v.kind in ("SE3", "SO3"):
+            bad = zero_quaternions(a)
+            if bad.size:
+                raise ValueError(
+                    f"initial values[{v.name!r}][{int(bad[0])}] ({v.kind} variable {int(bad[0])}) has a zero "
+                    f"quaternion ({bad.size} such variable(s))"
+                )

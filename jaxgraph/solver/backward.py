@@ -148,9 +148,10 @@ def _truncated(problem, values, config: SolverConfig):
     info = info2._replace(
         initial_cost=info1.initial_cost,
         status=info1.status,
-        converged=info1.converged,
+        converged=info1.converged & jnp.isfinite(info2.cost),
         iterations=info1.iterations + info2.iterations,
         accepted_steps=info1.accepted_steps + info2.accepted_steps,
+        linear_clamped=info1.linear_clamped + info2.linear_clamped,
         history_cost=cat(info1.history_cost, info2.history_cost),
         history_damping=cat(info1.history_damping, info2.history_damping),
         history_step_norm=cat(info1.history_step_norm, info2.history_step_norm),

@@ -27,11 +27,13 @@ class _State(NamedTuple):
     gdx: jax.Array  # g . dx of the pending trial
     ddx: jax.Array  # lambda * dx^T D dx of the pending trial
     step_norm: jax.Array  # |dx|_2 of the pending trial
+    clamped: jax.Array  # the pending trial's linear system had to be clamped (not positive definite)
     lam_used: jax.Array  # damping the pending trial was solved with
     lam: jax.Array  # current damping
     initial_cost: jax.Array
     it: jax.Array  # trials judged so far
     accepted_steps: jax.Array
+    clamped_trials: jax.Array
     status: jax.Array
     running: jax.Array
     first: jax.Array  # trip 0: the "candidate" is the initial values, accepted unjudged
@@ -49,13 +51,15 @@ class _Step(NamedTuple):
     gdx: jax.Array
     ddx: jax.Array
     step_norm: jax.Array
+    clamped: jax.Array  # the factorisation replaced a pivot block: H (+ lambda D) not positive definite
 
 
 class _Verdict(NamedTuple):
     """Accept/reject decision on the pending candidate."""
 
-    ok: jax.Array  # the trial's step is good (LM: model fidelity; GN: finite cost)
+    ok: jax.Array  # take the step (LM: model fidelity; GN: finite cost from an unclamped system)
     finite: jax.Array  # the candidate's cost is finite
+    step_finite: jax.Array  # the step itself is finite
     actual: jax.Array  # actual cost decrease
 
 
@@ -96,9 +100,12 @@ class Loop:
         else:
             dvec = jnp.zeros((st.num_blocks, d), dtype)
             A = lin.diag
-        dx = linear.solve(self.lstruct, A, lin.offdiag, -lin.gradient) * self.free
+        dx, lin_info = linear.solve_with_info(self.lstruct, A, lin.offdiag, -lin.gradient)
+        dx = dx * self.free
         cand = self.problem.retract(values, dx)
-        return _Step(cand, jnp.sum(lin.gradient * dx), jnp.sum(dvec * dx * dx) * lam, jnp.sqrt(jnp.sum(dx * dx)))
+        return _Step(
+            cand, jnp.sum(lin.gradient * dx), jnp.sum(dvec * dx * dx) * lam, jnp.sqrt(jnp.sum(dx * dx)), lin_info.clamped
+        )
 
     def judge(self, s: _State, lin_c: Linearization) -> _Verdict:
         """Accept or reject the pending candidate (linearised as ``lin_c``)."""
@@ -106,11 +113,13 @@ class Loop:
         predicted = 0.5 * (s.ddx - s.gdx)
         actual = s.lin.cost - lin_c.cost
         finite = jnp.isfinite(lin_c.cost)
+        step_finite = jnp.isfinite(s.step_norm)
         if self.lm:
-            ok = finite & (predicted > 0) & (actual > self.config.damping.min_model_fidelity * predicted)
+            ok = finite & step_finite & (predicted > 0) & (actual > self.config.damping.min_model_fidelity * predicted)
         else:
-            ok = finite
-        return _Verdict(ok, finite, actual)
+            # A step from a clamped factorisation is not a Gauss-Newton step: not taken.
+            ok = finite & step_finite & ~s.clamped
+        return _Verdict(ok, finite, step_finite, actual)
 
     def next_damping(self, s: _State, v: _Verdict):
         """LM: divide ``lambda`` after an accepted step, multiply after a rejected one."""
@@ -133,8 +142,15 @@ class Loop:
         conv_step = trial & v.ok & (s.step_norm <= t.step_tolerance)
         limit = trial & ~v.ok & (lam >= self.config.damping.max_damping) if self.lm else no
         increased = trial & v.ok & (v.actual < 0) if not self.lm else no
-        bad = trial & ~v.finite if not self.lm else no
-        return jnp.select([bad, increased, conv_cost, conv_grad, conv_step, limit], [6, 5, 1, 2, 3, 4], 0).astype(jnp.int32)
+        # Non-finite: the current cost (trip 0: the initial cost) or the step, for LM and GN;
+        # GN has no damping to retreat with, so a non-finite candidate cost stops it too.
+        bad = ~jnp.isfinite(new_lin.cost) | (trial & ~v.step_finite)
+        if not self.lm:
+            bad = bad | (trial & ~v.finite)
+        singular = trial & s.clamped if not self.lm else no
+        return jnp.select(
+            [bad, singular, increased, conv_cost, conv_grad, conv_step, limit], [6, 7, 5, 1, 2, 3, 4], 0
+        ).astype(jnp.int32)
 
     def report(self, s: _State, v: _Verdict, cost):
         """Call the user's progress callback for a judged trial (not for trip 0)."""
@@ -162,7 +178,7 @@ class Loop:
         step = jax.lax.cond(
             running,
             lambda _: self.propose(new_values, new_lin, lam),
-            lambda _: _Step(s.cand, zero, zero, zero),
+            lambda _: _Step(s.cand, zero, zero, zero, jnp.zeros((), bool)),
             None,
         )
         k = jnp.maximum(s.it, 0)
@@ -177,11 +193,13 @@ class Loop:
             gdx=step.gdx,
             ddx=step.ddx,
             step_norm=step.step_norm,
+            clamped=step.clamped,
             lam_used=lam,
             lam=lam,
             initial_cost=jnp.where(s.first, lin_c.cost, s.initial_cost),
             it=it,
             accepted_steps=s.accepted_steps + (trial & v.ok).astype(jnp.int32),
+            clamped_trials=s.clamped_trials + (trial & s.clamped).astype(jnp.int32),
             status=status,
             running=running,
             first=jnp.zeros((), bool),
@@ -203,11 +221,13 @@ class Loop:
             gdx=zero,
             ddx=zero,
             step_norm=zero,
+            clamped=jnp.zeros((), bool),
             lam_used=zero,
             lam=self.config.damping.initial_damping if self.lm else zero,
             initial_cost=zero,
             it=jnp.zeros((), jnp.int32),
             accepted_steps=jnp.zeros((), jnp.int32),
+            clamped_trials=jnp.zeros((), jnp.int32),
             status=jnp.zeros((), jnp.int32),
             running=jnp.ones((), bool),
             first=jnp.ones((), bool),
@@ -229,13 +249,20 @@ class Loop:
             s, _ = jax.lax.scan(scan_body, s0, None, length=self.config.termination.max_iterations + 1)
         else:
             s = jax.lax.while_loop(lambda s: s.running, self.body, s0)
+        # A promise: "converged" only with a finite cost and finite values.
+        finite = jnp.isfinite(s.lin.cost)
+        for leaf in jax.tree_util.tree_leaves(s.values):
+            finite = finite & jnp.all(jnp.isfinite(leaf))
+        converged = jnp.isin(s.status, jnp.asarray(CONVERGED))
+        status = jnp.where(converged & ~finite, 6, s.status).astype(jnp.int32)
         info = SolveInfo(
             cost=s.lin.cost,
             initial_cost=s.initial_cost,
             iterations=s.it,
             accepted_steps=s.accepted_steps,
-            converged=jnp.isin(s.status, jnp.asarray(CONVERGED)),
-            status=s.status,
+            converged=converged & finite,
+            status=status,
+            linear_clamped=s.clamped_trials,
             damping=s.lam,
             gradient_norm=jnp.max(jnp.abs(s.lin.gradient)),
             history_cost=s.h_cost,

@@ -16,7 +16,9 @@ STATUS = {
     3: "converged: step norm below step_tolerance",
     4: "converged: no decrease possible even at maximum damping (local minimum to working precision)",
     5: "stopped: Gauss-Newton step increased the cost (values of that step returned, like GTSAM)",
-    6: "stopped: non-finite cost or step",
+    6: "stopped: non-finite cost or step (e.g. a NaN initial value, a zero quaternion, sigma 0)",
+    7: "stopped: Gauss-Newton system singular or indefinite (a pivot block had to be clamped; "
+    "the step was not taken): add a prior or use LM",
 }
 CONVERGED = (1, 2, 3, 4)
 
@@ -29,8 +31,11 @@ class SolveInfo(NamedTuple):
       initial_cost: cost at the initial values.
       iterations: loop trips = linear solves (accepted and rejected LM trials).
       accepted_steps: number of accepted steps.
-      converged: True for status 1-4.
+      converged: True for status 1-4 with a finite cost and finite values.
       status: int code, see ``jaxgraph.solver.STATUS``.
+      linear_clamped: number of trials whose linear system was not numerically positive
+        definite, so the factorisation clamped a pivot block (see :mod:`jaxgraph.linear`);
+        Gauss-Newton stops at the first one (status 7).
       damping: final LM damping ``lambda``.
       gradient_norm: max-abs gradient ``J^T W e`` at the returned values.
       history_cost / history_damping / history_step_norm / history_accepted: ``[max_iterations]``,
@@ -45,6 +50,7 @@ class SolveInfo(NamedTuple):
     accepted_steps: jax.Array
     converged: jax.Array
     status: jax.Array
+    linear_clamped: jax.Array
     damping: jax.Array
     gradient_norm: jax.Array
     history_cost: jax.Array

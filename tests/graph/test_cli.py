@@ -1,6 +1,11 @@
-"""CLI end to end on a small real file: progress lines, output g2o, JSON report."""
+"""CLI end to end on a small real file: progress lines, output g2o, JSON report; failures
+(non-finite results, output == input, unwritable outputs) and the compilation cache."""
 
 import json
+import os
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import jax.numpy as jnp
@@ -21,10 +26,14 @@ def test_cli_solve_end_to_end(tmp_path, capsys):
     rc = main(["solve", str(src), "--output", str(out), "--report", str(rep), "--max-iterations", "20"])
     assert rc == 0
     text = capsys.readouterr().out
+    assert "compiling for 9 poses, 12 factors..." in text  # 11 edges + the gauge prior
+    assert text.index("compiling for") < text.index(" iter ")
     assert text.count(" iter ") == 5  # one progress line per iteration (GTSAM also takes 5)
     report = json.loads(rep.read_text())
-    for key in ("initial_cost", "final_cost", "iterations", "converged", "compile_seconds", "solve_seconds", "poses", "edges", "device"):
+    for key in ("initial_cost", "final_cost", "iterations", "converged", "compile_seconds", "solve_seconds", "poses",
+                "edges", "device", "status", "status_code", "linear_clamped"):
         assert key in report
+    assert report["status_code"] == 1 and report["iterations"] == 5
     assert report["poses"] == 9 and report["edges"] == 11 and report["converged"]
     # Published GTSAM LM cost for tinyGrid3D (../shared/data/README.md): 9.31390953.
     assert abs(report["final_cost"] - 9.31390953) <= 1e-7 * 9.31390953
@@ -39,3 +48,70 @@ def test_cli_reports_bad_input(tmp_path, capsys):
     bad.write_text("VERTEX_SE2 0 0 0\n")
     assert main(["solve", str(bad)]) == 2
     assert f"{bad}:1: VERTEX_SE2 needs 4 fields" in capsys.readouterr().err
+
+
+def _tiny_copy(tmp_path, edit=None):
+    src = DATA / "tinyGrid3D.g2o"
+    if not src.exists():
+        pytest.skip("shared data not available")
+    lines = src.read_text().splitlines()
+    if edit:
+        lines = edit(lines)
+    path = tmp_path / "tiny.g2o"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_cli_never_writes_a_non_finite_result(tmp_path, capsys):
+    # Same structure as tinyGrid3D (same compiled program as above); vertex 3 at x = 1e308
+    # makes the cost overflow, so the solve cannot succeed.
+    def far(lines):
+        k = next(i for i, ln in enumerate(lines) if ln.startswith("VERTEX_SE3:QUAT 3 "))
+        t = lines[k].split()
+        t[2] = "1e308"
+        lines[k] = " ".join(t)
+        return lines
+
+    src = _tiny_copy(tmp_path, far)
+    out, rep = tmp_path / "out.g2o", tmp_path / "rep.json"
+    rc = main(["solve", str(src), "--output", str(out), "--report", str(rep), "--max-iterations", "20"])
+    assert rc == 1
+    assert not out.exists()
+    assert "did not converge" in capsys.readouterr().err
+    report = json.loads(rep.read_text())  # strict JSON: no NaN tokens
+    assert report["converged"] is False and report["status_code"] == 6 and report["final_cost"] is None
+
+
+def test_cli_refuses_output_equal_to_input_and_unwritable_paths_fast(tmp_path, capsys):
+    src = _tiny_copy(tmp_path)
+    before = src.read_text()
+    t0 = time.perf_counter()
+    assert main(["solve", str(src), "--output", str(src)]) == 2
+    assert "is the input file; pass --overwrite" in capsys.readouterr().err
+    assert src.read_text() == before
+    for flag, path, msg in (
+        ("--output", tmp_path / "missing" / "out.g2o", "does not exist"),
+        ("--report", tmp_path, "is a folder"),
+        ("--plot", src.parent / "missing" / "p.png", "does not exist"),
+    ):
+        assert main(["solve", str(src), flag, str(path)]) == 2
+        assert msg in capsys.readouterr().err
+    assert time.perf_counter() - t0 < 5.0  # all refused before reading or compiling anything
+    assert main(["solve", str(src), "--output", str(tmp_path / "a"), "--report", str(tmp_path / "a")]) == 2
+    assert "are the same file" in capsys.readouterr().err
+
+
+def test_cli_fills_the_persistent_compilation_cache(tmp_path):
+    path = tmp_path / "three.g2o"
+    path.write_text("VERTEX_SE2 0 0 0 0\nVERTEX_SE2 1 1 0 0\nVERTEX_SE2 2 2 0.1 0\n"
+                    "EDGE_SE2 0 1 1 0 0 1 0 0 1 0 1\nEDGE_SE2 1 2 1 0 0 1 0 0 1 0 1\n")
+    cache, rep = tmp_path / "cache", tmp_path / "rep.json"
+    env = {k: v for k, v in os.environ.items() if k != "JAXGRAPH_NO_COMPILE_CACHE"}
+    env.update(JAX_COMPILATION_CACHE_DIR=str(cache), PYTHONPATH=str(Path(__file__).resolve().parents[2]))
+    cmd = [sys.executable, "-c", "import sys; from jaxgraph.cli import main; sys.exit(main())",
+           "solve", str(path), "--report", str(rep), "--output", str(path), "--overwrite"]
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(rep.read_text())["compile_cache"] == str(cache)
+    assert any(cache.iterdir())  # compiled programs were stored
+    assert path.read_text().startswith("VERTEX_SE2 0 ")  # --overwrite replaced the input
