@@ -4,11 +4,15 @@ Every configuration solves the same ``--batch`` perturbed copies of a g2o graph 
 moved by ``Exp(N(0, sigma^2))``, same seed) with ``jaxgraph.distributed`` (``shard_map`` of
 ``vmap(jaxgraph.solve)`` over all devices, then an all-gather), float64:
 
-* ``2x2``: two processes of two CPU devices each, coordinator on 127.0.0.1;
-* ``1x4``: one process of four CPU devices (the same global device count);
-* ``1x1``: one process, one device (plain vmap).
+* ``2x1``: two processes of one CPU device each, coordinator on 127.0.0.1;
+* ``1x1``: one process, one device.
 
-Reported: the largest difference of any pose parameter and of any final cost between
+(One device per process: with several forced host devices in one process, the batched
+LAPACK kernels of devices running at the same time wait on each other in XLA:CPU's shared
+thread pool; on this 2-core machine intel's sparse Cholesky deadlocked that way with two
+processes of two devices each.)
+
+Reported: the largest difference of any pose parameter and of any final cost between the
 configurations (0.0 = bit-identical), iterations, and the compiled solve's wall time.
 
 Usage: python benchmarks/distributed.py [--graph intel] [--batch 8]
@@ -95,19 +99,19 @@ def main():
     load0 = os.getloadavg()
     res = {}
     with tempfile.TemporaryDirectory() as tmp:
-        for name, (p, dv) in {"2x2": (2, 2), "1x4": (1, 4), "1x1": (1, 1)}.items():
+        for name, (p, dv) in {"2x1": (2, 1), "1x1": (1, 1)}.items():
             launch(p, dv, args, Path(tmp) / f"{name}.npz")
             res[name] = dict(np.load(Path(tmp) / f"{name}.npz"))
             print(name, "done", flush=True)
-    ref = res["1x4"]
+    ref = res["1x1"]
     configs = {}
     for name, r in res.items():
         configs[name] = {
             "process_count": int(r["process_count"]),
             "global_devices": int(r["global_devices"]),
-            "max_abs_pose_difference_vs_1x4": float(np.max(np.abs(r["poses"] - ref["poses"]))),
-            "max_abs_cost_difference_vs_1x4": float(np.max(np.abs(r["cost"] - ref["cost"]))),
-            "bit_identical_to_1x4": bool(np.array_equal(r["poses"], ref["poses"]) and np.array_equal(r["cost"], ref["cost"])),
+            "max_abs_pose_difference_vs_1x1": float(np.max(np.abs(r["poses"] - ref["poses"]))),
+            "max_abs_cost_difference_vs_1x1": float(np.max(np.abs(r["cost"] - ref["cost"]))),
+            "bit_identical_to_1x1": bool(np.array_equal(r["poses"], ref["poses"]) and np.array_equal(r["cost"], ref["cost"])),
             "final_costs": r["cost"].tolist(),
             "iterations": r["iterations"].tolist(),
             "first_call_seconds": float(r["first"]),

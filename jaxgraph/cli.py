@@ -151,9 +151,13 @@ def run_solve(
     float32=False,
     strict=False,
     overwrite=False,
+    marginals=False,
     verbose=True,
 ) -> dict:
     """Check the paths, read, compile ahead of time, solve once, write; returns the report dict.
+
+    ``marginals``: add every variable's marginal covariance at the solution to the report
+    (``jaxgraph.marginals``; key ``"marginals"``).
 
     Raises ``ValueError``/``OSError`` for bad input (before any solving when it is about the
     paths) and :class:`SolveFailed` when the solve did not converge (the report is written
@@ -167,6 +171,7 @@ def run_solve(
     import jax.numpy as jnp
 
     import jaxgraph
+    from .marginals import report as marginals_report
     from .solver import STATUS, SolverConfig
     from .solver.api import lower
 
@@ -206,7 +211,7 @@ def run_solve(
         "linear_clamped": int(info.linear_clamped),
         "compile_seconds": compile_seconds,
         "solve_seconds": solve_seconds,
-        "compile_cache": jax.config.jax_compilation_cache_dir,
+        "compile_cache": jax.config.jax_compilation_cache_dir if jax.config.jax_enable_compilation_cache else None,
         "poses": int(poses),
         "edges": int(edges),
         "factors": int(nfactors),
@@ -220,6 +225,10 @@ def run_solve(
     bad = first_non_finite(out)
     # Written only when finite and the loop ended normally (converged or max_iterations).
     writable = bad is None and (rep["converged"] or status == 0)
+    if marginals and writable:
+        t0 = time.perf_counter()
+        rep["marginals"] = marginals_report(problem, out)
+        rep["marginals_seconds"] = time.perf_counter() - t0
     if output and writable:
         jaxgraph.io.write_g2o(output, problem, out)
         rep["output"] = os.fspath(output)
@@ -276,13 +285,20 @@ def run_batch(
     float32=False,
     strict=False,
     overwrite=False,
+    run=None,
     verbose=True,
 ) -> dict:
     """Monte Carlo robustness of a map: solve ``batch`` perturbed copies in one vmapped call.
 
     Compiled ahead of time and run once; reports the spread of the final costs and problems per
     second. ``output`` receives the lowest-cost converged solution.
+    ``run``: a :class:`jaxgraph.distributed.RunInfo` when this is one process of a
+    multi-process run: the batch is split over all devices of all processes and process 0
+    alone prints and writes.
     """
+    if run is not None and run.process_index != 0:
+        output = report = None
+        verbose = False
     if batch < 1:
         raise ValueError(f"--batch must be a positive integer, got {batch}")
     if not sigma >= 0.0:
@@ -296,6 +312,7 @@ def run_batch(
     import numpy as np
 
     import jaxgraph
+    from . import distributed
 
     dtype = jnp.float32 if float32 else jnp.float64
     problem, values = jaxgraph.io.read_g2o(input_path, strict=strict, dtype=dtype)
@@ -308,15 +325,22 @@ def run_batch(
             f"Exp(N(0, {sigma}^2)), seed {seed}; compiling the batched solve...",
             flush=True,
         )
-    solve_all = jax.jit(
-        jax.vmap(lambda v: jaxgraph.solve(problem, v, method=method, linear_solver=linear_solver, max_iterations=max_iterations))
-    )
+    def one(v):
+        return jaxgraph.solve(problem, v, method=method, linear_solver=linear_solver, max_iterations=max_iterations)
+
+    if run is None:
+        solve_all = jax.jit(jax.vmap(one))
+    else:
+        solve_all = distributed.sharded_vmap(one)
+        copies = distributed.shard_batch(copies)
     t0 = time.perf_counter()
     compiled = solve_all.lower(copies).compile()
     compile_seconds = time.perf_counter() - t0
     t0 = time.perf_counter()
     out, info = jax.block_until_ready(compiled(copies))
     seconds = time.perf_counter() - t0
+    if run is not None:
+        out, info = distributed.gather((out, info), batch_size=batch)
     costs = np.asarray(info.cost, dtype=np.float64)
     initial = np.asarray(info.initial_cost, dtype=np.float64)
     converged = np.asarray(info.converged)
@@ -347,6 +371,8 @@ def run_batch(
         "platform": platform.platform(),
         "jax_version": jax.__version__,
     }
+    if run is not None:
+        rep["processes"], rep["devices"] = run.process_count, run.global_devices
     if not np.all(np.isfinite(costs)):  # JSON has no NaN: the report would not be valid
         for key in ("min", "median", "max", "std"):
             rep["final_cost"][key] = _finite_or_none(rep["final_cost"][key])
@@ -371,6 +397,10 @@ def run_batch(
 
 def _use_compile_cache(disabled: bool) -> None:
     if disabled or os.environ.get("JAXGRAPH_NO_COMPILE_CACHE", "") not in ("", "0"):
+        import jax
+
+        # Off means off, even where JAX would read $JAX_COMPILATION_CACHE_DIR by itself.
+        jax.config.update("jax_enable_compilation_cache", False)
         return
     from .compile_cache import enable_compilation_cache
 
@@ -403,10 +433,20 @@ def _solve(args: argparse.Namespace) -> int:
     )
     if args.batch is not None and args.plot:
         print("jaxgraph: note: --plot is ignored with --batch", file=sys.stderr)
+    if args.marginals and (args.batch is not None or not args.report):
+        print("jaxgraph: error: --marginals needs --report and no --batch", file=sys.stderr)
+        return USER_ERROR
+    from .distributed import initialize_from_cli
+
+    try:
+        run = initialize_from_cli(args)
+    except (ValueError, RuntimeError) as exc:  # bad flags, or no cluster found / unreachable coordinator
+        print(f"jaxgraph: error: {exc}", file=sys.stderr)
+        return USER_ERROR
     _use_compile_cache(args.no_compile_cache)
     if args.batch is not None:
-        return _run(run_batch, args.input, args.batch, args.noise, args.seed, args.output, args.report, **common)
-    return _run(run_solve, args.input, args.output, args.report, plot=args.plot, **common)
+        return _run(run_batch, args.input, args.batch, args.noise, args.seed, args.output, args.report, run=run, **common)
+    return _run(run_solve, args.input, args.output, args.report, plot=args.plot, marginals=args.marginals, **common)
 
 
 def bundled_intel() -> Path:
@@ -455,6 +495,20 @@ def _add_cache_flag(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_distributed_flags(p: argparse.ArgumentParser) -> None:
+    """``jaxgraph solve --batch`` as one process of a multi-process run (docs/batching.md)."""
+    p.add_argument("--distributed", choices=["off", "auto"], default="off",
+                   help="with --batch: 'auto' joins a multi-process run detected from the cluster environment "
+                        "(SLURM, Open MPI) (default: off, one process)")
+    p.add_argument("--coordinator", default=None, metavar="HOST:PORT",
+                   help="with --batch: process 0's coordinator address; needs --num-processes and --process-id "
+                        "(default: none, one process)")
+    p.add_argument("--num-processes", type=_positive_int, default=None, metavar="N",
+                   help="with --coordinator: processes in the run (default: none)")
+    p.add_argument("--process-id", type=int, default=None, metavar="I",
+                   help="with --coordinator: this process, 0..N-1 (default: none)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="jaxgraph", description="Pose-graph optimisation in JAX.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -480,6 +534,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--noise", type=float, default=0.01, metavar="SIGMA",
                    help="with --batch: std. dev. of the tangent-space perturbation of every pose (default: 0.01)")
     s.add_argument("--seed", type=int, default=0, metavar="S", help="with --batch: random seed (default: 0)")
+    s.add_argument("--marginals", action="store_true",
+                   help="with --report: add every pose's marginal covariance at the solution (default: off)")
+    _add_distributed_flags(s)
     _add_cache_flag(s)
     s.set_defaults(func=_solve)
 

@@ -32,7 +32,7 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 __all__ = ["RunInfo", "initialize", "batch_mesh", "shard_batch", "sharded_vmap", "gather", "parse_coordinator",
-           "add_cli_arguments", "initialize_from_cli"]
+           "initialize_from_cli"]
 
 AXIS = "batch"
 
@@ -159,22 +159,9 @@ def gather(tree, batch_size: int | None = None):
 # ----------------------------------------------------------------------------------
 # Command-line support (``jaxgraph solve --batch``)
 # ----------------------------------------------------------------------------------
-def add_cli_arguments(parser) -> None:
-    """The flags that make ``jaxgraph solve --batch`` one process of a multi-process run."""
-    parser.add_argument("--distributed", choices=["off", "auto"], default="off",
-                        help="with --batch: 'auto' joins a multi-process run detected from the cluster "
-                             "environment (SLURM, Open MPI); default off (one process)")
-    parser.add_argument("--coordinator", default=None, metavar="HOST:PORT",
-                        help="with --batch: address of process 0's coordinator; needs --num-processes and "
-                             "--process-id (default: none, one process)")
-    parser.add_argument("--num-processes", type=int, default=None, metavar="N",
-                        help="with --coordinator: number of processes in the run (default: none)")
-    parser.add_argument("--process-id", type=int, default=None, metavar="I",
-                        help="with --coordinator: this process, 0..N-1 (default: none)")
-
-
 def initialize_from_cli(args) -> RunInfo | None:
-    """Join the run the CLI flags describe; ``None`` for a plain single-process run."""
+    """Join the run that ``jaxgraph solve``'s flags describe (``--distributed``, ``--coordinator``,
+    ``--num-processes``, ``--process-id``); ``None`` for a plain single-process run."""
     manual = [args.coordinator, args.num_processes, args.process_id]
     if args.distributed == "off" and all(x is None for x in manual):
         return None

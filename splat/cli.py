@@ -16,13 +16,12 @@ import time
 
 import numpy as np
 
+from .constants import MAX_PIXELS
 from .validation import (check_memory, nonnegative_int, positive_int, prepare_out_dir,
                          render_bytes)
 
 DEMO_SCENE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "demo_scene.npz")
 DEMO_OUT = "splat_demo"
-# Pixel indices of one image are int32 in the rasterizer.
-MAX_PIXELS = 2**31 - 1
 
 
 def _warn(msg: str) -> None:
@@ -40,23 +39,55 @@ def _check_render_size(n_views: int, width: int, height: int, n_gaussians: int,
                  f"{what}: {n_views} views of {width}x{height}", "render fewer or smaller views")
 
 
-def schedule_for(steps: int) -> dict:
-    """Densification schedule for a run of ``steps``: gsplat's for >= 30000 steps, else
-    compressed so that short runs still refine (and skip opacity resets)."""
-    if steps >= 30000:
-        return dict(refine_start=500, refine_stop=15000, refine_every=100, reset_every=3000,
-                    sh_degree_interval=1000)
-    every = int(min(100, max(10, steps // 10)))
-    return dict(refine_start=every, refine_stop=max(every + 1, steps // 2),
-                refine_every=every, reset_every=3000 if steps > 6000 else steps + 1,
-                sh_degree_interval=int(min(1000, max(1, steps // 4))))
-
-
 def _config(args, steps):
     from .train import TrainConfig
+    from .train.presets import make_strategy, schedule_for
     return TrainConfig(steps=steps, capacity=args.capacity, sh_degree=args.sh_degree,
-                       strategy=args.strategy, absgrad=args.absgrad, backend=args.backend,
-                       **schedule_for(steps))
+                       strategy=make_strategy(args.strategy, steps, absgrad=args.absgrad),
+                       backend=args.backend,
+                       sh_degree_interval=schedule_for(steps)["sh_degree_interval"])
+
+
+def _fit_to_machine(args, scene) -> None:
+    """Initial points and capacity from the scene, --steps and the device when the flags
+    are left at their defaults (presets in splat/train/presets.py, docs/training.md);
+    says what was chosen and what to change for quality."""
+    from .datasets import random_points
+    from .train import presets
+    plat = presets.platform_name()
+    init_points = getattr(args, "init_points", None)  # not a flag of `splat demo`
+    n_pts = len(scene.points)
+    if scene.points_source == "random":
+        n = init_points or presets.default_init_points(scene.width, scene.height, plat)
+        if n != n_pts:  # same points as the loader would draw for n (same seed)
+            tr = scene.train_idx
+            scene.points, scene.point_colors = random_points(
+                scene.viewmats[tr], scene.Ks[tr], scene.width, scene.height, n, args.seed)
+    else:
+        most = init_points or presets.max_init_points(plat)
+        if most is not None and n_pts > most:
+            keep = np.sort(np.random.default_rng(args.seed).choice(n_pts, most, replace=False))
+            scene.points, scene.point_colors = scene.points[keep], scene.point_colors[keep]
+            print(f"[splat] starting from {most} of the scene's {n_pts} points ({plat} "
+                  "preset; --init-points to change)")
+    if args.capacity is not None:
+        return
+    if args.resume:  # the checkpoint's arrays fix the capacity
+        from .train.trainer import load_checkpoint_arrays
+        args.capacity = int(load_checkpoint_arrays(args.resume)[0]["config"]["capacity"])
+        return
+    args.capacity = presets.default_capacity(len(scene.points), scene.width, scene.height,
+                                             args.steps, plat, args.strategy)
+    why = f"sized from {scene.width}x{scene.height} images and {args.steps} steps"
+    if args.backend == "reference":
+        fit = presets.reference_max_capacity(scene.width, scene.height)
+        if fit < args.capacity:
+            why = (f"reduced from {args.capacity} so that the reference backend's "
+                   "(intersection, pixel) pairs fit in half the available memory")
+            args.capacity = fit
+    print(f"[splat] capacity {args.capacity} Gaussians ({why}, {plat} preset; --capacity to "
+          "change). For quality: more --steps (gsplat trains 30000), a smaller --downscale, "
+          "and a larger --capacity if requests are denied")
 
 
 def _write_curve(path, history):
@@ -114,6 +145,7 @@ def cmd_train(args, scene=None, data_label=None) -> dict:
     from .datasets import load_scene
     from .ply import write_ply
     from .train import Trainer, restore_state, save_checkpoint
+    from .train.presets import suggest_capacity
 
     prepare_out_dir(args.out)
     if args.resume:
@@ -121,11 +153,14 @@ def cmd_train(args, scene=None, data_label=None) -> dict:
         open_npz(args.resume, "splat checkpoint (--resume)").close()
     t0 = time.time()
     if scene is None:
+        # one random point if --init-points is left to the preset, which needs the image
+        # size: _fit_to_machine draws them
         scene = load_scene(args.data, downscale=args.downscale,
-                           n_random_points=args.init_points, seed=args.seed, warn=_warn)
+                           n_random_points=getattr(args, "init_points", None) or 1, seed=args.seed, warn=_warn)
         data_label = os.path.abspath(args.data)
     if scene.images is None:
         raise ValueError(f"{args.data}: the scene has no images to train on")
+    _fit_to_machine(args, scene)
     print(f"[splat] {len(scene.train_idx)} train / {len(scene.test_idx)} test views of "
           f"{scene.width}x{scene.height}, {len(scene.points)} initial points "
           f"({scene.points_source}), extent {scene.extent:.3f} ({time.time() - t0:.1f} s)")
@@ -148,8 +183,8 @@ def cmd_train(args, scene=None, data_label=None) -> dict:
     else:
         state = trainer.init_state(seed=args.seed)
     remaining = max(0, args.steps - int(state.step))
-    print(f"[splat] training {remaining} steps, strategy {cfg.strategy}"
-          f"{' (absgrad)' if cfg.absgrad else ''}, capacity {cfg.capacity} "
+    print(f"[splat] training {remaining} steps, strategy {cfg.strategy.name}"
+          f"{' (absgrad)' if cfg.strategy.uses_absgrad else ''}, capacity {cfg.capacity} "
           "(first step compiles)")
     t1 = time.time()
     state, history = trainer.fit(state, remaining, log_every=args.log_every)
@@ -164,7 +199,9 @@ def cmd_train(args, scene=None, data_label=None) -> dict:
     write_ply(os.path.join(args.out, "point_cloud.ply"), p["means"][act], p["quats"][act],
               p["log_scales"][act], p["logit_opacities"][act], sh)
     result = dict(steps=int(state.step), train_seconds=train_s, n_active=int(act.sum()),
-                  capacity_denied=int(sum(h["denied"] for h in history)))
+                  capacity=cfg.capacity,
+                  capacity_denied=int(sum(h["denied"] for h in history)),
+                  capacity_suggested=suggest_capacity(history))
     if len(scene.test_idx):
         ev = trainer.evaluate(state)
         _save_views(os.path.join(args.out, "renders"), ev["images"],
@@ -376,8 +413,9 @@ def _train_args(p, steps, out_default=None):
     p.add_argument("--absgrad", action="store_true",
                    help="densify on gsplat's absgrad instead of the 2D-mean gradient")
     p.add_argument("--capacity", type=positive_int, default=None,
-                   help="maximum number of Gaussians (a static array size; default: "
-                   "20000 for demo, 200000 for train)")
+                   help="maximum number of Gaussians (a static array size; default: sized "
+                   "from the image size, the initial points and --steps for this device, "
+                   "see docs/training.md)")
     p.add_argument("--sh-degree", type=int, choices=range(4), default=None,
                    help="spherical-harmonics degree of the colours (default: 1 for demo, "
                    "3 for train)")
@@ -402,8 +440,11 @@ def build_parser() -> argparse.ArgumentParser:
     _train_args(t, 3000)
     t.add_argument("--downscale", type=positive_int, default=1,
                    help="divide the image size by this integer")
-    t.add_argument("--init-points", type=positive_int, default=20000,
-                   help="random initial points when the scene has no SfM points")
+    t.add_argument("--init-points", type=positive_int, default=None,
+                   help="initial random points when the scene has no point cloud, else the "
+                   "most point-cloud points used (default: for this device: CPU about one "
+                   "per 8 pixels of an image, 1000 to 10000, all of a point cloud up to "
+                   "10000; GPU 100000 and the whole point cloud)")
     r = sub.add_parser("render", help="render a checkpoint.npz or a 3DGS .ply to PNGs", **fmt)
     r.add_argument("model", help="checkpoint.npz of 'splat train' or a 3DGS .ply")
     r.add_argument("--out", required=True, help="output folder for the PNGs (created; required)")
@@ -436,8 +477,6 @@ def main(argv=None) -> int:
     ap = build_parser()
     args = ap.parse_args(argv)
     if args.cmd in ("train", "demo"):
-        if args.capacity is None:
-            args.capacity = 20000 if args.cmd == "demo" else 200_000
         if args.sh_degree is None:
             args.sh_degree = 1 if args.cmd == "demo" else 3
     run = {"train": cmd_train, "render": cmd_render, "eval": cmd_eval, "demo": cmd_demo}

@@ -12,3 +12,8 @@ ALPHA_MAX = 0.99
 # A pixel stops compositing before the Gaussian that would bring its transmittance to
 # <= T_MIN.
 T_MIN = 1e-4
+# rasterize_mode="antialiased": the opacity compensation sqrt(det(S) / det(S + eps2d I))
+# is floored at this value (as gsplat), so that Gaussians far below a pixel keep a trace.
+COMPENSATION_MIN = 0.005
+# Pixels of one image: pixel indices are int32.
+MAX_PIXELS = 2**31 - 1

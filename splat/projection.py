@@ -14,7 +14,7 @@ from jax import lax
 
 from jaxgraph import lie
 
-from .constants import ALPHA_MIN
+from .constants import ALPHA_MIN, COMPENSATION_MIN
 
 # Relative safety margin on the bounding-box half-widths so that float rounding of
 # the conic never lets a pixel outside the box reach ALPHA_MIN.
@@ -113,9 +113,9 @@ def project_gaussians(
     b = jnp.where(valid, b, 0 * one)
     conics = jnp.stack([c / det_s, -b / det_s, a / det_s], axis=-1)
 
+    # gsplat's floor: sqrt(max(0.005^2, det / det_blur)); below it the gradient is zero
     ratio = jnp.where(valid, det_orig, 0 * one) / det_s
-    ratio_pos = ratio > 0
-    comp = jnp.where(ratio_pos, jnp.sqrt(jnp.where(ratio_pos, ratio, one)), 0 * one)
+    comp = jnp.sqrt(jnp.maximum(ratio, jnp.asarray(COMPENSATION_MIN ** 2, dt)))
 
     means2d = jnp.stack([fx * xs / zs + cx, fy * ys / zs + cy], axis=-1)
     opac = jnp.broadcast_to(jnp.where(jnp.isfinite(opacities), opacities, 0 * one), z.shape)

@@ -11,6 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from . import reference
+from .constants import MAX_PIXELS
 from .projection import project_gaussians, quat_scale_to_covar
 from .sh import num_sh_bases, sh_to_colors
 from .tiling import count_intersections, intersect, tile_grid
@@ -111,6 +112,45 @@ def _check_finite(**arrays):
                 "with validate=False such Gaussians/cameras are culled instead")
 
 
+def _check_cameras(viewmats, Ks):
+    """Concrete cameras only: finite poses and intrinsics, focal lengths > 0."""
+    vm, K = _concrete(viewmats), _concrete(Ks)
+    if vm is not None:
+        bad = np.flatnonzero(~np.isfinite(vm.reshape(len(vm), -1)).all(1))
+        if bad.size:
+            raise ValueError(f"viewmats[{bad[0]}] is not finite (NaN or Inf entries); "
+                             f"{bad.size} of {len(vm)} cameras are")
+    if K is not None:
+        bad = np.flatnonzero(~np.isfinite(K.reshape(len(K), -1)).all(1))
+        if bad.size:
+            raise ValueError(f"Ks[{bad[0]}] is not finite: {K[bad[0]].tolist()}")
+        fx, fy = K[:, 0, 0], K[:, 1, 1]
+        bad = np.flatnonzero(~((fx > 0) & (fy > 0)))
+        if bad.size:
+            i = bad[0]
+            raise ValueError(f"Ks[{i}]: focal lengths must be > 0 pixels, got fx={fx[i]:g}, "
+                             f"fy={fy[i]:g}")
+
+
+def _check_size(n_cameras, n_gaussians, width, height, n_chan, backend, capacity, tile_size):
+    """Refuse (ValueError) images that cannot be indexed or held in memory, before any
+    allocation; static sizes only, so it runs under jit too."""
+    from .validation import available_memory_bytes, render_bytes
+
+    if width * height > MAX_PIXELS:
+        raise ValueError(f"width x height = {width}x{height} = {width * height} pixels, more "
+                         f"than the {MAX_PIXELS} one image can index (int32)")
+    need = render_bytes(n_cameras, width, height, n_gaussians=n_gaussians, backend=backend,
+                        isect_capacity=capacity, tile_size=tile_size)
+    need += n_cameras * width * height * (n_chan + 1) * 4  # the outputs themselves
+    avail = available_memory_bytes()
+    if need > avail:
+        raise ValueError(
+            f"rendering {n_cameras} view(s) of {width}x{height} with {n_gaussians} Gaussians"
+            + (f" and {capacity} intersections" if backend == "reference" else "")
+            + f" needs at least {need / 2**30:.1f} GiB, only {avail / 2**30:.1f} GiB available")
+
+
 def rasterization(
     means,
     quats,
@@ -149,6 +189,11 @@ def rasterization(
         max(SH(view dir) + 0.5, 0) as in gsplat.
       viewmats: [C, 4, 4] world-to-camera (OpenCV: x right, y down, z forward).
       Ks: [C, 3, 3] pinhole intrinsics in pixels. width, height: image size (Python ints).
+        Outside jit, cameras with a non-finite pose or intrinsics or a focal length <= 0
+        raise ValueError (naming the camera); inside jit such a camera renders nothing
+        and is flagged in ``meta["invalid_cameras"]``. A width x height beyond int32
+        pixel indices, or outputs that cannot fit in the available memory, raise
+        ValueError before anything is allocated (inside jit too: sizes are static).
       near_plane, far_plane: Gaussians whose centre depth is outside (near, far) are culled.
       radius_clip: Gaussians whose pixel radius is <= this are culled.
       eps2d: added to the 2D covariance diagonal (pixels^2) (low-pass filter).
@@ -157,7 +202,8 @@ def rasterization(
         channels (not to depth channels).
       render_mode: "RGB" (the D features), "D" (accumulated depth), "ED" (expected depth =
         accumulated depth / alpha), "RGB+D", "RGB+ED" (depth appended as last channel).
-      rasterize_mode: "classic" or "antialiased" (opacity times sqrt(det / det_eps2d)).
+      rasterize_mode: "classic" or "antialiased" (opacity times gsplat's compensation
+        sqrt(max(0.005^2, det / det_eps2d))).
       backend: "pallas" (custom kernels, interpreted on CPU) or "reference" (plain JAX).
       means2d_probe: optional [C, N, 2] added to the projected means; pass zeros and its
         gradient is dL/dmeans2d in pixels.
@@ -168,8 +214,9 @@ def rasterization(
         inputs are concrete, else :func:`default_capacity`. If the true count exceeds it,
         outside jit the call is repeated with enough capacity; inside jit (or grad/vmap)
         the extra intersections are dropped and ``meta["overflow"]`` is True.
-      validate: raise ValueError on non-finite inputs (when they are concrete). Without
-        it such Gaussians (or cameras) are culled and never produce NaN.
+      validate: raise ValueError on non-finite Gaussian parameters (when they are
+        concrete). Without it such Gaussians are culled, never produce NaN, and are
+        flagged in ``meta["invalid_gaussians"]``.
       interpret: Pallas interpret mode; default: True unless running on a GPU.
       pallas_gpu_backend: "triton" (default) or "mosaic": Pallas GPU backend when compiled.
 
@@ -178,6 +225,7 @@ def rasterization(
       [C, H, W, 1] and ``meta`` (dict): means2d [C, N, 2] (probe included), depths [C, N],
       conics [C, N, 3], radii [C, N, 2] int32, opacities [C, N] (compensated if
       antialiased), compensations [C, N], tiles_per_gauss [C, N], isect_count, overflow,
+      invalid_cameras [C] bool, invalid_gaussians [N] bool,
       isect_capacity, width, height, tile_size, tile_width, tile_height, n_cameras.
     """
     means = jnp.asarray(means)
@@ -193,6 +241,7 @@ def rasterization(
     _check_inputs(means, quats, scales, opacities, colors, viewmats, Ks, width, height,
                   sh_degree, tile_size, backgrounds, render_mode, rasterize_mode, backend,
                   means2d_probe, absgrad_probe, pallas_gpu_backend)
+    _check_cameras(viewmats, Ks)
     if validate:
         _check_finite(means=means, quats=quats, scales=scales, opacities=opacities,
                       colors=colors, viewmats=viewmats, Ks=Ks, backgrounds=backgrounds)
@@ -212,9 +261,15 @@ def rasterization(
     concrete = all(_concrete(a) is not None for a in args if a is not None)
     if isect_capacity is not None and int(isect_capacity) < 1:
         raise ValueError(f"isect_capacity must be >= 1, got {isect_capacity}")
+    n_chan = 1 if render_mode in ("D", "ED") else colors.shape[-1] + (
+        1 if render_mode in ("RGB+D", "RGB+ED") else 0)
+    size = functools.partial(_check_size, c, n, width, height, n_chan, backend,
+                             tile_size=tile_size)
+    size(capacity=0)
     if not concrete:
         cap = int(isect_capacity) if isect_capacity is not None else default_capacity(
             c, n, width, height, tile_size)
+        size(capacity=cap)
         img, alpha, meta = _rasterize_impl(*args, capacity=cap, **static)
         return img, alpha, _static_meta(meta, cap, width, height, tile_size, c)
 
@@ -225,9 +280,11 @@ def rasterization(
         # of two so that scenes of similar size share one compilation.
         count = int(_count_jit(*args[:7], **{k: static[k] for k in _COUNT_STATIC}))
         cap = _next_pow2(max(count, 1))
+    size(capacity=cap)
     out = _rasterize_jit(*args, capacity=cap, **static)
     if bool(out[2]["overflow"]):
         cap = _next_pow2(int(out[2]["isect_count"]))
+        size(capacity=cap)
         out = _rasterize_jit(*args, capacity=cap, **static)
     img, alpha, meta = out
     return img, alpha, _static_meta(meta, cap, width, height, tile_size, c)
@@ -258,19 +315,11 @@ def _rasterize_impl(means, quats, scales, opacities, colors, viewmats, Ks, backg
             absgrad_probe = jnp.zeros((c, 1, 2), dt)
         n = 1
 
-    finite_scales = jnp.all(jnp.isfinite(scales), -1) & jnp.all(jnp.isfinite(quats), -1)
-    scales_s = jnp.where(finite_scales[:, None], scales, 0)
-    quats_s = jnp.where(finite_scales[:, None], quats, 0)
-    covars = quat_scale_to_covar(quats_s, scales_s)
-    vm_ok = jnp.all(jnp.isfinite(viewmats.reshape(c, -1)), -1)
-    viewmats_s = jnp.where(vm_ok[:, None, None], viewmats, jnp.eye(4, dtype=dt))
-    proj = project_gaussians(
-        means, covars, opacities, viewmats_s, Ks, width, height, near_plane=near_plane,
-        far_plane=far_plane, radius_clip=radius_clip, eps2d=eps2d, antialiased=antialiased,
-        valid_in=finite_scales)
-    # A camera with a non-finite pose sees nothing.
-    live = proj["valid"] & vm_ok[:, None]
-    radii = jnp.where(live[..., None], proj["radii"], 0)
+    proj, viewmats_s, cam_ok = _project(means, quats, scales, opacities, viewmats, Ks,
+                                        width, height, near_plane, far_plane, radius_clip,
+                                        eps2d, antialiased)
+    live = proj["valid"]
+    radii = proj["radii"]
 
     if sh_degree is None:
         feats = colors if colors.ndim == 3 else jnp.broadcast_to(colors[None], (c,) + colors.shape)
@@ -317,9 +366,55 @@ def _rasterize_impl(means, quats, scales, opacities, colors, viewmats, Ks, backg
         means2d=means2d[sl], depths=depths[sl], conics=proj["conics"][sl], radii=radii[sl],
         opacities=opac[sl], compensations=proj["compensations"][sl],
         tiles_per_gauss=isect.tiles_per_gauss[sl], isect_count=isect.count,
-        overflow=isect.overflow,
+        overflow=isect.overflow, invalid_cameras=~cam_ok,
+        invalid_gaussians=_invalid_gaussians(
+            means, quats, scales, opacities, colors,
+            per_camera=sh_degree is None and colors.ndim == 3)[:n_orig],
     )
     return img, alpha, meta
+
+
+def _invalid_gaussians(means, quats, scales, opacities, colors, per_camera: bool):
+    """[N] bool: a non-finite mean, rotation, scale, opacity or colour (jit-safe);
+    ``per_camera``: colors are [C, N, D]."""
+    n = means.shape[0]
+    cols = jnp.moveaxis(colors, 1, 0) if per_camera else colors
+    bad = ~jnp.isfinite(opacities)
+    for a in (means, quats, scales, cols):
+        bad = bad | ~jnp.all(jnp.isfinite(a.reshape(n, -1)), -1)
+    return bad
+
+
+def camera_valid(viewmats, Ks):
+    """[C] bool: finite pose and intrinsics with focal lengths > 0 (jit-safe)."""
+    c = viewmats.shape[0]
+    return (jnp.all(jnp.isfinite(viewmats.reshape(c, -1)), -1)
+            & jnp.all(jnp.isfinite(Ks.reshape(c, -1)), -1)
+            & (Ks[:, 0, 0] > 0) & (Ks[:, 1, 1] > 0))
+
+
+def _project(means, quats, scales, opacities, viewmats, Ks, width, height, near_plane,
+             far_plane, radius_clip, eps2d, antialiased):
+    """Projection with non-finite Gaussians and invalid cameras culled (radius 0).
+
+    Returns (projection dict as :func:`project_gaussians` with ``valid``/``radii`` masked
+    by the camera's validity, sanitised viewmats [C, 4, 4], camera_ok [C] bool).
+    """
+    c = viewmats.shape[0]
+    finite = jnp.all(jnp.isfinite(scales), -1) & jnp.all(jnp.isfinite(quats), -1)
+    covars = quat_scale_to_covar(jnp.where(finite[:, None], quats, 0),
+                                 jnp.where(finite[:, None], scales, 0))
+    cam_ok = camera_valid(viewmats, Ks)
+    vm_ok = jnp.all(jnp.isfinite(viewmats.reshape(c, -1)), -1)
+    viewmats = jnp.where(vm_ok[:, None, None], viewmats, jnp.eye(4, dtype=viewmats.dtype))
+    proj = project_gaussians(
+        means, covars, opacities, viewmats, Ks, width, height, near_plane=near_plane,
+        far_plane=far_plane, radius_clip=radius_clip, eps2d=eps2d, antialiased=antialiased,
+        valid_in=finite)
+    # An invalid camera (non-finite pose or intrinsics, focal length <= 0) sees nothing.
+    live = proj["valid"] & cam_ok[:, None]
+    proj = dict(proj, valid=live, radii=jnp.where(live[..., None], proj["radii"], 0))
+    return proj, viewmats, cam_ok
 
 
 def _static_meta(meta, capacity, width, height, tile_size, n_cameras):
@@ -346,19 +441,11 @@ def _count_jit(means, quats, scales, opacities, colors, viewmats, Ks, *, width, 
                near_plane, far_plane, radius_clip, eps2d, tile_size, antialiased):
     """Exact number of tile intersections (same culling as the renderer)."""
     del colors
-    c = viewmats.shape[0]
     if means.shape[0] == 0:
         return jnp.zeros((), jnp.int32)
-    finite = jnp.all(jnp.isfinite(scales), -1) & jnp.all(jnp.isfinite(quats), -1)
-    covars = quat_scale_to_covar(jnp.where(finite[:, None], quats, 0),
-                                 jnp.where(finite[:, None], scales, 0))
-    vm_ok = jnp.all(jnp.isfinite(viewmats.reshape(c, -1)), -1)
-    viewmats = jnp.where(vm_ok[:, None, None], viewmats, jnp.eye(4, dtype=viewmats.dtype))
-    proj = project_gaussians(
-        means, covars, opacities, viewmats, Ks, width, height, near_plane=near_plane,
-        far_plane=far_plane, radius_clip=radius_clip, eps2d=eps2d, antialiased=antialiased,
-        valid_in=finite)
-    radii = jnp.where((proj["valid"] & vm_ok[:, None])[..., None], proj["radii"], 0)
+    proj, _, _ = _project(means, quats, scales, opacities, viewmats, Ks, width, height,
+                          near_plane, far_plane, radius_clip, eps2d, antialiased)
+    radii = proj["radii"]
     tx, ty = tile_grid(width, height, tile_size)
     counts = count_intersections(proj["means2d"], radii, tile_size, tx, ty)
     return jnp.sum(counts, dtype=jnp.int32)

@@ -19,6 +19,7 @@ import numpy as np
 
 from .. import rasterization
 from ..sh import num_sh_bases
+from .strategy import DefaultStrategy, Strategy, strategy_from_dict
 
 SH_C0 = 0.28209479177387814
 PARAM_NAMES = ("means", "quats", "log_scales", "logit_opacities", "sh0", "shN")
@@ -30,9 +31,9 @@ class TrainConfig:
 
     Learning rates follow gsplat's simple_trainer: ``lr_means`` is multiplied by the
     scene extent and decays exponentially to ``lr_means * lr_means_final_ratio`` at
-    ``steps``. Densification thresholds are gsplat's defaults; ``grow_grad2d`` None means
-    0.0002 (2D-gradient norm in NDC units) or 0.0008 with ``absgrad``. Step counts
-    (``refine_*``, ``reset_every``, ``sh_degree_interval``) are optimiser steps.
+    ``steps``. ``strategy`` is a densification strategy object (:class:`DefaultStrategy`,
+    :class:`MCMCStrategy` or :class:`NoDensification`, see :mod:`splat.train.strategy`);
+    its step counts, like ``sh_degree_interval``, are optimiser steps.
     """
 
     steps: int = 3000
@@ -47,20 +48,7 @@ class TrainConfig:
     lr_opacities: float = 5e-2
     lr_sh0: float = 2.5e-3
     lr_shN: float = 2.5e-3 / 20
-    strategy: str = "default"  # "default", "mcmc" or "none"
-    absgrad: bool = False
-    grow_grad2d: float | None = None
-    grow_scale3d: float = 0.01
-    prune_opa: float = 0.005
-    prune_scale3d: float = 0.1
-    refine_start: int = 500
-    refine_stop: int = 15_000
-    refine_every: int = 100
-    reset_every: int = 3000
-    mcmc_noise_lr: float = 5e5
-    mcmc_opacity_reg: float = 0.01
-    mcmc_scale_reg: float = 0.01
-    mcmc_growth: float = 1.05
+    strategy: Strategy = DefaultStrategy()
     init_opacity: float = 0.1
     init_scale: float = 1.0
     background: tuple = (0.0, 0.0, 0.0)
@@ -71,31 +59,29 @@ class TrainConfig:
     rasterize_mode: str = "classic"
 
     def __post_init__(self):
-        if self.strategy not in ("default", "mcmc", "none"):
-            raise ValueError(f"strategy must be 'default', 'mcmc' or 'none', got {self.strategy!r}")
+        if not isinstance(self.strategy, Strategy):
+            raise TypeError("strategy must be a Strategy object such as DefaultStrategy(), "
+                            f"MCMCStrategy() or NoDensification(), got {self.strategy!r}")
         if not 0 <= self.sh_degree <= 3:
             raise ValueError(f"sh_degree must be in 0..3, got {self.sh_degree}")
         if self.capacity < 1 or self.steps < 0:
             raise ValueError("capacity must be >= 1 and steps >= 0")
-        if self.refine_every < 1 or self.reset_every < 1 or self.sh_degree_interval < 1:
-            raise ValueError("refine_every, reset_every and sh_degree_interval must be >= 1")
+        if self.sh_degree_interval < 1:
+            raise ValueError("sh_degree_interval must be >= 1")
         if len(self.background) != 3:
             raise ValueError(f"background must be 3 floats, got {self.background}")
         object.__setattr__(self, "background", tuple(float(b) for b in self.background))
 
-    @property
-    def grad_threshold(self) -> float:
-        if self.grow_grad2d is not None:
-            return float(self.grow_grad2d)
-        return 0.0008 if self.absgrad else 0.0002
-
     def to_json(self) -> str:
-        return json.dumps(dataclasses.asdict(self))
+        d = dataclasses.asdict(self)
+        d["strategy"] = self.strategy.to_dict()
+        return json.dumps(d)
 
     @classmethod
     def from_json(cls, s: str) -> "TrainConfig":
         d = json.loads(s)
         d["background"] = tuple(d["background"])
+        d["strategy"] = strategy_from_dict(d["strategy"])
         return cls(**d)
 
 
@@ -104,16 +90,15 @@ class TrainState(NamedTuple):
 
     params: dict of means [P, 3], quats [P, 4] (w, x, y, z), log_scales [P, 3],
       logit_opacities [P], sh0 [P, 1, 3], shN [P, K - 1, 3]; active [P] bool;
-      opt_state: dict name -> optax state of that parameter; grad_acc [P] summed 2D-grad
-      norms since the last refinement and vis_count [P] int32 views in which each was
-      visible; step () int32 optimiser steps done; key: PRNG key data uint32 [2].
+      opt_state: dict name -> optax state of that parameter; strategy_state: the
+      densification strategy's pytree (``Strategy.init_state``); step () int32 optimiser
+      steps done; key: PRNG key data uint32 [2].
     """
 
     params: dict
     active: Any
     opt_state: dict
-    grad_acc: Any
-    vis_count: Any
+    strategy_state: Any
     step: Any
     key: Any
 

@@ -1,4 +1,17 @@
-"""Densification strategies as pure functions of fixed-shape arrays (run inside jit).
+"""Densification strategies: frozen dataclasses with pure, jit-safe hooks (as gsplat's
+``Strategy`` objects), and the fixed-shape primitives they are made of.
+
+A strategy is chosen by object (``TrainConfig(strategy=MCMCStrategy(...))``) or, on the
+command line, by name (:func:`strategy_from_name`). The training step calls the same
+three hooks whatever the strategy, so it never branches on its kind:
+
+* ``init_state(capacity, dtype)``: the strategy's own state, a pytree of [P] arrays
+  (gradient accumulators for the default strategy, nothing for MCMC);
+* ``regularization(params, active)``: a term added to the loss (MCMC's opacity and
+  scale regularisers; 0 otherwise);
+* ``step_post_backward(params, active, opt_state, state, ctx)``: after the optimiser
+  update, returns the new (params, active, opt_state, state, info); ``info`` always
+  holds the int32 counters of :data:`INFO_KEYS`.
 
 Default (3DGS / gsplat's DefaultStrategy): per-Gaussian sums of the 2D-mean gradient
 norm (or absgrad) over the views where it is visible; every ``refine_every`` steps
@@ -7,8 +20,8 @@ Gaussians whose average exceeds the threshold are cloned (small ones) or split i
 low-opacity and oversized Gaussians are pruned. Opacities are periodically clamped down.
 
 MCMC (Kheradmand et al. 2024, gsplat's MCMCStrategy): no cloning by gradient; dead
-Gaussians (opacity <= prune_opa) are relocated onto live ones sampled proportionally to
-opacity, the budget grows by ``mcmc_growth`` per refinement up to the capacity, and
+Gaussians (opacity <= min_opacity) are relocated onto live ones sampled proportionally
+to opacity, the budget grows by ``growth`` per refinement up to the capacity, and
 opacity-scaled noise is added to the means every step.
 
 Free slots are handed out in index order; requests that find no free slot are counted
@@ -18,7 +31,9 @@ Adam moments of every slot whose content changed are zeroed.
 
 from __future__ import annotations
 
+import dataclasses
 import math
+from typing import Any, ClassVar, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -64,8 +79,9 @@ def _scatter_rows(params, dst, new_rows):
     return {k: params[k].at[dst].set(new_rows[k], mode="drop") for k in params}
 
 
-def default_refine(params, active, opt_state, grad_acc, vis_count, step, key, cfg, extent):
-    """One refinement of the default strategy.
+def default_refine(params, active, opt_state, grad_acc, vis_count, step, key, strategy,
+                   extent):
+    """One refinement of the default strategy (``strategy``: a :class:`DefaultStrategy`).
 
     Returns (params, active, opt_state, info) with info: n_clone, n_split, n_prune,
     denied (int32 scalars).
@@ -74,8 +90,8 @@ def default_refine(params, active, opt_state, grad_acc, vis_count, step, key, cf
     p = active.shape[0]
     avg = grad_acc / jnp.maximum(vis_count, 1).astype(dt)
     scale_max = jnp.exp(jnp.max(params["log_scales"], axis=-1))
-    cand = active & (avg > cfg.grad_threshold)
-    small = scale_max <= cfg.grow_scale3d * extent
+    cand = active & (avg > strategy.grad_threshold)
+    small = scale_max <= strategy.grow_scale3d * extent
     dst, granted, denied = allocate(cand, active)
     split = granted & ~small
     clone = granted & small
@@ -100,9 +116,9 @@ def default_refine(params, active, opt_state, grad_acc, vis_count, step, key, cf
 
     opac = jax.nn.sigmoid(new_params["logit_opacities"])
     new_scale_max = jnp.exp(jnp.max(new_params["log_scales"], axis=-1))
-    prune = new_active & (opac < cfg.prune_opa)
-    prune = prune | (new_active & (step > cfg.reset_every)
-                     & (new_scale_max > cfg.prune_scale3d * extent))
+    prune = new_active & (opac < strategy.prune_opa)
+    prune = prune | (new_active & (step > strategy.reset_every)
+                     & (new_scale_max > strategy.prune_scale3d * extent))
     new_active = new_active & ~prune
     changed = split | written | prune
     for name in new_params:
@@ -112,10 +128,10 @@ def default_refine(params, active, opt_state, grad_acc, vis_count, step, key, cf
     return new_params, new_active, opt_state, info
 
 
-def opacity_reset(params, opt_state, cfg):
+def opacity_reset(params, opt_state, strategy):
     """Clamp opacities to at most 2 * prune_opa and zero their Adam moments."""
     dt = params["logit_opacities"].dtype
-    v = 2 * cfg.prune_opa
+    v = 2 * strategy.prune_opa
     cap = jnp.asarray(math.log(v / (1 - v)), dt)
     params = dict(params)
     params["logit_opacities"] = jnp.minimum(params["logit_opacities"], cap)
@@ -163,22 +179,23 @@ def relocation(opacities, log_scales, ratios, min_opacity):
     return new_o, new_ls
 
 
-def mcmc_refine(params, active, opt_state, key, cfg):
-    """Relocate dead Gaussians and grow the budget by ``cfg.mcmc_growth`` (up to P).
+def mcmc_refine(params, active, opt_state, key, strategy):
+    """Relocate dead Gaussians and grow the budget by ``strategy.growth`` (up to P)
+    (``strategy``: an :class:`MCMCStrategy`).
 
     Returns (params, active, opt_state, info) with n_relocated, n_added, denied.
     """
     dt = params["means"].dtype
     p = active.shape[0]
     opac = jax.nn.sigmoid(params["logit_opacities"])
-    dead = active & (opac <= cfg.prune_opa)
+    dead = active & (opac <= strategy.min_opacity)
     live = active & ~dead
     n_active = jnp.sum(active, dtype=jnp.int32)
-    target = jnp.minimum(p, jnp.floor(cfg.mcmc_growth * n_active.astype(dt)).astype(jnp.int32))
+    target = jnp.minimum(p, jnp.floor(strategy.growth * n_active.astype(dt)).astype(jnp.int32))
     n_add = jnp.maximum(target - n_active, 0)
     free_rank = jnp.cumsum((~active).astype(jnp.int32)) - 1
     add = ~active & (free_rank < n_add)
-    wanted = jnp.maximum(jnp.floor((cfg.mcmc_growth - 1) * n_active.astype(dt)).astype(jnp.int32)
+    wanted = jnp.maximum(jnp.floor((strategy.growth - 1) * n_active.astype(dt)).astype(jnp.int32)
                          - jnp.sum(add, dtype=jnp.int32), 0)
     denied = jnp.where(n_active > 0, wanted, 0)
     targets = (dead | add) & jnp.any(live)
@@ -187,7 +204,7 @@ def mcmc_refine(params, active, opt_state, key, cfg):
     src = jnp.where(targets, src, p)
     counts = jnp.zeros((p,), jnp.int32).at[src].add(1, mode="drop")
     ratios = counts + 1
-    new_o, new_ls = relocation(opac, params["log_scales"], ratios, cfg.prune_opa)
+    new_o, new_ls = relocation(opac, params["log_scales"], ratios, strategy.min_opacity)
     upd = dict(params)
     upd["logit_opacities"] = jnp.log(new_o) - jnp.log1p(-new_o)
     upd["log_scales"] = new_ls
@@ -207,7 +224,7 @@ def mcmc_refine(params, active, opt_state, key, cfg):
     return new_params, new_active, opt_state, info
 
 
-def mcmc_noise(params, active, key, lr_means_now, cfg):
+def mcmc_noise(params, active, key, lr_means_now, strategy):
     """Noise on the means, shaped by each covariance, strong only for near-transparent
     Gaussians: sigmoid(100 (1 - opacity - 0.995)) * lr * noise_lr (gsplat's rule)."""
     dt = params["means"].dtype
@@ -215,7 +232,235 @@ def mcmc_noise(params, active, key, lr_means_now, cfg):
     gate = jax.nn.sigmoid(100 * ((1 - opac) - 0.995))
     cov = quat_scale_to_covar(params["quats"], jnp.exp(params["log_scales"]))
     eps = jax.random.normal(key, params["means"].shape, dt)
-    noise = jnp.einsum("pij,pj->pi", cov, eps) * (gate * lr_means_now * cfg.mcmc_noise_lr)[:, None]
+    noise = jnp.einsum("pij,pj->pi", cov, eps) * (gate * lr_means_now * strategy.noise_lr)[:, None]
     params = dict(params)
     params["means"] = params["means"] + jnp.where(active[:, None], noise, 0).astype(dt)
     return params
+
+
+# ------------------------------------------------------------------ strategy objects
+
+INFO_KEYS = ("n_clone", "n_split", "n_prune", "n_relocated", "n_added", "denied")
+
+
+def _info(**counts):
+    """A full info dict: the given int32 counters, zero for the other keys of INFO_KEYS."""
+    zero = jnp.zeros((), jnp.int32)
+    return {k: counts.get(k, zero) for k in INFO_KEYS}
+
+
+class StepContext(NamedTuple):
+    """What the training step hands to ``step_post_backward`` (all [P] arrays are of the
+    single rendered view).
+
+    step: () int32 optimiser steps done, this one included (1 after the first step);
+    key: PRNG key for this step's refinement; radii: [P, 2] int32 (0 where not visible);
+    grad2d, absgrad: [P, 2] dL/dmean2d and gsplat's absgrad, in pixels; width, height:
+    image size (Python ints); extent: scene extent (Python float); lr_means: () current
+    learning rate of the means.
+    """
+
+    step: Any
+    key: Any
+    radii: Any
+    grad2d: Any
+    absgrad: Any
+    width: int
+    height: int
+    extent: float
+    lr_means: Any
+
+
+@dataclasses.dataclass(frozen=True)
+class Strategy:
+    """Base class and the "none" strategy: the initial Gaussians are kept as they are.
+
+    Subclasses are frozen (hashable) dataclasses: their fields are static settings, part
+    of the compiled step. Every hook is a pure function of arrays, safe under ``jit``.
+    """
+
+    name: ClassVar[str] = "none"
+
+    @property
+    def uses_absgrad(self) -> bool:
+        """Whether the step must compute gsplat's absgrad for this strategy."""
+        return False
+
+    def init_state(self, capacity: int, dtype) -> dict:
+        """The strategy's state for ``capacity`` slots: a pytree of fixed-shape arrays."""
+        del capacity, dtype
+        return {}
+
+    def regularization(self, params, active):
+        """Loss term (scalar) added by the strategy; ``active`` [P] bool."""
+        del active
+        return jnp.zeros((), params["means"].dtype)
+
+    def step_post_backward(self, params, active, opt_state, state, ctx: StepContext):
+        """After the optimiser update: (params, active, opt_state, state, info)."""
+        del ctx
+        return params, active, opt_state, state, dict(_info(), refined=jnp.zeros((), bool))
+
+    def to_dict(self) -> dict:
+        """JSON-able description (``name`` plus the fields); inverse of
+        :func:`strategy_from_dict`."""
+        return dict(name=self.name, **dataclasses.asdict(self))
+
+
+@dataclasses.dataclass(frozen=True)
+class NoDensification(Strategy):
+    """Optimise the initial Gaussians only (``--strategy none``)."""
+
+    name: ClassVar[str] = "none"
+
+
+def _in_window(step, start: int, stop: int, every: int):
+    """Refinement steps: start < step < stop and step a multiple of ``every``."""
+    return (step > start) & (step < stop) & (step % every == 0)
+
+
+@dataclasses.dataclass(frozen=True)
+class DefaultStrategy(Strategy):
+    """3DGS's adaptive density control, with gsplat's DefaultStrategy defaults.
+
+    grow_grad2d: threshold on the view-averaged 2D-gradient norm in NDC units (pixels
+    times size / 2); None means 0.0002, or 0.0008 with ``absgrad``. grow_scale3d: clone
+    (max scale <= grow_scale3d * extent) or split (larger). prune_opa: prune below this
+    opacity; prune_scale3d: after the first opacity reset, prune Gaussians larger than
+    prune_scale3d * extent. Refinement every ``refine_every`` steps strictly between
+    ``refine_start`` and ``refine_stop``; opacities clamped to 2 * prune_opa every
+    ``reset_every`` steps before ``refine_stop``.
+    """
+
+    name: ClassVar[str] = "default"
+    prune_opa: float = 0.005
+    grow_grad2d: float | None = None
+    grow_scale3d: float = 0.01
+    prune_scale3d: float = 0.1
+    refine_start: int = 500
+    refine_stop: int = 15_000
+    refine_every: int = 100
+    reset_every: int = 3000
+    absgrad: bool = False
+
+    def __post_init__(self):
+        if self.refine_every < 1 or self.reset_every < 1:
+            raise ValueError("refine_every and reset_every must be >= 1, got "
+                             f"{self.refine_every}, {self.reset_every}")
+
+    @property
+    def uses_absgrad(self) -> bool:
+        return self.absgrad
+
+    @property
+    def grad_threshold(self) -> float:
+        if self.grow_grad2d is not None:
+            return float(self.grow_grad2d)
+        return 0.0008 if self.absgrad else 0.0002
+
+    def init_state(self, capacity: int, dtype) -> dict:
+        """grad_acc [P]: summed 2D-gradient norms since the last refinement; vis_count
+        [P] int32: views in which each Gaussian was visible meanwhile."""
+        return dict(grad_acc=jnp.zeros((capacity,), dtype),
+                    vis_count=jnp.zeros((capacity,), jnp.int32))
+
+    def step_post_backward(self, params, active, opt_state, state, ctx: StepContext):
+        dt = params["means"].dtype
+        g2d = ctx.absgrad if self.absgrad else ctx.grad2d
+        # NDC units (pixels * size / 2), as gsplat accumulates them
+        g2d = g2d * jnp.asarray([ctx.width / 2, ctx.height / 2], dt)
+        visible = (ctx.radii[:, 0] > 0) & (ctx.radii[:, 1] > 0) & active
+        grad_acc = state["grad_acc"] + jnp.where(visible, jnp.linalg.norm(g2d, axis=-1), 0)
+        vis_count = state["vis_count"] + visible.astype(jnp.int32)
+        do_refine = _in_window(ctx.step, self.refine_start, self.refine_stop,
+                               self.refine_every)
+
+        def refine(args):
+            pr, ac, os_, ga, vc = args
+            pr, ac, os_, inf = default_refine(pr, ac, os_, ga, vc, ctx.step, ctx.key, self,
+                                              ctx.extent)
+            return pr, ac, os_, jnp.zeros_like(ga), jnp.zeros_like(vc), _info(**inf)
+
+        def keep(args):
+            return args + (_info(),)
+
+        params, active, opt_state, grad_acc, vis_count, info = jax.lax.cond(
+            do_refine, refine, keep, (params, active, opt_state, grad_acc, vis_count))
+        do_reset = (ctx.step % self.reset_every == 0) & (ctx.step < self.refine_stop)
+        params, opt_state = jax.lax.cond(
+            do_reset, lambda a: opacity_reset(a[0], a[1], self), lambda a: a,
+            (params, opt_state))
+        state = dict(grad_acc=grad_acc, vis_count=vis_count)
+        return params, active, opt_state, state, dict(info, refined=do_refine)
+
+
+@dataclasses.dataclass(frozen=True)
+class MCMCStrategy(Strategy):
+    """3DGS as MCMC (Kheradmand et al. 2024), as gsplat's MCMCStrategy; the capacity
+    (``TrainConfig.capacity``) plays gsplat's ``cap_max``.
+
+    min_opacity: Gaussians at or below it are dead and relocated; growth: factor on the
+    active count per refinement (up to the capacity); noise_lr: scale of the noise on the
+    means (times the current means learning rate); opacity_reg, scale_reg: weights of
+    the mean opacity and mean scale added to the loss. Refinement every ``refine_every``
+    steps strictly between ``refine_start`` and ``refine_stop``.
+    """
+
+    name: ClassVar[str] = "mcmc"
+    min_opacity: float = 0.005
+    growth: float = 1.05
+    noise_lr: float = 5e5
+    opacity_reg: float = 0.01
+    scale_reg: float = 0.01
+    refine_start: int = 500
+    refine_stop: int = 25_000
+    refine_every: int = 100
+
+    def __post_init__(self):
+        if self.refine_every < 1:
+            raise ValueError(f"refine_every must be >= 1, got {self.refine_every}")
+        if self.growth < 1:
+            raise ValueError(f"growth must be >= 1, got {self.growth}")
+
+    def regularization(self, params, active):
+        dt = params["means"].dtype
+        act = active.astype(dt)
+        n_act = jnp.maximum(jnp.sum(act), 1)
+        reg = self.opacity_reg * jnp.sum(jax.nn.sigmoid(params["logit_opacities"]) * act)
+        reg = reg + self.scale_reg * jnp.sum(jnp.exp(params["log_scales"]) * act[:, None]) / 3
+        return reg / n_act
+
+    def step_post_backward(self, params, active, opt_state, state, ctx: StepContext):
+        dt = params["means"].dtype
+        k_ref, k_noise = jax.random.split(ctx.key)
+        do_refine = _in_window(ctx.step, self.refine_start, self.refine_stop,
+                               self.refine_every)
+
+        def refine(args):
+            pr, ac, os_ = args
+            pr, ac, os_, inf = mcmc_refine(pr, ac, os_, k_ref, self)
+            return pr, ac, os_, _info(**inf)
+
+        def keep(args):
+            return args + (_info(),)
+
+        params, active, opt_state, info = jax.lax.cond(do_refine, refine, keep,
+                                                       (params, active, opt_state))
+        params = mcmc_noise(params, active, k_noise, ctx.lr_means.astype(dt), self)
+        return params, active, opt_state, state, dict(info, refined=do_refine)
+
+
+STRATEGIES = {cls.name: cls for cls in (DefaultStrategy, MCMCStrategy, NoDensification)}
+
+
+def strategy_from_name(name: str, **fields) -> Strategy:
+    """The strategy called ``name`` ("default", "mcmc" or "none") with ``fields`` set."""
+    if name not in STRATEGIES:
+        raise ValueError(f"strategy must be one of {sorted(STRATEGIES)}, got {name!r}")
+    return STRATEGIES[name](**fields)
+
+
+def strategy_from_dict(d: dict) -> Strategy:
+    """Inverse of :meth:`Strategy.to_dict`."""
+    d = dict(d)
+    return strategy_from_name(d.pop("name"), **d)

@@ -15,7 +15,21 @@ import optax
 
 from ..ssim import ssim
 from . import strategy as strat
+from .presets import suggest_capacity
 from .state import PARAM_NAMES, TrainConfig, TrainState, init_params, render
+
+
+# fit() reports the measured time per step once this many steps followed the first one
+TIMING_STEPS = 10
+
+
+def _duration(seconds: float) -> str:
+    """'42 s', '3.5 min' or '1.2 h'."""
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.1f} min"
+    return f"{seconds / 3600:.1f} h"
 
 
 def psnr(mse):
@@ -39,8 +53,9 @@ def _train_step(state: TrainState, images, viewmats, Ks, *, cfg: TrainConfig, ex
                 opts: dict, width: int, height: int, trace_counter: list):
     trace_counter.append(1)  # runs only while tracing: counts compilations
     dt = state.params["means"].dtype
-    key = state.key
-    key, k_view, k_ref, k_noise = jax.random.split(key, 4)
+    strategy = cfg.strategy
+    # the fourth key is unused: kept so that runs reproduce the earlier releases' numbers
+    key, k_view, k_strategy, _ = jax.random.split(state.key, 4)
     n_views = images.shape[0]
     idx = jax.random.randint(k_view, (), 0, n_views)
     gt = images[idx].astype(dt) / 255.0
@@ -53,19 +68,13 @@ def _train_step(state: TrainState, images, viewmats, Ks, *, cfg: TrainConfig, ex
     def loss_fn(params, m_probe, a_probe):
         img, alpha, meta = render(params, state.active, vm, K, width, height, cfg, deg,
                                   means2d_probe=m_probe,
-                                  absgrad_probe=a_probe if cfg.absgrad else None)
+                                  absgrad_probe=a_probe if strategy.uses_absgrad else None)
         img = img[0]
         l1 = jnp.mean(jnp.abs(img - gt))
         mse = jnp.mean((img - gt) ** 2)
         ss = ssim(img, gt) if min(width, height) >= 11 else 1 - l1
         loss = (1 - cfg.ssim_lambda) * l1 + cfg.ssim_lambda * (1 - ss)
-        if cfg.strategy == "mcmc":
-            act = state.active.astype(dt)
-            n_act = jnp.maximum(jnp.sum(act), 1)
-            loss = loss + cfg.mcmc_opacity_reg * jnp.sum(
-                jax.nn.sigmoid(params["logit_opacities"]) * act) / n_act
-            loss = loss + cfg.mcmc_scale_reg * jnp.sum(
-                jnp.exp(params["log_scales"]) * act[:, None]) / (3 * n_act)
+        loss = loss + strategy.regularization(params, state.active)
         return loss, (mse, meta["radii"][0], meta["overflow"])
 
     probes = (jnp.zeros((1, p, 2), dt), jnp.zeros((1, p, 2), dt))
@@ -77,59 +86,17 @@ def _train_step(state: TrainState, images, viewmats, Ks, *, cfg: TrainConfig, ex
         upd, opt_state[name] = opts[name].update(grads[name], state.opt_state[name])
         params[name] = state.params[name] + upd.astype(dt)
 
-    # 2D-gradient statistics in NDC units (pixels * size / 2), as gsplat accumulates them
-    g2d = (g_a if cfg.absgrad else g_m)[0]
-    g2d = g2d * jnp.asarray([width / 2, height / 2], dt)
-    visible = (radii[:, 0] > 0) & (radii[:, 1] > 0) & state.active
-    grad_acc = state.grad_acc + jnp.where(visible, jnp.linalg.norm(g2d, axis=-1), 0)
-    vis_count = state.vis_count + visible.astype(jnp.int32)
-
     new_step = step + 1
-    active = state.active
-    zero = jnp.zeros((), jnp.int32)
-    info = dict(n_clone=zero, n_split=zero, n_prune=zero, n_relocated=zero, n_added=zero,
-                denied=zero)
-    in_window = (new_step > cfg.refine_start) & (new_step < cfg.refine_stop)
-    do_refine = in_window & (new_step % cfg.refine_every == 0)
-    if cfg.strategy == "default":
-        def refine(args):
-            pr, ac, os_, ga, vc = args
-            pr, ac, os_, inf = strat.default_refine(pr, ac, os_, ga, vc, new_step, k_ref,
-                                                    cfg, extent)
-            return pr, ac, os_, jnp.zeros_like(ga), jnp.zeros_like(vc), inf
-
-        def keep(args):
-            pr, ac, os_, ga, vc = args
-            return pr, ac, os_, ga, vc, dict(n_clone=zero, n_split=zero, n_prune=zero,
-                                             denied=zero)
-
-        params, active, opt_state, grad_acc, vis_count, inf = jax.lax.cond(
-            do_refine, refine, keep, (params, active, opt_state, grad_acc, vis_count))
-        info.update(inf)
-        do_reset = (new_step % cfg.reset_every == 0) & (new_step < cfg.refine_stop)
-        params, opt_state = jax.lax.cond(
-            do_reset, lambda a: strat.opacity_reset(a[0], a[1], cfg), lambda a: a,
-            (params, opt_state))
-    elif cfg.strategy == "mcmc":
-        def refine_m(args):
-            pr, ac, os_ = args
-            pr, ac, os_, inf = strat.mcmc_refine(pr, ac, os_, k_ref, cfg)
-            return pr, ac, os_, inf
-
-        def keep_m(args):
-            pr, ac, os_ = args
-            return pr, ac, os_, dict(n_relocated=zero, n_added=zero, denied=zero)
-
-        params, active, opt_state, inf = jax.lax.cond(do_refine, refine_m, keep_m,
-                                                      (params, active, opt_state))
-        info.update(inf)
-        lr_now = opts_lr_means(cfg, extent, step)
-        params = strat.mcmc_noise(params, active, k_noise, lr_now.astype(dt), cfg)
+    ctx = strat.StepContext(step=new_step, key=k_strategy, radii=radii, grad2d=g_m[0],
+                            absgrad=g_a[0], width=width, height=height, extent=extent,
+                            lr_means=opts_lr_means(cfg, extent, step))
+    params, active, opt_state, strategy_state, info = strategy.step_post_backward(
+        params, state.active, opt_state, state.strategy_state, ctx)
 
     new_state = TrainState(params=params, active=active, opt_state=opt_state,
-                           grad_acc=grad_acc, vis_count=vis_count, step=new_step, key=key)
+                           strategy_state=strategy_state, step=new_step, key=key)
     metrics = dict(loss=loss, psnr=psnr(mse), n_active=jnp.sum(active, dtype=jnp.int32),
-                   isect_overflow=overflow, refined=do_refine, **info)
+                   isect_overflow=overflow, step=new_step, **info)
     return new_state, metrics
 
 
@@ -183,8 +150,7 @@ class Trainer:
         opt_state = {k: self.opts[k].init(params[k]) for k in PARAM_NAMES}
         p = active.shape[0]
         return TrainState(params=params, active=active, opt_state=opt_state,
-                          grad_acc=jnp.zeros((p,), self.dtype),
-                          vis_count=jnp.zeros((p,), jnp.int32),
+                          strategy_state=self.cfg.strategy.init_state(p, self.dtype),
                           step=jnp.zeros((), jnp.int32),
                           key=jax.random.PRNGKey(seed))
 
@@ -196,33 +162,54 @@ class Trainer:
             callback: Callable | None = None, log: Callable = print):
         """Run ``steps`` steps; returns (state, history list of per-step metric dicts).
 
-        log_every > 0 prints a progress line (step, loss, PSNR, Gaussian count, speed).
-        Capacity exhaustion and intersection overflow are printed when they happen.
+        log_every > 0 prints a progress line (step, loss, PSNR, Gaussian count, speed
+        without the compiling first step, denied densification requests so far) and,
+        after the first :data:`TIMING_STEPS` steps, the measured time per step and the
+        expected remaining time. Capacity exhaustion (with the capacity that would have
+        fitted, at the end) and intersection-buffer overflow are printed whatever
+        ``log_every`` is.
         """
         history = []
-        t0 = time.perf_counter()
-        warned_cap = warned_isect = False
+        t_first = None  # end of the first step, which includes the compilation
+        denied_total = 0
+        warned_isect = False
+        cap = self.cfg.capacity
         for i in range(steps):
             state, m = self.step(state)
             m = {k: v.item() for k, v in jax.device_get(m).items()}
             history.append(m)
-            if m["denied"] > 0 and not warned_cap:
-                log(f"[splat] capacity {self.cfg.capacity} exhausted at step {int(state.step)}:"
-                    f" {m['denied']} densification requests denied (raise --capacity)")
-                warned_cap = True
+            now = time.perf_counter()
+            if i == 0:
+                t_first = now
+            if m["denied"] > 0:
+                if denied_total == 0:
+                    log(f"[splat] CAPACITY FULL at step {m['step']}: {m['denied']} "
+                        f"densification requests denied (capacity {cap}; raise --capacity / "
+                        "TrainConfig.capacity)")
+                denied_total += m["denied"]
             if m["isect_overflow"] and not warned_isect:
-                log(f"[splat] tile-intersection buffer overflowed at step {int(state.step)}"
+                log(f"[splat] tile-intersection buffer overflowed at step {m['step']}"
                     " (raise isect_per_gaussian)")
                 warned_isect = True
             if callback is not None:
                 callback(i, state, m)
-            if log_every and ((i + 1) % log_every == 0 or i + 1 == steps):
-                el = time.perf_counter() - t0
-                done = i + 1
+            done = i + 1
+            if log_every and i == TIMING_STEPS and steps > done:
+                per = (now - t_first) / i
+                log(f"[splat] {per:.3f} s/step after the first (compiling) step: about "
+                    f"{_duration(per * (steps - done))} for the remaining {steps - done} steps")
+            if log_every and (done % log_every == 0 or done == steps):
+                rate = (done - 1) / (now - t_first) if done > 1 and now > t_first else 0.0
                 bar = "#" * int(20 * done / steps) + "-" * (20 - int(20 * done / steps))
-                log(f"[{bar}] step {int(state.step)} ({done}/{steps}) loss {m['loss']:.4f} "
+                full = f"  DENIED {denied_total} (capacity {cap} full)" if denied_total else ""
+                log(f"[{bar}] step {m['step']} ({done}/{steps}) loss {m['loss']:.4f} "
                     f"psnr {m['psnr']:.2f} dB  gaussians {m['n_active']}  "
-                    f"{done / max(el, 1e-9):.2f} it/s")
+                    f"{rate:.2f} it/s{full}")
+        if denied_total:
+            n_ref = sum(1 for h in history if h["denied"] > 0)
+            log(f"[splat] WARNING: capacity {cap} was too small: {denied_total} densification "
+                f"requests were denied in {n_ref} refinement(s); capacity "
+                f"{suggest_capacity(history)} would have fitted (estimate)")
         return state, history
 
     def render(self, state: TrainState, viewmats, Ks):

@@ -1,7 +1,7 @@
 """One process of a multi-process batched solve (run by test_multiprocess.py).
 
 Usage: python _multiprocess_worker.py COORDINATOR NUM_PROCESSES PROCESS_ID OUT.npz
-(``NUM_PROCESSES`` 1 runs without the coordination service).
+(``NUM_PROCESSES`` 1 runs alone, without the coordination service; COORDINATOR is then unused).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import jax
 jax.config.update("jax_enable_x64", True)
 
 DATA = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "posegraph" / "tinyGrid3D.g2o"
-BATCH = 6  # not a multiple of the 4 devices: exercises the padding
+BATCH = 5  # odd: exercises the padding to a multiple of the device count
 
 
 def batch_problem():
@@ -40,8 +40,8 @@ def main(coordinator, num_processes, process_id, out):
     problem, batch = batch_problem()
     solve_all = distributed.sharded_vmap(lambda v: jaxgraph.solve(problem, v))
     res, info = solve_all(distributed.shard_batch(batch))
-    res, cost, iters = distributed.gather((res, info.cost, info.iterations), batch_size=BATCH)
-    np.savez(out, poses=res["poses"], cost=cost, iterations=iters, process_count=run.process_count,
+    res, cost, iters, conv = distributed.gather((res, info.cost, info.iterations, info.converged), batch_size=BATCH)
+    np.savez(out, poses=res["poses"], cost=cost, iterations=iters, converged=conv, process_count=run.process_count,
              global_devices=run.global_devices, local_devices=run.local_devices)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import jax
@@ -171,9 +172,25 @@ def _gtsam_reference(name):
     return problem, {"poses": jnp.asarray(np.array(rows))}, keys, ref
 
 
-@pytest.mark.parametrize("name", ["intel", "smallGrid3D", pytest.param("sphere2500", marks=pytest.mark.slow)])
+# intel in the fast suite; smallGrid3D and sphere2500 (SE3) with the slow tests (their numbers,
+# every pose: benchmarks/results/marginals_cpu.json)
+@pytest.mark.parametrize("name", ["intel", pytest.param("smallGrid3D", marks=pytest.mark.slow),
+                                  pytest.param("sphere2500", marks=pytest.mark.slow)])
 def test_matches_gtsam_marginals(name):
     problem, values, keys, ref = _gtsam_reference(name)
     got = np.asarray(jaxgraph.marginals(problem, values, variables={"poses": keys})["poses"])
     rel = np.linalg.norm(got - ref, axis=(1, 2)) / np.linalg.norm(ref, axis=(1, 2))
     assert rel.max() <= 1e-6, (name, rel.max())
+
+
+def test_cli_report_includes_marginals(tmp_path):
+    from jaxgraph.cli import main
+
+    path = DATA / "tinyGrid3D.g2o"
+    rep, out = tmp_path / "r.json", tmp_path / "o.g2o"
+    assert main(["solve", str(path), "--output", str(out), "--report", str(rep), "--marginals"]) == 0
+    got = json.loads(rep.read_text())["marginals"]["poses"]
+    assert got["kind"] == "SE3" and got["tangent"] == ["vx", "vy", "vz", "wx", "wy", "wz"]
+    problem, solved = jaxgraph.io.read_g2o(out, dtype=jnp.float64)
+    ref = np.asarray(jaxgraph.marginals(problem, solved)["poses"])
+    np.testing.assert_allclose(np.asarray(got["covariances"]), ref, rtol=1e-6, atol=1e-18)

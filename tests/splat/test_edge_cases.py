@@ -220,3 +220,44 @@ def test_jit_traces_once():
     a = render(jnp.asarray(sc["means"]), jnp.asarray(sc["opacities"]))
     b = render(jnp.asarray(sc["means"]) + 0.01, jnp.asarray(sc["opacities"]) * 0.5)
     assert len(traces) == 1 and not np.allclose(np.asarray(a), np.asarray(b))
+
+
+def test_cameras_and_sizes_checked_eagerly_outside_jit():
+    import time
+
+    sc = random_scene(4, n_cams=2, seed=3, width=W, height=H)
+    t = time.perf_counter()
+    with pytest.raises(ValueError, match="100000x100000 = 10000000000 pixels"):
+        splat.rasterization(**{**sc, "width": 100000, "height": 100000})
+    with pytest.raises(ValueError, match="needs at least .* GiB, only"):
+        splat.rasterization(**{**sc, "width": 46000, "height": 46000})
+    assert time.perf_counter() - t < 10  # refused before allocating anything
+    for k, (i, *j), v, msg in (("Ks", (1, 0, 0), 0.0, r"Ks\[1\]: focal lengths must be > 0"),
+                              ("Ks", (0, 1, 1), -5.0, r"Ks\[0\]: focal lengths must be > 0"),
+                              ("Ks", (1, 0, 2), np.inf, r"Ks\[1\] is not finite"),
+                              ("viewmats", (1, 2, 3), np.nan, r"viewmats\[1\] is not finite")):
+        bad = sc[k].copy()
+        bad[(i, *j)] = v
+        with pytest.raises(ValueError, match=msg):
+            splat.rasterization(**{**sc, k: bad}, backend="reference")
+
+
+def test_invalid_cameras_and_gaussians_flagged_in_meta_under_jit():
+    sc = random_scene(4, n_cams=3, seed=3, width=W, height=H)
+    ks, vms, means = sc["Ks"].copy(), sc["viewmats"].copy(), sc["means"].copy()
+    ks[1, 1, 1] = 0.0  # zero focal length: must not render everything at the centre
+    vms[2, 0, 3] = np.nan
+    means[2, 0] = np.inf
+
+    @jax.jit
+    def f(ks, vms, means):
+        return splat.rasterization(**{**sc, "Ks": ks, "viewmats": vms, "means": means},
+                                   backend="reference", isect_capacity=64)
+
+    img, alpha, meta = f(ks, vms, means)
+    assert np.asarray(meta["invalid_cameras"]).tolist() == [False, True, True]
+    assert np.asarray(meta["invalid_gaussians"]).tolist() == [False, False, True, False]
+    a = np.asarray(alpha)
+    assert a[0].max() > 0.1 and a[1].max() == 0 and a[2].max() == 0
+    assert (np.asarray(meta["radii"])[1:] == 0).all() and (np.asarray(meta["radii"])[:, 2] == 0).all()
+    assert np.isfinite(np.asarray(img)).all()

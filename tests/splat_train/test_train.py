@@ -12,11 +12,14 @@ import pytest
 from splat.cli import DEMO_SCENE, main
 from splat.datasets import load_npz
 from splat.ply import read_ply
-from splat.train import TrainConfig, Trainer, params_from_checkpoint, restore_state, save_checkpoint
+from splat.train import (DefaultStrategy, MCMCStrategy, TrainConfig, Trainer,
+                         params_from_checkpoint, restore_state, save_checkpoint)
 
-CFG = TrainConfig(steps=40, capacity=640, sh_degree=1, sh_degree_interval=10, refine_start=5,
-                  refine_every=5, refine_stop=40, reset_every=35, isect_per_gaussian=8,
-                  absgrad=True)  # the CLI test below covers the plain 2D-gradient path
+CFG = TrainConfig(steps=40, capacity=640, sh_degree=1, sh_degree_interval=10,
+                  isect_per_gaussian=8,
+                  # the CLI test below covers the plain 2D-gradient path
+                  strategy=DefaultStrategy(refine_start=5, refine_every=5, refine_stop=40,
+                                           reset_every=35, absgrad=True))
 
 
 @pytest.fixture(scope="module")
@@ -25,12 +28,13 @@ def run():
     trainer = Trainer(scene, CFG)
     state = trainer.init_state(scene.points[:300], scene.point_colors[:300])
     init_eval = trainer.evaluate(state)
-    state, hist = trainer.fit(state, 30, log=lambda *_: None)
-    return scene, trainer, state, hist, init_eval
+    logs = []
+    state, hist = trainer.fit(state, 30, log_every=10, log=logs.append)
+    return scene, trainer, state, hist, init_eval, logs
 
 
 def test_one_compilation_serves_whole_run_with_densification(run):
-    scene, trainer, state, hist, init_eval = run
+    scene, trainer, state, hist, init_eval, _ = run
     assert trainer.compile_count == 1
     assert trainer._step._cache_size() == 1
     refined = [h for h in hist if h["refined"]]
@@ -45,23 +49,34 @@ def test_one_compilation_serves_whole_run_with_densification(run):
 
 
 def test_capacity_exhaustion_is_reported(run):
-    _, _, state, hist, _ = run
+    _, _, state, hist, _, logs = run
     denied = [h["denied"] for h in hist]
     # 640 slots fill up: the refinement that found no room says so
     assert max(h["n_active"] for h in hist) == CFG.capacity
     assert sum(denied) > 0
     assert all(d == 0 for h, d in zip(hist, denied) if not h["refined"])
+    # said loudly: once when it happens, on every later progress line, and at the end
+    # with a larger capacity that would have fitted
+    first = next(h for h in hist if h["denied"])
+    assert any(f"CAPACITY FULL at step {first['step']}" in m for m in logs)
+    later = [m for m in logs if m.startswith("[") and "step" in m and "it/s" in m][-1]
+    assert f"DENIED {sum(denied)} (capacity 640 full)" in later
+    end = logs[-1]
+    assert end.startswith("[splat] WARNING: capacity 640 was too small") and \
+        f"{sum(denied)} densification requests were denied" in end
+    assert int(end.split("capacity ")[-1].split()[0]) > 640
+    assert any("s/step after the first (compiling) step" in m for m in logs)
 
 
 def test_training_improves_test_psnr(run):
-    scene, trainer, state, hist, init_eval = run
+    scene, trainer, state, hist, init_eval, _ = run
     ev = trainer.evaluate(state)
     assert ev["psnr"].mean() > init_eval["psnr"].mean() + 1.0
     assert ev["images"].shape == (len(scene.test_idx), 26, 40, 3)
 
 
 def test_checkpoint_resume_matches_uninterrupted(run, tmp_path):
-    scene, trainer, state, hist, _ = run
+    scene, trainer, state, hist, _, _ = run
     path = tmp_path / "ck.npz"
     save_checkpoint(path, trainer, state)
     copy = jax.tree_util.tree_map(jnp.array, state)
@@ -80,8 +95,9 @@ def test_checkpoint_resume_matches_uninterrupted(run, tmp_path):
 @pytest.mark.slow
 def test_mcmc_strategy_one_compilation():
     scene = load_npz(DEMO_SCENE, downscale=2)
-    cfg = TrainConfig(steps=20, capacity=400, sh_degree=1, strategy="mcmc", refine_start=4,
-                      refine_every=4, refine_stop=20, mcmc_growth=1.2)
+    cfg = TrainConfig(steps=20, capacity=400, sh_degree=1,
+                      strategy=MCMCStrategy(refine_start=4, refine_every=4, refine_stop=20,
+                                            growth=1.2))
     trainer = Trainer(scene, cfg)
     state = trainer.init_state(scene.points[:200], scene.point_colors[:200])
     state, hist = trainer.fit(state, 20, log=lambda *_: None)
@@ -122,7 +138,7 @@ def test_render_falls_back_to_exact_capacity_on_overflow(run):
     from splat.train.state import render
     from splat.train.trainer import _render_views, render_checked
 
-    scene, trainer, state, _, _ = run
+    scene, trainer, state, _, _, _ = run
     cfg = dataclasses.replace(CFG, isect_per_gaussian=1)
     fn = jax.jit(functools.partial(_render_views, cfg=cfg, width=40, height=26))
     vms = jnp.asarray(scene.viewmats[:1], jnp.float32)
