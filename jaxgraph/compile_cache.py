@@ -34,6 +34,7 @@ def enable_compilation_cache(path: str | os.PathLike | None = None) -> Path:
     """
     folder = Path(path).expanduser() if path is not None else default_cache_dir()
     folder.mkdir(parents=True, exist_ok=True)
+    jax.config.update("jax_enable_compilation_cache", True)
     jax.config.update("jax_compilation_cache_dir", os.fspath(folder))
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
     jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)

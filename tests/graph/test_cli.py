@@ -48,6 +48,12 @@ def test_cli_reports_bad_input(tmp_path, capsys):
     bad.write_text("VERTEX_SE2 0 0 0\n")
     assert main(["solve", str(bad)]) == 2
     assert f"{bad}:1: VERTEX_SE2 needs 4 fields" in capsys.readouterr().err
+    # A zero-quaternion vertex (issue 9: used to exit 0 and write nan) is named by its line.
+    bad.write_text("VERTEX_SE3:QUAT 0 0 0 0 0 0 0 1\nVERTEX_SE3:QUAT 1 1 0 0 0 0 0 0\n")
+    out = tmp_path / "out.g2o"
+    assert main(["solve", str(bad), "--output", str(out)]) == 2
+    assert f"{bad}:2: VERTEX_SE3:QUAT (vertex 1): zero quaternion" in capsys.readouterr().err
+    assert not out.exists()
 
 
 def _tiny_copy(tmp_path, edit=None):
@@ -115,3 +121,13 @@ def test_cli_fills_the_persistent_compilation_cache(tmp_path):
     assert json.loads(rep.read_text())["compile_cache"] == str(cache)
     assert any(cache.iterdir())  # compiled programs were stored
     assert path.read_text().startswith("VERTEX_SE2 0 ")  # --overwrite replaced the input
+
+
+def test_default_cache_dir_honours_the_environment(monkeypatch, tmp_path):
+    from jaxgraph.compile_cache import default_cache_dir
+
+    monkeypatch.setenv("JAX_COMPILATION_CACHE_DIR", str(tmp_path / "jaxcache"))
+    assert default_cache_dir() == tmp_path / "jaxcache"
+    monkeypatch.delenv("JAX_COMPILATION_CACHE_DIR")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert default_cache_dir() == tmp_path / "xdg" / "jaxgraph" / "jax"

@@ -172,7 +172,10 @@ def _gtsam_reference(name):
     return problem, {"poses": jnp.asarray(np.array(rows))}, keys, ref
 
 
-@pytest.mark.parametrize("name", ["intel", "smallGrid3D", pytest.param("sphere2500", marks=pytest.mark.slow)])
+# intel in the fast suite; smallGrid3D and sphere2500 (SE3) with the slow tests (their numbers,
+# every pose: benchmarks/results/marginals_cpu.json)
+@pytest.mark.parametrize("name", ["intel", pytest.param("smallGrid3D", marks=pytest.mark.slow),
+                                  pytest.param("sphere2500", marks=pytest.mark.slow)])
 def test_matches_gtsam_marginals(name):
     problem, values, keys, ref = _gtsam_reference(name)
     got = np.asarray(jaxgraph.marginals(problem, values, variables={"poses": keys})["poses"])

@@ -70,15 +70,14 @@ def test_zero_quaternion_in_a_measurement_is_rejected():
         _se3_problem(meas_q=(0.0, 0.0, 0.0, 0.0))
 
 
-def test_indefinite_information_matrix_gives_status_6_for_lm_and_gn():
+def test_indefinite_information_matrix_gives_status_6():
     # Not rejected up front (chordal initialisation accepts such weights): the whitening of an
     # indefinite matrix is not finite, so the cost is NaN and the solve must say so.
     info = jnp.tile(jnp.eye(3), (N - 1, 1, 1)).at[1].set(jnp.diag(jnp.asarray([1.0, -1.0, 1.0])))
     g = factors.between("poses", np.arange(N - 1), np.arange(1, N), jnp.tile(STEP, (N - 1, 1)), noise.information(info), name="odo")
     p = Problem([VariableGroup("poses", "SE2", N)], [g])
-    for method in ("lm", "gn"):
-        _, info_ = jaxgraph.solve(p, _start(N), method=method)
-        assert int(info_.status) == 6 and not bool(info_.converged), (method, STATUS[int(info_.status)])
+    _, info_ = jaxgraph.solve(p, _start(N))  # LM (GN's NaN handling: the traced test below)
+    assert int(info_.status) == 6 and not bool(info_.converged), STATUS[int(info_.status)]
 
 
 # -- the same inputs where validation cannot see them (traced): a failure status ---------------
@@ -112,9 +111,10 @@ def test_gauss_newton_on_a_singular_system_does_not_converge(case):
     out, info = jaxgraph.solve(p, _start(n), method="gn")
     assert not bool(info.converged), (case, STATUS[int(info.status)])
     assert int(info.status) == 7 and int(info.linear_clamped) >= 1
-    # LM's damping makes the same systems solvable: it converges and reports the cost it reached.
-    out, info = jaxgraph.solve(p, _start(n), method="lm")
-    assert bool(info.converged) and float(info.cost) < 1e-8
+    if case == "disconnected component":  # (one case: each costs a compilation)
+        # LM's damping makes the system solvable: it converges and reports the cost it reached.
+        out, info = jaxgraph.solve(p, _start(n), method="lm")
+        assert bool(info.converged) and float(info.cost) < 1e-8
 
 
 # -- g2o files: checked when read, never written with a non-finite number ------------------------
