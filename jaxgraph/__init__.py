@@ -5,6 +5,8 @@ from .factors import FactorGroup
 from .graph import Problem, VariableGroup
 from .compile_cache import enable_compilation_cache
 from .marginals import MarginalsInfo, marginals, marginals_with_info
+from . import initialize
+from .gnc import GNCInfo, gnc
 from .solver import BackwardConfig, DampingConfig, SolveInfo, SolverConfig, TerminationConfig, solve
 
 __all__ = [
@@ -27,5 +29,8 @@ __all__ = [
     "marginals_with_info",
     "MarginalsInfo",
     "enable_compilation_cache",
+    "initialize",
+    "gnc",
+    "GNCInfo",
 ]
 __version__ = "0.1.0"

@@ -1,7 +1,8 @@
 """Command-line interface.
 
 ``jaxgraph solve INPUT.g2o [--output OUT.g2o] [--report REPORT.json] [--plot OUT.png]
-[--method lm|gn] [--linear-solver auto|cholesky|dense|pcg] [--max-iterations N] ...``
+[--method lm|gn] [--linear-solver auto|cholesky|dense|pcg] [--max-iterations N]
+[--init file|chordal] [--gnc tls|gm] ...``
 optimises a g2o pose graph once: it checks the output paths, reads the graph, prints
 ``compiling for N poses, M factors...``, compiles ahead of time, then solves, printing one
 progress line per iteration; compile and solve seconds are those of that one run.
@@ -153,11 +154,16 @@ def run_solve(
     overwrite=False,
     marginals=False,
     verbose=True,
+    init="file",
+    gnc=None,
 ) -> dict:
     """Check the paths, read, compile ahead of time, solve once, write; returns the report dict.
 
     ``marginals``: add every variable's marginal covariance at the solution to the report
     (``jaxgraph.marginals``; key ``"marginals"``).
+    ``init="chordal"`` starts from :func:`jaxgraph.initialize.chordal` instead of the file's
+    values; ``gnc="tls"|"gm"`` first runs :func:`jaxgraph.gnc` and then solves the graph
+    with its final weights (rejected loop closures weigh 0) from its solution.
 
     Raises ``ValueError``/``OSError`` for bad input (before any solving when it is about the
     paths) and :class:`SolveFailed` when the solve did not converge (the report is written
@@ -177,6 +183,7 @@ def run_solve(
 
     dtype = jnp.float32 if float32 else jnp.float64
     problem, values = jaxgraph.io.read_g2o(input_path, strict=strict, dtype=dtype)
+    graph, start, extra = _prepare_start(problem, values, init, gnc, dict(method=method, linear_solver=linear_solver, max_iterations=max_iterations), verbose)
     edges = sum(g.count for g in problem.factors if g.kind == "between")
     nfactors = sum(g.count for g in problem.factors)
     poses = problem.variables[0].count
@@ -188,7 +195,7 @@ def run_solve(
         print(f"{input_path}: {poses} poses, {edges} edges ({problem.variables[0].kind}), method {method}", flush=True)
         print(f"compiling for {poses} poses, {nfactors} factors...", flush=True)
     t0 = time.perf_counter()
-    lowered, args = lower(problem, values, config)
+    lowered, args = lower(graph, start, config)
     compiled = lowered.compile()
     compile_seconds = time.perf_counter() - t0
     if verbose:
@@ -221,13 +228,15 @@ def run_solve(
         "device": str(jax.devices()[0]),
         "platform": platform.platform(),
         "jax_version": jax.__version__,
+        "init": init,
+        **extra,
     }
     bad = first_non_finite(out)
     # Written only when finite and the loop ended normally (converged or max_iterations).
     writable = bad is None and (rep["converged"] or status == 0)
     if marginals and writable:
         t0 = time.perf_counter()
-        rep["marginals"] = marginals_report(problem, out)
+        rep["marginals"] = marginals_report(graph, out)
         rep["marginals_seconds"] = time.perf_counter() - t0
     if output and writable:
         jaxgraph.io.write_g2o(output, problem, out)
@@ -253,6 +262,46 @@ def run_solve(
         kept = f"; wrote {output} anyway (finite, last iterate)" if output and writable else (f"; {output} not written" if output else "")
         raise SolveFailed(f"the solve did not converge: {why}{kept}")
     return rep
+
+
+def _prepare_start(problem, values, init, gnc, solve_options, verbose):
+    """``(problem to solve, initial values, report entries)`` for ``--init`` and ``--gnc``."""
+    extra = {}
+    start = values
+    if init == "chordal":
+        from .initialize import chordal
+
+        t0 = time.perf_counter()
+        start = chordal(problem, values)
+        extra["init_seconds"] = time.perf_counter() - t0
+        if verbose:
+            print(f"chordal initialisation: cost {float(problem.cost(values)):.6e} -> {float(problem.cost(start)):.6e}", flush=True)
+    if not gnc:
+        return problem, start, extra
+    import numpy as np
+
+    from .gnc import GNC_STATUS, gnc as run_gnc, weighted_problem
+
+    t0 = time.perf_counter()
+    start, weights, info = run_gnc(problem, start, gnc, **solve_options)
+    ids = problem.metadata["vertex_ids"]
+    edges = problem.group("edges")
+    rejected = np.nonzero(np.asarray(weights["edges"]) <= 0.5)[0]
+    pairs = ids[edges.indices.array[rejected]]
+    extra.update(
+        gnc=gnc,
+        gnc_seconds=time.perf_counter() - t0,
+        gnc_status=GNC_STATUS[int(info.status)],
+        gnc_iterations=int(info.iterations),
+        gnc_candidates=int(info.num_candidates),
+        gnc_rejected=[[int(a), int(b)] for a, b in pairs],
+    )
+    if verbose:
+        print(f"GNC ({gnc}): {len(rejected)} of {int(info.num_candidates)} candidate edges rejected "
+              f"in {int(info.iterations)} iterations ({GNC_STATUS[int(info.status)]})", flush=True)
+    if not bool(info.converged):
+        raise SolveFailed(f"GNC did not converge: {GNC_STATUS[int(info.status)]}")
+    return weighted_problem(problem, {k: w for k, w in weights.items() if k == "edges"}), start, extra
 
 
 def perturbed_copies(problem, values, batch: int, sigma: float, seed: int):
@@ -436,6 +485,9 @@ def _solve(args: argparse.Namespace) -> int:
     if args.marginals and (args.batch is not None or not args.report):
         print("jaxgraph: error: --marginals needs --report and no --batch", file=sys.stderr)
         return USER_ERROR
+    if args.batch is not None and (args.init != "file" or args.gnc):
+        print("jaxgraph: error: --init chordal and --gnc do not combine with --batch", file=sys.stderr)
+        return USER_ERROR
     from .distributed import initialize_from_cli
 
     try:
@@ -446,7 +498,8 @@ def _solve(args: argparse.Namespace) -> int:
     _use_compile_cache(args.no_compile_cache)
     if args.batch is not None:
         return _run(run_batch, args.input, args.batch, args.noise, args.seed, args.output, args.report, run=run, **common)
-    return _run(run_solve, args.input, args.output, args.report, plot=args.plot, marginals=args.marginals, **common)
+    return _run(run_solve, args.input, args.output, args.report, plot=args.plot, marginals=args.marginals,
+                init=args.init, gnc=args.gnc, **common)
 
 
 def bundled_intel() -> Path:
@@ -529,6 +582,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--max-iterations", type=_positive_int, default=100, help="maximum loop trips = linear solves (default: 100)")
     s.add_argument("--float32", action="store_true", help="solve in float32 (default: float64)")
     s.add_argument("--strict", action="store_true", help="reject non-positive-definite information matrices (default: repair them and warn)")
+    s.add_argument("--init", choices=["file", "chordal"], default="file",
+                   help="initial values: the file's, or chordal initialisation (rotation averaging + linear translations) (default: file)")
+    s.add_argument("--gnc", choices=["tls", "gm"], default=None,
+                   help="reject outlier loop closures by graduated non-convexity with this loss first, docs/robust.md (default: off)")
     s.add_argument("--batch", type=int, default=None, metavar="B",
                    help="solve B copies with perturbed initial values in one batched call, Monte Carlo (default: one solve)")
     s.add_argument("--noise", type=float, default=0.01, metavar="SIGMA",

@@ -25,20 +25,22 @@ import numpy as np
 
 from .. import linear
 from ..factors import FactorGroup
-from .manifolds import kind_of
+from .manifolds import KindSpec, kind_of
 
 __all__ = ["VariableGroup", "Problem", "Linearization"]
 
 
 @dataclass(frozen=True)
 class VariableGroup:
-    """``count`` variables of one kind (``"SE2"``, ``"SE3"``, ``"SO3"``, ``"R<n>"``).
+    """``count`` variables of one kind: a ``jaxgraph.lie`` group class (``lie.SE3``, ...), a
+    Euclidean dimension, or an alias ``"SE2"``, ``"SE3"``, ``"SO3"``, ``"R<n>"`` (see
+    ``graph/manifolds.py`` for the values layout of each).
 
     ``fixed`` lists indices held constant by the solver (g2o ``FIX``).
     """
 
     name: str
-    kind: str
+    kind: KindSpec
     count: int
     fixed: tuple = ()
 

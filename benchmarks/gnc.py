@@ -1,0 +1,153 @@
+"""GNC benchmark: jaxgraph.gnc vs GTSAM's GncLMOptimizer on graphs with false loop closures.
+
+For each graph: ``jaxgraph.gnc.add_random_loop_closures(problem, values, 0.1, seed)`` adds
+``round(0.1 M)`` false loop closures (random pairs, random relative poses, information of a
+real loop closure); the corrupted graph is written as a g2o file and both libraries read
+that same file (prior on pose 0 with sigma 1e-6, odometry and the prior known inliers).
+Every result is scored on the CLEAN graph (its cost at the returned values, float64).
+
+* ours: ``jaxgraph.gnc(..., loss)`` with default settings (seconds include compilation,
+  ``warm_seconds`` is a second call);
+* plain LM on the corrupted graph (ours), for reference;
+* GTSAM ``GncLMOptimizer`` with default ``GncLMParams`` except the loss type and the known
+  inliers (``--skip-gtsam`` to leave it out; it takes minutes on sphere2500).
+
+Usage: python benchmarks/gnc.py [--files intel,sphere2500] [--losses tls,gm] [--skip-gtsam]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT / ".." / "shared" / "data" / "posegraph"
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+
+def _timed(fn, *args, **kw):
+    import jax
+
+    t0 = time.perf_counter()
+    out = jax.block_until_ready(fn(*args, **kw))
+    return out, time.perf_counter() - t0
+
+
+def run_gtsam(corrupted_path, clean, loss, three_d):
+    import gtsam
+    import jax.numpy as jnp
+    import numpy as np
+
+    graph, initial = gtsam.readG2o(str(corrupted_path), three_d)
+    if three_d:
+        graph.add(gtsam.PriorFactorPose3(0, initial.atPose3(0), gtsam.noiseModel.Isotropic.Sigma(6, 1e-6)))
+    else:
+        graph.add(gtsam.PriorFactorPose2(0, initial.atPose2(0), gtsam.noiseModel.Isotropic.Sigma(3, 1e-6)))
+    known = []
+    for k in range(graph.size()):
+        keys = graph.at(k).keys()
+        if len(keys) == 1 or abs(int(keys[0]) - int(keys[1])) == 1:
+            known.append(k)
+    params = gtsam.GncLMParams()
+    params.setLossType(gtsam.GncLossType.TLS if loss == "tls" else gtsam.GncLossType.GM)
+    params.setKnownInliers(known)
+    opt = gtsam.GncLMOptimizer(graph, initial, params)
+    t0 = time.perf_counter()
+    result = opt.optimize()
+    seconds = time.perf_counter() - t0
+    n = clean.variables[0].count
+    if three_d:
+        rows = []
+        for k in range(n):
+            p = result.atPose3(k)
+            q = p.rotation().toQuaternion()
+            rows.append([q.w(), q.x(), q.y(), q.z(), *np.asarray(p.translation())])
+    else:
+        rows = [[result.atPose2(k).x(), result.atPose2(k).y(), result.atPose2(k).theta()] for k in range(n)]
+    values = {"poses": jnp.asarray(np.asarray(rows, np.float64))}
+    weights = np.asarray(opt.getWeights())
+    return {"clean_cost": float(clean.cost(values)), "seconds": seconds, "inliers": int((weights > 0.5).sum())}
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--files", default="intel,sphere2500", help="comma-separated stems (default: intel,sphere2500)")
+    ap.add_argument("--losses", default="tls,gm", help="comma-separated losses (default: tls,gm)")
+    ap.add_argument("--fraction", type=float, default=0.1, help="false loop closures per edge (default: 0.1)")
+    ap.add_argument("--seed", type=int, default=0, help="corruption seed (default: 0)")
+    ap.add_argument("--skip-gtsam", action="store_true", help="do not run GTSAM (default: run it)")
+    ap.add_argument("--skip-warm", action="store_true", help="do not time a second (compiled) GNC call")
+    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "gnc_cpu.json"), help="result JSON")
+    args = ap.parse_args()
+
+    import jax
+
+    jax.config.update("jax_enable_x64", True)
+    import numpy as np
+
+    import jaxgraph
+    from _machine import machine_info
+    from jaxgraph.gnc import add_random_loop_closures
+
+    results = {}
+    load_before = os.getloadavg()
+    tmpdir = tempfile.mkdtemp(prefix="jaxgraph_gnc_")
+    for stem in args.files.split(","):
+        clean, values = jaxgraph.io.read_g2o(DATA / f"{stem}.g2o")
+        bad, outlier = add_random_loop_closures(clean, values, args.fraction, seed=args.seed)
+        path = Path(tmpdir) / f"{stem}_outliers.g2o"
+        jaxgraph.io.write_g2o(path, bad, values)
+        bad, values = jaxgraph.io.read_g2o(path)  # exactly what GTSAM reads
+        clean_opt = float(jaxgraph.solve(clean, values)[1].cost)
+        (lm, _), lm_s = _timed(jaxgraph.solve, bad, values)
+        entry = {
+            "edges": int(clean.group("edges").count),
+            "false_loop_closures": int(outlier.sum()),
+            "clean_optimum": clean_opt,
+            "plain_lm": {"clean_cost": float(clean.cost(lm)), "seconds": lm_s},
+        }
+        print(stem, "clean optimum", clean_opt, "plain LM", entry["plain_lm"], flush=True)
+        for loss in args.losses.split(","):
+            (x, w, info), s = _timed(jaxgraph.gnc, bad, values, loss)
+            inl = np.asarray(w["edges"]) > 0.5
+            ours = {
+                "clean_cost": float(clean.cost(x)),
+                "relative_to_clean_optimum": float(clean.cost(x)) / clean_opt - 1,
+                "seconds_with_compile": s,
+                "iterations": int(info.iterations),
+                "inner_iterations": int(info.inner_iterations),
+                "status": int(info.status),
+                "false_accepted": int((inl & outlier).sum()),
+                "true_rejected": int((~inl & ~outlier).sum()),
+            }
+            if not args.skip_warm:
+                ours["warm_seconds"] = _timed(jaxgraph.gnc, bad, values, loss)[1]
+            entry[f"ours_{loss}"] = ours
+            print(" ours", loss, ours, flush=True)
+            if not args.skip_gtsam:
+                entry[f"gtsam_{loss}"] = run_gtsam(path, clean, loss, clean.variables[0].kind == "SE3")
+                print(" gtsam", loss, entry[f"gtsam_{loss}"], flush=True)
+        results[stem] = entry
+    report = {
+        "machine": machine_info(),
+        "load_average_before": load_before,
+        "load_average_after": os.getloadavg(),
+        "note": "2-core machine shared with other jobs; times are noisy",
+        "fraction": args.fraction,
+        "seed": args.seed,
+        "results": results,
+    }
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    with open(args.out, "w") as fh:
+        json.dump(report, fh, indent=1)
+    print("wrote", args.out)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,476 @@
+"""Graduated non-convexity (GNC) for outlier rejection (Yang et al., RA-L 2020).
+
+``values, weights, info = jaxgraph.gnc(problem, values, loss="tls")`` minimises a robust
+cost in which every *candidate* factor (by default: every factor except priors and
+odometry, i.e. between factors of consecutive indices) has a truncated-least-squares
+("tls") or Geman-McClure ("gm") loss on its squared whitened residual ``r^2``, with
+threshold ``c^2`` (default: the 0.99 quantile of the chi-square distribution with the
+factor's dimension, GTSAM's default). The loss is reached through a sequence of
+surrogates indexed by ``mu``, each minimised by weighted least squares (Black-Rangarajan
+duality):
+
+* TLS: ``w = 1`` if ``r^2 <= mu/(mu+1) c^2``, ``0`` if ``r^2 >= (mu+1)/mu c^2``, else
+  ``c sqrt(mu (mu+1)) / r - mu``; ``mu`` starts at ``c^2 / (2 r_max^2 - c^2)`` (nearly
+  convex) and grows by ``mu_step`` per outer iteration.
+* GM: ``w = (mu c^2 / (r^2 + mu c^2))^2``; ``mu`` starts at ``2 r_max^2 / c^2`` and
+  shrinks by ``mu_step`` down to 1.
+
+The whole procedure is one ``jax.jit``: a first solve (by default with the candidates
+switched off, i.e. from the known inliers alone; ``initial_weights="ones"`` is the paper's
+plain least squares), then a ``lax.while_loop`` over ``mu`` whose body updates the weights from
+the current residuals and re-solves the weighted problem with :func:`jaxgraph.solve`,
+warm-started at the previous solution (GTSAM's ``GncOptimizer`` restarts every inner
+solve from the initial values). TLS ends with a polishing phase: once the weights are
+(nearly) binary or the cost stalls, the weights become the exact TLS optimum at the
+current solution, ``w = [r^2 <= c^2]`` (which re-admits an inlier dropped too early), and
+it stops when the weights used agree with that rule at the new solution. GM stops when
+``mu`` reaches 1 or its weighted cost changes by less than ``cost_tolerance``; both stop after
+``max_outer_iterations``. It vmaps over problems that share a structure.
+"""
+
+from __future__ import annotations
+
+import math
+from functools import partial
+from typing import Mapping, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from .graph.manifolds import kind_of
+from .graph.problem import Problem
+from .robust import RobustLoss
+from .solver import solve
+
+__all__ = ["gnc", "weighted_problem", "GNCInfo", "LOSSES", "GNC_STATUS", "candidate_masks", "add_random_loop_closures", "chi2_quantile"]
+
+LOSSES = ("tls", "gm")
+
+GNC_STATUS = {
+    0: "stopped: max_outer_iterations reached",
+    1: "converged: TLS weights are binary and equal to [r^2 <= c^2] at the solution",
+    2: "converged: GM mu reached 1 (the Geman-McClure loss itself)",
+    3: "converged: GM weighted cost changed by less than cost_tolerance (relative)",
+    4: "converged: every candidate residual is below the threshold at the least-squares solution",
+}
+
+
+class GNCInfo(NamedTuple):
+    """GNC report (a pytree of arrays; under ``vmap`` every field gains the batch axis).
+
+    Attributes:
+      cost: cost of the problem with the final weights at the returned values
+        (``sum w 0.5 r^2`` over candidates plus the other factors' costs).
+      first_cost: cost of the first solve (weights of ``initial_weights``).
+      mu: final surrogate parameter.
+      iterations: outer (``mu``) iterations run.
+      inner_iterations: linear solves in all weighted solves together.
+      num_inliers: candidate factors with final weight > 0.5.
+      num_candidates: candidate factors.
+      converged: True for status 1-4.
+      status: int code, see ``jaxgraph.gnc.GNC_STATUS``.
+    """
+
+    cost: jax.Array
+    first_cost: jax.Array
+    mu: jax.Array
+    iterations: jax.Array
+    inner_iterations: jax.Array
+    num_inliers: jax.Array
+    num_candidates: jax.Array
+    converged: jax.Array
+    status: jax.Array
+
+
+@jax.tree_util.register_pytree_node_class
+class _Weight(RobustLoss):
+    """Fixed per-factor weight ``k``: ``rho(s) = k s^2 / 2``, IRLS weight ``k``."""
+
+    def rho(self, s):
+        return 0.5 * self._k(s) * s * s
+
+    def weight(self, s):
+        return jnp.broadcast_to(self._k(s), jnp.shape(s))
+
+
+def chi2_quantile(probability: float, dof: int) -> float:
+    """Quantile of the chi-square distribution (bisection on the regularised gamma function)."""
+    from jax.scipy.special import gammainc
+
+    lo, hi = 0.0, max(1.0, 10.0 * dof)
+    while float(gammainc(dof / 2.0, hi / 2.0)) < probability:
+        hi *= 2.0
+    for _ in range(100):
+        mid = 0.5 * (lo + hi)
+        if float(gammainc(dof / 2.0, mid / 2.0)) < probability:
+            lo = mid
+        else:
+            hi = mid
+    return 0.5 * (lo + hi)
+
+
+def candidate_masks(problem: Problem, known_inliers="odometry") -> dict:
+    """Which factors GNC may reject: dict ``group name -> bool[M]``.
+
+    ``known_inliers``: ``"odometry"`` (default: priors and between factors ``i -> i+1`` or
+    ``i+1 -> i`` are trusted, every other factor is a candidate), ``"none"`` (every factor
+    is a candidate), or a dict ``group name -> bool[M]`` of trusted factors (groups not in
+    it are all candidates).
+    """
+    out = {}
+    for g in problem.factors:
+        if isinstance(known_inliers, Mapping):
+            trusted = np.asarray(known_inliers.get(g.name, np.zeros(g.count, bool)), bool)
+            if trusted.shape != (g.count,):
+                raise ValueError(
+                    f"gnc: known_inliers[{g.name!r}] must have shape ({g.count},), got {trusted.shape}"
+                )
+            out[g.name] = ~trusted
+        elif known_inliers == "odometry":
+            if g.kind == "prior":
+                out[g.name] = np.zeros(g.count, bool)
+            elif g.kind == "between":
+                idx = g.indices.array
+                out[g.name] = np.abs(idx[:, 0] - idx[:, 1]) != 1
+            else:
+                out[g.name] = np.ones(g.count, bool)
+        elif known_inliers == "none":
+            out[g.name] = np.ones(g.count, bool)
+        else:
+            raise ValueError(f"gnc: known_inliers must be 'odometry', 'none' or a dict, got {known_inliers!r}")
+    return out
+
+
+def gnc(
+    problem: Problem,
+    values: dict,
+    loss: str = "tls",
+    *,
+    known_inliers="odometry",
+    inlier_threshold: float | None = None,
+    inlier_probability: float = 0.99,
+    mu_step: float = 1.4,
+    max_outer_iterations: int = 100,
+    weight_tolerance: float = 1e-4,
+    cost_tolerance: float = 1e-5,
+    initial_weights: str = "auto",
+    **solve_options,
+):
+    """Robust solve by graduated non-convexity.
+
+    Args:
+      problem: a :class:`jaxgraph.Problem`; candidate factor groups must not carry a robust
+        loss of their own (GNC supplies the loss).
+      values: initial values (dict ``group -> [count, param_dim]``); their dtype is the
+        dtype of the solve.
+      loss: ``"tls"`` (truncated least squares) or ``"gm"`` (Geman-McClure).
+      known_inliers: see :func:`candidate_masks`.
+      inlier_threshold: ``c^2``, the largest squared whitened residual norm of an inlier;
+        ``None`` (default): ``chi2_quantile(inlier_probability, dim)`` per factor group.
+      inlier_probability: probability for the default threshold (GTSAM's 0.99).
+      mu_step: factor by which ``mu`` grows (TLS) or shrinks (GM) per outer iteration.
+      max_outer_iterations: bound on the ``mu`` loop; static.
+      weight_tolerance: TLS stops when every weight is within this of 0 or 1.
+      cost_tolerance: stop when the weighted cost changes by less than this (relative).
+      initial_weights: weights of the candidates in the first solve, which sets the
+        starting point and ``mu``'s initial value: ``"ones"`` (plain least squares, as in
+        the paper), ``"known"`` (0: the known inliers alone, e.g. the odometry chain, so
+        the false loop closures cannot bend the starting point) or ``"auto"`` (default:
+        ``"known"`` when some factor is a known inlier, else ``"ones"``).
+      **solve_options: passed to every inner :func:`jaxgraph.solve` (``method``,
+        ``max_iterations``, ``tolerance``, ``linear_solver``, ...).
+
+    Returns:
+      ``(values, weights, info)``: the solution, dict ``group name -> [M]`` final weights
+      (1 for known inliers; > 0.5 means inlier) and a :class:`GNCInfo`.
+
+    Raises:
+      ValueError if no factor is a candidate outlier, for an unknown ``loss``, or when a
+      candidate group already has a robust loss.
+    """
+    if loss not in LOSSES:
+        raise ValueError(f"gnc: loss must be one of {LOSSES}, got {loss!r}")
+    if not isinstance(problem, Problem):
+        raise TypeError(f"gnc: problem must be a jaxgraph.Problem, got {type(problem).__name__}")
+    if not mu_step > 1:
+        raise ValueError(f"gnc: mu_step must be > 1, got {mu_step}")
+    if int(max_outer_iterations) != max_outer_iterations or max_outer_iterations < 1:
+        raise ValueError(f"gnc: max_outer_iterations must be a positive integer, got {max_outer_iterations}")
+    problem.check_values(values)
+    masks = candidate_masks(problem, known_inliers)
+    if not any(m.any() for m in masks.values()):
+        raise ValueError(
+            "gnc: the problem has no candidate outliers (every factor is a prior or odometry, "
+            "known_inliers=" + (repr(known_inliers) if isinstance(known_inliers, str) else "dict") + "); "
+            "solve it with jaxgraph.solve, or pass known_inliers='none' to let GNC weigh every factor"
+        )
+    if initial_weights not in ("auto", "ones", "known"):
+        raise ValueError(f"gnc: initial_weights must be 'auto', 'ones' or 'known', got {initial_weights!r}")
+    if initial_weights == "auto":
+        initial_weights = "known" if any((~m).any() for m in masks.values()) else "ones"
+    elif initial_weights == "known" and not any((~m).any() for m in masks.values()):
+        raise ValueError("gnc: initial_weights='known' needs known inliers, but every factor is a candidate")
+    thresholds = {}
+    for g in problem.factors:
+        if not masks[g.name].any():
+            continue
+        if g.robust is not None:
+            raise ValueError(
+                f"gnc: factor group {g.name!r} has a robust loss ({type(g.robust).__name__}) and contains "
+                "candidate outliers; GNC supplies the loss itself, so build that group without robust="
+            )
+        dim = g.residual_dim if g.kind == "custom" else kind_of(next(v.kind for v in problem.variables if v.name == g.variables[0])).tangent_dim
+        thresholds[g.name] = (
+            float(inlier_threshold) if inlier_threshold is not None else chi2_quantile(inlier_probability, dim)
+        )
+    static = _Static(
+        loss=loss,
+        masks=tuple((name, _Frozen(m)) for name, m in masks.items() if m.any()),
+        max_outer_iterations=int(max_outer_iterations),
+        start_from_known=initial_weights == "known",
+        solve_options=tuple(sorted(solve_options.items())),
+    )
+    dtype = jnp.result_type(*jax.tree_util.tree_leaves(values))
+    params = {
+        "thresholds": {k: jnp.asarray(v, dtype) for k, v in thresholds.items()},
+        "mu_step": jnp.asarray(mu_step, dtype),
+        "weight_tolerance": jnp.asarray(weight_tolerance, dtype),
+        "cost_tolerance": jnp.asarray(cost_tolerance, dtype),
+    }
+    return _gnc_jit(problem, dict(values), params, static=static)
+
+
+class _Frozen:
+    """A read-only boolean mask usable inside static (hashed) arguments."""
+
+    def __init__(self, a):
+        self.array = np.array(a, bool)
+        self.array.setflags(write=False)
+        self._key = self.array.tobytes()
+
+    def __hash__(self):
+        return hash(self._key)
+
+    def __eq__(self, other):
+        return isinstance(other, _Frozen) and self._key == other._key
+
+
+class _Static(NamedTuple):
+    loss: str
+    masks: tuple
+    max_outer_iterations: int
+    start_from_known: bool
+    solve_options: tuple
+
+
+def weighted_problem(problem: Problem, weights: dict) -> Problem:
+    """The problem with fixed per-factor weights: dict ``group name -> [M]`` (e.g. from
+    :func:`gnc`); a weighted factor's cost is ``w |W r|^2 / 2``. Groups not in ``weights``
+    are unchanged; weighted groups must not have a robust loss."""
+    children, aux = problem.tree_flatten()
+    fs = [g.replace(robust=_Weight(weights[g.name])) if g.name in weights else g for g in children[0]]
+    return Problem.tree_unflatten(aux, (tuple(fs),))
+
+
+def _squared_residuals(problem: Problem, values, names) -> dict:
+    # Candidate groups carry no robust loss, so their factor cost is r^2 / 2.
+    return {name: 2.0 * problem.factor_costs(values, name) for name in names}
+
+
+@partial(jax.jit, static_argnames=("static",))
+def _gnc_jit(problem, values, params, *, static: _Static):
+    dtype = jnp.result_type(*jax.tree_util.tree_leaves(values))
+    tls = static.loss == "tls"
+    opts = dict(static.solve_options)
+    masks = {name: jnp.asarray(m.array) for name, m in static.masks}
+    names = tuple(masks)
+    c2 = params["thresholds"]
+    one = {n: jnp.ones(m.shape, dtype) for n, m in masks.items()}
+    start = {n: jnp.where(m, 0.0, 1.0).astype(dtype) for n, m in masks.items()} if static.start_from_known else one
+
+    def weighted_solve(x, w):
+        x, info = solve(weighted_problem(problem, w), x, **opts)
+        return x, info.iterations, info.cost
+
+    def initial_mu(r2):
+        if tls:
+            # mu0 = c^2 / (2 r_max^2 - c^2) over candidates whose residual exceeds c^2 / 2.
+            excess = {n: jnp.where(masks[n], 2 * r2[n] - c2[n], -1.0) for n in names}
+            mu_each = jnp.concatenate(
+                [jnp.where(excess[n] > 0, c2[n] / jnp.where(excess[n] > 0, excess[n], 1.0), jnp.inf) for n in names]
+            )
+            trivial = ~jnp.isfinite(jnp.min(mu_each))
+            mu0 = jnp.maximum(jnp.min(mu_each), 1e-6)
+        else:
+            mu0 = jnp.max(jnp.concatenate([jnp.where(masks[n], 2 * r2[n] / c2[n], 0.0) for n in names]))
+            trivial = mu0 <= 1
+        return jnp.where(trivial, jnp.ones((), dtype), mu0).astype(dtype), trivial
+
+    def weights_at(r2, mu):
+        w = {}
+        for n in names:
+            if tls:
+                lo, hi = mu / (mu + 1) * c2[n], (mu + 1) / mu * c2[n]
+                mid = jnp.sqrt(c2[n] * mu * (mu + 1) / jnp.maximum(r2[n], 1e-30)) - mu
+                wn = jnp.where(r2[n] >= hi, 0.0, jnp.where(r2[n] <= lo, 1.0, mid))
+            else:
+                wn = (mu * c2[n] / (r2[n] + mu * c2[n])) ** 2
+            w[n] = jnp.where(masks[n], jnp.clip(wn, 0.0, 1.0), 1.0).astype(dtype)
+        return w
+
+    def threshold_weights(r2):
+        return {n: jnp.where(masks[n] & (r2[n] > c2[n]), 0.0, 1.0).astype(dtype) for n in names}
+
+    def cond(s):
+        return s["running"]
+
+    def body(s):
+        # Trip 0 is the first solve (``initial_weights``); one traced solve serves every
+        # trip (compile time).
+        first = s["k"] == 0
+        w = weights_at(s["r2"], s["mu"])
+        if tls:
+            # Polishing (after the weights became binary): the optimal TLS weights at fixed x,
+            # w = [r^2 <= c^2]; re-admits inliers a too-early decision dropped.
+            w = jax.tree_util.tree_map(lambda a, b: jnp.where(s["polish"], a, b), threshold_weights(s["r2"]), w)
+        w = jax.tree_util.tree_map(lambda a, b: jnp.where(first, a, b), start, w)
+        x, it, cost = weighted_solve(s["x"], w)
+        r2 = _squared_residuals(problem, x, names)
+        mu_init, trivial = initial_mu(r2)
+        k = s["k"] + 1
+        prev = s["cost"]
+        small = (k > 2) & (jnp.abs(cost - prev) <= params["cost_tolerance"] * jnp.maximum(jnp.abs(prev), 1e-30))
+        if tls:
+            near_binary = jnp.all(
+                jnp.concatenate(
+                    [
+                        jnp.where(masks[n], jnp.minimum(w[n], 1 - w[n]) <= params["weight_tolerance"], True)
+                        for n in names
+                    ]
+                )
+            )
+            # Done when the weights used are the optimal TLS weights at the new x; once they
+            # are (nearly) binary or the cost stalls, polish with exactly those weights.
+            thr = threshold_weights(r2)
+            consistent = jnp.all(jnp.concatenate([w[n] == thr[n] for n in names]))
+            polish = s["polish"] | (~first & (near_binary | small))
+            conditions, codes = [first & trivial, ~first & near_binary & consistent], [4, 1]
+            mu_next = s["mu"] * params["mu_step"]
+        else:
+            polish = s["polish"]
+            conditions, codes = [first & trivial, ~first & (s["mu"] <= 1), small], [4, 2, 3]
+            mu_next = jnp.maximum(s["mu"] / params["mu_step"], 1.0)
+        status = jnp.select(conditions, codes, 0).astype(jnp.int32)
+        mu = jnp.where(first, mu_init, jnp.where(status == 0, mu_next, s["mu"]))
+        return {
+            "x": x,
+            "r2": r2,
+            "w": w,
+            "mu": mu,
+            "k": k,
+            "cost": cost,
+            "ls_cost": jnp.where(first, cost, s["ls_cost"]),
+            "inner": s["inner"] + it,
+            "status": status,
+            "running": (status == 0) & (k <= static.max_outer_iterations),
+            "polish": polish,
+        }
+
+    zero = jnp.zeros((), dtype)
+    s0 = {
+        "x": values,
+        "r2": {n: jnp.zeros(m.shape, dtype) for n, m in masks.items()},
+        "w": one,
+        "mu": jnp.ones((), dtype),
+        "k": jnp.zeros((), jnp.int32),
+        "cost": zero,
+        "ls_cost": zero,
+        "inner": jnp.zeros((), jnp.int32),
+        "status": jnp.zeros((), jnp.int32),
+        "running": jnp.ones((), bool),
+        "polish": jnp.zeros((), bool),
+    }
+    s = jax.lax.while_loop(cond, body, s0)
+    weights = {g.name: s["w"][g.name] if g.name in masks else jnp.ones((g.count,), dtype) for g in problem.factors}
+    num_in = sum(jnp.sum(masks[n] & (s["w"][n] > 0.5)) for n in names)
+    info = GNCInfo(
+        cost=s["cost"],
+        first_cost=s["ls_cost"],
+        mu=s["mu"],
+        iterations=s["k"] - 1,
+        inner_iterations=s["inner"],
+        num_inliers=jnp.asarray(num_in, jnp.int32),
+        num_candidates=jnp.asarray(sum(int(m.array.sum()) for _, m in static.masks), jnp.int32),
+        converged=(s["status"] >= 1) & (s["status"] <= 4),
+        status=s["status"],
+    )
+    return s["x"], weights, info
+
+
+def add_random_loop_closures(problem: Problem, values: dict, fraction: float = 0.1, *, seed: int = 0, group=None):
+    """A copy of a pose graph with random false loop closures appended (for robustness tests).
+
+    ``round(fraction * M)`` between factors are added to between group ``group`` (default:
+    the first between group; ``M`` its size): random pairs ``(i, j)`` with ``|i - j| > 1``,
+    uniformly random relative poses (rotation uniform on SO(n), translation uniform in a box
+    as large as the extent of ``values``), each with the information matrix of a randomly
+    chosen real loop closure (a non-odometry factor of the group; any factor if there is
+    none). The group's noise must be an ``Information`` model.
+
+    Returns ``(problem, outlier)``: the corrupted problem (same variables and other groups)
+    and ``bool[M + added]``, True for the added factors.
+    """
+    from . import factors as F
+    from . import noise as N
+
+    groups = [g for g in problem.factors if g.kind == "between"]
+    if group is not None:
+        groups = [g for g in groups if g.name == group]
+    if not groups:
+        raise ValueError("add_random_loop_closures: the problem has no between factor group" + (f" {group!r}" if group else ""))
+    g = groups[0]
+    if not isinstance(g.noise, N.Information):
+        raise TypeError(f"add_random_loop_closures: group {g.name!r} needs an Information noise model")
+    var = g.variables[0]
+    kind = kind_of(next(v.kind for v in problem.variables if v.name == var))
+    n = next(v.count for v in problem.variables if v.name == var)
+    rng = np.random.default_rng(seed)
+    M = g.count
+    k = int(round(fraction * M))
+    idx = g.indices.array
+    i = rng.integers(0, n, size=4 * k + 16)
+    j = rng.integers(0, n, size=4 * k + 16)
+    ok = np.abs(i - j) > 1
+    i, j = i[ok][:k], j[ok][:k]
+    if i.size < k:
+        raise ValueError("add_random_loop_closures: the graph is too small for the requested outliers")
+    P = np.asarray(values[var], np.float64)
+    if kind.name == "SE2":
+        ext = np.ptp(P[:, :2], axis=0).max() or 1.0
+        meas = np.stack([rng.uniform(-ext, ext, k), rng.uniform(-ext, ext, k), rng.uniform(-math.pi, math.pi, k)], 1)
+    elif kind.name == "SE3":
+        ext = np.ptp(P[:, 4:], axis=0).max() or 1.0
+        q = rng.normal(size=(k, 4))
+        q /= np.linalg.norm(q, axis=1, keepdims=True)
+        q *= np.where(q[:, :1] < 0, -1.0, 1.0)
+        meas = np.concatenate([q, rng.uniform(-ext, ext, (k, 3))], 1)
+    else:
+        raise TypeError(f"add_random_loop_closures: needs SE2 or SE3 poses, got {kind.name}")
+    info = np.broadcast_to(np.asarray(g.noise.matrix, np.float64), (M, kind.tangent_dim, kind.tangent_dim))
+    loops = np.nonzero(np.abs(idx[:, 0] - idx[:, 1]) != 1)[0]
+    pool = loops if loops.size else np.arange(M)
+    src = pool[rng.integers(0, pool.size, size=k)]
+    dtype = jnp.result_type(g.measurement)
+    new = F.between(
+        var,
+        np.concatenate([idx[:, 0], i]),
+        np.concatenate([idx[:, 1], j]),
+        jnp.asarray(np.concatenate([np.asarray(g.measurement, np.float64), meas]), dtype),
+        N.Information(jnp.asarray(np.concatenate([info, info[src]]), dtype)),
+        robust=g.robust,
+        name=g.name,
+    )
+    fs = [new if f is g else f for f in problem.factors]
+    corrupted = Problem(problem.variables, fs, anchor=False, metadata=problem.metadata)
+    return corrupted, np.concatenate([np.zeros(M, bool), np.ones(k, bool)])

@@ -1,0 +1,188 @@
+"""Graduated non-convexity: outlier rejection scored on the clean graph.
+
+Truths: the clean graph's own LM optimum (the corrupted graph minus its false loop
+closures), and the known outlier labels of the corruption. Real graphs (slow): intel and
+sphere2500 with 10 % random false loop closures (``add_random_loop_closures``), GNC's
+solution scored on the clean graph must be within 1 % of the clean optimum.
+"""
+
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import jaxgraph
+from jaxgraph import factors, noise, robust
+from jaxgraph.gnc import add_random_loop_closures, chi2_quantile, gnc
+from jaxgraph.graph import Problem, VariableGroup
+
+DATA = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "posegraph"
+
+
+def _read(name):
+    path = DATA / f"{name}.g2o"
+    if not path.exists():
+        pytest.skip("shared data not available")
+    return jaxgraph.io.read_g2o(path, dtype=jnp.float64)
+
+
+def _loop_graph(seed=0, n=60):
+    """An SE2 trajectory driving a 10 m square loop three times: odometry plus loop closures
+    between passes, small measurement noise (modelled sigmas 0.02 m, 0.005 rad), prior on pose 0."""
+    rng = np.random.default_rng(seed)
+    s = np.arange(n) * (40.0 / 20)  # 20 poses per lap of 40 m
+    side = (s % 40) // 10
+    u = s % 10
+    x = np.select([side == 0, side == 1, side == 2, side == 3], [u, 10 + 0 * u, 10 - u, 0 * u])
+    y = np.select([side == 0, side == 1, side == 2, side == 3], [0 * u, u, 10 + 0 * u, 10 - u])
+    th = side * (np.pi / 2)
+    th = (th + np.pi) % (2 * np.pi) - np.pi
+    P = np.stack([x, y, th], 1)
+    i = np.concatenate([np.arange(n - 1), np.arange(n - 20)])
+    j = np.concatenate([np.arange(1, n), np.arange(20, n)])
+
+    def rel(a, b):
+        c, sn = np.cos(P[a, 2]), np.sin(P[a, 2])
+        dx, dy = P[b, 0] - P[a, 0], P[b, 1] - P[a, 1]
+        dth = (P[b, 2] - P[a, 2] + np.pi) % (2 * np.pi) - np.pi
+        return np.stack([c * dx + sn * dy, -sn * dx + c * dy, dth], 1)
+
+    # Noise at half the modelled sigmas: inlier residuals stay well inside the chi-square
+    # threshold, so the inlier decision is unambiguous and can be asserted exactly.
+    Z = rel(i, j) + rng.normal(scale=[0.01, 0.01, 0.0025], size=(len(i), 3))
+    info = np.broadcast_to(np.diag([2500.0, 2500.0, 40000.0]), (len(i), 3, 3)).copy()
+    edges = factors.between("poses", i, j, jnp.asarray(Z), noise.information(jnp.asarray(info)), name="edges")
+    prior = factors.prior("poses", [0], jnp.asarray(P[:1]), noise.isotropic(1e-3), name="anchor")
+    problem = Problem([VariableGroup("poses", "SE2", n)], [edges, prior])
+    # Initial values: odometry composed from pose 0.
+    init = np.zeros_like(P)
+    init[0] = P[0]
+    for k in range(n - 1):
+        c, sn = np.cos(init[k, 2]), np.sin(init[k, 2])
+        init[k + 1] = [init[k, 0] + c * Z[k, 0] - sn * Z[k, 1], init[k, 1] + sn * Z[k, 0] + c * Z[k, 1], init[k, 2] + Z[k, 2]]
+    init[:, 2] = (init[:, 2] + np.pi) % (2 * np.pi) - np.pi
+    return problem, {"poses": jnp.asarray(init)}
+
+
+@pytest.fixture(scope="module")
+def corrupted():
+    clean, values = _loop_graph()
+    bad, outlier = add_random_loop_closures(clean, values, 0.1, seed=1)
+    clean_opt = float(jaxgraph.solve(clean, values, tolerance=1e-10)[1].cost)
+    return clean, bad, outlier, values, clean_opt
+
+
+@pytest.mark.parametrize("loss", ["tls", pytest.param("gm", marks=pytest.mark.slow)])
+def test_gnc_rejects_false_loop_closures(corrupted, loss):
+    clean, bad, outlier, values, clean_opt = corrupted
+    assert outlier.sum() == 10
+    # Plain least squares is bent by the outliers...
+    ls = jaxgraph.solve(bad, values)[0]
+    assert float(clean.cost(ls)) > 10 * clean_opt
+    # ...GNC is not.
+    x, w, info = gnc(bad, values, loss, tolerance=1e-10)
+    assert bool(info.converged), info
+    inlier = np.asarray(w["edges"]) > 0.5
+    assert np.array_equal(inlier, ~outlier)
+    assert np.all(np.asarray(w["anchor"]) == 1)
+    assert int(info.num_candidates) == 40 + 10 and int(info.num_inliers) == 40
+    assert float(clean.cost(x)) <= clean_opt * 1.01
+    if loss == "tls":  # binary weights: the solution is the clean graph's optimum
+        assert int(info.status) == 1
+        np.testing.assert_allclose(float(clean.cost(x)), clean_opt, rtol=1e-6)
+
+
+@pytest.mark.slow  # compiles a batched GNC (a vmapped while loop around LM): minutes on 2 cores
+def test_gnc_vmaps_over_problems(corrupted):
+    clean, bad, outlier, values, _ = corrupted
+    # Same structure (vmap needs it), other false measurements on the same pairs.
+    g = bad.group("edges")
+    rng = np.random.default_rng(5)
+    meas = np.asarray(g.measurement).copy()
+    meas[outlier] = rng.uniform([-10, -10, -np.pi], [10, 10, np.pi], (int(outlier.sum()), 3))
+    bad2 = bad.replace_group("edges", g.replace(measurement=jnp.asarray(meas)))
+    stacked = jax.tree_util.tree_map(lambda a, b: jnp.stack([a, b]), bad, bad2)
+    xs, ws, infos = jax.vmap(lambda p: gnc(p, values, "tls", tolerance=1e-10))(stacked)
+    for k, p in enumerate((bad, bad2)):
+        x, w, info = gnc(p, values, "tls", tolerance=1e-10)
+        np.testing.assert_allclose(np.asarray(xs["poses"][k]), np.asarray(x["poses"]), atol=1e-8)
+        assert np.array_equal(np.asarray(ws["edges"][k]) > 0.5, np.asarray(w["edges"]) > 0.5)
+        assert int(infos.iterations[k]) == int(info.iterations)
+
+
+def test_gnc_everything_uncertain(corrupted):
+    # Odometry and the prior become candidates too: a harder problem, so fewer outliers (3 %).
+    clean, _, _, values, clean_opt = corrupted
+    bad, outlier = add_random_loop_closures(clean, values, 0.03, seed=3)
+    x, w, info = gnc(bad, values, "tls", known_inliers="none", tolerance=1e-10)
+    assert int(info.num_candidates) == bad.group("edges").count + 1
+    assert np.array_equal(np.asarray(w["edges"]) > 0.5, ~outlier)
+    assert float(clean.cost(x)) <= clean_opt * (1 + 1e-3)
+
+
+def test_gnc_errors():
+    clean, values = _loop_graph(n=25)
+    odo = clean.group("edges")
+    keep = np.abs(odo.indices.array[:, 0] - odo.indices.array[:, 1]) == 1
+    chain = Problem(
+        clean.variables,
+        [factors.between("poses", odo.indices.array[keep, 0], odo.indices.array[keep, 1],
+                         odo.measurement[keep], noise.information(odo.noise.matrix[keep])),
+         clean.group("anchor")],
+    )
+    with pytest.raises(ValueError, match="no candidate outliers"):
+        gnc(chain, values)
+    with pytest.raises(ValueError, match="loss must be one of"):
+        gnc(clean, values, "huber")
+    with_robust = Problem(
+        clean.variables,
+        [factors.between("poses", odo.indices.array[:, 0], odo.indices.array[:, 1], odo.measurement,
+                         odo.noise, robust=robust.Huber(1.0), name="edges"), clean.group("anchor")],
+    )
+    with pytest.raises(ValueError, match="has a robust loss"):
+        gnc(with_robust, values)
+
+
+def test_chi2_quantile():
+    # 0.99 quantiles of chi-square with 1, 3 and 6 degrees of freedom (standard tables).
+    for dof, q in ((1, 6.634897), (3, 11.344867), (6, 16.811894)):
+        assert abs(chi2_quantile(0.99, dof) - q) < 1e-5
+
+
+# Issue 10's target. Measured with TLS on intel (seed 0, 251 false loop closures): clean cost
+# 29.24 (+30 %; one false loop closure accepted, no true one rejected); GTSAM's GncLMOptimizer
+# on the same file: 29.25; plain LM 605468 (benchmarks/results/gnc_cpu.json). Not met yet;
+# sphere2500 was not measured in this session.
+_TARGET_GAP = pytest.mark.xfail(reason="issue 10 target (within 1 % of the clean optimum) not met yet", strict=False)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "name,clean_optimum",
+    [pytest.param("intel", 22.5021165, marks=_TARGET_GAP), pytest.param("sphere2500", 675.700965, marks=_TARGET_GAP)],
+)
+@pytest.mark.parametrize("loss", ["tls", "gm"])
+def test_gnc_real_graphs_within_one_percent(name, clean_optimum, loss):
+    clean, values = _read(name)
+    bad, outlier = add_random_loop_closures(clean, values, 0.1, seed=0)
+    x, w, info = gnc(bad, values, loss)
+    assert float(clean.cost(x)) <= 1.01 * clean_optimum, (loss, float(clean.cost(x)), info)
+
+
+def test_cli_gnc_and_init_errors(tmp_path, capsys):
+    from jaxgraph.cli import main
+
+    info = "1 0 0 1 0 1"
+    chain = tmp_path / "chain.g2o"
+    chain.write_text(
+        "VERTEX_SE2 0 0 0 0\nVERTEX_SE2 1 1 0 0\nVERTEX_SE2 2 2 0 0\n"
+        f"EDGE_SE2 0 1 1 0 0 {info}\nEDGE_SE2 1 2 1 0 0 {info}\n"
+    )
+    assert main(["solve", str(chain), "--gnc", "tls", "--no-compile-cache"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "no candidate outliers" in err[0]
+    assert main(["solve", str(chain), "--init", "chordal", "--batch", "2"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "do not combine with --batch" in err[0]
