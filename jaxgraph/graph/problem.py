@@ -185,7 +185,8 @@ class _Structure:
             return self._linear_cache["index"]
         key = ("index", sizes.key)
         if key not in self._linear_cache:
-            self._linear_cache[key] = jax.tree_util.tree_map(jnp.asarray, self._padded_index(sizes))
+            with jax.ensure_compile_time_eval():  # concrete arrays even when first built inside a jit trace
+                self._linear_cache[key] = jax.tree_util.tree_map(jnp.asarray, self._padded_index(sizes))
         return self._linear_cache[key]
 
     def _padded_index(self, sizes) -> _IndexData:
