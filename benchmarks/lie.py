@@ -10,7 +10,9 @@ Inputs: random rotations/poses (uniform quaternions, Gaussian translations).
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
 import json
+import os
 import statistics
 import sys
 import time
@@ -53,6 +55,9 @@ def _cases():
         # w >= 0. This row gives jaxlie the same output contract.
         "quaternion_from_matrix_same_contract": (lie.quaternion_from_matrix, _jaxlie_canonical_quaternion),
         "se3_log": (lie.se3_log, lambda T: jaxlie.SE3.from_matrix(T).log()),
+        # The group classes on their parameters (jaxlie's API on both sides).
+        "SE3.log": (lambda P: lie.SE3(P).log(), lambda P: jaxlie.SE3(P).log()),
+        "SE3.exp": (lambda xi: lie.SE3.exp(xi).wxyz_xyz, lambda xi: jaxlie.SE3.exp(xi).wxyz_xyz),
     }
 
 
@@ -72,8 +77,14 @@ def main(argv=None) -> int:
     R = lie.matrix_from_quaternion(q)
     t = jax.random.normal(jax.random.PRNGKey(1), (args.batch, 3), dtype)
     T = jnp.zeros((args.batch, 4, 4), dtype).at[:, :3, :3].set(R).at[:, :3, 3].set(t).at[:, 3, 3].set(1.0)
-    inputs = {"so3_log": R, "quaternion_from_matrix": R, "quaternion_from_matrix_same_contract": R, "se3_log": T}
+    P = jnp.concatenate([lie.quaternion_from_matrix(R), t], axis=-1)
+    xi = jax.random.normal(jax.random.PRNGKey(2), (args.batch, 6), dtype)
+    inputs = {
+        "so3_log": R, "quaternion_from_matrix": R, "quaternion_from_matrix_same_contract": R, "se3_log": T,
+        "SE3.log": P, "SE3.exp": xi,
+    }
 
+    load_before = os.getloadavg()
     rows = []
     for name, (ours, theirs) in _cases().items():
         x = inputs[name]
@@ -102,7 +113,9 @@ def main(argv=None) -> int:
         "dtype": args.dtype,
         "repeats": args.repeats,
         "statistic": "median seconds per jit-compiled call",
-        "jaxlie_version": getattr(jaxlie, "__version__", "unknown"),
+        "jaxlie_version": importlib.metadata.version("jaxlie"),
+        "load_average_before": load_before,
+        "load_average_after": os.getloadavg(),
         "machine": machine_info(),
         "results": rows,
     }

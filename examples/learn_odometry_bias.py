@@ -31,52 +31,52 @@ from jaxgraph.graph import Problem, VariableGroup  # noqa: E402
 TRUE_BIAS = np.array([0.04, -0.01, 0.006])  # metres, metres, radians per odometry step
 
 
-def _params_of(T):
-    return jnp.stack([T[..., 0, 2], T[..., 1, 2], jnp.arctan2(T[..., 1, 0], T[..., 0, 0])], -1)
-
-
-def _matrices_of(p):
-    return lie.se2_exp(jnp.stack([jnp.zeros_like(p[..., 0]), jnp.zeros_like(p[..., 0]), p[..., 2]], -1)).at[..., :2, 2].set(p[..., :2])
+def _rows(poses: lie.SE2, index) -> lie.SE2:
+    return lie.SE2(poses.unit_complex_xy[index])
 
 
 def make_scene(num_poses: int = 40, seed: int = 0):
-    """Ground-truth loop, biased noisy odometry, unbiased loop closures every 8 poses."""
+    """Ground-truth loop, biased noisy odometry, unbiased loop closures every 8 poses.
+
+    The poses are a ``lie.SE2`` variable group: values and measurements are ``lie.SE2``
+    parameter rows ``(cos, sin, x, y)``, so the group classes are used directly.
+    """
     rng = np.random.default_rng(seed)
     angle = 2 * np.pi * np.arange(num_poses) / num_poses
-    truth = np.stack([5 * np.cos(angle), 3 * np.sin(angle), angle + np.pi / 2], -1)
-    T = _matrices_of(jnp.asarray(truth))
+    truth = lie.SE2.from_xy_theta(5 * np.cos(angle), 3 * np.sin(angle), angle + np.pi / 2)
     i = np.arange(num_poses - 1)
     j = i + 1
-    relative = lie.se2_inverse(T[i]) @ T[j]
-    biased = relative @ lie.se2_exp(jnp.asarray(np.tile(TRUE_BIAS, (len(i), 1))))
-    odometry = _params_of(biased) + rng.normal(0, [0.005, 0.005, 0.001], (len(i), 3))
+    bias = lie.SE2.exp(jnp.asarray(TRUE_BIAS))
+    odometry = (_rows(truth, i).inverse() @ _rows(truth, j)) @ bias
+    odometry = odometry @ lie.SE2.exp(rng.normal(0, [0.005, 0.005, 0.001], (len(i), 3)))
     li = np.arange(0, num_poses - 8, 8)
     lj = li + 8
-    closures = _params_of(lie.se2_inverse(T[li]) @ T[lj]) + rng.normal(0, [0.005, 0.005, 0.001], (len(li), 3))
+    closures = _rows(truth, li).inverse() @ _rows(truth, lj) @ lie.SE2.exp(rng.normal(0, [0.005, 0.005, 0.001], (len(li), 3)))
     problem = Problem(
-        [VariableGroup("poses", "SE2", num_poses)],
+        [VariableGroup("poses", lie.SE2, num_poses)],
         [
-            factors.between("poses", i, j, jnp.asarray(odometry), noise.diagonal(jnp.full((len(i), 3), 0.05)), name="odometry"),
-            factors.between("poses", li, lj, jnp.asarray(closures), noise.diagonal(jnp.full((len(li), 3), 0.02)), name="closures"),
-            factors.prior("poses", [0], jnp.asarray(truth[:1]), noise.isotropic(1e-4), name="start"),
+            factors.between("poses", i, j, odometry.parameters(), noise.diagonal(jnp.full((len(i), 3), 0.05)), name="odometry"),
+            factors.between("poses", li, lj, closures.parameters(), noise.diagonal(jnp.full((len(li), 3), 0.02)), name="closures"),
+            factors.prior("poses", [0], truth.parameters()[:1], noise.isotropic(1e-4), name="start"),
         ],
     )
     # Initial guess: dead reckoning from the start with the raw odometry.
-    dead = [T[0]]
+    dead = [_rows(truth, 0)]
     for k in range(len(i)):
-        dead.append(dead[-1] @ _matrices_of(jnp.asarray(odometry[k])))
-    initial = {"poses": _params_of(jnp.stack(dead))}
-    return problem, initial, jnp.asarray(truth)
+        dead.append(dead[-1] @ _rows(odometry, k))
+    initial = {"poses": jnp.stack([pose.parameters() for pose in dead])}
+    return problem, initial, truth
 
 
-def make_loss(problem, initial, truth):
+def make_loss(problem, initial, truth: lie.SE2):
     odometry = problem.group("odometry")
 
     def loss(bias):
-        corrected = _params_of(_matrices_of(odometry.measurement) @ lie.se2_exp(jnp.broadcast_to(-bias, odometry.measurement.shape)))
-        p = problem.replace_group("odometry", odometry.replace(measurement=corrected))
+        corrected = lie.SE2(odometry.measurement) @ lie.SE2.exp(-bias)
+        p = problem.replace_group("odometry", odometry.replace(measurement=corrected.parameters()))
         values, _ = jaxgraph.solve(p, initial, backward="implicit", max_iterations=20)
-        return jnp.mean(jnp.sum((values["poses"][:, :2] - truth[:, :2]) ** 2, -1))
+        error = lie.SE2(values["poses"]).translation() - truth.translation()
+        return jnp.mean(jnp.sum(error**2, -1))
 
     return loss
 

@@ -202,6 +202,7 @@ def run_solve(
         print(f"compiled in {compile_seconds:.2f} s; solving", flush=True)
     t0 = time.perf_counter()
     out, info = jax.block_until_ready(compiled(*args))
+    out = args[0].unpad_values(out, problem)  # size-class solves run on a padded copy
     solve_seconds = time.perf_counter() - t0
     jax.effects_barrier()  # every progress line printed before the summary
 

@@ -12,6 +12,8 @@ from __future__ import annotations
 import jax.numpy as jnp
 from jax import lax
 
+from jaxgraph import lie
+
 from .constants import ALPHA_MIN, COMPENSATION_MIN
 
 # Relative safety margin on the bounding-box half-widths so that float rounding of
@@ -22,40 +24,13 @@ _RADIUS_MARGIN = 1.001
 _RADIUS_MAX = 1.0e7
 
 
-def normalize_quats(quats):
-    """Unit quaternions (w, x, y, z) from arbitrary ones; zero quaternions map to identity.
-
-    quats: [..., 4]. Returns [..., 4] of the same dtype.
-    """
-    n2 = jnp.sum(quats * quats, axis=-1, keepdims=True)
-    ok = n2 > 0
-    n2_safe = jnp.where(ok, n2, jnp.ones_like(n2))
-    ident = jnp.zeros_like(quats).at[..., 0].set(1)
-    return jnp.where(ok, quats * lax.rsqrt(n2_safe), ident)
-
-
-def quat_to_rotmat(quats):
-    """Rotation matrices [..., 3, 3] from (w, x, y, z) quaternions [..., 4] (normalised here)."""
-    q = normalize_quats(quats)
-    w, x, y, z = q[..., 0], q[..., 1], q[..., 2], q[..., 3]
-    r = jnp.stack(
-        [
-            1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y),
-            2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x),
-            2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y),
-        ],
-        axis=-1,
-    )
-    return r.reshape(q.shape[:-1] + (3, 3))
-
-
 def quat_scale_to_covar(quats, scales):
     """World-space covariances Sigma = R S S^T R^T.
 
     quats: [N, 4] (w, x, y, z), any norm; scales: [N, 3] standard deviations (world
     units). Returns [N, 3, 3].
     """
-    m = quat_to_rotmat(quats) * scales[..., None, :]
+    m = lie.matrix_from_quaternion(quats) * scales[..., None, :]
     return m @ jnp.swapaxes(m, -1, -2)
 
 

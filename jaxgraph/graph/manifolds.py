@@ -1,171 +1,168 @@
-"""Variable kinds and their parametrisations (internal helpers of the factor-graph code).
+"""Variable kinds: how a values array row maps to a group element (internal to the solver).
 
-Parametrisations (``param`` is what a values array stores, one row per variable):
+A variable group declares its kind as a group class of :mod:`jaxgraph.lie` (``lie.SE3``,
+``lie.SE2``, ``lie.SO3``, ``lie.SO2``), a Euclidean dimension (``3``) or one of the string
+aliases. Every group operation (matrices, logarithm, adjoint, right Jacobians, retraction)
+comes from the group class; nothing here dispatches on a group's name.
 
-======  =========================  =======  ==================================================
-kind    param                      tangent  why
-======  =========================  =======  ==================================================
-SE2     ``(x, y, theta)``          3        g2o stores exactly these numbers: the file round
-                                            trip is bit-exact, and 3 floats is minimal.
-SE3     ``(qw, qx, qy, qz, x, y, z)`` 6     jaxlie's ``wxyz_xyz`` layout; the g2o quaternion
-                                            and translation are kept as read (bit-exact
-                                            round trip), 7 floats instead of 16.
-SO3     ``(qw, qx, qy, qz)``       4/3      as SE3's rotation part.
-Rn      ``(x_1 .. x_n)``           n        plain vectors (``"R3"`` etc.).
-======  =========================  =======  ==================================================
+Values layout (one row per variable):
 
-Tangent vectors use right perturbations ``X <- X Exp(d)`` with the ``jaxgraph.lie``
-ordering: SE2 ``(x, y, theta)``, SE3 ``(v, w)`` (translation first, which is also g2o's
-information-matrix order). Group operations go through homogeneous matrices built from
-the params, and all exponentials, logarithms, Jacobians and adjoints come from
-:mod:`jaxgraph.lie`.
+==============  ==============================  =======  ======================================
+kind            row                             tangent  notes
+==============  ==============================  =======  ======================================
+``lie.SE2``     ``(cos, sin, x, y)``            3        the class's ``unit_complex_xy``
+``lie.SE3``     ``(qw, qx, qy, qz, x, y, z)``   6        the class's ``wxyz_xyz``
+``lie.SO3``     ``(qw, qx, qy, qz)``            3        the class's ``wxyz``
+``lie.SO2``     ``(cos, sin)``                  1        the class's ``unit_complex``
+``"SE3"``       as ``lie.SE3``                  6        alias
+``"SO3"``       as ``lie.SO3``                  3        alias
+``"SE2"``       ``(x, y, theta)``               3        lie.SE2 stored as g2o's numbers (the
+                                                         layout of g2o-read problems): minimal,
+                                                         bit-exact file round trip
+``n``, ``"Rn"`` ``(x_1 .. x_n)``                n        Euclidean
+==============  ==============================  =======  ======================================
+
+Tangents use right perturbations ``X <- X Exp(d)`` in the classes' order: SE2 ``(x, y,
+theta)``, SE3 ``(v, w)`` (translation first, also g2o's information-matrix order).
 """
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import Optional, Type, Union
 
 import jax.numpy as jnp
 
 from .. import lie
 
-__all__ = ["Kind", "kind_of"]
+__all__ = ["Kind", "GroupKind", "XYThetaKind", "EuclideanKind", "KindSpec", "kind_of"]
 
 
 @dataclass(frozen=True)
 class Kind:
-    """Static description of a variable kind."""
+    """Static description of a variable kind: its name and dimensions."""
 
     name: str
     param_dim: int
     tangent_dim: int
-    is_group: bool  # a Lie group with matrix form (between/prior factors apply)
+    group: Optional[Type[lie.MatrixLieGroup]] = None  # None: Euclidean
 
-    # -- conversions ---------------------------------------------------------------
+    @property
+    def is_group(self) -> bool:
+        """A Lie group (between and prior factors apply)."""
+        return self.group is not None
+
+
+@dataclass(frozen=True)
+class EuclideanKind(Kind):
+    """Vectors ``R^n``: rows are the coordinates, retraction is addition."""
+
+    def retract(self, p, d):
+        """``p + d``; ``p[..., n]``, ``d[..., n]``."""
+        return p + d
+
+
+@dataclass(frozen=True)
+class GroupKind(Kind):
+    """A group class; rows are the class's parameters."""
+
+    def to_group(self, p) -> lie.MatrixLieGroup:
+        """Group objects of rows ``p[..., param_dim]``."""
+        return self.group(p)
+
+    def from_group(self, g: lie.MatrixLieGroup):
+        """Rows ``[..., param_dim]`` of group objects."""
+        return g.parameters()
+
     def to_matrix(self, p):
-        """Params ``[..., param_dim]`` -> homogeneous/rotation matrix."""
-        if self.name == "SE2":
-            c, s = jnp.cos(p[..., 2]), jnp.sin(p[..., 2])
-            z, o = jnp.zeros_like(c), jnp.ones_like(c)
-            rows = [
-                jnp.stack([c, -s, p[..., 0]], -1),
-                jnp.stack([s, c, p[..., 1]], -1),
-                jnp.stack([z, z, o], -1),
-            ]
-            return jnp.stack(rows, -2)
-        if self.name == "SE3":
-            R = lie.matrix_from_quaternion(p[..., :4])
-            top = jnp.concatenate([R, p[..., 4:, None]], -1)
-            bottom = jnp.broadcast_to(
-                jnp.asarray([0, 0, 0, 1], p.dtype), p.shape[:-1] + (1, 4)
-            )
-            return jnp.concatenate([top, bottom], -2)
-        if self.name == "SO3":
-            return lie.matrix_from_quaternion(p)
-        raise TypeError(f"variable kind {self.name} has no matrix form")
+        """Rows ``[..., param_dim]`` -> matrices ``[..., k, k]``."""
+        return self.to_group(p).as_matrix()
 
     def from_matrix(self, T):
-        if self.name == "SE2":
-            return jnp.stack([T[..., 0, 2], T[..., 1, 2], jnp.arctan2(T[..., 1, 0], T[..., 0, 0])], -1)
-        if self.name == "SE3":
-            return jnp.concatenate([lie.quaternion_from_matrix(T[..., :3, :3]), T[..., :3, 3]], -1)
-        if self.name == "SO3":
-            return lie.quaternion_from_matrix(T)
-        raise TypeError(f"variable kind {self.name} has no matrix form")
+        return self.from_group(self.group.from_matrix(T))
 
     def identity(self, n: int, dtype):
-        p = jnp.zeros((n, self.param_dim), dtype)
-        if self.name in ("SE3", "SO3"):
-            p = p.at[:, 0].set(1)
-        return p
+        return self.from_group(self.group.identity((n,), dtype))
 
-    # -- group operations on matrices -------------------------------------------------
     def log(self, T):
-        if self.name == "SE2":
-            return lie.se2_log(T)
-        if self.name == "SE3":
-            return lie.se3_log(T)
-        return lie.so3_log(T)
-
-    def exp(self, xi):
-        if self.name == "SE2":
-            return lie.se2_exp(xi)
-        if self.name == "SE3":
-            return lie.se3_exp(xi)
-        return lie.so3_exp(xi)
+        """Logarithm of matrices ``T[..., k, k]``."""
+        return self.group.from_matrix(T).log()
 
     def right_jacobian_inverse(self, xi):
-        if self.name == "SE2":
-            return lie.se2_right_jacobian_inverse(xi)
-        if self.name == "SE3":
-            return lie.se3_right_jacobian_inverse(xi)
-        return lie.so3_right_jacobian_inverse(xi)
+        return self.group.right_jacobian_inverse(xi)
 
     def adjoint(self, T):
-        if self.name == "SE2":
-            return lie.se2_adjoint(T)
-        if self.name == "SE3":
-            return lie.se3_adjoint(T)
-        return T
+        """Adjoint of matrices ``T[..., k, k]`` (tangent order of the class)."""
+        return self.group.from_matrix(T).adjoint()
 
     def inverse_matrix(self, T):
-        if self.name == "SO3":
+        """Inverse of matrices ``T[..., k, k]``: ``R^T`` or ``(R^T, -R^T t)``, exact."""
+        if not issubclass(self.group, lie.SEBase):
             return jnp.swapaxes(T, -1, -2)
-        k = T.shape[-1] - 1
+        k = self.group.space_dim
         Rt = jnp.swapaxes(T[..., :k, :k], -1, -2)
         t = -jnp.einsum("...ij,...j->...i", Rt, T[..., :k, k])
         top = jnp.concatenate([Rt, t[..., None]], -1)
         return jnp.concatenate([top, T[..., k:, :]], -2)
 
-    # -- retraction ----------------------------------------------------------------
     def retract(self, p, d):
-        """``X Exp(d)`` in params; ``p[..., param_dim]``, ``d[..., tangent_dim]``."""
-        if not self.is_group:
-            return p + d
-        if self.name == "SE2":
-            c, s = jnp.cos(p[..., 2]), jnp.sin(p[..., 2])
-            E = lie.se2_exp(d)
-            ux, uy = E[..., 0, 2], E[..., 1, 2]
-            theta = p[..., 2] + d[..., 2]
-            # Keep theta in (-pi, pi] without touching values already inside it, so
-            # that a zero step leaves the parameters bit-identical.
-            two_pi = jnp.asarray(2 * jnp.pi, p.dtype)
-            theta = jnp.where(
-                jnp.abs(theta) > jnp.pi, theta - two_pi * jnp.round(theta / two_pi), theta
-            )
-            return jnp.stack([p[..., 0] + c * ux - s * uy, p[..., 1] + s * ux + c * uy, theta], -1)
-        if self.name == "SE3":
-            E = lie.se3_exp(d)
-            q = p[..., :4]
-            R = lie.matrix_from_quaternion(q)
-            t = p[..., 4:] + jnp.einsum("...ij,...j->...i", R, E[..., :3, 3])
-            qn = _qnormalize(lie.quaternion_multiply(q, lie.quaternion_from_matrix(E[..., :3, :3])))
-            return jnp.concatenate([qn, t], -1)
-        # SO3
-        qd = lie.quaternion_from_matrix(lie.so3_exp(d))
-        return _qnormalize(lie.quaternion_multiply(p, qd))
+        """``X Exp(d)`` in rows; ``p[..., param_dim]``, ``d[..., tangent_dim]``."""
+        # normalize(): the unit quaternion / complex number does not drift over iterations.
+        return self.from_group(self.to_group(p).rplus(d.astype(p.dtype)).normalize())
 
 
-def _qnormalize(q):
-    return q / jnp.linalg.norm(q, axis=-1, keepdims=True)
+@dataclass(frozen=True)
+class XYThetaKind(GroupKind):
+    """``lie.SE2`` stored as rows ``(x, y, theta)`` (the ``"SE2"`` alias, g2o's numbers)."""
+
+    def to_group(self, p) -> lie.SE2:
+        return lie.SE2.from_xy_theta(p[..., 0], p[..., 1], p[..., 2])
+
+    def from_group(self, g: lie.SE2):
+        return jnp.concatenate([g.translation(), g.rotation().as_radians()[..., None]], -1)
+
+    def retract(self, p, d):
+        d = d.astype(p.dtype)
+        t = self.to_group(p).rplus(d).translation()
+        # theta + d_theta (the SO(2) exponent adds), kept in (-pi, pi] without touching values
+        # already inside it, so that a zero step leaves the row bit-identical.
+        theta = p[..., 2] + d[..., 2]
+        two_pi = jnp.asarray(2 * jnp.pi, p.dtype)
+        theta = jnp.where(jnp.abs(theta) > jnp.pi, theta - two_pi * jnp.round(theta / two_pi), theta)
+        return jnp.concatenate([t, theta[..., None]], -1)
 
 
-_KINDS = {
-    "SE2": Kind("SE2", 3, 3, True),
-    "SE3": Kind("SE3", 7, 6, True),
-    "SO3": Kind("SO3", 4, 3, True),
+def _group_kind(name: str, group: Type[lie.MatrixLieGroup]) -> GroupKind:
+    return GroupKind(name, group.parameters_dim, group.tangent_dim, group)
+
+
+_ALIASES = {
+    "SE2": XYThetaKind("SE2", 3, 3, lie.SE2),
+    "SE3": _group_kind("SE3", lie.SE3),
+    "SO3": _group_kind("SO3", lie.SO3),
 }
 
+KindSpec = Union[Kind, Type[lie.MatrixLieGroup], int, str]
 
-def kind_of(name: str) -> Kind:
-    """Kind from its name: ``"SE2"``, ``"SE3"``, ``"SO3"`` or ``"R<n>"`` (e.g. ``"R3"``)."""
-    if isinstance(name, Kind):
-        return name
-    if name in _KINDS:
-        return _KINDS[name]
-    m = re.fullmatch(r"R([1-9][0-9]*)", str(name))
-    if m:
-        n = int(m.group(1))
-        return Kind(name, n, n, False)
-    raise ValueError(f"unknown variable kind {name!r}; expected 'SE2', 'SE3', 'SO3' or 'R<n>'")
+
+def kind_of(spec: KindSpec) -> Kind:
+    """Kind of a declaration: a group class (``lie.SE3``), a Euclidean dimension (``3``), or
+    the aliases ``"SE2"`` (rows ``(x, y, theta)``), ``"SE3"``, ``"SO3"``, ``"R<n>"``."""
+    if isinstance(spec, Kind):
+        return spec
+    if isinstance(spec, type) and issubclass(spec, lie.MatrixLieGroup):
+        return _group_kind(f"lie.{spec.__name__}", spec)
+    if isinstance(spec, (int,)) and not isinstance(spec, bool) and spec > 0:
+        return EuclideanKind(f"R{spec}", spec, spec)
+    if isinstance(spec, str):
+        if spec in _ALIASES:
+            return _ALIASES[spec]
+        m = re.fullmatch(r"R([1-9][0-9]*)", spec)
+        if m:
+            n = int(m.group(1))
+            return EuclideanKind(spec, n, n)
+    raise ValueError(
+        f"unknown variable kind {spec!r}; expected a jaxgraph.lie group class (lie.SE2, lie.SE3, lie.SO3, "
+        "lie.SO2), a positive Euclidean dimension, or one of 'SE2', 'SE3', 'SO3', 'R<n>'"
+    )

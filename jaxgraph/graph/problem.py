@@ -25,20 +25,35 @@ import numpy as np
 
 from .. import linear
 from ..factors import FactorGroup
-from .manifolds import kind_of
+from .manifolds import KindSpec, kind_of
 
-__all__ = ["VariableGroup", "Problem", "Linearization"]
+__all__ = ["VariableGroup", "Problem", "Linearization", "size_class"]
+
+
+def size_class(count: int) -> int:
+    """Padded size of a count: the smallest ``m * 2^e >= count`` with ``8 <= m < 16``.
+
+    Counts up to 16 are kept as they are.  Padding is below 12.5 %, and graphs whose
+    counts round to the same classes share one compiled solve (see :meth:`Problem.sized`).
+    """
+    count = int(count)
+    if count <= 16:
+        return count
+    step = 1 << ((count - 1).bit_length() - 4)
+    return -(-count // step) * step
 
 
 @dataclass(frozen=True)
 class VariableGroup:
-    """``count`` variables of one kind (``"SE2"``, ``"SE3"``, ``"SO3"``, ``"R<n>"``).
+    """``count`` variables of one kind: a ``jaxgraph.lie`` group class (``lie.SE3``, ...), a
+    Euclidean dimension, or an alias ``"SE2"``, ``"SE3"``, ``"SO3"``, ``"R<n>"`` (see
+    ``graph/manifolds.py`` for the values layout of each).
 
     ``fixed`` lists indices held constant by the solver (g2o ``FIX``).
     """
 
     name: str
-    kind: str
+    kind: KindSpec
     count: int
     fixed: tuple = ()
 
@@ -52,6 +67,49 @@ class _GroupStructure:
     local_index: np.ndarray  # [M, k] index inside the slot's variable group
     free: np.ndarray  # [M, k] float 0/1: slot variable is not fixed
     pairs: tuple  # ((a, b), ...) slot pairs a < b giving off-diagonal blocks
+
+
+@jax.tree_util.register_pytree_node_class
+class _IndexData:
+    """Which factor touches which variable, as arrays.
+
+    For a problem built by the user these are numpy arrays derived from its static
+    structure (constants of the compiled code); for a :meth:`Problem.sized` problem
+    they are pytree leaves (traced), so the compiled code depends only on the sizes.
+
+    local_index: per group ``[M, k]`` int32, variable index inside the slot's group.
+    slot_free: per group ``[M, k]`` bool, slot variable is free and the factor is real.
+    valid: per group ``[M]`` bool, the factor is real (False: padding).
+    diag_ids: ``[sum_g M_g k_g]`` int32, block of each slot (diagonal contributions).
+    off_rows, off_cols: ``[K]`` int32 off-diagonal block pattern (padding: rows == cols).
+    free_blocks: ``[N]`` bool, the block is optimised (False: fixed or padding).
+    pad_diag: ``[N, d]`` bool, unit diagonal of unused tangent coordinates and blocks.
+    """
+
+    def __init__(self, local_index, slot_free, valid, diag_ids, off_rows, off_cols, free_blocks, pad_diag):
+        self.local_index = tuple(local_index)
+        self.slot_free = tuple(slot_free)
+        self.valid = tuple(valid)
+        self.diag_ids = diag_ids
+        self.off_rows = off_rows
+        self.off_cols = off_cols
+        self.free_blocks = free_blocks
+        self.pad_diag = pad_diag
+
+    def tree_flatten(self):
+        return (self.local_index, self.slot_free, self.valid, self.diag_ids, self.off_rows, self.off_cols,
+                self.free_blocks, self.pad_diag), None
+
+    @classmethod
+    def tree_unflatten(cls, aux, children):
+        return cls(*children)
+
+
+def _mask(x, dtype):
+    """``x`` as a 0/1 float array, or ``None`` when it is a constant all-true mask."""
+    if isinstance(x, np.ndarray) and x.all():
+        return None
+    return jnp.asarray(x).astype(dtype)
 
 
 class _Structure:
@@ -113,6 +171,55 @@ class _Structure:
     def __eq__(self, other):
         return isinstance(other, _Structure) and self.key == other.key
 
+    def index_data(self, sizes=None) -> _IndexData:
+        """The index arrays: numpy constants, or padded to ``sizes`` (a :class:`_Layout`) as
+        device arrays (leaves of a sized problem); computed once per structure and sizes."""
+        if sizes is None:
+            if "index" not in self._linear_cache:
+                self._linear_cache["index"] = _IndexData(
+                    [gs.local_index.astype(np.int32) for gs in self.groups],
+                    [gs.free.astype(bool) for gs in self.groups],
+                    [np.ones(gs.local_index.shape[0], bool) for gs in self.groups],
+                    self.diag_ids.astype(np.int32), self.off_rows.astype(np.int32),
+                    self.off_cols.astype(np.int32), self.free_blocks.copy(), self.pad_diag.astype(bool))
+            return self._linear_cache["index"]
+        key = ("index", sizes.key)
+        if key not in self._linear_cache:
+            with jax.ensure_compile_time_eval():  # concrete arrays even when first built inside a jit trace
+                self._linear_cache[key] = jax.tree_util.tree_map(jnp.asarray, self._padded_index(sizes))
+        return self._linear_cache[key]
+
+    def _padded_index(self, sizes) -> _IndexData:
+        d = sizes.block_dim
+        block = np.empty(self.num_blocks, np.int64)  # exact block -> padded block
+        for v in self.variables:
+            o, po = self.offsets[v.name], sizes.offsets[v.name]
+            block[o : o + v.count] = po + np.arange(v.count)
+        local, sfree, valid, diag_ids, rows, cols = [], [], [], [], [], []
+        for gs, Mp, pairs in zip(self.groups, sizes.group_counts, sizes.pairs):
+            M, k = gs.local_index.shape
+            li = np.zeros((Mp, k), np.int32)
+            li[:M] = gs.local_index
+            fr = np.zeros((Mp, k), bool)
+            fr[:M] = gs.free > 0
+            va = np.zeros(Mp, bool)
+            va[:M] = True
+            glob = np.zeros((Mp, k), np.int64)
+            glob[:M] = block[gs.global_index]
+            local.append(li)
+            sfree.append(fr)
+            valid.append(va)
+            diag_ids.append(glob.reshape(-1))
+            for a, b in pairs:
+                rows.append(glob[:, a])
+                cols.append(np.where(va, glob[:, b], glob[:, a]))  # padding: rows == cols
+        free = np.zeros(sizes.num_blocks, bool)
+        free[block] = self.free_blocks
+        pad = np.ones((sizes.num_blocks, d), bool)
+        pad[block] = self.pad_diag > 0
+        cat = lambda xs: np.concatenate(xs).astype(np.int32) if xs else np.zeros(0, np.int32)  # noqa: E731
+        return _IndexData(local, sfree, valid, cat(diag_ids), cat(rows), cat(cols), free, pad)
+
     def linear_structure(self, method: str):
         """Symbolic analysis of the normal equations for ``method``, computed once."""
         if method not in self._linear_cache:
@@ -120,6 +227,87 @@ class _Structure:
                 self.num_blocks, self.block_dim, self.off_rows, self.off_cols, method=method
             )
         return self._linear_cache[method]
+
+
+class _Layout:
+    """Static part of a :meth:`Problem.sized` problem: kinds and padded counts only.
+
+    Equal (and equally hashed) for every problem of one size class, so such problems
+    share compiled code and stack under ``vmap``; the pattern is in :class:`_IndexData`.
+    """
+
+    def __init__(self, exact: _Structure, factor_groups, min_sizes=None):
+        min_sizes = min_sizes or {}
+        self.variables = tuple(
+            VariableGroup(v.name, v.kind, max(size_class(v.count), int(min_sizes.get(v.name, 0))))
+            for v in exact.variables)
+        self.kinds = exact.kinds
+        self.offsets = {}
+        n = 0
+        for v in self.variables:
+            self.offsets[v.name] = n
+            n += v.count
+        self.num_blocks = n
+        self.block_dim = exact.block_dim
+        self.group_counts = tuple(max(size_class(g.count), int(min_sizes.get(g.name, 0))) for g in factor_groups)
+        self.pairs = tuple(gs.pairs for gs in exact.groups)
+        self.num_offdiag = sum(M * len(p) for M, p in zip(self.group_counts, self.pairs))
+        self.metadata = {}
+        self.key = repr((self.variables, self.block_dim, self.group_counts, self.pairs))
+        self._linear_cache: dict = {}
+
+    def __hash__(self):
+        return hash(self.key)
+
+    def __eq__(self, other):
+        return isinstance(other, _Layout) and self.key == other.key
+
+    def linear_structure(self, method: str):
+        """``jaxgraph.linear.size_class`` structure for ``method`` (pattern passed per call)."""
+        if method not in self._linear_cache:
+            from .. import linear
+
+            self._linear_cache[method] = linear.size_class(self.num_blocks, self.block_dim, self.num_offdiag,
+                                                           method=method)
+        return self._linear_cache[method]
+
+
+def _pad_rows(x, M: int, Mp: int):
+    """Pad a per-factor leaf ``[M, ...]`` to ``[Mp, ...]`` with copies of its first row."""
+    if Mp == M:
+        return x
+    # numpy for concrete leaves: no eager XLA op (and compile) per new shape
+    xp = jnp if isinstance(x, jax.core.Tracer) else np
+    x = xp.asarray(x)
+    return xp.concatenate([x, xp.broadcast_to(x[:1], (Mp - M,) + x.shape[1:])], axis=0)
+
+
+def _per_factor_ndim(noise) -> int | None:
+    """Rank of a per-factor parameter leaf of a noise model (shared leaves have one less)."""
+    from .. import noise as nm
+
+    for cls, nd in ((nm.Isotropic, 1), (nm.Diagonal, 2), (nm.SqrtInformation, 3), (nm.Information, 3)):
+        if isinstance(noise, cls):
+            return nd
+    return None
+
+
+def _pad_group(g: FactorGroup, Mp: int) -> FactorGroup:
+    """The group with every per-factor leaf padded to ``Mp`` rows (indices: placeholders)."""
+    M = g.count
+    meas = jax.tree_util.tree_map(lambda x: _pad_rows(x, M, Mp), g.measurement)
+    nd = _per_factor_ndim(g.noise)
+
+    def pad_param(x, per_factor_ndim):
+        per = jnp.ndim(x) == per_factor_ndim if per_factor_ndim is not None else (
+            jnp.ndim(x) >= 1 and jnp.shape(x)[0] == M)
+        return _pad_rows(x, M, Mp) if per else x
+
+    noise = None if g.noise is None else jax.tree_util.tree_map(lambda x: pad_param(x, nd), g.noise)
+    robust = None if g.robust is None else jax.tree_util.tree_map(lambda x: pad_param(x, 1), g.robust)
+    # the pattern of a sized group is data (Problem.index); its static indices are zeros
+    placeholder = np.zeros((Mp, len(g.variables)), np.int64)
+    return FactorGroup(g.name, g.kind, g.variables, placeholder, meas, noise, robust, g.residual_fn, g.residual_dim)
 
 
 class Linearization:
@@ -190,17 +378,87 @@ class Problem:
                     break
         self.factors = tuple(factors)
         self.structure = _Structure(variables, self.factors, metadata)
+        self.index = None
 
     # -- pytree ----------------------------------------------------------------------
     def tree_flatten(self):
-        return (self.factors,), self.structure
+        return (self.factors, self.index), self.structure
 
     @classmethod
     def tree_unflatten(cls, structure, children):
         obj = object.__new__(cls)
         obj.factors = tuple(children[0])
+        obj.index = children[1]
         obj.structure = structure
         return obj
+
+    # -- size classes ----------------------------------------------------------------
+    @property
+    def is_sized(self) -> bool:
+        """True for a problem from :meth:`sized` (its pattern is data, not structure)."""
+        return self.index is not None
+
+    def sized(self, min_sizes: Mapping[str, int] | None = None) -> "Problem":
+        """The same problem padded to its size class, with the pattern as data.
+
+        Every variable group and factor group is padded to :func:`size_class` of its
+        count (or to ``min_sizes[name]`` when larger): padded variables are fixed at the
+        identity, padded factors are masked out (zero residual, zero cost).  Which
+        factor touches which variable becomes pytree leaves (:class:`_IndexData`)
+        instead of static structure, so two graphs of one size class run the *same*
+        compiled solve, and such problems stack under ``jax.vmap`` even when their
+        sparsity patterns differ.  Use :meth:`pad_values` / :meth:`unpad_values` for
+        the values.  The fixed-pattern linear solver ``"cholesky"`` (JAX multifrontal)
+        cannot run on a sized problem; ``"host"``, ``"dense"`` and ``"pcg"`` can.
+        """
+        if self.is_sized:
+            return self
+        cached = getattr(self, "_sized", None)
+        if cached is not None and min_sizes is None:
+            return cached
+        layout = _Layout(self.structure, self.factors, min_sizes)
+        fs = tuple(_pad_group(g, Mp) for g, Mp in zip(self.factors, layout.group_counts))
+        obj = Problem.tree_unflatten(layout, (fs, None))
+        obj.index = self.structure.index_data(layout)
+        if min_sizes is None and not any(isinstance(x, jax.core.Tracer) for x in jax.tree_util.tree_leaves(fs)):
+            self._sized = obj  # concrete leaves: reuse the padded copy on the next solve
+        return obj
+
+    def pad_values(self, values) -> dict:
+        """Call on a :meth:`sized` problem: the original problem's values with identity rows appended."""
+        st = self.structure
+        out = {}
+        for v in self.variables:
+            x = values[v.name]
+            extra = v.count - x.shape[0]
+            if extra == 0:
+                out[v.name] = x
+            elif isinstance(x, jax.core.Tracer):
+                out[v.name] = jnp.concatenate([x, st.kinds[v.name].identity(extra, x.dtype)], 0)
+            else:  # numpy: no eager XLA op per new shape
+                with jax.ensure_compile_time_eval():  # concrete even inside a jit trace
+                    ident = np.asarray(st.kinds[v.name].identity(1, x.dtype))
+                out[v.name] = np.concatenate([np.asarray(x), np.repeat(ident, extra, 0)], 0)
+        return out
+
+    def unpad_values(self, values, original: "Problem") -> dict:
+        """Values of a :meth:`sized` problem cut back to the variable counts of ``original``
+        (unchanged when this problem is not sized)."""
+        if not self.is_sized:
+            return values
+        return {v.name: values[v.name][..., : v.count, :] for v in original.variables}
+
+    def _index(self) -> _IndexData:
+        return self.index if self.index is not None else self.structure.index_data()
+
+    def free_mask(self, dtype) -> jax.Array:
+        """``[N, 1]`` 1 for optimised blocks, 0 for fixed (and padded) ones."""
+        return jnp.asarray(self._index().free_blocks).astype(dtype)[:, None]
+
+    def linear_pattern(self):
+        """``(rows, cols)`` of the normal equations' off-diagonal blocks (padding: rows == cols)."""
+        idx = self._index()
+        return idx.off_rows, idx.off_cols
 
     # -- accessors -------------------------------------------------------------------
     @property
@@ -236,7 +494,7 @@ class Problem:
             raise ValueError(f"replace_group: group {old.name!r} must keep its structure")
         fs = list(self.factors)
         fs[k] = group
-        return Problem.tree_unflatten(self.structure, (tuple(fs),))
+        return Problem.tree_unflatten(self.structure, (tuple(fs), self.index))
 
     def __repr__(self):
         vs = ", ".join(f"{v.name}: {v.count} x {v.kind}" for v in self.variables)
@@ -282,8 +540,8 @@ class Problem:
             o = st.offsets[v.name]
             p = values[v.name]
             moved = k.retract(p, dx[o : o + v.count, : k.tangent_dim].astype(p.dtype))
-            free = st.free_blocks[o : o + v.count]
-            out[v.name] = moved if free.all() else jnp.where(free[:, None], moved, p)
+            free = self._index().free_blocks[o : o + v.count]
+            out[v.name] = moved if isinstance(free, np.ndarray) and free.all() else jnp.where(free[:, None], moved, p)
         return out
 
     # -- evaluation ------------------------------------------------------------------
@@ -302,7 +560,7 @@ class Problem:
             noise = None if g.noise is None else g.noise.astype(dtype).prepare()
             robust = None if g.robust is None else jax.tree_util.tree_map(lambda x: jnp.asarray(x, dtype), g.robust)
             fs.append(g.replace(measurement=meas, noise=noise, robust=robust))
-        return Problem.tree_unflatten(self.structure, (tuple(fs),))
+        return Problem.tree_unflatten(self.structure, (tuple(fs), self.index))
 
     def _group_terms(self, k: int, values, with_jacobians: bool, matrices=None):
         """Whitened (and robust-reweighted) residuals, Jacobians and per-factor costs.
@@ -312,16 +570,20 @@ class Problem:
         """
         st = self.structure
         g = self.factors[k]
-        gs = st.groups[k]
+        idx = self._index()
+        local = idx.local_index[k]
         kinds = [st.kinds[v] for v in g.variables]
         if matrices is not None and g.kind in ("between", "prior"):
-            params = [matrices[v][gs.local_index[:, a]] for a, v in enumerate(g.variables)]
+            params = [matrices[v][local[:, a]] for a, v in enumerate(g.variables)]
         else:
-            params = [values[v][gs.local_index[:, a]] for a, v in enumerate(g.variables)]
+            params = [values[v][local[:, a]] for a, v in enumerate(g.variables)]
         r, J = g.residual_and_jacobians(kinds, params, with_jacobians)
         e = r if g.noise is None else g.noise.whiten(r)
         if J is not None and g.noise is not None:
             J = tuple(g.noise.whiten_jacobian(Ja) for Ja in J)
+        valid = _mask(idx.valid[k], e.dtype)
+        if valid is not None:  # padded factors of a sized problem: no residual, no cost
+            e = e * valid[:, None]
         s2 = jnp.sum(e * e, axis=-1)
         if g.robust is None:
             costs = 0.5 * s2
@@ -343,6 +605,7 @@ class Problem:
     def linearize(self, values) -> Linearization:
         """Gauss-Newton normal equations at ``values`` (call on a ``prepared`` problem)."""
         st = self.structure
+        idx = self._index()
         d, n = st.block_dim, st.num_blocks
         dtype = _dtype_of(values)
         cost = jnp.zeros((), dtype)
@@ -350,24 +613,27 @@ class Problem:
         builtin = {g.variables[0] for g in self.factors if g.kind in ("between", "prior")}
         matrices = {v: st.kinds[v].to_matrix(values[v]) for v in builtin}
         for k, g in enumerate(self.factors):
-            gs = st.groups[k]
+            pairs = st.groups[k].pairs if isinstance(st, _Structure) else st.pairs[k]
             _, e, J, costs = self._group_terms(k, values, True, matrices)
             cost = cost + jnp.sum(costs)
             padded = []
             for a, Ja in enumerate(J):
                 if Ja.shape[-1] < d:
                     Ja = jnp.pad(Ja, ((0, 0), (0, 0), (0, d - Ja.shape[-1])))
-                if not gs.free[:, a].all():
-                    Ja = Ja * jnp.asarray(gs.free[:, a], dtype)[:, None, None]
+                free = _mask(idx.slot_free[k][:, a], dtype)
+                if free is not None:  # fixed variables (and padded factors) get no step
+                    Ja = Ja * free[:, None, None]
                 padded.append(Ja)
             Js = jnp.stack(padded, 1)  # [M, k, r, d]
-            diag_parts.append(jnp.einsum("mkri,mkrj->mkij", Js, Js).reshape(-1, d, d))
-            grad_parts.append(jnp.einsum("mkri,mr->mki", Js, e).reshape(-1, d))
-            for a, b in gs.pairs:
-                off_parts.append(jnp.einsum("mri,mrj->mij", padded[a], padded[b]))
-        ids = jnp.asarray(st.diag_ids)
+            # J^T J and J^T e as broadcast products summed over r, not as batched dots:
+            # XLA:CPU runs a dot per tiny (r x d) matrix, elementwise fusions vectorise
+            diag_parts.append(_tdot(Js, Js).reshape(-1, d, d))
+            grad_parts.append(jnp.sum(Js * e[:, None, :, None], axis=2).reshape(-1, d))
+            for a, b in pairs:
+                off_parts.append(_tdot(padded[a], padded[b]))
+        ids = jnp.asarray(idx.diag_ids)
         diag = jax.ops.segment_sum(jnp.concatenate(diag_parts), ids, num_segments=n)
-        diag = diag + jnp.asarray(st.pad_diag, dtype)[:, :, None] * jnp.eye(d, dtype=dtype)
+        diag = diag + jnp.asarray(idx.pad_diag).astype(dtype)[:, :, None] * jnp.eye(d, dtype=dtype)
         grad = jax.ops.segment_sum(jnp.concatenate(grad_parts), ids, num_segments=n)
         off = jnp.concatenate(off_parts) if off_parts else jnp.zeros((0, d, d), dtype)
         return Linearization(cost, diag, off, grad)
@@ -408,6 +674,11 @@ def _cost_jit(problem, values):
     for k in range(len(p.factors)):
         total = total + jnp.sum(p._group_terms(k, values, False)[3])
     return total
+
+
+def _tdot(A, B):
+    """``A^T B`` over the last two axes, ``[..., r, i] x [..., r, j] -> [..., i, j]``."""
+    return jnp.sum(A[..., :, :, None] * B[..., :, None, :], axis=-3)
 
 
 def _dtype_of(values):

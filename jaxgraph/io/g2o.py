@@ -25,7 +25,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from .. import factors as F
+from .. import lie
 from .. import noise as N
+from ..graph.manifolds import kind_of
 from ..graph.problem import Problem, VariableGroup
 
 __all__ = ["read_g2o", "write_g2o", "G2OFormatError", "PD_FLOOR_RELATIVE"]
@@ -85,80 +87,36 @@ def _upper_to_full(upper: np.ndarray, d: int) -> np.ndarray:
     return m
 
 
-# -- numpy group helpers (float64, for initialising by odometry composition) -----------
-def _se2_mat(p):
-    c, s = np.cos(p[2]), np.sin(p[2])
-    return np.array([[c, -s, p[0]], [s, c, p[1]], [0.0, 0.0, 1.0]])
-
-
-def _se2_param(T):
-    return np.array([T[0, 2], T[1, 2], math.atan2(T[1, 0], T[0, 0])])
-
-
-def _quat_to_rot(q):  # q = (w, x, y, z)
-    w, x, y, z = q / np.linalg.norm(q)
-    return np.array(
-        [
-            [1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y)],
-            [2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x)],
-            [2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y)],
-        ]
-    )
-
-
-def _rot_to_quat(R):
-    # Shepperd's method: pick the largest of w, x, y, z to divide by.
-    tr = np.trace(R)
-    cands = [tr, R[0, 0], R[1, 1], R[2, 2]]
-    k = int(np.argmax(cands))
-    if k == 0:
-        w = 0.5 * math.sqrt(max(1 + tr, 0.0))
-        q = [w, (R[2, 1] - R[1, 2]) / (4 * w), (R[0, 2] - R[2, 0]) / (4 * w), (R[1, 0] - R[0, 1]) / (4 * w)]
-    elif k == 1:
-        x = 0.5 * math.sqrt(max(1 + R[0, 0] - R[1, 1] - R[2, 2], 0.0))
-        q = [(R[2, 1] - R[1, 2]) / (4 * x), x, (R[0, 1] + R[1, 0]) / (4 * x), (R[0, 2] + R[2, 0]) / (4 * x)]
-    elif k == 2:
-        y = 0.5 * math.sqrt(max(1 - R[0, 0] + R[1, 1] - R[2, 2], 0.0))
-        q = [(R[0, 2] - R[2, 0]) / (4 * y), (R[0, 1] + R[1, 0]) / (4 * y), y, (R[1, 2] + R[2, 1]) / (4 * y)]
-    else:
-        z = 0.5 * math.sqrt(max(1 - R[0, 0] - R[1, 1] + R[2, 2], 0.0))
-        q = [(R[1, 0] - R[0, 1]) / (4 * z), (R[0, 2] + R[2, 0]) / (4 * z), (R[1, 2] + R[2, 1]) / (4 * z), z]
-    q = np.array(q)
-    return -q if q[0] < 0 else q
-
-
-def _se3_mat(p):  # p = (qw, qx, qy, qz, x, y, z)
-    T = np.eye(4)
-    T[:3, :3] = _quat_to_rot(p[:4])
-    T[:3, 3] = p[4:]
-    return T
-
-
-def _se3_param(T):
-    return np.concatenate([_rot_to_quat(T[:3, :3]), T[:3, 3]])
+def _g2o_kind(dim: int):
+    """The kind whose rows are g2o's numbers: SE2 ``(x, y, theta)``, SE3 ``(qw, qx, qy, qz, x, y, z)``."""
+    return kind_of("SE2" if dim == 2 else "SE3")
 
 
 def _compose_odometry(path, dim, ids, ei, ej, meas):
-    """Initial poses by composing edges id_k -> id_{k+1} (or its reverse) from the identity."""
-    mat, param = (_se2_mat, _se2_param) if dim == 2 else (_se3_mat, _se3_param)
+    """Initial poses by composing edges id_k -> id_{k+1} (or its reverse) from the identity.
+
+    Conversions go through jaxgraph.lie (batched); the chain product is float64 numpy.
+    """
+    kind = _g2o_kind(dim)
     first = {}
     for e in range(len(ei)):
         first.setdefault((int(ei[e]), int(ej[e])), e)
-    T = np.eye(3 if dim == 2 else 4)
-    out = [param(T)]
+    Z = np.asarray(kind.to_matrix(jnp.asarray(meas)), np.float64)
+    T = np.eye(dim + 1)
+    out = [T]
     for a, b in zip(ids[:-1], ids[1:]):
         if (a, b) in first:
-            Z = mat(meas[first[(a, b)]])
+            step = Z[first[(a, b)]]
         elif (b, a) in first:
-            Z = np.linalg.inv(mat(meas[first[(b, a)]]))
+            step = np.linalg.inv(Z[first[(b, a)]])
         else:
             raise G2OFormatError(
                 f"{path}: the file has no vertices and no odometry edge between vertex {a} and vertex {b}, "
                 "so initial values cannot be composed"
             )
-        T = T @ Z
-        out.append(param(T))
-    return np.stack(out)
+        T = T @ step
+        out.append(T)
+    return np.asarray(kind.from_matrix(jnp.asarray(np.stack(out))), np.float64)
 
 
 def read_g2o(path, *, strict: bool = False, dtype=None, anchor: bool = True):
@@ -366,11 +324,18 @@ def write_g2o(path, problem: Problem, values, *, group: str = "poses", edges: Se
     var = next((v for v in problem.variables if v.name == group), None)
     if var is None:
         raise ValueError(f"write_g2o: the problem has no variable group {group!r}")
-    if var.kind not in ("SE2", "SE3"):
-        raise ValueError(f"write_g2o: variable group {group!r} is {var.kind}; g2o stores SE2 or SE3 poses")
+    kind = kind_of(var.kind)
+    if kind.group not in (lie.SE2, lie.SE3):
+        raise ValueError(f"write_g2o: variable group {group!r} is {kind.name}; g2o stores SE2 or SE3 poses")
     problem.check_values(values)
+    file_kind = _g2o_kind(kind.group.space_dim)
+
+    def g2o_rows(rows):
+        # Rows already in g2o's numbers are written as they are (bit-exact round trip).
+        return np.asarray(rows if kind == file_kind else file_kind.from_group(kind.to_group(jnp.asarray(rows))), np.float64)
+
     ids = np.asarray(problem.metadata.get("vertex_ids", np.arange(var.count)), np.int64)
-    P = np.asarray(values[group], np.float64)
+    P = g2o_rows(values[group])
     bad = np.nonzero(~np.all(np.isfinite(P), axis=1))[0]
     if bad.size:  # a g2o file must never hold nan/inf: the reader rejects it
         k = int(bad[0])
@@ -380,7 +345,8 @@ def write_g2o(path, problem: Problem, values, *, group: str = "poses", edges: Se
         )
     lines = []
     rep = float.__repr__
-    if var.kind == "SE2":
+    se2 = kind.group is lie.SE2
+    if se2:
         for vid, row in zip(ids.tolist(), P.tolist()):
             lines.append(f"VERTEX_SE2 {vid} {rep(row[0])} {rep(row[1])} {rep(row[2])}")
     else:
@@ -389,7 +355,7 @@ def write_g2o(path, problem: Problem, values, *, group: str = "poses", edges: Se
             lines.append(f"VERTEX_SE3:QUAT {vid} {tx} {ty} {tz} {x} {y} {z} {w}")
     for k in var.fixed:
         lines.append(f"FIX {int(ids[k])}")
-    d = 3 if var.kind == "SE2" else 6
+    d = kind.tangent_dim
     iu = np.triu_indices(d)
     for g in problem.factors:
         if g.kind != "between" or g.variables[0] != group:
@@ -397,12 +363,12 @@ def write_g2o(path, problem: Problem, values, *, group: str = "poses", edges: Se
         if edges is not None and g.name not in edges:
             continue
         idx = g.indices.array
-        meas = np.asarray(g.measurement, np.float64)
+        meas = g2o_rows(g.measurement)
         info = _information_of(g.noise, g.count, d) if g.noise is not None else np.broadcast_to(np.eye(d), (g.count, d, d))
         up = info[:, iu[0], iu[1]]
-        tag = "EDGE_SE2" if var.kind == "SE2" else "EDGE_SE3:QUAT"
+        tag = "EDGE_SE2" if se2 else "EDGE_SE3:QUAT"
         for a, b, m, u in zip(ids[idx[:, 0]].tolist(), ids[idx[:, 1]].tolist(), meas.tolist(), up.tolist()):
-            if var.kind == "SE3":
+            if not se2:
                 m = m[4:] + m[1:4] + m[:1]
             lines.append(f"{tag} {a} {b} " + " ".join(map(rep, m)) + " " + " ".join(map(rep, u)))
     with open(path, "w") as fh:

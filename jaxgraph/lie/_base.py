@@ -131,10 +131,20 @@ class MatrixLieGroup(abc.ABC):
     def normalize(self: G) -> G:
         """Project the parameters back onto the group (unit quaternion / complex number)."""
 
+    @classmethod
     @abc.abstractmethod
+    def right_jacobian(cls, tangent: hints.Array) -> jax.Array:
+        """Right Jacobian Jr [..., tangent_dim, tangent_dim]: ``exp(x + d) ~= exp(x) @ exp(Jr(x) d)``."""
+
+    @classmethod
+    @abc.abstractmethod
+    def right_jacobian_inverse(cls, tangent: hints.Array) -> jax.Array:
+        """``Jr(x)^-1`` [..., tangent_dim, tangent_dim], in closed form."""
+
     def jlog(self) -> jax.Array:
         """Jacobian [..., tangent_dim, tangent_dim] of ``log(self @ exp(d))`` at ``d = 0``,
         the inverse right Jacobian ``Jr(log self)^-1``."""
+        return self.right_jacobian_inverse(self.log())
 
     @abc.abstractmethod
     def rplus_jacobian_parameters_wrt_delta(self) -> jax.Array:
@@ -179,6 +189,28 @@ class SEBase(Generic[Rotation], MatrixLieGroup):
         translation = jnp.asarray(translation)
         rotation = cls._rotation_type.identity(translation.shape[:-1], float_dtype(translation))
         return cls.from_rotation_and_translation(rotation, translation)
+
+    @classmethod
+    def from_matrix(cls, matrix: hints.Array):
+        """Element of homogeneous matrices [..., space_dim + 1, space_dim + 1]."""
+        matrix = jnp.asarray(matrix)
+        n = cls.space_dim
+        return cls.from_rotation_and_translation(cls._rotation_type.from_matrix(matrix[..., :n, :n]), matrix[..., :n, n])
+
+    def as_matrix(self) -> jax.Array:
+        R = self.rotation().as_matrix()
+        n = self.space_dim
+        top = jnp.concatenate([R, self.translation()[..., :, None]], axis=-1)
+        bottom = jnp.broadcast_to(jnp.eye(n + 1, dtype=R.dtype)[n], top.shape[:-2] + (1, n + 1))
+        return jnp.concatenate([top, bottom], axis=-2)
+
+    @classmethod
+    def sample_uniform(cls, key: jax.Array, batch_axes: Tuple[int, ...] = (), dtype=None):
+        """Uniform rotations, translations uniform in [-1, 1]^space_dim."""
+        dtype = resolve_dtype(dtype)
+        k1, k2 = jax.random.split(key)
+        translation = jax.random.uniform(k2, tuple(batch_axes) + (cls.space_dim,), dtype, -1.0, 1.0)
+        return cls.from_rotation_and_translation(cls._rotation_type.sample_uniform(k1, batch_axes, dtype), translation)
 
     def rotation(self) -> Rotation:
         return self._rotation_type(self.parameters()[..., : self._rotation_type.parameters_dim])

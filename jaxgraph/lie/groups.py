@@ -78,8 +78,12 @@ class SO2(SOBase):
     def normalize(self) -> "SO2":
         return SO2(self.unit_complex / jnp.linalg.norm(self.unit_complex, axis=-1, keepdims=True))
 
-    def jlog(self) -> jax.Array:
-        return jnp.ones(self.get_batch_axes() + (1, 1), dtype=self.unit_complex.dtype)
+    @classmethod
+    def right_jacobian(cls, tangent) -> jax.Array:
+        tangent = _as_float(tangent)
+        return jnp.ones(tangent.shape[:-1] + (1, 1), tangent.dtype)
+
+    right_jacobian_inverse = right_jacobian
 
     def rplus_jacobian_parameters_wrt_delta(self) -> jax.Array:
         c, s = self.unit_complex[..., 0], self.unit_complex[..., 1]
@@ -114,30 +118,11 @@ class SE2(SEBase[SO2]):
     def log(self) -> jax.Array:
         return _se2.se2_log(self.as_matrix())
 
-    @classmethod
-    def from_matrix(cls, matrix) -> "SE2":
-        matrix = _as_float(matrix)
-        return cls(jnp.concatenate([matrix[..., :2, 0], matrix[..., :2, 2]], axis=-1))
-
-    def as_matrix(self) -> jax.Array:
-        R = self.rotation().as_matrix()
-        top = jnp.concatenate([R, self.translation()[..., :, None]], axis=-1)
-        bottom = jnp.broadcast_to(jnp.asarray([0.0, 0.0, 1.0], dtype=R.dtype), top.shape[:-2] + (1, 3))
-        return jnp.concatenate([top, bottom], axis=-2)
-
     def adjoint(self) -> jax.Array:
         return _se2.se2_adjoint(self.as_matrix())
 
-    def jlog(self) -> jax.Array:
-        return _se2.se2_right_jacobian_inverse(self.log())
-
-    @classmethod
-    def sample_uniform(cls, key, batch_axes: Tuple[int, ...] = (), dtype=None) -> "SE2":
-        dtype = resolve_dtype(dtype)
-        k1, k2 = jax.random.split(key)
-        return cls.from_rotation_and_translation(
-            SO2.sample_uniform(k1, batch_axes, dtype), jax.random.uniform(k2, tuple(batch_axes) + (2,), dtype, -1.0, 1.0)
-        )
+    right_jacobian = staticmethod(_se2.se2_right_jacobian)
+    right_jacobian_inverse = staticmethod(_se2.se2_right_jacobian_inverse)
 
 
 @register_lie_group(matrix_dim=3, parameters_dim=4, tangent_dim=3, space_dim=3)
@@ -229,8 +214,8 @@ class SO3(SOBase):
     def normalize(self) -> "SO3":
         return SO3(self.wxyz / jnp.linalg.norm(self.wxyz, axis=-1, keepdims=True))
 
-    def jlog(self) -> jax.Array:
-        return _so3.so3_right_jacobian_inverse(self.log())
+    right_jacobian = staticmethod(_so3.so3_right_jacobian)
+    right_jacobian_inverse = staticmethod(_so3.so3_right_jacobian_inverse)
 
     def rplus_jacobian_parameters_wrt_delta(self) -> jax.Array:
         # d(q * (1, d/2)) / dd at d = 0: half of q's left-multiplication matrix, columns x, y, z.
@@ -267,27 +252,11 @@ class SE3(SEBase[SO3]):
         w = self.rotation().log()
         return jnp.concatenate([_se3._left_jacobian_inverse_apply(w, self.translation()), w], axis=-1)
 
-    @classmethod
-    def from_matrix(cls, matrix) -> "SE3":
-        matrix = _as_float(matrix)
-        return cls.from_rotation_and_translation(SO3.from_matrix(matrix[..., :3, :3]), matrix[..., :3, 3])
-
-    def as_matrix(self) -> jax.Array:
-        return _se3._homogeneous(self.rotation().as_matrix(), self.translation())
-
     def adjoint(self) -> jax.Array:
         return _se3.se3_adjoint(self.as_matrix())
 
-    def jlog(self) -> jax.Array:
-        return _se3.se3_right_jacobian_inverse(self.log())
-
-    @classmethod
-    def sample_uniform(cls, key, batch_axes: Tuple[int, ...] = (), dtype=None) -> "SE3":
-        dtype = resolve_dtype(dtype)
-        k1, k2 = jax.random.split(key)
-        return cls.from_rotation_and_translation(
-            SO3.sample_uniform(k1, batch_axes, dtype), jax.random.uniform(k2, tuple(batch_axes) + (3,), dtype, -1.0, 1.0)
-        )
+    right_jacobian = staticmethod(_se3.se3_right_jacobian)
+    right_jacobian_inverse = staticmethod(_se3.se3_right_jacobian_inverse)
 
 
 __all__ = ["MatrixLieGroup", "SOBase", "SEBase", "SO2", "SE2", "SO3", "SE3"]

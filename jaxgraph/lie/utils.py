@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import inspect
 from typing import Callable, Type, TypeVar
 
 import jax
@@ -39,6 +40,33 @@ def _register_flax(cls: type, field: str) -> None:
     _flax_serialization.register_serialization_state(cls, to_state_dict, from_state_dict)
 
 
+# Public attributes that stay plain Python: they return Python values or convert objects.
+_NOT_COMPILED = frozenset({"parameters", "get_batch_axes", "from_jaxlie", "to_jaxlie"})
+# Arguments that set shapes or dtypes, so jit treats them as static.
+_STATIC_ARGUMENTS = ("batch_axes", "dtype")
+
+
+def _jit(f, skip_first: bool):
+    parameters = list(inspect.signature(f).parameters)
+    static = [k for k, a in enumerate(parameters) if a in _STATIC_ARGUMENTS or (skip_first and k == 0)]
+    return jax.jit(f, static_argnums=static, static_argnames=[parameters[k] for k in static if k > 0 or not skip_first])
+
+
+def _compile_methods(cls: type) -> None:
+    """jit every public method (as jaxlie does): one dispatch per call in eager code instead of
+    one per array operation; inside a jitted function they inline as usual."""
+    for name in dir(cls):
+        if name.startswith("_") or name in _NOT_COMPILED:
+            continue
+        attr = inspect.getattr_static(cls, name)
+        if isinstance(attr, classmethod):
+            setattr(cls, name, classmethod(_jit(attr.__func__, skip_first=True)))
+        elif isinstance(attr, staticmethod):
+            setattr(cls, name, staticmethod(_jit(attr.__func__, skip_first=False)))
+        elif inspect.isfunction(attr):
+            setattr(cls, name, _jit(attr, skip_first=False))
+
+
 def register_lie_group(
     *, matrix_dim: int, parameters_dim: int, tangent_dim: int, space_dim: int
 ) -> Callable[[Type[T]], Type[T]]:
@@ -47,7 +75,8 @@ def register_lie_group(
     The class declares exactly one field, its parameter array (e.g. ``wxyz: jax.Array``). The
     field is the pytree's only child (key path ``.wxyz``, so orbax and ``tree_flatten_with_path``
     see jaxlie's names), and with flax installed the class is registered with
-    ``flax.serialization`` (state dict ``{"wxyz": array}``, as jaxlie's).
+    ``flax.serialization`` (state dict ``{"wxyz": array}``, as jaxlie's). Public methods are
+    jit-compiled (``batch_axes`` and ``dtype`` arguments static).
     """
 
     def wrap(cls: Type[T]) -> Type[T]:
@@ -63,6 +92,7 @@ def register_lie_group(
             raise TypeError(f"{cls.__name__} must declare exactly one parameter field, got {fields}")
         cls._parameters_field = fields[0]
         jax.tree_util.register_dataclass(cls, data_fields=fields, meta_fields=[])
+        _compile_methods(cls)
         if _flax_serialization is not None:
             _register_flax(cls, fields[0])
         return cls

@@ -28,9 +28,16 @@ function accepts leading batch axes (broadcast against each other) and is
 factorisation (H is symmetric) and returns ``rhs_bar = lam``,
 ``H_bar = -lam x^T`` folded onto the given blocks.
 
+``size_class(n, d, M, method=...)`` gives a structure for *any* pattern of ``M``
+off-diagonal slots; every call then passes ``pattern=(rows, cols)`` (arrays, traced or
+not; ``rows == cols`` marks an unused slot), so one compiled program serves every graph
+of that size and different patterns stack under ``vmap``.
+
 Methods (``analyze(..., method=...)``):
 
-* ``"cholesky"``: sparse multifrontal block Cholesky.  Ordering (nested
+* ``"host"``: CHOLMOD (supernodal, from the ``cvxopt`` wheels) on the host through
+  ``jax.pure_callback``; the symbolic analysis is cached per pattern.  The CPU default.
+* ``"cholesky"``: sparse multifrontal block Cholesky in JAX.  Ordering (nested
   dissection by default), elimination tree, supernodes and a level schedule
   are computed in numpy by ``analyze``; the numeric factorisation runs in JAX
   as batched dense Cholesky / triangular solves / matmuls, one ``lax.scan`` per
@@ -39,7 +46,8 @@ Methods (``analyze(..., method=...)``):
 * ``"dense"``: assembles the dense ``nd x nd`` matrix (small problems).
 * ``"pcg"``: matrix-free block-Jacobi preconditioned conjugate gradients in a
   ``lax.while_loop`` (``pcg_max_iterations``, ``pcg_tolerance``).
-* ``"auto"`` (default): ``"dense"`` when ``n*d <= DENSE_MAX_UNKNOWNS`` (300) else ``"cholesky"``.
+* ``"auto"`` (default): ``"dense"`` when ``n*d <= DENSE_MAX_UNKNOWNS`` (300), else
+  ``"host"`` on the CPU backend (when ``cvxopt`` imports) and ``"cholesky"`` elsewhere.
 
 Robustness: a pivot block that is not numerically positive definite (e.g. a
 missing gauge prior without damping) gets a block-Jacobi stand-in factor
@@ -50,32 +58,40 @@ Details and measurements: ``docs/linear.md``.
 
 from ._api import (
     DENSE_MAX_UNKNOWNS,
+    DYNAMIC_METHODS,
     METHODS,
     ORDERINGS,
     BlockStructure,
     Factorization,
     SolveInfo,
     analyze,
+    default_sparse_method,
     factor,
     matvec,
     solve,
     solve_factored,
+    resolve_method,
+    size_class,
     solve_with_info,
     to_dense,
 )
 
 __all__ = [
     "DENSE_MAX_UNKNOWNS",
+    "DYNAMIC_METHODS",
     "METHODS",
     "ORDERINGS",
     "BlockStructure",
     "Factorization",
     "SolveInfo",
     "analyze",
+    "default_sparse_method",
     "factor",
     "matvec",
     "solve",
     "solve_factored",
+    "resolve_method",
+    "size_class",
     "solve_with_info",
     "to_dense",
 ]

@@ -11,11 +11,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from . import _host as host
 from . import _numeric as num
 from . import _ordering as ordmod
 from ._symbolic import symbolic_cholesky
 
-METHODS = ("auto", "cholesky", "dense", "pcg")
+METHODS = ("auto", "host", "cholesky", "dense", "pcg")
+# methods whose compiled code does not depend on the sparsity pattern (``size_class``)
+DYNAMIC_METHODS = ("host", "dense", "pcg")
 ORDERINGS = ("auto", "nd", "amd", "mindegree", "natural")
 
 # ``method="auto"``: dense Cholesky up to this many scalar unknowns (n * d), the
@@ -26,18 +29,33 @@ ORDERINGS = ("auto", "nd", "amd", "mindegree", "natural")
 DENSE_MAX_UNKNOWNS = 300
 
 
+def default_sparse_method() -> str:
+    """``"host"`` (CHOLMOD via ``cvxopt``) on the CPU backend when available, else ``"cholesky"``."""
+    return "host" if jax.default_backend() == "cpu" and host.available() else "cholesky"
+
+
+def resolve_method(method: str, num_unknowns: int) -> str:
+    """The concrete method ``"auto"`` stands for at ``num_unknowns = n * d`` scalar unknowns."""
+    if method not in METHODS:
+        raise ValueError(f"unknown method {method!r}, expected one of {METHODS}")
+    if method != "auto":
+        return method
+    return "dense" if num_unknowns <= DENSE_MAX_UNKNOWNS else default_sparse_method()
+
+
 @dataclass(frozen=True, eq=False)
 class BlockStructure:
     """Static description of a block-sparse symmetric system (hash/eq by identity).
 
     Safe as a ``jax.jit`` static argument, closure constant or pytree aux data.
-    Build it with :func:`analyze`; do not construct directly.
+    Build it with :func:`analyze` (a fixed pattern) or :func:`size_class` (the pattern
+    is passed to every call as ``pattern=(rows, cols)`` arrays); do not construct directly.
     """
 
     num_blocks: int
     block_dim: int
-    rows: np.ndarray  # [M] int32
-    cols: np.ndarray  # [M] int32
+    rows: np.ndarray | None  # [M] int32; None: pattern given per call (size class)
+    cols: np.ndarray | None
     method: str
     ordering: str
     pcg_max_iterations: int
@@ -45,9 +63,16 @@ class BlockStructure:
     symbolic: object = None  # _symbolic.Symbolic for method "cholesky"
     stats: dict = field(default_factory=dict)
 
+    num_offdiag_slots: int = -1  # size classes: M; -1: len(rows)
+
     @property
     def num_offdiag(self) -> int:
-        return int(self.rows.shape[0])
+        return int(self.rows.shape[0]) if self.rows is not None else self.num_offdiag_slots
+
+    @property
+    def dynamic(self) -> bool:
+        """True when the pattern is passed per call (see :func:`size_class`)."""
+        return self.rows is None
 
 
 class Factorization(NamedTuple):
@@ -88,9 +113,10 @@ def analyze(num_blocks: int, block_dim: int, rows, cols, *, method: str = "auto"
       block_dim: d, the uniform block size (3 for SE2, 6 for SE3).
       rows, cols: ``[M]`` integer block coordinates of the off-diagonal blocks
         (``i != j``, either order, duplicates allowed and summed).
-      method: ``"auto"`` (dense for ``n*d <= DENSE_MAX_UNKNOWNS``, else
-        ``"cholesky"``), ``"cholesky"`` (sparse multifrontal), ``"dense"``,
-        ``"pcg"`` (block-Jacobi preconditioned CG).
+      method: ``"auto"`` (dense for ``n*d <= DENSE_MAX_UNKNOWNS``, else ``"host"``
+        on CPU, ``"cholesky"`` elsewhere), ``"host"`` (CHOLMOD on the host through
+        ``jax.pure_callback``), ``"cholesky"`` (sparse multifrontal in JAX),
+        ``"dense"``, ``"pcg"`` (block-Jacobi preconditioned CG).
       ordering: fill-reducing ordering for ``"cholesky"``: ``"nd"`` nested
         dissection, ``"amd"``/``"mindegree"`` (exact minimum degree),
         ``"natural"``; ``"auto"`` builds nested dissection and minimum degree
@@ -133,8 +159,9 @@ def analyze(num_blocks: int, block_dim: int, rows, cols, *, method: str = "auto"
         raise ValueError(f"analyze: unknown method {method!r}, expected one of {METHODS}")
     if ordering not in ORDERINGS:
         raise ValueError(f"analyze: unknown ordering {ordering!r}, expected one of {ORDERINGS}")
-    if method == "auto":
-        method = "dense" if n * d <= DENSE_MAX_UNKNOWNS else "cholesky"
+    if method == "host" and not host.available():
+        raise ImportError("analyze: method 'host' needs the cvxopt package (pip install cvxopt)")
+    method = resolve_method(method, n * d)
     stats = {}
     symbolic = None
     if method == "cholesky":
@@ -176,10 +203,38 @@ def analyze(num_blocks: int, block_dim: int, rows, cols, *, method: str = "auto"
                           symbolic=symbolic, stats=stats)
 
 
+def size_class(num_blocks: int, block_dim: int, num_offdiag: int, *, method: str = "auto",
+               pcg_max_iterations: int = 500, pcg_tolerance: float | None = None) -> BlockStructure:
+    """A structure for *any* pattern of ``num_offdiag`` off-diagonal slots (compiled code reuse).
+
+    The pattern is passed to every call as ``pattern=(rows, cols)`` (``int32 [M]``
+    arrays, traced or not, batched under ``vmap`` like the values), so one compiled
+    program serves every graph padded to this size.  Slots with ``rows[k] == cols[k]``
+    are unused (padding) and ignored.  Methods: ``"host"`` (symbolic analysis cached on
+    the host per pattern), ``"dense"``, ``"pcg"``; ``"auto"`` as in :func:`analyze`
+    (the JAX multifrontal ``"cholesky"`` needs a fixed pattern: use :func:`analyze`).
+    """
+    n, d, M = int(num_blocks), int(block_dim), int(num_offdiag)
+    if n < 1 or d < 1 or M < 0:
+        raise ValueError(f"size_class: need num_blocks >= 1, block_dim >= 1, num_offdiag >= 0, "
+                         f"got {num_blocks}, {block_dim}, {num_offdiag}")
+    method = resolve_method(method, n * d)
+    if method not in DYNAMIC_METHODS:
+        raise ValueError(f"size_class: method {method!r} needs a fixed pattern (use analyze); "
+                         f"pattern-free methods: {DYNAMIC_METHODS}")
+    if method == "host" and not host.available():
+        raise ImportError("size_class: method 'host' needs the cvxopt package (pip install cvxopt)")
+    return BlockStructure(num_blocks=n, block_dim=d, rows=None, cols=None, method=method,
+                          ordering="host" if method == "host" else "natural",
+                          pcg_max_iterations=int(pcg_max_iterations),
+                          pcg_tolerance=None if pcg_tolerance is None else float(pcg_tolerance),
+                          num_offdiag_slots=M)
+
+
 # --------------------------------------------------------------------------- validation / batching
 
 
-def _check(structure, diag=None, offdiag=None, vec=None, who="solve"):
+def _check(structure, diag=None, offdiag=None, vec=None, who="solve", pattern=None):
     if not isinstance(structure, BlockStructure):
         raise TypeError(f"{who}: expected a BlockStructure from jaxgraph.linear.analyze, "
                         f"got {type(structure).__name__}")
@@ -197,6 +252,19 @@ def _check(structure, diag=None, offdiag=None, vec=None, who="solve"):
     dts = {a.dtype for a in arrays}
     if len(dts) > 1:
         raise TypeError(f"{who}: all arrays must share one dtype, got {sorted(map(str, dts))}")
+    if structure.dynamic:
+        if pattern is None:
+            raise ValueError(f"{who}: this structure comes from size_class; pass pattern=(rows, cols)")
+        rows, cols = (jnp.asarray(x) for x in pattern)
+        if rows.shape != cols.shape or rows.ndim < 1 or rows.shape[-1] != M:
+            raise ValueError(f"{who}: pattern rows/cols must have shape [..., {M}], got "
+                             f"{rows.shape} and {cols.shape}")
+        if not (jnp.issubdtype(rows.dtype, jnp.integer) and jnp.issubdtype(cols.dtype, jnp.integer)):
+            raise TypeError(f"{who}: pattern rows/cols must be integer arrays, got {rows.dtype}, {cols.dtype}")
+        return rows.astype(jnp.int32), cols.astype(jnp.int32)
+    if pattern is not None:
+        raise ValueError(f"{who}: this structure has a fixed pattern (from analyze); do not pass pattern")
+    return jnp.asarray(structure.rows), jnp.asarray(structure.cols)
 
 
 def _batched(fn, args, core_ndims):
@@ -204,10 +272,13 @@ def _batched(fn, args, core_ndims):
     batch = jnp.broadcast_shapes(*[a.shape[: a.ndim - k] for a, k in zip(args, core_ndims)])
     if not batch:
         return fn(*args)
-    args = [jnp.broadcast_to(a, batch + a.shape[a.ndim - k:]) for a, k in zip(args, core_ndims)]
+    # unbatched arguments (e.g. a fixed pattern) stay unbatched: in_axes None
+    axes = [None if a.ndim == k else 0 for a, k in zip(args, core_ndims)]
+    args = [a if ax is None else jnp.broadcast_to(a, batch + a.shape[a.ndim - k:])
+            for a, k, ax in zip(args, core_ndims, axes)]
     f = fn
     for _ in batch:
-        f = jax.vmap(f)
+        f = jax.vmap(f, in_axes=axes)
     return f(*args)
 
 
@@ -218,15 +289,28 @@ def _tol(structure, dtype):
 
 
 # --------------------------------------------------------------------------- single-problem cores
+# ``rows, cols``: the pattern as arrays (constants of a fixed structure, or the traced
+# pattern of a size class, whose unused slots ``rows == cols`` are masked to zero here).
 
 
-def _factor1(structure, diag, offdiag):
-    rows, cols = jnp.asarray(structure.rows), jnp.asarray(structure.cols)
+def _masked(structure, rows, cols, offdiag):
+    if not structure.dynamic:
+        return offdiag
+    return offdiag * (rows != cols).astype(offdiag.dtype)[:, None, None]
+
+
+def _factor1(structure, rows, cols, diag, offdiag):
+    offdiag = _masked(structure, rows, cols, offdiag)
     if structure.method == "dense":
         data, clamped = num.dense_factor(rows, cols, diag, offdiag)
     elif structure.method == "pcg":
         Ld, clamped = num.block_jacobi(diag)
         data = (diag, offdiag, Ld)
+    elif structure.method == "host":
+        # the factor lives on the host (cached per pattern); the blocks identify it
+        _, clamped = host.solve(rows, cols, diag, offdiag, jnp.zeros(diag.shape[:2], diag.dtype),
+                                reuse=True)
+        data = (diag, offdiag)
     else:
         sy = structure.symbolic
         data, clamped = num.cholesky_factor(sy.tiers, structure.num_blocks, structure.block_dim,
@@ -234,136 +318,168 @@ def _factor1(structure, diag, offdiag):
     return Factorization(data=data, clamped=clamped)
 
 
-def _solve_factored1(structure, fact, rhs):
+def _solve_factored1(structure, rows, cols, fact, rhs):
     """Returns (x, iterations, pcg relative residual or None)."""
+    zero = jnp.asarray(0, jnp.int32)
     if structure.method == "dense":
-        return num.dense_solve(fact.data, rhs), jnp.asarray(0, jnp.int32), None
+        return num.dense_solve(fact.data, rhs), zero, None
     if structure.method == "pcg":
         diag, offdiag, Ld = fact.data
-        x, k, rel = num.pcg(jnp.asarray(structure.rows), jnp.asarray(structure.cols), diag, offdiag,
-                            Ld, rhs, structure.pcg_max_iterations, _tol(structure, rhs.dtype))
+        x, k, rel = num.pcg(rows, cols, diag, offdiag, Ld, rhs, structure.pcg_max_iterations,
+                            _tol(structure, rhs.dtype))
         return x, k, rel
+    if structure.method == "host":
+        diag, offdiag = fact.data
+        return host.solve(rows, cols, diag, offdiag, rhs, reuse=True)[0], zero, None
     x = num.cholesky_solve(structure.symbolic.tiers, structure.num_blocks, structure.block_dim,
                            fact.data, rhs)
-    return x, jnp.asarray(0, jnp.int32), None
+    return x, zero, None
 
 
-def _residual(structure, diag, offdiag, x, rhs):
-    r = num.matvec(jnp.asarray(structure.rows), jnp.asarray(structure.cols), diag, offdiag, x) - rhs
+def _residual(rows, cols, diag, offdiag, x, rhs):
+    r = num.matvec(rows, cols, diag, offdiag, x) - rhs
     bn = jnp.sqrt(jnp.sum(rhs * rhs))
     return jnp.sqrt(jnp.sum(r * r)) / jnp.where(bn > 0, bn, jnp.asarray(1.0, rhs.dtype))
 
 
+def _forward(structure, rows, cols, diag, offdiag, rhs, reuse):
+    if structure.method == "host":
+        # one host call: factor and solve (the factor is kept only when the adjoint needs it)
+        offdiag = _masked(structure, rows, cols, offdiag)
+        x, clamped = host.solve(rows, cols, diag, offdiag, rhs, reuse=reuse)
+        fact = Factorization(data=(diag, offdiag), clamped=clamped)
+        k, rel = jnp.asarray(0, jnp.int32), None
+    else:
+        fact = _factor1(structure, rows, cols, diag, offdiag)
+        x, k, rel = _solve_factored1(structure, rows, cols, fact, rhs)
+    if rel is None:
+        rel = _residual(rows, cols, diag, _masked(structure, rows, cols, offdiag), x, rhs)
+    return x, SolveInfo(fact.clamped, k, rel), fact
+
+
 @partial(jax.custom_vjp, nondiff_argnums=(0,))
-def _solve1(structure, diag, offdiag, rhs):
-    fact = _factor1(structure, diag, offdiag)
-    x, k, rel = _solve_factored1(structure, fact, rhs)
-    if rel is None:
-        rel = _residual(structure, diag, offdiag, x, rhs)
-    return x, SolveInfo(fact.clamped, k, rel)
+def _solve1(structure, rows, cols, diag, offdiag, rhs):
+    x, info, _ = _forward(structure, rows, cols, diag, offdiag, rhs, reuse=False)
+    return x, info
 
 
-def _solve1_fwd(structure, diag, offdiag, rhs):
-    fact = _factor1(structure, diag, offdiag)
-    x, k, rel = _solve_factored1(structure, fact, rhs)
-    if rel is None:
-        rel = _residual(structure, diag, offdiag, x, rhs)
-    return (x, SolveInfo(fact.clamped, k, rel)), (fact, x)
+def _solve1_fwd(structure, rows, cols, diag, offdiag, rhs):
+    x, info, fact = _forward(structure, rows, cols, diag, offdiag, rhs, reuse=True)
+    return (x, info), (rows, cols, fact, x)
 
 
 def _solve1_bwd(structure, res, cts):
-    fact, x = res
+    rows, cols, fact, x = res
     xbar = cts[0]
     # H symmetric: the adjoint system is H lam = xbar, solved with the same factor
-    lam, _, _ = _solve_factored1(structure, fact, xbar)
-    r, c = jnp.asarray(structure.rows), jnp.asarray(structure.cols)
+    lam, _, _ = _solve_factored1(structure, rows, cols, fact, xbar)
+    r, c = rows, cols
     dD = -0.5 * (jnp.einsum("ni,nj->nij", lam, x) + jnp.einsum("ni,nj->nij", x, lam))
     dO = -(jnp.einsum("ki,kj->kij", lam[r], x[c]) + jnp.einsum("ki,kj->kij", x[r], lam[c]))
-    return dD, dO.astype(x.dtype), lam
+    dO = _masked(structure, rows, cols, dO.astype(x.dtype))
+    return None, None, dD, dO, lam
 
 
 _solve1.defvjp(_solve1_fwd, _solve1_bwd)
 
 
 # --------------------------------------------------------------------------- public functions
+# ``pattern``: ``(rows, cols)`` int arrays ``[..., M]``, required for structures from
+# :func:`size_class` and refused for structures from :func:`analyze`.
 
 
-def factor(structure: BlockStructure, diag_blocks, offdiag_blocks) -> Factorization:
+def factor(structure: BlockStructure, diag_blocks, offdiag_blocks, *, pattern=None) -> Factorization:
     """Numeric factorisation of H (jit/vmap-able).
 
     Args:
       diag_blocks: ``[..., n, d, d]`` diagonal blocks H_ii (symmetrised internally).
       offdiag_blocks: ``[..., M, d, d]``, ``offdiag_blocks[k] = H[rows[k], cols[k]]``.
+      pattern: ``(rows, cols)`` for a :func:`size_class` structure.
     Returns:
-      :class:`Factorization` with the inputs' leading batch axes.
+      :class:`Factorization` with the inputs' leading batch axes.  For ``"host"`` the
+      factor itself stays on the host (cached per pattern); the Factorization holds the
+      blocks, and :func:`solve_factored` reuses the host factor while they match.
     """
     diag_blocks = jnp.asarray(diag_blocks)
     offdiag_blocks = jnp.asarray(offdiag_blocks)
-    _check(structure, diag_blocks, offdiag_blocks, who="factor")
-    return _batched(partial(_factor1, structure), [diag_blocks, offdiag_blocks], [3, 3])
+    rows, cols = _check(structure, diag_blocks, offdiag_blocks, who="factor", pattern=pattern)
+    return _batched(partial(_factor1, structure), [rows, cols, diag_blocks, offdiag_blocks], [1, 1, 3, 3])
 
 
-def solve_factored(structure: BlockStructure, factorization: Factorization, rhs):
+def solve_factored(structure: BlockStructure, factorization: Factorization, rhs, *, pattern=None):
     """Solve H x = rhs with an existing factorisation; ``rhs [..., n, d] -> x [..., n, d]``.
 
     Batch axes of ``rhs`` beyond those of the factorisation are vmapped over
     with the factorisation shared.
     """
     rhs = jnp.asarray(rhs)
-    _check(structure, vec=rhs, who="solve_factored")
+    rows, cols = _check(structure, vec=rhs, who="solve_factored", pattern=pattern)
     fb = jnp.ndim(factorization.clamped)
     rb = rhs.ndim - 2
     if rb < fb:
         raise ValueError(f"solve_factored: rhs has {rb} batch axes but the factorisation has {fb}")
+    pb = rows.ndim - 1
+    if pb > fb:
+        raise ValueError(f"solve_factored: the pattern has {pb} batch axes but the factorisation has {fb}")
+    rows = jnp.broadcast_to(rows, jnp.shape(factorization.clamped) + rows.shape[pb:])
+    cols = jnp.broadcast_to(cols, rows.shape)
 
-    def one(f, b):
-        return _solve_factored1(structure, f, b)[0]
+    def one(r, c, f, b):
+        return _solve_factored1(structure, r, c, f, b)[0]
 
     f = one
     for _ in range(rb - fb):
-        f = jax.vmap(f, in_axes=(None, 0))
+        f = jax.vmap(f, in_axes=(None, None, None, 0))
     for _ in range(fb):
         f = jax.vmap(f)
-    return f(factorization, rhs)
+    return f(rows, cols, factorization, rhs)
 
 
-def solve_with_info(structure: BlockStructure, diag_blocks, offdiag_blocks, rhs):
+def solve_with_info(structure: BlockStructure, diag_blocks, offdiag_blocks, rhs, *, pattern=None):
     """Like :func:`solve` but also returns a :class:`SolveInfo`."""
     diag_blocks = jnp.asarray(diag_blocks)
     offdiag_blocks = jnp.asarray(offdiag_blocks)
     rhs = jnp.asarray(rhs)
-    _check(structure, diag_blocks, offdiag_blocks, rhs, who="solve")
-    return _batched(partial(_solve1, structure), [diag_blocks, offdiag_blocks, rhs], [3, 3, 2])
+    rows, cols = _check(structure, diag_blocks, offdiag_blocks, rhs, who="solve", pattern=pattern)
+    return _batched(partial(_solve1, structure), [rows, cols, diag_blocks, offdiag_blocks, rhs],
+                    [1, 1, 3, 3, 2])
 
 
-def solve(structure: BlockStructure, diag_blocks, offdiag_blocks, rhs):
+def solve(structure: BlockStructure, diag_blocks, offdiag_blocks, rhs, *, pattern=None):
     """Solve H x = rhs (jit/vmap/grad-able; reverse mode reuses the factorisation).
 
     Args:
-      structure: from :func:`analyze`.
+      structure: from :func:`analyze` or :func:`size_class`.
       diag_blocks: ``[..., n, d, d]``; offdiag_blocks: ``[..., M, d, d]`` with
         ``offdiag_blocks[k] = H[rows[k], cols[k]]``; rhs: ``[..., n, d]``.
         Leading batch axes broadcast against each other.
+      pattern: ``(rows, cols)`` ``[..., M]`` for a :func:`size_class` structure.
     Returns:
       x: ``[..., n, d]``, same dtype as the inputs.
     """
-    return solve_with_info(structure, diag_blocks, offdiag_blocks, rhs)[0]
+    return solve_with_info(structure, diag_blocks, offdiag_blocks, rhs, pattern=pattern)[0]
 
 
-def matvec(structure: BlockStructure, diag_blocks, offdiag_blocks, x):
+def matvec(structure: BlockStructure, diag_blocks, offdiag_blocks, x, *, pattern=None):
     """Block-sparse product ``H x``; ``x [..., n, d] -> [..., n, d]``."""
     diag_blocks = jnp.asarray(diag_blocks)
     offdiag_blocks = jnp.asarray(offdiag_blocks)
     x = jnp.asarray(x)
-    _check(structure, diag_blocks, offdiag_blocks, x, who="matvec")
-    r, c = jnp.asarray(structure.rows), jnp.asarray(structure.cols)
-    return _batched(partial(num.matvec, r, c), [diag_blocks, offdiag_blocks, x], [3, 3, 2])
+    r, c = _check(structure, diag_blocks, offdiag_blocks, x, who="matvec", pattern=pattern)
+
+    def one(r, c, D, O, v):
+        return num.matvec(r, c, D, _masked(structure, r, c, O), v)
+
+    return _batched(one, [r, c, diag_blocks, offdiag_blocks, x], [1, 1, 3, 3, 2])
 
 
-def to_dense(structure: BlockStructure, diag_blocks, offdiag_blocks):
+def to_dense(structure: BlockStructure, diag_blocks, offdiag_blocks, *, pattern=None):
     """Dense ``[..., n d, n d]`` matrix (for small problems and tests)."""
     diag_blocks = jnp.asarray(diag_blocks)
     offdiag_blocks = jnp.asarray(offdiag_blocks)
-    _check(structure, diag_blocks, offdiag_blocks, who="to_dense")
-    r, c = jnp.asarray(structure.rows), jnp.asarray(structure.cols)
-    return _batched(partial(num.assemble_dense, r, c), [diag_blocks, offdiag_blocks], [3, 3])
+    r, c = _check(structure, diag_blocks, offdiag_blocks, who="to_dense", pattern=pattern)
+
+    def one(r, c, D, O):
+        return num.assemble_dense(r, c, D, _masked(structure, r, c, O))
+
+    return _batched(one, [r, c, diag_blocks, offdiag_blocks], [1, 1, 3, 3])

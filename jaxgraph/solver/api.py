@@ -6,7 +6,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ..graph.problem import Problem, _dtype_of, zero_quaternions
+from .. import linear
+from ..graph.problem import Problem, _dtype_of, size_class, zero_quaternions
 from .backward import solve_compiled
 from .config import SolverConfig
 from .status import SolveInfo
@@ -39,7 +40,9 @@ def solve(problem: Problem, initial_values: dict, config: SolverConfig | None = 
     changing once it has converged) and repeated calls without retracing are supported;
     only the configuration's static fields and the problem structure recompile.
     """
-    return solve_compiled(*_arguments(problem, initial_values, config, settings))
+    args = _sized(_arguments(problem, initial_values, config, settings))
+    out, info = solve_compiled(*args)
+    return args[0].unpad_values(out, problem), info
 
 
 def lower(problem: Problem, initial_values: dict, config: SolverConfig | None = None, **settings):
@@ -47,9 +50,11 @@ def lower(problem: Problem, initial_values: dict, config: SolverConfig | None = 
 
     ``compiled = lowered.compile()`` builds the program (time it to measure compilation alone)
     and ``values, info = compiled(*args)`` runs it; the arguments are those :func:`solve`
-    would use (validated, cast to the values' dtype).
+    would use (validated, cast to the values' dtype, padded to the size class: then
+    ``args[0]`` is the padded problem and ``args[0].unpad_values(values, problem)`` cuts
+    the returned values back).
     """
-    args = _arguments(problem, initial_values, config, settings)
+    args = _sized(_arguments(problem, initial_values, config, settings))
     return solve_compiled.lower(*args), args
 
 
@@ -91,3 +96,18 @@ def _check_finite_values(problem: Problem, values: dict) -> None:
                     f"initial values[{v.name!r}][{int(bad[0])}] ({v.kind} variable {int(bad[0])}) has a zero "
                     f"quaternion ({bad.size} such variable(s))"
                 )
+
+
+def _sized(args):
+    """``args`` on the problem padded to its size class when the linear solver takes the
+    pattern as data (host / dense / PCG): graphs of one size class then share code."""
+    problem, values, config = args
+    if problem.is_sized or not _in_size_class(problem, config.linear_solver):
+        return args
+    sized = problem.sized()
+    return sized, sized.pad_values(values), config
+
+
+def _in_size_class(problem: Problem, linear_solver: str) -> bool:
+    n = sum(size_class(v.count) for v in problem.variables) * problem.structure.block_dim
+    return linear.resolve_method(linear_solver, n) in linear.DYNAMIC_METHODS

@@ -77,7 +77,7 @@ def _implicit_cotangent(problem: Problem, x, vbar, config: SolverConfig):
     """
     dtype = _dtype_of(x)
     st = problem.structure
-    free = jnp.asarray(st.free_blocks, dtype)[:, None]
+    free = problem.free_mask(dtype)
     zero = jnp.zeros((st.num_blocks, st.block_dim), dtype)
     _, pull = jax.vjp(lambda d: problem.retract(x, d), zero)
     (u,) = pull(vbar)
@@ -101,10 +101,11 @@ def _implicit_cotangent(problem: Problem, x, vbar, config: SolverConfig):
     # Preconditioner: the factorised Gauss-Newton system at the solution.
     lin = problem.prepared(dtype).linearize(x)
     lstruct = st.linear_structure(config.linear_solver)
-    fac = linear.factor(lstruct, lin.diag, lin.offdiag)
+    pattern = problem.linear_pattern() if lstruct.dynamic else None
+    fac = linear.factor(lstruct, lin.diag, lin.offdiag, pattern=pattern)
 
     def precond(r):
-        return linear.solve_factored(lstruct, fac, r) * free
+        return linear.solve_factored(lstruct, fac, r, pattern=pattern) * free
 
     tol = 1e-12 if dtype == jnp.float64 else 1e-6
     lam = _pcg(hvp, u, precond, tol, config.backward.implicit_max_iterations)

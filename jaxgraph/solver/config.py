@@ -31,7 +31,7 @@ __all__ = [
 ]
 
 METHODS = ("lm", "gn")
-LINEAR_SOLVERS = ("auto", "cholesky", "dense", "pcg")
+LINEAR_SOLVERS = ("auto", "host", "cholesky", "dense", "pcg")
 BACKWARD_MODES = ("implicit", "unroll", "truncated")
 
 
@@ -160,8 +160,11 @@ class SolverConfig:
     """All settings of one solve.
 
     ``method``: ``"lm"`` (Levenberg-Marquardt) or ``"gn"`` (Gauss-Newton); static.
-    ``linear_solver``: ``"auto" | "cholesky" | "dense" | "pcg"``, the ``method`` of
-    :func:`jaxgraph.linear.analyze`; static.
+    ``linear_solver``: ``"auto" | "host" | "cholesky" | "dense" | "pcg"``, the ``method`` of
+    :func:`jaxgraph.linear.analyze` (``"auto"``: dense up to 300 unknowns, else the host
+    CHOLMOD on CPU and the JAX multifrontal Cholesky elsewhere); static.  With ``"host"``,
+    ``"dense"`` or ``"pcg"`` the problem is solved in its size class
+    (:meth:`jaxgraph.Problem.sized`): one compiled program per size class, not per graph.
     ``callback``: optional ``callback(iteration, cost, damping, step_norm, accepted)`` called
     from inside the compiled loop after every trial (``jax.debug.callback``); static, so keep
     the same function object to avoid recompiling.

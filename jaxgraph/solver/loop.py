@@ -83,7 +83,9 @@ class Loop:
         self.lm = config.method == "lm"
         # Symbolic analysis happens here, at trace time, once per structure and method.
         self.lstruct = self.st.linear_structure(config.linear_solver)
-        self.free = jnp.asarray(self.st.free_blocks, self.dtype)[:, None]
+        # a size-class problem passes its sparsity pattern to the linear solver as data
+        self.pattern = self.problem.linear_pattern() if self.lstruct.dynamic else None
+        self.free = self.problem.free_mask(self.dtype)
         self.zero = jnp.zeros((), self.dtype)
 
     # -- named steps -------------------------------------------------------------------
@@ -100,7 +102,7 @@ class Loop:
         else:
             dvec = jnp.zeros((st.num_blocks, d), dtype)
             A = lin.diag
-        dx, lin_info = linear.solve_with_info(self.lstruct, A, lin.offdiag, -lin.gradient)
+        dx, lin_info = linear.solve_with_info(self.lstruct, A, lin.offdiag, -lin.gradient, pattern=self.pattern)
         dx = dx * self.free
         cand = self.problem.retract(values, dx)
         return _Step(

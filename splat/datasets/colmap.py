@@ -8,6 +8,8 @@ import struct
 
 import numpy as np
 
+from jaxgraph import lie
+
 from ..validation import (check_aspect, check_image_size, check_intrinsics, check_viewmat,
                           drop_invalid_points, warn_default)
 from .images import read_image, undistort_image
@@ -51,13 +53,6 @@ def camera_to_pinhole(model: str, params):
         raise ValueError(f"COLMAP camera model {model} is not supported (use a perspective "
                          "model: SIMPLE_PINHOLE, PINHOLE, SIMPLE_RADIAL, RADIAL, OPENCV)")
     return np.array([[fx, 0, cx], [0, fy, cy], [0, 0, 1.0]]), tuple(float(d) for d in dist)
-
-
-def qvec_to_rotmat(q):
-    w, x, y, z = np.asarray(q, np.float64) / np.linalg.norm(q)
-    return np.array([[1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y)],
-                     [2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x)],
-                     [2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y)]])
 
 
 def _lines(path):
@@ -263,7 +258,7 @@ def load_colmap(data_dir, *, downscale: int = 1, test_every: int = 8, images_dir
                 raise ValueError(f"{cam_where}: distortion is not finite: {dist}")
             img = undistort_image(img, K, dist)
         vm = np.eye(4)
-        vm[:3, :3] = qvec_to_rotmat(e["qvec"])
+        vm[:3, :3] = np.asarray(lie.matrix_from_quaternion(e["qvec"]))
         vm[:3, 3] = e["tvec"]
         check_viewmat(vm, where)
         images.append(img)

@@ -39,18 +39,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxgraph import lie
+
 from ..projection import quat_scale_to_covar
-
-
-def quat_to_rotmat(q):
-    """[..., 4] (w, x, y, z), any norm -> [..., 3, 3] rotation."""
-    q = q / jnp.maximum(jnp.linalg.norm(q, axis=-1, keepdims=True), 1e-12)
-    w, x, y, z = q[..., 0], q[..., 1], q[..., 2], q[..., 3]
-    return jnp.stack([
-        jnp.stack([1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y)], -1),
-        jnp.stack([2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x)], -1),
-        jnp.stack([2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y)], -1),
-    ], -2)
 
 
 def reset_moments(opt_state, name, rows):
@@ -106,7 +97,7 @@ def default_refine(params, active, opt_state, grad_acc, vis_count, step, key, st
     clone = granted & small
 
     k1, k2 = jax.random.split(key)
-    rot = quat_to_rotmat(params["quats"])
+    rot = lie.matrix_from_quaternion(params["quats"])
     sc = jnp.exp(params["log_scales"])
 
     def sample(k):

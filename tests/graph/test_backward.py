@@ -103,8 +103,13 @@ def test_backward_modes_match_finite_differences_tinygrid3d():
 def test_backward_modes_match_finite_differences_intel():
     """The 2D case on a real graph from ../shared/data/posegraph/ (issue 4's done-when).
 
-    Central differences of the jit-compiled solve with a step of 1e-4 (stable to 4 digits
-    across steps 1e-3 .. 1e-6 here), in the measurement and information directions.
+    The reference is a central difference (step 1e-4) of the solution map polished to
+    gradient precision. LM's cost-decrease stop (relative tolerance 1e-14) only pins the
+    solution to the square root of that in intel's weak directions: f moves by ~2e-5 when
+    the +h and -h solves stop after different numbers of iterations (measured: 5 vs 16),
+    i.e. noise of ~0.1 in the information-direction derivative (-0.089). The "truncated"
+    forward ends with 10 undamped Gauss-Newton steps, which converge the gradient itself,
+    so differencing its output measures the derivative of the solution map.
     """
     path = DATA / "intel.g2o"
     if not path.exists():
@@ -116,20 +121,22 @@ def test_backward_modes_match_finite_differences_intel():
     dI = jnp.asarray(rng.normal(size=g.noise.matrix.shape))
     dI = 0.1 * (dI + jnp.swapaxes(dI, -1, -2))
 
-    # "unroll" is checked on tinyGrid3D and the SE(2) loop; on intel, central differences of a
-    # fixed-length LM run flip accept/reject decisions at this step size (noted in docs/solver.md).
-    for mode in ("implicit", "truncated"):
-        iterations = 60
-
+    def objective(mode):
         @jax.jit
         def f(em, ei):
             gg = g.replace(measurement=g.measurement + em * dm, noise=noise.Information(g.noise.matrix + ei * dI))
-            tol = 0.0 if mode == "unroll" else 1e-14
-            out, _ = jaxgraph.solve(problem.replace_group("edges", gg), values, tolerance=tol,
-                                    max_iterations=iterations, backward=mode)
+            out, _ = jaxgraph.solve(problem.replace_group("edges", gg), values, tolerance=1e-14,
+                                    max_iterations=60, backward=mode)
             return jnp.sum(out["poses"][2:]) + 0.5 * jnp.sum(out["poses"][-1] ** 2)
 
-        gm, gi = jax.grad(f, argnums=(0, 1))(0.0, 0.0)
-        h = 1e-4
-        np.testing.assert_allclose(float(gm), float((f(h, 0.0) - f(-h, 0.0)) / (2 * h)), rtol=1e-4, err_msg=mode)
-        np.testing.assert_allclose(float(gi), float((f(0.0, h) - f(0.0, -h)) / (2 * h)), rtol=1e-4, err_msg=mode)
+        return f
+
+    polished = objective("truncated")
+    h = 1e-4
+    fd = [(polished(h, 0.0) - polished(-h, 0.0)) / (2 * h), (polished(0.0, h) - polished(0.0, -h)) / (2 * h)]
+    # "unroll" is checked on tinyGrid3D and the SE(2) loop; on intel, central differences of a
+    # fixed-length LM run flip accept/reject decisions at this step size (noted in docs/solver.md).
+    for mode in ("implicit", "truncated"):
+        gm, gi = jax.grad(objective(mode), argnums=(0, 1))(0.0, 0.0)
+        np.testing.assert_allclose(float(gm), float(fd[0]), rtol=1e-4, err_msg=mode)
+        np.testing.assert_allclose(float(gi), float(fd[1]), rtol=1e-4, err_msg=mode)

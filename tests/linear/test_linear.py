@@ -90,7 +90,7 @@ def structure(d, method):
     return _STRUCT[key]
 
 
-@pytest.mark.parametrize("method", ["cholesky", "dense", "pcg"])
+@pytest.mark.parametrize("method", ["host", "cholesky", "dense", "pcg"])
 @pytest.mark.parametrize("d", [1, 3, 6])
 def test_matches_dense_float64(method, d):
     n, r, c = union_pattern()
@@ -104,7 +104,7 @@ def test_matches_dense_float64(method, d):
     assert float(info.residual_norm) < 1e-9
 
 
-@pytest.mark.parametrize("method", ["cholesky", "dense", "pcg"])
+@pytest.mark.parametrize("method", ["host", "cholesky", "dense", "pcg"])
 def test_float32_preserved_and_accurate(method):
     d = 3
     n, r, c = union_pattern()
@@ -143,7 +143,7 @@ def test_vmap_and_batched_inputs_match_single_solves():
     np.testing.assert_allclose(np.asarray(x2[:, 1]), 2 * np.asarray(xb), rtol=1e-10, atol=1e-12)
 
 
-@pytest.mark.parametrize("method", ["cholesky", pytest.param("pcg", marks=pytest.mark.slow)])
+@pytest.mark.parametrize("method", ["host", "cholesky", pytest.param("pcg", marks=pytest.mark.slow)])
 def test_gradient_matches_finite_differences(method):
     d = 2
     rows, cols = np.array([0, 1, 2, 0]), np.array([1, 2, 3, 3])
@@ -186,7 +186,7 @@ def test_jit_does_not_retrace():
     assert len(traces) == 1
 
 
-@pytest.mark.parametrize("method", ["cholesky", "dense", "pcg"])
+@pytest.mark.parametrize("method", ["host", "cholesky", "dense", "pcg"])
 def test_semidefinite_input_is_finite_and_flagged(method):
     # a chain with no prior: H has the d-dimensional null space of a global shift
     d, n = 3, 6
@@ -270,6 +270,9 @@ def test_real_structures_against_scipy(name, d):
     rhs = rng.normal(size=(n, d))
     s = linear.analyze(n, d, r, c, method="cholesky")
     x, info = jax.jit(lambda D, O, b: linear.solve_with_info(s, D, O, b))(diag, offd, rhs)
+    # the host CHOLMOD backend agrees with the JAX multifrontal one
+    xh = linear.solve(linear.analyze(n, d, r, c, method="host"), diag, offd, rhs)
+    np.testing.assert_allclose(np.asarray(xh), np.asarray(x), rtol=0, atol=1e-9 * np.abs(np.asarray(x)).max())
     bi = np.arange(d)
     I = np.concatenate([(r[:, None, None] * d + bi[None, :, None]) + 0 * bi[None, None, :],
                         (c[:, None, None] * d + bi[None, :, None]) + 0 * bi[None, None, :],
@@ -282,3 +285,77 @@ def test_real_structures_against_scipy(name, d):
     xr = spla.spsolve(H, rhs.ravel()).reshape(n, d)
     np.testing.assert_allclose(np.asarray(x), xr, rtol=0, atol=1e-8 * np.abs(xr).max())
     assert float(info.residual_norm) < 1e-10
+
+
+def padded_pattern(n, rows, cols, slots, seed):
+    """``rows, cols`` padded to ``slots`` entries with unused (rows == cols) slots."""
+    rng = np.random.default_rng(seed)
+    pad = rng.integers(0, n, slots - rows.size)
+    return (np.concatenate([rows, pad]).astype(np.int32), np.concatenate([cols, pad]).astype(np.int32))
+
+
+@pytest.mark.parametrize("method", ["host", "dense", "pcg"])
+def test_size_class_runs_different_patterns_with_one_compilation(method):
+    d, n, slots = 3, 24, 40
+    sc = linear.size_class(n, d, slots, method=method)
+    traces = []
+
+    @jax.jit
+    def f(D, O, b, r, c):
+        traces.append(1)
+        return linear.solve_with_info(sc, D, O, b, pattern=(r, c))
+
+    rng = np.random.default_rng(0)
+    for seed in range(2):  # a chain plus random chords, different per seed
+        chords = rng.choice(np.arange(n), size=(8, 2), replace=True)
+        chords = chords[chords[:, 0] != chords[:, 1]]
+        rows = np.concatenate([np.arange(n - 1), chords[:, 0]])
+        cols = np.concatenate([np.arange(1, n), chords[:, 1]])
+        diag, offd, rhs = random_system(n, d, rows, cols, seed=seed)
+        r, c = padded_pattern(n, rows, cols, slots, seed)
+        # padded slots carry garbage blocks: they must be ignored
+        O = np.concatenate([offd, rng.normal(size=(slots - rows.size, d, d))])
+        x, info = f(diag, O, rhs, r, c)
+        xr = np.linalg.solve(dense_reference(n, d, rows, cols, diag, offd), rhs.reshape(-1)).reshape(n, d)
+        np.testing.assert_allclose(np.asarray(x), xr, rtol=0, atol=1e-8 * np.abs(xr).max())
+    assert len(traces) == 1
+
+
+def test_size_class_vmap_over_different_patterns_matches_separate_solves():
+    d, n, slots = 3, 20, 30
+    sc = linear.size_class(n, d, slots, method="host")
+    systems, pats = [], []
+    for seed, step in ((1, 1), (2, 3)):  # a chain and a stride-3 cycle: different patterns
+        rows = np.arange(n)
+        cols = (rows + step) % n
+        systems.append(random_system(n, d, rows, cols, seed=seed))
+        pats.append(padded_pattern(n, rows, cols, slots, seed))
+        systems[-1] = (systems[-1][0], np.concatenate([systems[-1][1], np.zeros((slots - n, d, d))]),
+                       systems[-1][2])
+    D, O, b = (np.stack(x) for x in zip(*systems))
+    R, C = (np.stack(x) for x in zip(*pats))
+
+    def one(D, O, b, r, c):
+        return linear.solve(sc, D, O, b, pattern=(r, c))
+
+    xb = jax.jit(jax.vmap(one))(D, O, b, R, C)
+    grads = jax.grad(lambda O: jnp.sum(jax.vmap(one)(D, O, b, R, C) ** 2))(O)
+    for k in range(2):
+        dense = linear.size_class(n, d, slots, method="dense")
+        xk = linear.solve(dense, D[k], O[k], b[k], pattern=(R[k], C[k]))
+        np.testing.assert_allclose(np.asarray(xb[k]), np.asarray(xk), rtol=1e-10, atol=1e-12)
+        gk = jax.grad(lambda O: jnp.sum(linear.solve(dense, D[k], O, b[k], pattern=(R[k], C[k])) ** 2))(O[k])
+        np.testing.assert_allclose(np.asarray(grads[k]), np.asarray(gk), rtol=1e-8, atol=1e-10)
+        assert np.all(np.asarray(grads[k][n:]) == 0)  # unused slots get no gradient
+
+
+def test_size_class_refuses_fixed_pattern_methods_and_missing_pattern():
+    with pytest.raises(ValueError, match="fixed pattern"):
+        linear.size_class(100, 3, 10, method="cholesky")
+    sc = linear.size_class(4, 2, 3, method="dense")
+    with pytest.raises(ValueError, match="pass pattern"):
+        linear.solve(sc, np.zeros((4, 2, 2)), np.zeros((3, 2, 2)), np.zeros((4, 2)))
+    s = linear.analyze(3, 2, np.array([0]), np.array([1]))
+    with pytest.raises(ValueError, match="do not pass pattern"):
+        linear.solve(s, np.eye(2)[None].repeat(3, 0), np.zeros((1, 2, 2)), np.zeros((3, 2)),
+                     pattern=(np.array([0]), np.array([1])))
