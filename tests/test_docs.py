@@ -32,11 +32,12 @@ FENCE = re.compile(r"^([ \t]*)```([^\n`]*)\n(.*?)^\1```[ \t]*$", re.M | re.S)
 LANGUAGES = {"python": ("python", "py", "python3"), "bash": ("bash", "sh", "shell", "console")}
 # Pages whose Python examples take longer than the fast suite allows; they still run
 # with the slow tests. CPU seconds measured (2-core machine, Nov 2026): batching.md 199
-# (vmapped, pmapped and differentiated intel solves), solver.md 40 (intel.g2o
+# (vmapped, pmapped and differentiated intel solves), robust.md (chordal + LM and GNC on
+# intel, minutes of compilation), solver.md 40 (intel.g2o
 # solve, marginals, compilation cache), splat.md 28 (Pallas kernels compiled in interpret mode, forward and
 # twice forward + backward), training.md 128 (500 training steps on fox); the fast pages
 # g2o.md 20, lie.md 13, linear.md 5.
-SLOW_PAGES = {"docs/batching.md", "docs/solver.md", "docs/splat.md", "docs/training.md"}
+SLOW_PAGES = {"docs/batching.md", "docs/robust.md", "docs/solver.md", "docs/splat.md", "docs/training.md"}
 PAGE_TIMEOUT_S = 600
 
 
