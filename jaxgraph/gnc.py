@@ -270,7 +270,7 @@ def weighted_problem(problem: Problem, weights: dict) -> Problem:
     are unchanged; weighted groups must not have a robust loss."""
     children, aux = problem.tree_flatten()
     fs = [g.replace(robust=_Weight(weights[g.name])) if g.name in weights else g for g in children[0]]
-    return Problem.tree_unflatten(aux, (tuple(fs),))
+    return Problem.tree_unflatten(aux, (tuple(fs),) + tuple(children[1:]))
 
 
 def _squared_residuals(problem: Problem, values, names) -> dict:
