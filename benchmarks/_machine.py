@@ -27,3 +27,14 @@ def machine_info() -> dict:
         "backend": jax.default_backend(),
         "devices": [str(d) for d in jax.devices()],
     }
+
+
+def timed(fn, *args, **kw):
+    """``(fn(*args, **kw), seconds)``, waiting for JAX's asynchronous results before stopping."""
+    import time
+
+    import jax
+
+    t0 = time.perf_counter()
+    out = jax.block_until_ready(fn(*args, **kw))
+    return out, time.perf_counter() - t0
