@@ -152,6 +152,7 @@ class _Structure:
         self.diag_ids = np.concatenate(diag_ids) if diag_ids else np.zeros(0, np.int64)
         self.off_rows = np.concatenate(rows).astype(np.int64) if rows else np.zeros(0, np.int64)
         self.off_cols = np.concatenate(cols).astype(np.int64) if cols else np.zeros(0, np.int64)
+        self.num_offdiag = int(self.off_rows.shape[0])
         self.metadata = dict(metadata or {})
         h = hashlib.sha1()
         h.update(repr(self.variables).encode())
@@ -637,6 +638,14 @@ class Problem:
         grad = jax.ops.segment_sum(jnp.concatenate(grad_parts), ids, num_segments=n)
         off = jnp.concatenate(off_parts) if off_parts else jnp.zeros((0, d, d), dtype)
         return Linearization(cost, diag, off, grad)
+
+    def zero_linearization(self, dtype) -> Linearization:
+        """A :class:`Linearization` of zeros with the shapes :meth:`linearize` returns
+        (known from the structure, so no second trace of the linearisation is needed)."""
+        st = self.structure
+        d, n = st.block_dim, st.num_blocks
+        return Linearization(jnp.zeros((), dtype), jnp.zeros((n, d, d), dtype),
+                             jnp.zeros((st.num_offdiag, d, d), dtype), jnp.zeros((n, d), dtype))
 
     # -- inspection --------------------------------------------------------------------
     def residuals(self, values, group, index=None) -> jax.Array:

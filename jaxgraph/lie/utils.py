@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import inspect
 from typing import Callable, Type, TypeVar
 
@@ -49,7 +50,18 @@ _STATIC_ARGUMENTS = ("batch_axes", "dtype")
 def _jit(f, skip_first: bool):
     parameters = list(inspect.signature(f).parameters)
     static = [k for k, a in enumerate(parameters) if a in _STATIC_ARGUMENTS or (skip_first and k == 0)]
-    return jax.jit(f, static_argnums=static, static_argnames=[parameters[k] for k in static if k > 0 or not skip_first])
+    jitted = jax.jit(f, static_argnums=static, static_argnames=[parameters[k] for k in static if k > 0 or not skip_first])
+
+    @functools.wraps(f)
+    def call(*args, **kwargs):
+        # Under a trace (jit, grad, vmap) call the function itself: a nested jit would add a
+        # call to trace, cache and lower per use (the solver's linearisation makes over a
+        # thousand such calls), and XLA inlines it anyway.
+        if any(isinstance(x, jax.core.Tracer) for x in jax.tree_util.tree_leaves((args, kwargs))):
+            return f(*args, **kwargs)
+        return jitted(*args, **kwargs)
+
+    return call
 
 
 def _compile_methods(cls: type) -> None:

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 import jax
-import jax.numpy as jnp
+import numpy as np
 
 __all__ = [
     "DampingConfig",
@@ -209,7 +209,9 @@ class SolverConfig:
     def astype(self, dtype) -> "SolverConfig":
         """The traced settings as ``dtype`` scalars (the solve's dtype; static fields kept)."""
         resolved = dataclasses.replace(self, termination=self.termination.resolved())
-        return jax.tree_util.tree_map(lambda x: jnp.asarray(x, dtype), resolved)
+        # numpy scalars, not jnp: an eager jnp.asarray per field cost more than a small solve.
+        return jax.tree_util.tree_map(
+            lambda x: x.astype(dtype) if isinstance(x, jax.Array) else np.asarray(x, dtype), resolved)
 
 
 def _flat_names() -> dict:

@@ -214,11 +214,10 @@ class Loop:
 
     def initial_state(self, values) -> _State:
         n, zero = self.config.termination.max_iterations, self.zero
-        lin_shape = jax.eval_shape(self.problem.linearize, values)
         zeros = jnp.zeros((n,), self.dtype)
         return _State(
             values=values,
-            lin=jax.tree_util.tree_map(lambda x: jnp.zeros(x.shape, x.dtype), lin_shape),
+            lin=self.problem.zero_linearization(self.dtype),
             cand=values,
             gdx=zero,
             ddx=zero,
