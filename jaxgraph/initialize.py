@@ -35,6 +35,7 @@ import numpy as np
 
 from . import linear
 from . import noise as N
+from .compile_cache import COMPILER_OPTIONS
 from .graph.manifolds import kind_of
 from .graph.problem import Problem
 
@@ -118,7 +119,7 @@ class _GroupPlan:
 class _Plan:
     def __init__(self, groups):
         self.groups = groups
-        self.run_jit = jax.jit(self._core)
+        self.run_jit = jax.jit(self._core, compiler_options=COMPILER_OPTIONS)
 
     def run(self, problem, values):
         return self.run_jit(problem, values)
