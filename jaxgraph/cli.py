@@ -363,7 +363,7 @@ def run_batch(
 
     import jaxgraph
     from . import distributed
-    from .compile_cache import COMPILER_OPTIONS
+    from .compile_cache import entry_point
 
     dtype = jnp.float32 if float32 else jnp.float64
     problem, values = jaxgraph.io.read_g2o(input_path, strict=strict, dtype=dtype)
@@ -380,7 +380,7 @@ def run_batch(
         return jaxgraph.solve(problem, v, method=method, linear_solver=linear_solver, max_iterations=max_iterations)
 
     if run is None:
-        solve_all = jax.jit(jax.vmap(one), compiler_options=COMPILER_OPTIONS)
+        solve_all = entry_point(jax.vmap(one))
     else:
         solve_all = distributed.sharded_vmap(one)
         copies = distributed.shard_batch(copies)

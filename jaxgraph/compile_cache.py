@@ -12,15 +12,48 @@ from pathlib import Path
 
 import jax
 
-__all__ = ["enable_compilation_cache", "default_cache_dir", "COMPILER_OPTIONS"]
+__all__ = ["enable_compilation_cache", "default_cache_dir", "COMPILER_OPTIONS", "entry_point"]
 
 # XLA options of jaxgraph's compiled entry points. XLA:CPU's MLIR fusion emitters spend
 # about twice as long in LLVM on the solver's many small elementwise fusions (Lie-group
 # maps, Jacobians) as the classic emitters, for the same run time (sphere2500
 # linearisation: 4.4 s -> 2.5 s of compile CPU time, 33 vs 35 ms per call). The option is
-# an XLA:CPU debug option; other platforms ignore it. When a jaxgraph function is called
-# inside a user's own ``jax.jit``, the user's options apply instead.
+# an XLA:CPU debug option; other platforms ignore it. JAX accepts it on top-level jits only:
+# see entry_point.
 COMPILER_OPTIONS = {"xla_cpu_use_fusion_emitters": False}
+
+
+def _top_level() -> bool:
+    """True outside any JAX transformation (where ``compiler_options`` are allowed)."""
+    try:
+        from jax._src.core import trace_state_clean
+    except ImportError:  # pragma: no cover - a JAX without it: never pass options
+        return False
+    return trace_state_clean()
+
+
+class entry_point:
+    """``jax.jit(fn, **jit_kwargs)`` compiled with :data:`COMPILER_OPTIONS` when called at
+    the top level; inside a user's transformation (``jit``, ``vmap``, ``grad``), where JAX
+    refuses per-call compiler options, the plain ``jax.jit(fn)`` is used (the enclosing
+    program decides the options).
+    """
+
+    def __init__(self, fn, **jit_kwargs):
+        self.top = jax.jit(fn, compiler_options=COMPILER_OPTIONS, **jit_kwargs)
+        self.nested = jax.jit(fn, **jit_kwargs)
+        self.__wrapped__ = fn
+        self.__doc__ = fn.__doc__
+
+    def __call__(self, *args, **kwargs):
+        return (self.top if _top_level() else self.nested)(*args, **kwargs)
+
+    def lower(self, *args, **kwargs):
+        return (self.top if _top_level() else self.nested).lower(*args, **kwargs)
+
+    def _cache_size(self) -> int:
+        """Programs traced so far (both variants), as ``jax.jit``'s ``_cache_size``."""
+        return self.top._cache_size() + self.nested._cache_size()
 
 
 def default_cache_dir() -> Path:

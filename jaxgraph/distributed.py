@@ -31,7 +31,7 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from .compile_cache import COMPILER_OPTIONS
+from .compile_cache import entry_point
 
 __all__ = ["RunInfo", "initialize", "batch_mesh", "shard_batch", "sharded_vmap", "gather", "parse_coordinator",
            "initialize_from_cli"]
@@ -142,8 +142,7 @@ def sharded_vmap(fn: Callable, mesh: Mesh | None = None) -> Callable:
     """
     mesh = batch_mesh() if mesh is None else mesh
     spec = PartitionSpec(AXIS)
-    return jax.jit(jax.shard_map(jax.vmap(fn), mesh=mesh, in_specs=spec, out_specs=spec, check_vma=False),
-                   compiler_options=COMPILER_OPTIONS)
+    return entry_point(jax.shard_map(jax.vmap(fn), mesh=mesh, in_specs=spec, out_specs=spec, check_vma=False))
 
 
 def gather(tree, batch_size: int | None = None):

@@ -35,7 +35,7 @@ import numpy as np
 
 from . import linear
 from . import noise as N
-from .compile_cache import COMPILER_OPTIONS
+from .compile_cache import entry_point
 from .graph.manifolds import kind_of
 from .graph.problem import Problem
 
@@ -119,7 +119,7 @@ class _GroupPlan:
 class _Plan:
     def __init__(self, groups):
         self.groups = groups
-        self.run_jit = jax.jit(self._core, compiler_options=COMPILER_OPTIONS)
+        self.run_jit = entry_point(self._core)
 
     def run(self, problem, values):
         return self.run_jit(problem, values)

@@ -29,14 +29,13 @@ broke down).
 
 from __future__ import annotations
 
-from functools import partial
 from typing import Mapping, NamedTuple, Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .compile_cache import COMPILER_OPTIONS
+from .compile_cache import entry_point
 from .graph.problem import Problem, _dtype_of
 from .linear import _numeric as num
 from .linear import _selinv
@@ -99,7 +98,7 @@ def _selection(problem: Problem, variables) -> tuple:
     return tuple(out)
 
 
-@partial(jax.jit, compiler_options=COMPILER_OPTIONS)
+@entry_point
 def _marginals_jit(problem, values):
     dtype = _dtype_of(values)
     st = problem.structure

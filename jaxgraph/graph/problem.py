@@ -24,7 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from .. import linear
-from ..compile_cache import COMPILER_OPTIONS
+from ..compile_cache import entry_point
 from ..factors import FactorGroup
 from .manifolds import KindSpec, kind_of
 
@@ -672,12 +672,12 @@ class Problem:
         return J if index is None else tuple(Ja[index] for Ja in J)
 
 
-@partial(jax.jit, static_argnames=("k", "with_jacobians"), compiler_options=COMPILER_OPTIONS)
+@partial(entry_point, static_argnames=("k", "with_jacobians"))
 def _terms_jit(problem, values, k, with_jacobians):
     return problem.prepared(_dtype_of(values))._group_terms(k, values, with_jacobians)
 
 
-@partial(jax.jit, compiler_options=COMPILER_OPTIONS)
+@entry_point
 def _cost_jit(problem, values):
     p = problem.prepared(_dtype_of(values))
     total = jnp.zeros((), _dtype_of(values))

@@ -12,7 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from .. import linear
-from ..compile_cache import COMPILER_OPTIONS
+from ..compile_cache import entry_point
 from ..graph.problem import Problem, _dtype_of
 from .config import SolverConfig
 from .loop import run
@@ -174,4 +174,4 @@ def _dispatch(problem, values, config: SolverConfig):
 
 # The solver's single compiled entry point: static settings travel in the config's pytree
 # structure, so there is no list of static argument names.
-solve_compiled = jax.jit(_dispatch, compiler_options=COMPILER_OPTIONS)
+solve_compiled = entry_point(_dispatch)
