@@ -278,6 +278,90 @@ def _squared_residuals(problem: Problem, values, names) -> dict:
     return {name: 2.0 * problem.factor_costs(values, name) for name in names}
 
 
+_PAIRS: dict = {}
+
+
+def _pair_locations(problem: Problem, names) -> dict:
+    """Static: for every candidate group and every slot pair ``(a, b)``, where the block
+    ``Sigma[v_a, v_b]`` of the inverse information lies in the selected-inversion buffers."""
+    from .linear import _selinv
+    from .marginals import _plan
+
+    st = problem.structure
+    key = (st.key, names)
+    hit = _PAIRS.get(key)
+    if hit is None:
+        ls, _ = _plan(st)
+        hit = {}
+        for n in names:
+            g = problem.group(n)
+            ids = [st.offsets[v] + np.asarray(g.indices.array[:, a], np.int64) for a, v in enumerate(g.variables)]
+            hit[n] = {
+                (a, b): _selinv.pair_locations(ls.symbolic.tiers, st.num_blocks, ids[a], ids[b])
+                for a in range(len(ids))
+                for b in range(len(ids))
+            }
+        _PAIRS[key] = hit
+    return hit
+
+
+def _flip_scores(problem: Problem, x, w, names) -> dict:
+    """TLS decision statistic ``s_k`` of every candidate factor at ``x`` under weights ``w``.
+
+    ``s_k / 2`` is the increase of the optimal (Gauss-Newton, linearised at ``x``) weighted
+    cost when factor ``k`` enters with weight 1 compared with leaving it out, all other
+    weights fixed; TLS keeps the factor iff ``s_k <= c^2`` (its truncated cost is ``c^2 / 2``).
+    With ``e`` the whitened residual, ``J`` its whitened Jacobian, ``Sigma = H^-1`` the
+    inverse information of the weighted problem and ``G = J Sigma J^T`` (the factor's
+    leverage):
+
+        s_k = e^T [(I + (1 - w_k) G) (I - w_k G)]^-1 e,
+
+    i.e. ``e^T (I - G)^-1 e`` for an accepted factor (the residual it would have without
+    it: the deleted residual, Baarda's data-snooping statistic) and ``e^T (I + G)^-1 e``
+    for a rejected one. ``s_k = r^2`` when the factor cannot move the solution (``G = 0``);
+    a factor the map bends to fit (large ``G``) gets ``s_k >> r^2``. The ``Sigma`` blocks
+    come from one sparse Cholesky factorisation and its selected inversion (as
+    :func:`jaxgraph.marginals`). NaN where ``H`` is singular.
+    """
+    from .linear import _numeric as num
+    from .linear import _selinv
+    from .marginals import _plan
+
+    dtype = jnp.result_type(*jax.tree_util.tree_leaves(x))
+    st = problem.structure
+    ls, plan = _plan(st)
+    tiers = ls.symbolic.tiers
+    lin = weighted_problem(problem, w).prepared(dtype).linearize(x)
+    factors, clamped = num.cholesky_factor(tiers, st.num_blocks, st.block_dim, lin.diag, lin.offdiag)
+    buffers = _selinv.selected_inverse(tiers, plan, st.block_dim, factors)
+    free = jnp.asarray(st.free_blocks, dtype)
+    locs = _pair_locations(problem, names)
+    prepared = problem.prepared(dtype)
+    out = {}
+    for n in names:
+        k = next(i for i, g in enumerate(problem.factors) if g.name == n)
+        g = problem.factors[k]
+        _, e, J, _ = prepared._group_terms(k, x, True)
+        ids = [st.offsets[v] + np.asarray(g.indices.array[:, a], np.int64) for a, v in enumerate(g.variables)]
+        G = jnp.zeros(e.shape + e.shape[-1:], dtype)
+        for (a, b), loc in locs[n].items():
+            ta, tb = J[a].shape[-1], J[b].shape[-1]
+            S = _selinv.pair_blocks(loc, buffers)[:, :ta, :tb] * (free[ids[a]] * free[ids[b]])[:, None, None]
+            G = G + jnp.einsum("mri,mij,msj->mrs", J[a], S, J[b])
+        G = 0.5 * (G + jnp.swapaxes(G, -1, -2))
+        lam, U = jnp.linalg.eigh(G)
+        lam = jnp.clip(lam, 0.0, None)
+        wk = jnp.clip(w[n], 0.0, 1.0)[:, None]
+        # 1 - w lam > 0 unless the factor alone fixes a direction (lam = 1): there its
+        # residual is ~0, and the floor keeps 0 * inf out.
+        den = (1 + (1 - wk) * lam) * jnp.maximum(1 - wk * lam, 1e-9)
+        u = jnp.einsum("mri,mr->mi", U, e)
+        sc = jnp.sum(u * u / den, axis=-1)
+        out[n] = jnp.where(clamped, jnp.nan, sc)
+    return out
+
+
 @partial(jax.jit, static_argnames=("static",))
 def _gnc_jit(problem, values, params, *, static: _Static):
     dtype = jnp.result_type(*jax.tree_util.tree_leaves(values))
@@ -322,6 +406,11 @@ def _gnc_jit(problem, values, params, *, static: _Static):
     def threshold_weights(r2):
         return {n: jnp.where(masks[n] & (r2[n] > c2[n]), 0.0, 1.0).astype(dtype) for n in names}
 
+    def tls_scores(x, w, r2):
+        # The TLS decision statistic of every candidate (see _flip_scores), NaN-safe.
+        sc = _flip_scores(problem, x, w, names)
+        return {n: jnp.where(jnp.isfinite(sc[n]), sc[n], r2[n]) for n in names}
+
     def cond(s):
         return s["running"]
 
@@ -331,9 +420,11 @@ def _gnc_jit(problem, values, params, *, static: _Static):
         first = s["k"] == 0
         w = weights_at(s["r2"], s["mu"])
         if tls:
-            # Polishing (after the weights became binary): the optimal TLS weights at fixed x,
-            # w = [r^2 <= c^2]; re-admits inliers a too-early decision dropped.
-            w = jax.tree_util.tree_map(lambda a, b: jnp.where(s["polish"], a, b), threshold_weights(s["r2"]), w)
+            # Polishing (after the weights became binary): w = [score <= c^2], the TLS decision
+            # for each factor given all the others (score: twice the change of the optimal
+            # cost when the factor alone is switched; _flip_scores). Re-admits inliers a
+            # too-early decision dropped and drops outliers the map bent itself to fit.
+            w = jax.tree_util.tree_map(lambda a, b: jnp.where(s["polish"], a, b), threshold_weights(s["score"]), w)
         w = jax.tree_util.tree_map(lambda a, b: jnp.where(first, a, b), start, w)
         x, it, cost = weighted_solve(s["x"], w)
         r2 = _squared_residuals(problem, x, names)
@@ -350,15 +441,17 @@ def _gnc_jit(problem, values, params, *, static: _Static):
                     ]
                 )
             )
-            # Done when the weights used are the optimal TLS weights at the new x; once they
-            # are (nearly) binary or the cost stalls, polish with exactly those weights.
-            thr = threshold_weights(r2)
-            consistent = jnp.all(jnp.concatenate([w[n] == thr[n] for n in names]))
+            # Done when the weights used are the TLS decisions at the new x; once they are
+            # (nearly) binary or the cost stalls, polish with exactly those decisions.
             polish = s["polish"] | (~first & (near_binary | small))
+            score = jax.lax.cond(polish, lambda: tls_scores(x, w, r2), lambda: r2)
+            thr = threshold_weights(score)
+            consistent = jnp.all(jnp.concatenate([w[n] == thr[n] for n in names]))
             conditions, codes = [first & trivial, ~first & near_binary & consistent], [4, 1]
             mu_next = s["mu"] * params["mu_step"]
         else:
             polish = s["polish"]
+            score = r2
             conditions, codes = [first & trivial, ~first & (s["mu"] <= 1), small], [4, 2, 3]
             mu_next = jnp.maximum(s["mu"] / params["mu_step"], 1.0)
         status = jnp.select(conditions, codes, 0).astype(jnp.int32)
@@ -366,6 +459,7 @@ def _gnc_jit(problem, values, params, *, static: _Static):
         return {
             "x": x,
             "r2": r2,
+            "score": score,
             "w": w,
             "mu": mu,
             "k": k,
@@ -381,6 +475,7 @@ def _gnc_jit(problem, values, params, *, static: _Static):
     s0 = {
         "x": values,
         "r2": {n: jnp.zeros(m.shape, dtype) for n, m in masks.items()},
+        "score": {n: jnp.zeros(m.shape, dtype) for n, m in masks.items()},
         "w": one,
         "mu": jnp.ones((), dtype),
         "k": jnp.zeros((), jnp.int32),

@@ -51,9 +51,16 @@ class SelinvPlan:
     owner_index: np.ndarray  # [n] block index of S[v, v] in that tier's buffer
 
 
-def plan_selected_inverse(tiers, n: int) -> SelinvPlan:
-    """Static gather maps for :func:`selected_inverse` (numpy, once per structure)."""
-    # global front ids and, for every real (front, variable), its block position in the front
+def _front_maps(tiers, n: int):
+    """Where every variable sits in every front (numpy, static).
+
+    Returns ``(front_off, owner_front, owner_pos, lookup, block_index, tier_of_front)``:
+    global front ids of each tier start at ``front_off[t]``; ``owner_front[v]`` /
+    ``owner_pos[v]``: the front owning column ``v`` and ``v``'s position in it;
+    ``lookup(front, var) -> (found, pos)``: ``var``'s block position in the front's
+    ``C u R``; ``block_index(front, row_pos, col_pos)``: index of that block in its
+    tier's Sigma buffer.
+    """
     front_off = np.cumsum([0] + [T.steps * T.batch for T in tiers])
     owner_front = np.full(n, -1, dtype=np.int64)
     owner_pos = np.zeros(n, dtype=np.int64)
@@ -80,7 +87,6 @@ def plan_selected_inverse(tiers, n: int) -> SelinvPlan:
     tier_of_front = np.searchsorted(front_off, np.arange(front_off[-1]), side="right") - 1
     m_of = np.array([T.a + T.r for T in tiers])
     a_of = np.array([T.a for T in tiers])
-    size = [T.steps * T.batch * (T.a + T.r) * T.a + 1 for T in tiers]
 
     def lookup(front, var):
         k = front * (n + 1) + var
@@ -93,6 +99,14 @@ def plan_selected_inverse(tiers, n: int) -> SelinvPlan:
         t = tier_of_front[front]
         q = front - front_off[t]
         return (q * m_of[t] + row_pos) * a_of[t] + col_pos
+
+    return front_off, owner_front, owner_pos, lookup, block_index, tier_of_front
+
+
+def plan_selected_inverse(tiers, n: int) -> SelinvPlan:
+    """Static gather maps for :func:`selected_inverse` (numpy, once per structure)."""
+    front_off, owner_front, owner_pos, lookup, block_index, tier_of_front = _front_maps(tiers, n)
+    size = [T.steps * T.batch * (T.a + T.r) * T.a + 1 for T in tiers]
 
     plans = []
     for t, T in enumerate(tiers):
@@ -206,3 +220,33 @@ def diagonal_blocks(plan: SelinvPlan, buffers, variables: np.ndarray):
         sel = np.nonzero(tiers == u)[0]
         out = out.at[sel].set(jnp.take(buffers[u], plan.owner_index[variables[sel]], axis=0))
     return out
+
+
+def pair_locations(tiers, n: int, rows: np.ndarray, cols: np.ndarray):
+    """Where ``S[rows[k], cols[k]]`` is stored (numpy, static), for pairs on the pattern of
+    ``L`` (e.g. the two variables of a factor): ``(tier [k], index [k], transposed [k])``,
+    see :func:`pair_blocks`.  Raises ``ValueError`` for a pair off the pattern."""
+    _, owner_front, owner_pos, lookup, block_index, tier_of_front = _front_maps(tiers, n)
+    rows = np.asarray(rows, np.int64)
+    cols = np.asarray(cols, np.int64)
+    # S[y, x] lives in the front owning x (the one eliminated first) when y is in that front
+    found_r, pos_r = lookup(owner_front[cols], rows)  # S[rows, cols] in cols' front
+    found_c, pos_c = lookup(owner_front[rows], cols)  # S[cols, rows] in rows' front
+    if not np.all(found_r | found_c):
+        raise ValueError("pair_locations: a pair is not on the pattern of the Cholesky factor")
+    front = np.where(found_r, owner_front[cols], owner_front[rows])
+    index = np.where(found_r, block_index(owner_front[cols], pos_r, owner_pos[cols]),
+                     block_index(owner_front[rows], pos_c, owner_pos[rows]))
+    return tier_of_front[front], index, ~found_r
+
+
+def pair_blocks(locations, buffers):
+    """``S[rows[k], cols[k]]`` ``[k, d, d]`` from :func:`pair_locations` and the buffers of
+    :func:`selected_inverse`."""
+    tiers, index, transposed = locations
+    d = buffers[0].shape[-1]
+    out = jnp.zeros((tiers.size, d, d), buffers[0].dtype)
+    for u in sorted(set(tiers.tolist())):
+        sel = np.nonzero(tiers == u)[0]
+        out = out.at[sel].set(jnp.take(buffers[u], index[sel], axis=0))
+    return jnp.where(jnp.asarray(transposed)[:, None, None], jnp.swapaxes(out, -1, -2), out)
