@@ -38,6 +38,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from .compile_cache import entry_point
 from .graph.manifolds import kind_of
 from .graph.problem import Problem
 from .robust import RobustLoss
@@ -362,7 +363,7 @@ def _flip_scores(problem: Problem, x, w, names) -> dict:
     return out
 
 
-@partial(jax.jit, static_argnames=("static",))
+@partial(entry_point, static_argnames=("static",))
 def _gnc_jit(problem, values, params, *, static: _Static):
     dtype = jnp.result_type(*jax.tree_util.tree_leaves(values))
     tls = static.loss == "tls"

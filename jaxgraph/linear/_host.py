@@ -134,12 +134,18 @@ def _pattern(n, d, rows, cols) -> _Pattern:
     return p
 
 
-def _factorize(p: _Pattern, diag: np.ndarray, offdiag: np.ndarray) -> bool:
+def _factorize(p: _Pattern, diag: np.ndarray, offdiag: np.ndarray, dtype) -> bool:
     """Numeric factorisation into ``p.F``; returns ``clamped``.
 
-    A matrix that is not numerically positive definite is factorised again with
-    ``tau I`` added, ``tau = sqrt(eps) * max_i |H_ii| + 1e-30`` (exact for a
-    semi-definite H up to that shift), and reported as clamped.
+    A matrix that is not numerically positive definite is factorised again with its
+    diagonal scaled by ``1 + eps 16^k`` for k = 0, 1, ... up to ``sqrt(eps)`` (``eps`` of
+    the input dtype: H was rounded to that precision, so a float32 H built from sums of
+    J^T J blocks can be indefinite by a few ulps of its diagonal), and if that still fails
+    with ``tau I`` added,
+    ``tau = sqrt(eps) * max_i |H_ii| + 1e-30`` (a semi-definite H, e.g. without a gauge).
+    Either way it is reported as clamped. The relative shift comes first because the
+    absolute one is scaled by the stiffest variable (a 1e-6-sigma prior makes it 1e12 x
+    sqrt(eps)), which would damp every other variable's step into uselessness.
     """
     from cvxopt import cholmod, matrix
 
@@ -151,16 +157,23 @@ def _factorize(p: _Pattern, diag: np.ndarray, offdiag: np.ndarray) -> bool:
         cholmod.numeric(p.A, p.F)
         return False
     except ArithmeticError:
-        dg = np.abs(vals[p.diag_pos])
-        vals = vals.copy()
-        vals[p.diag_pos] += np.sqrt(np.finfo(np.float64).eps) * dg.max() + 1e-30
-        p.A.V = matrix(vals)
+        pass
+    dg = np.abs(vals[p.diag_pos])
+    eps = float(np.finfo(dtype).eps)
+    # the smallest relative shift that works: a pose graph's low-frequency modes have
+    # eigenvalues far below its diagonal, so a larger shift damps them away
+    relative = [eps * 16.0**k * dg for k in range(int(np.log(eps**-0.5) / np.log(16.0)) + 1)]
+    for shift in relative + [np.full_like(dg, np.sqrt(eps) * dg.max() + 1e-30)]:
+        shifted = vals.copy()
+        shifted[p.diag_pos] += shift
+        p.A.V = matrix(shifted)
         try:
             cholmod.numeric(p.A, p.F)
-        except ArithmeticError:  # indefinite beyond the shift: no usable factor
-            p.last = None
-            raise
-        return True
+            return True
+        except ArithmeticError:
+            continue
+    p.last = None  # indefinite beyond both shifts: no usable factor
+    raise ArithmeticError("H is not positive definite even after a diagonal shift")
 
 
 def _host_solve(rows, cols, diag, offdiag, rhs, reuse):
@@ -180,7 +193,7 @@ def _host_solve(rows, cols, diag, offdiag, rhs, reuse):
             clamped = p.last[2]
         else:
             try:
-                clamped = _factorize(p, diag, offdiag)
+                clamped = _factorize(p, diag, offdiag, dt)
             except ArithmeticError:
                 return np.full((n, d), np.nan, dt), np.asarray(True)
             p.last = (diag.copy(), offdiag.copy(), clamped) if reuse else None
