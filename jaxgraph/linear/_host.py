@@ -152,27 +152,22 @@ def _factorize(p: _Pattern, diag: np.ndarray, offdiag: np.ndarray, dtype) -> boo
     vals = np.bincount(p.diag_slot, weights=diag.ravel() * p.diag_w, minlength=p.nnz + 1)
     vals += np.bincount(p.off_slot, weights=offdiag.ravel(), minlength=p.nnz + 1)
     vals = vals[: p.nnz]
-    p.A.V = matrix(vals)
-    try:
-        cholmod.numeric(p.A, p.F)
-        return False
-    except ArithmeticError:
-        pass
     dg = np.abs(vals[p.diag_pos])
     eps = float(np.finfo(dtype).eps)
-    # the smallest relative shift that works: a pose graph's low-frequency modes have
-    # eigenvalues far below its diagonal, so a larger shift damps them away
+    # No shift first; then the smallest relative shift that works (a pose graph's
+    # low-frequency modes have eigenvalues far below its diagonal, so a larger shift damps
+    # them away); then the absolute one.
     relative = [eps * 16.0**k * dg for k in range(int(np.log(eps**-0.5) / np.log(16.0)) + 1)]
-    for shift in relative + [np.full_like(dg, np.sqrt(eps) * dg.max() + 1e-30)]:
+    for k, shift in enumerate([0.0] + relative + [np.sqrt(eps) * dg.max() + 1e-30]):
         shifted = vals.copy()
         shifted[p.diag_pos] += shift
         p.A.V = matrix(shifted)
         try:
             cholmod.numeric(p.A, p.F)
-            return True
+            return k > 0
         except ArithmeticError:
             continue
-    p.last = None  # indefinite beyond both shifts: no usable factor
+    p.last = None  # indefinite beyond every shift: no usable factor
     raise ArithmeticError("H is not positive definite even after a diagonal shift")
 
 
