@@ -194,3 +194,40 @@ def test_loader_errors(tmp_path):
     _nerf_scene(tmp_path, [False, False])
     with pytest.raises(ValueError, match="none of the 2"):
         load_nerf(tmp_path, warn=lambda m: None)
+
+
+def _look_at_viewmat(eye, target):
+    """World-to-camera (OpenCV: z forward, y down) of a camera at eye looking at target."""
+    eye, target = np.asarray(eye, float), np.asarray(target, float)
+    z = target - eye
+    z /= np.linalg.norm(z)
+    x = np.cross(z, [0.0, 0.0, -1.0])
+    x /= np.linalg.norm(x)
+    y = np.cross(z, x)
+    vm = np.eye(4)
+    vm[:3, :3] = np.stack([x, y, z])
+    vm[:3, 3] = -vm[:3, :3] @ eye
+    return vm
+
+
+def test_random_points_cover_what_an_arc_of_cameras_looks_at():
+    from splat.datasets import random_points
+    from splat.datasets.scene import look_at_point
+
+    target = np.array([1.0, 2.0, 0.5])
+    ang = np.linspace(0, np.pi / 3, 9)  # a 60 degree arc: its centres' box misses target
+    eyes = target + 4 * np.stack([np.cos(ang), np.sin(ang), 0.3 * np.ones_like(ang)], 1)
+    vms = np.stack([_look_at_viewmat(e, target) for e in eyes])
+    np.testing.assert_allclose(look_at_point(vms), target, atol=1e-9)
+    K = np.array([[30.0, 0, 16], [0, 30.0, 12], [0, 0, 1]])
+    Ks = np.repeat(K[None], len(vms), 0)
+    pts, cols = random_points(vms, Ks, 32, 24, 500, seed=0)
+    assert pts.shape == cols.shape == (500, 3)
+    assert (np.linalg.norm(pts - target, axis=1) < 1.0).sum() >= 5
+    # forward-facing (parallel optical axes): no meeting point, the box of the centres
+    fwd = np.stack([_look_at_viewmat(e, e + [0.0, 0.0, -1.0] + [0.1, 0, 0])
+                    for e in eyes])
+    assert look_at_point(fwd) is None
+    # looking away from each other: the meeting point is behind the cameras
+    away = np.stack([_look_at_viewmat(e, 2 * e - target) for e in eyes])
+    assert look_at_point(away) is None
