@@ -101,7 +101,11 @@ def fast_compile():
     jax.config.update("jax_disable_most_optimizations", previous)
 
 
-@pytest.mark.parametrize("dtype", DTYPES)
+# float64 is slow (its float32 twin, the harder case, stays in the fast suite)
+SLOW_FLOAT64 = [jnp.float32, pytest.param(jnp.float64, marks=pytest.mark.slow)]
+
+
+@pytest.mark.parametrize("dtype", SLOW_FLOAT64)
 def test_second_derivatives_finite(dtype, fast_compile):
     checks = _second_order_checks(dtype)
 
@@ -115,7 +119,7 @@ def test_second_derivatives_finite(dtype, fast_compile):
         assert grad.dtype == dtype and hess.dtype == dtype, name
 
 
-@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("dtype", SLOW_FLOAT64)
 def test_noisy_rotation_matrices(dtype):
     rng = np.random.default_rng(0)
     clean = np.stack([rotation(axis * angle) for angle in [0.0, 1e-8, 1.0, np.pi - 1e-6, np.pi] for axis in AXES])

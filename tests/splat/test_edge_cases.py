@@ -176,6 +176,7 @@ def test_overflow_retries_outside_jit_and_flags_inside():
     _check_finite(out)
 
 
+@pytest.mark.slow  # vmap of the renderer stays in the fast suite with test_vmap_over_scenes_matches_separate_calls
 def test_vmap_over_cameras_matches_batched_cameras():
     sc = random_scene(20, n_cams=3, seed=5, width=W, height=H)
     args = [sc[k] for k in PARAMS]

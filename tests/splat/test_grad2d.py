@@ -3,12 +3,16 @@
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 import splat
 
 from .splat_scenes import random_scene
 
 
+# slow: finite differences per mean; test_pallas's per-pixel-definition test checks the
+# same means2d gradients in the fast suite
+@pytest.mark.slow
 def test_value_and_grad_2d_matches_finite_differences_on_means2d():
     sc = random_scene(6, seed=3, dtype=np.float64, width=20, height=14, scale=(0.2, 0.5))
     w = jnp.asarray(np.random.default_rng(0).uniform(size=(1, 14, 20, 3)))

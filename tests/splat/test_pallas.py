@@ -77,6 +77,8 @@ def _cached_rgb(backend):
     return run(sc, backend, backgrounds=None), sc
 
 
+# slow (about a minute on 2 cores): the antialiased/SH/background case below keeps Pallas-vs-reference parity in the fast suite
+@pytest.mark.slow
 def test_random_scene_pallas_matches_reference():
     out_p, sc = _cached_rgb("pallas")
     out_r, _ = _cached_rgb("reference")
@@ -142,6 +144,8 @@ def test_sh_antialiased_background_rgbed_pallas_matches_reference():
     assert_agree(run(sc, "pallas", **kw), run(sc, "reference", **kw))
 
 
+# slow (about a minute on 2 cores): the antialiased/SH/background case below keeps Pallas-vs-reference parity in the fast suite
+@pytest.mark.slow
 def test_garden_crop_pallas_matches_reference():
     sc = garden_scene(n_points=300, downscale=16)
     out_p = run(sc, "pallas")

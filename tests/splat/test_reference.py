@@ -127,7 +127,9 @@ FD_CONFIGS = {
 }
 
 
-@pytest.mark.parametrize("backend", ["reference", "pallas"])
+# the reference's finite differences are slow; the Pallas case (tested against the
+# reference elsewhere) stays in the fast suite
+@pytest.mark.parametrize("backend", [pytest.param("reference", marks=pytest.mark.slow), "pallas"])
 def test_gradients_match_finite_differences(backend):
     """All parameter gradients (autodiff for the reference, the custom VJP for Pallas)
     against float64 central differences."""
