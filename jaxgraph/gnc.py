@@ -12,8 +12,14 @@ duality):
 * TLS: ``w = 1`` if ``r^2 <= mu/(mu+1) c^2``, ``0`` if ``r^2 >= (mu+1)/mu c^2``, else
   ``c sqrt(mu (mu+1)) / r - mu``; ``mu`` starts at ``c^2 / (2 r_max^2 - c^2)`` (nearly
   convex) and grows by ``mu_step`` per outer iteration.
-* GM: ``w = (mu c^2 / (r^2 + mu c^2))^2``; ``mu`` starts at ``2 r_max^2 / c^2`` and
-  shrinks by ``mu_step`` down to 1.
+* GM: ``w = (mu c^2 / (r^2 + mu c^2))^2``; ``mu`` shrinks by ``mu_step`` down to 1 from
+  ``2 r_max^2 / c^2`` (the paper's start, after a plain least-squares first solve) or, when
+  the first solve uses the known inliers alone, from ``max(1, 2 median(r^2 / c^2))`` over
+  the candidates. There the false candidates keep their full residuals (the point of that
+  start), ``r_max^2`` is theirs, and the paper's ``mu`` would make the first surrogate plain
+  least squares (weights ~1), which lets the false candidates bend the map before GM can
+  discount them; the median is a robust residual scale while fewer than half the
+  candidates are outliers.
 
 The whole procedure is one ``jax.jit``: a first solve (by default with the candidates
 switched off, i.e. from the known inliers alone; ``initial_weights="ones"`` is the paper's
@@ -177,7 +183,8 @@ def gnc(
       initial_weights: weights of the candidates in the first solve, which sets the
         starting point and ``mu``'s initial value: ``"ones"`` (plain least squares, as in
         the paper), ``"known"`` (0: the known inliers alone, e.g. the odometry chain, so
-        the false loop closures cannot bend the starting point) or ``"auto"`` (default:
+        the false loop closures cannot bend the starting point; GM then starts ``mu`` from the
+        median residual, see above) or ``"auto"`` (default:
         ``"known"`` when some factor is a known inlier, else ``"ones"``).
       **solve_options: passed to every inner :func:`jaxgraph.solve` (``method``,
         ``max_iterations``, ``tolerance``, ``linear_solver``, ...).
@@ -388,8 +395,15 @@ def _gnc_jit(problem, values, params, *, static: _Static):
             trivial = ~jnp.isfinite(jnp.min(mu_each))
             mu0 = jnp.maximum(jnp.min(mu_each), 1e-6)
         else:
-            mu0 = jnp.max(jnp.concatenate([jnp.where(masks[n], 2 * r2[n] / c2[n], 0.0) for n in names]))
-            trivial = mu0 <= 1
+            ratio = jnp.concatenate([jnp.where(masks[n], 2 * r2[n] / c2[n], jnp.nan) for n in names])
+            trivial = jnp.nanmax(ratio) <= 1
+            if static.start_from_known:
+                # From the known inliers alone the false candidates keep their full (huge)
+                # residuals, so the paper's max would make the first surrogate plain least
+                # squares and throw that start away; the median is a robust scale.
+                mu0 = jnp.maximum(jnp.nanmedian(ratio), 1.0)
+            else:
+                mu0 = jnp.nanmax(ratio)
         return jnp.where(trivial, jnp.ones((), dtype), mu0).astype(dtype), trivial
 
     def weights_at(r2, mu):
