@@ -87,7 +87,6 @@ def main():
     import numpy as np
 
     import jaxgraph
-    from _machine import machine_info
     from jaxgraph.gnc import add_random_loop_closures
 
     results = {}
@@ -129,11 +128,17 @@ def main():
                 entry[f"gtsam_{loss}"] = run_gtsam(path, clean, loss, clean.variables[0].kind == "SE3")
                 print(" gtsam", loss, entry[f"gtsam_{loss}"], flush=True)
         results[stem] = entry
+        _write(args, load_before, results)  # after every file: a stopped run keeps what it measured
+
+
+def _write(args, load_before, results):
+    from _machine import machine_info
+
     report = {
         "machine": machine_info(),
         "load_average_before": load_before,
         "load_average_after": os.getloadavg(),
-        "note": "2-core machine shared with other jobs; times are noisy",
+        "note": "2-core machine; check the load averages: times are only comparable at low load",
         "fraction": args.fraction,
         "seed": args.seed,
         "results": results,
@@ -141,7 +146,7 @@ def main():
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     with open(args.out, "w") as fh:
         json.dump(report, fh, indent=1)
-    print("wrote", args.out)
+    print("wrote", args.out, flush=True)
 
 
 if __name__ == "__main__":
