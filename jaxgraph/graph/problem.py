@@ -119,14 +119,9 @@ class _Structure:
     def __init__(self, variables, factor_groups, metadata):
         self.variables = tuple(variables)
         self.kinds = {v.name: kind_of(v.kind) for v in self.variables}
-        self.offsets = {}
-        n = 0
-        for v in self.variables:
-            self.offsets[v.name] = n
-            n += v.count
-        self.num_blocks = n
+        self.offsets, self.num_blocks = _block_offsets(self.variables)
         self.block_dim = max(self.kinds[v.name].tangent_dim for v in self.variables)
-        d = self.block_dim
+        d, n = self.block_dim, self.num_blocks
         free_blocks = np.ones(n, dtype=bool)
         pad = np.zeros((n, d))
         for v in self.variables:
@@ -231,6 +226,15 @@ class _Structure:
         return self._linear_cache[method]
 
 
+def _block_offsets(variables) -> tuple[dict, int]:
+    """First block of each variable group (groups stacked in order) and the block count."""
+    offsets, n = {}, 0
+    for v in variables:
+        offsets[v.name] = n
+        n += v.count
+    return offsets, n
+
+
 class _Layout:
     """Static part of a :meth:`Problem.sized` problem: kinds and padded counts only.
 
@@ -244,12 +248,7 @@ class _Layout:
             VariableGroup(v.name, v.kind, max(size_class(v.count), int(min_sizes.get(v.name, 0))))
             for v in exact.variables)
         self.kinds = exact.kinds
-        self.offsets = {}
-        n = 0
-        for v in self.variables:
-            self.offsets[v.name] = n
-            n += v.count
-        self.num_blocks = n
+        self.offsets, self.num_blocks = _block_offsets(self.variables)
         self.block_dim = exact.block_dim
         self.group_counts = tuple(max(size_class(g.count), int(min_sizes.get(g.name, 0))) for g in factor_groups)
         self.pairs = tuple(gs.pairs for gs in exact.groups)
