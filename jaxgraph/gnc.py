@@ -44,6 +44,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from . import smallmat
 from .compile_cache import entry_point
 from .graph.manifolds import kind_of
 from .graph.problem import Problem
@@ -358,14 +359,17 @@ def _flip_scores(problem: Problem, x, w, names) -> dict:
             S = _selinv.pair_blocks(loc, buffers)[:, :ta, :tb] * (free[ids[a]] * free[ids[b]])[:, None, None]
             G = G + jnp.einsum("mri,mij,msj->mrs", J[a], S, J[b])
         G = 0.5 * (G + jnp.swapaxes(G, -1, -2))
-        lam, U = jnp.linalg.eigh(G)
-        lam = jnp.clip(lam, 0.0, None)
-        wk = jnp.clip(w[n], 0.0, 1.0)[:, None]
-        # 1 - w lam > 0 unless the factor alone fixes a direction (lam = 1): there its
-        # residual is ~0, and the floor keeps 0 * inf out.
-        den = (1 + (1 - wk) * lam) * jnp.maximum(1 - wk * lam, 1e-9)
-        u = jnp.einsum("mri,mr->mi", U, e)
-        sc = jnp.sum(u * u / den, axis=-1)
+        wk = jnp.clip(w[n], 0.0, 1.0)[:, None, None]
+        eye = jnp.eye(G.shape[-1], dtype=dtype)
+        # M = (I + (1 - w) G)(I - w G): the two factors commute (polynomials in G), so M is
+        # symmetric, and positive definite since G's eigenvalues lie in [0, 1]. The 1e-9
+        # floor keeps M invertible where the factor alone fixes a direction (eigenvalue 1
+        # of G; its residual is ~0 there). Unrolled Cholesky, not eigh or LAPACK: see
+        # jaxgraph.smallmat (batched LAPACK kernels running side by side can hang XLA:CPU).
+        M = (eye + (1 - wk) * G) @ (eye - wk * G)
+        M = 0.5 * (M + jnp.swapaxes(M, -1, -2)) + 1e-9 * eye
+        y = smallmat.forward_substitution(smallmat.cholesky(M), e)
+        sc = jnp.sum(y * y, axis=-1)
         out[n] = jnp.where(clamped, jnp.nan, sc)
     return out
 

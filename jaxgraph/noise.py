@@ -26,6 +26,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from . import smallmat
+
 __all__ = [
     "NoiseModel",
     "Isotropic",
@@ -196,7 +198,7 @@ class Information(NoiseModel):
         # Symmetrise first: files store only the upper triangle and rounding must not
         # make the Cholesky factor depend on which triangle it reads.
         m = 0.5 * (m + jnp.swapaxes(m, -1, -2))
-        return SqrtInformation(jnp.swapaxes(jnp.linalg.cholesky(m), -1, -2))
+        return SqrtInformation(jnp.swapaxes(_cholesky(m), -1, -2))
 
     def whiten(self, r):
         return self.prepare().whiten(r)
@@ -246,6 +248,16 @@ def information(matrix) -> Information:
 def covariance(matrix) -> SqrtInformation:
     """Covariance ``Σ[..., d, d]``; converted to square-root information ``L^{-1}`` (Σ = L L^T)."""
     m = jnp.asarray(matrix)
-    L = jnp.linalg.cholesky(0.5 * (m + jnp.swapaxes(m, -1, -2)))
+    m = 0.5 * (m + jnp.swapaxes(m, -1, -2))
+    if m.shape[-1] <= smallmat.MAX_UNROLLED:
+        return SqrtInformation(smallmat.lower_inverse(smallmat.cholesky(m)))
+    L = jnp.linalg.cholesky(m)
     eye = jnp.broadcast_to(jnp.eye(m.shape[-1], dtype=m.dtype), m.shape)
     return SqrtInformation(jax.scipy.linalg.solve_triangular(L, eye, lower=True))
+
+
+def _cholesky(m):
+    # Noise models are prepared inside every compiled program, often several side by
+    # side; the unrolled factorisation keeps them off LAPACK's blocking batch kernel
+    # (see jaxgraph.smallmat).
+    return smallmat.cholesky(m) if m.shape[-1] <= smallmat.MAX_UNROLLED else jnp.linalg.cholesky(m)

@@ -1,0 +1,76 @@
+"""Batched factorisations of small matrices in plain ``jax.numpy`` (no LAPACK call).
+
+Why not ``jnp.linalg.cholesky``: on the CPU, jaxlib's batched LAPACK kernels split a
+large batch into chunks on XLA's intra-op thread pool and block until the chunks are
+done. When two such kernels are ready at the same time (independent branches of one
+program: two problems' noise models prepared side by side, say), each occupies one pool
+thread and waits for chunks queued behind the other; with as many such kernels as
+threads (two on a 2-core machine) the program waits forever at 0 % CPU. GNC on
+sphere2500 hung exactly so. These loops are unrolled over the (static, small) matrix
+size and vectorised over the batch, so they are ordinary fused XLA code with no
+blocking call, and for the 2x2-6x6 blocks of pose graphs they are also faster than one
+LAPACK call per matrix.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+__all__ = ["MAX_UNROLLED", "cholesky", "forward_substitution", "lower_inverse"]
+
+#: Largest matrix size the unrolled loops are used for (compile time grows as size^2).
+MAX_UNROLLED = 12
+
+
+# jit: called eagerly (noise models built outside a trace) the unrolled loop would
+# dispatch hundreds of tiny operations.
+@jax.jit
+def cholesky(A):
+    """Lower Cholesky factor ``L`` of ``A[..., m, m]`` (lower triangle read), ``A = L L^T``.
+
+    Like ``jax.lax.linalg.cholesky`` the factor of a matrix whose elimination meets a
+    pivot <= 0 (not positive definite in floating point) is NaN on and below the
+    diagonal (zero above), so callers test ``isfinite`` as for LAPACK. ``m`` must be at most ``MAX_UNROLLED``.
+    """
+    m = A.shape[-1]
+    if m > MAX_UNROLLED:
+        raise ValueError(f"smallmat.cholesky: size {m} exceeds MAX_UNROLLED={MAX_UNROLLED}")
+    cols = []  # cols[k]: column k of L, rows k..m-1, shape [..., m - k]
+    bad = jnp.zeros(A.shape[:-2], bool)
+    for j in range(m):
+        s = A[..., j:, j]
+        for k, c in enumerate(cols):
+            s = s - c[..., j - k :] * c[..., j - k : j - k + 1]
+        pivot = s[..., 0]
+        bad = bad | ~(pivot > 0)
+        root = jnp.sqrt(jnp.where(pivot > 0, pivot, 1.0))
+        cols.append(s / root[..., None])
+    zero = jnp.zeros(A.shape[:-2] + (1,), A.dtype)
+    L = jnp.stack([jnp.concatenate([zero] * k + [c], axis=-1) if k else c for k, c in enumerate(cols)], axis=-1)
+    lower = jnp.tril(jnp.ones((m, m), bool))
+    return jnp.where(bad[..., None, None] & lower, jnp.nan, L)
+
+
+@jax.jit
+def forward_substitution(L, b):
+    """``L^-1 b`` for lower-triangular ``L[..., m, m]`` and ``b[..., m]``."""
+    m = L.shape[-1]
+    if m > MAX_UNROLLED:
+        raise ValueError(f"smallmat.forward_substitution: size {m} exceeds MAX_UNROLLED={MAX_UNROLLED}")
+    y = []
+    for i in range(m):
+        s = b[..., i]
+        for k in range(i):
+            s = s - L[..., i, k] * y[k]
+        y.append(s / L[..., i, i])
+    return jnp.stack(y, axis=-1)
+
+
+@jax.jit
+def lower_inverse(L):
+    """``L^-1`` (lower triangular) of lower-triangular ``L[..., m, m]``."""
+    m = L.shape[-1]
+    eye = jnp.broadcast_to(jnp.eye(m, dtype=L.dtype), L.shape)
+    # Column j of L^-1 is L^-1 e_j.
+    return jnp.stack([forward_substitution(L, eye[..., :, j]) for j in range(m)], axis=-1)
