@@ -244,8 +244,10 @@ class Loop:
         s0 = self.initial_state(values)
         if unrolled:
             # A stopped state is carried through unchanged, so the result equals the while-loop's.
+            # lax.cond, not a select: the trials after convergence (most of max_iterations)
+            # then cost nothing, forward or backward (under vmap JAX turns it into a select).
             def scan_body(s, _):
-                return _select(s.running, self.body(s), s), None
+                return jax.lax.cond(s.running, self.body, lambda s: s, s), None
 
             s, _ = jax.lax.scan(scan_body, s0, None, length=self.config.termination.max_iterations + 1)
         else:
