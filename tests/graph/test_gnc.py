@@ -121,7 +121,7 @@ def test_flip_scores_are_the_tls_decision_statistic(corrupted):
     clean, bad, outlier, values, _ = corrupted
     w = {"edges": jnp.asarray(np.where(outlier, 0.0, 1.0))}
     x, info = jaxgraph.solve(weighted_problem(bad, w), values, tolerance=1e-12)
-    scores = np.asarray(_flip_scores(bad, x, w, ("edges",))["edges"])
+    scores = np.asarray(jax.jit(_flip_scores, static_argnums=3)(bad, x, w, ("edges",))["edges"])
     r2 = 2 * np.asarray(bad.factor_costs(x, "edges"))
     loops = np.nonzero(~outlier & (np.abs(np.diff(bad.group("edges").indices.array, axis=1))[:, 0] != 1))[0]
     for k in [loops[0], loops[7], *np.nonzero(outlier)[0][:2]]:

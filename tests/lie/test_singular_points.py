@@ -72,7 +72,11 @@ def test_so3_log_jacobian_at_pi_is_the_one_sided_limit():
 
 
 def _second_order_checks(dtype):
-    """(name, scalar function of a tangent, tangent batch) triples over the sweep."""
+    """(name, scalar function of a tangent, tangent batch) triples over the sweep.
+
+    The group classes' ``exp``/``log`` run these same functions when traced, so they are not
+    repeated here (each map's Hessian costs seconds of compilation).
+    """
     w = jnp.asarray(W_SWEEP, dtype)
     xi6 = jnp.concatenate([jnp.broadcast_to(jnp.asarray([0.3, -0.1, 0.2], dtype), w.shape), w], axis=-1)
     theta = jnp.asarray([a for a, _ in SWEEP] + [-a for a, _ in SWEEP], dtype)
@@ -85,10 +89,8 @@ def _second_order_checks(dtype):
         ("matrix_from_quaternion", lambda v: jnp.sum(lie.matrix_from_quaternion(lie.quaternion_exp(v)) * weights9), w),
         ("se3_log", lambda v: jnp.sum(lie.se3_log(lie.se3_exp(v)) * jnp.arange(6, dtype=dtype)), xi6),
         ("se3_right_jacobian_inverse", lambda v: jnp.sum(lie.se3_right_jacobian_inverse(v)), xi6),
-        ("SE3.log", lambda v: jnp.sum(lie.SE3.exp(v).log() ** 2), xi6),
         ("se2_log", lambda v: jnp.sum(lie.se2_log(lie.se2_exp(v)) * jnp.arange(3, dtype=dtype)), xi3),
         ("se2_right_jacobian_inverse", lambda v: jnp.sum(lie.se2_right_jacobian_inverse(v)), xi3),
-        ("SE2.log", lambda v: jnp.sum(lie.SE2.exp(v).log() ** 2), xi3),
     ]
 
 
@@ -120,7 +122,7 @@ def test_second_derivatives_finite(dtype, fast_compile):
 
 
 @pytest.mark.parametrize("dtype", SLOW_FLOAT64)
-def test_noisy_rotation_matrices(dtype):
+def test_noisy_rotation_matrices(dtype, fast_compile):
     rng = np.random.default_rng(0)
     clean = np.stack([rotation(axis * angle) for angle in [0.0, 1e-8, 1.0, np.pi - 1e-6, np.pi] for axis in AXES])
     R = jnp.asarray(clean + 1e-6 * rng.standard_normal(clean.shape), dtype=dtype)
@@ -146,7 +148,7 @@ def test_se2_at_pi_and_tiny(dtype):
     xi = jnp.asarray([[0.7, -0.4, t] for t in thetas], dtype)
     T = lie.se2_exp(xi)
     back = lie.se2_log(T)
-    assert _all_finite(back, jax.vmap(jax.jacfwd(lie.se2_log))(T), jax.vmap(jax.jacfwd(lie.se2_exp))(xi))
+    assert _all_finite(back, jax.jit(jax.vmap(jax.jacfwd(lie.se2_log)))(T), jax.jit(jax.vmap(jax.jacfwd(lie.se2_exp)))(xi))
     for k, t in enumerate(thetas):
         if abs(t) < np.pi - 1e-3:
             np.testing.assert_allclose(np.asarray(back[k], np.float64), np.asarray(xi[k], np.float64), atol=_tolerance(dtype))

@@ -339,7 +339,7 @@ def test_size_class_vmap_over_different_patterns_matches_separate_solves():
         return linear.solve(sc, D, O, b, pattern=(r, c))
 
     xb = jax.jit(jax.vmap(one))(D, O, b, R, C)
-    grads = jax.grad(lambda O: jnp.sum(jax.vmap(one)(D, O, b, R, C) ** 2))(O)
+    grads = jax.jit(jax.grad(lambda O: jnp.sum(jax.vmap(one)(D, O, b, R, C) ** 2)))(O)
     for k in range(2):
         dense = linear.size_class(n, d, slots, method="dense")
         xk = linear.solve(dense, D[k], O[k], b[k], pattern=(R[k], C[k]))
