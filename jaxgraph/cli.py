@@ -1,7 +1,7 @@
 """Command-line interface.
 
 ``jaxgraph solve INPUT.g2o [--output OUT.g2o] [--report REPORT.json] [--plot OUT.png]
-[--method lm|gn] [--linear-solver auto|cholesky|dense|pcg] [--max-iterations N]
+[--method lm|gn] [--linear-solver auto|host|cholesky|dense|pcg] [--max-iterations N]
 [--init file|chordal] [--gnc tls|gm] ...``
 optimises a g2o pose graph once: it checks the output paths, reads the graph, prints
 ``compiling for N poses, M factors...``, compiles ahead of time, then solves, printing one
@@ -39,17 +39,15 @@ class SolveFailed(RuntimeError):
     """The solve ran but did not give a result that may be written (exit code 1)."""
 
 
-def _progress_printer(state: dict):
-    def callback(iteration, cost, damping, step_norm, accepted):
-        if state.get("quiet"):
-            return
-        print(
-            f"  iter {int(iteration) + 1:4d}  cost {float(cost):.9e}  lambda {float(damping):.1e}  "
-            f"|dx| {float(step_norm):.3e}  {'accepted' if bool(accepted) else 'rejected'}",
-            flush=True,
-        )
-
-    return callback
+def print_progress(iteration, cost, damping, step_norm, accepted):
+    """The solver ``callback`` of ``jaxgraph solve``: one line per trial. A module-level
+    function, so the compiled solve that calls it is found again in the persistent
+    compilation cache by the next ``jaxgraph`` process (see jaxgraph/solver/progress.py)."""
+    print(
+        f"  iter {int(iteration) + 1:4d}  cost {float(cost):.9e}  lambda {float(damping):.1e}  "
+        f"|dx| {float(step_norm):.3e}  {'accepted' if bool(accepted) else 'rejected'}",
+        flush=True,
+    )
 
 
 def check_output_paths(input_path, *, overwrite: bool = False, **paths) -> None:
@@ -187,8 +185,7 @@ def run_solve(
     edges = sum(g.count for g in problem.factors if g.kind == "between")
     nfactors = sum(g.count for g in problem.factors)
     poses = problem.variables[0].count
-    state = {"quiet": not verbose}
-    config = SolverConfig(method=method, linear_solver=linear_solver, callback=_progress_printer(state)).replace(
+    config = SolverConfig(method=method, linear_solver=linear_solver, callback=print_progress if verbose else None).replace(
         max_iterations=max_iterations
     )
     if verbose:
@@ -577,9 +574,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--method", choices=["lm", "gn"], default="lm", help="Levenberg-Marquardt or Gauss-Newton (default: lm)")
     s.add_argument(
         "--linear-solver",
-        choices=["auto", "cholesky", "dense", "pcg"],
+        choices=["auto", "host", "cholesky", "dense", "pcg"],
         default="auto",
-        help="linear solver of the normal equations, see docs/linear.md (default: auto)",
+        help="linear solver of the normal equations: host = CHOLMOD on the CPU, cholesky = sparse "
+        "Cholesky in JAX, dense, pcg; auto = dense up to 300 unknowns, else host on the CPU, "
+        "see docs/linear.md (default: auto)",
     )
     s.add_argument("--max-iterations", type=_positive_int, default=100, help="maximum loop trips = linear solves (default: 100)")
     s.add_argument("--float32", action="store_true", help="solve in float32 (default: float64)")

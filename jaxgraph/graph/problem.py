@@ -603,19 +603,27 @@ class Problem:
         self.check_values(values)
         return _cost_jit(self, values)
 
-    def linearize(self, values) -> Linearization:
-        """Gauss-Newton normal equations at ``values`` (call on a ``prepared`` problem)."""
+    def linearize(self, values, accumulate=None) -> Linearization:
+        """Gauss-Newton normal equations at ``values`` (call on a ``prepared`` problem).
+
+        ``accumulate``: dtype of the result (default: the values' dtype). Residuals and
+        Jacobians are computed in the values' dtype and widened before their products
+        and sums are formed, so float32 Jacobians give an H that is positive
+        semi-definite to float64 precision.
+        """
         st = self.structure
         idx = self._index()
         d, n = st.block_dim, st.num_blocks
         dtype = _dtype_of(values)
-        cost = jnp.zeros((), dtype)
+        acc = dtype if accumulate is None else jnp.dtype(accumulate)
+        cost = jnp.zeros((), acc)
         diag_parts, grad_parts, off_parts = [], [], []
         builtin = {g.variables[0] for g in self.factors if g.kind in ("between", "prior")}
         matrices = {v: st.kinds[v].to_matrix(values[v]) for v in builtin}
         for k, g in enumerate(self.factors):
             pairs = st.groups[k].pairs if isinstance(st, _Structure) else st.pairs[k]
             _, e, J, costs = self._group_terms(k, values, True, matrices)
+            e, costs = e.astype(acc), costs.astype(acc)
             cost = cost + jnp.sum(costs)
             padded = []
             for a, Ja in enumerate(J):
@@ -624,7 +632,7 @@ class Problem:
                 free = _mask(idx.slot_free[k][:, a], dtype)
                 if free is not None:  # fixed variables (and padded factors) get no step
                     Ja = Ja * free[:, None, None]
-                padded.append(Ja)
+                padded.append(Ja.astype(acc))
             Js = jnp.stack(padded, 1)  # [M, k, r, d]
             # J^T J and J^T e as broadcast products summed over r, not as batched dots:
             # XLA:CPU runs a dot per tiny (r x d) matrix, elementwise fusions vectorise
@@ -634,9 +642,9 @@ class Problem:
                 off_parts.append(_tdot(padded[a], padded[b]))
         ids = jnp.asarray(idx.diag_ids)
         diag = jax.ops.segment_sum(jnp.concatenate(diag_parts), ids, num_segments=n)
-        diag = diag + jnp.asarray(idx.pad_diag).astype(dtype)[:, :, None] * jnp.eye(d, dtype=dtype)
+        diag = diag + jnp.asarray(idx.pad_diag).astype(acc)[:, :, None] * jnp.eye(d, dtype=acc)
         grad = jax.ops.segment_sum(jnp.concatenate(grad_parts), ids, num_segments=n)
-        off = jnp.concatenate(off_parts) if off_parts else jnp.zeros((0, d, d), dtype)
+        off = jnp.concatenate(off_parts) if off_parts else jnp.zeros((0, d, d), acc)
         return Linearization(cost, diag, off, grad)
 
     def zero_linearization(self, dtype) -> Linearization:

@@ -36,7 +36,7 @@ of that size and different patterns stack under ``vmap``.
 Methods (``analyze(..., method=...)``):
 
 * ``"host"``: CHOLMOD (supernodal, from the ``cvxopt`` wheels) on the host through
-  ``jax.pure_callback``; the symbolic analysis is cached per pattern.  The CPU default.
+  an XLA custom call; the symbolic analysis is cached per pattern.  The CPU default.
 * ``"cholesky"``: sparse multifrontal block Cholesky in JAX.  Ordering (nested
   dissection by default), elimination tree, supernodes and a level schedule
   are computed in numpy by ``analyze``; the numeric factorisation runs in JAX

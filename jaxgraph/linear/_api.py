@@ -115,7 +115,7 @@ def analyze(num_blocks: int, block_dim: int, rows, cols, *, method: str = "auto"
         (``i != j``, either order, duplicates allowed and summed).
       method: ``"auto"`` (dense for ``n*d <= DENSE_MAX_UNKNOWNS``, else ``"host"``
         on CPU, ``"cholesky"`` elsewhere), ``"host"`` (CHOLMOD on the host through
-        ``jax.pure_callback``), ``"cholesky"`` (sparse multifrontal in JAX),
+        an XLA custom call), ``"cholesky"`` (sparse multifrontal in JAX),
         ``"dense"``, ``"pcg"`` (block-Jacobi preconditioned CG).
       ordering: fill-reducing ordering for ``"cholesky"``: ``"nd"`` nested
         dissection, ``"amd"``/``"mindegree"`` (exact minimum degree),

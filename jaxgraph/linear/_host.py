@@ -1,4 +1,4 @@
-"""Host sparse Cholesky: CHOLMOD (through ``cvxopt``) called from JAX by ``jax.pure_callback``.
+"""Host sparse Cholesky: CHOLMOD (through ``cvxopt``) called from JAX as an XLA custom call.
 
 Why a host library and not more JAX code: on CPU, CHOLMOD's supernodal factorisation
 runs 5-7x faster than our JAX multifrontal Cholesky on the shared pose graphs
@@ -18,6 +18,7 @@ Padding convention: a slot with ``rows[k] == cols[k]`` is unused and ignored.
 
 from __future__ import annotations
 
+import ctypes
 import hashlib
 import threading
 from collections import OrderedDict
@@ -25,6 +26,8 @@ from collections import OrderedDict
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from .. import host_call
 
 _MAX_PATTERNS = 16
 
@@ -51,7 +54,6 @@ def _single_threaded_blas():
     waits whenever another process holds a core.  Only cvxopt's own copy is touched
     (numpy's and XLA's thread settings are left alone).
     """
-    import ctypes
     import glob
     import os
 
@@ -197,20 +199,50 @@ def _host_solve(rows, cols, diag, offdiag, rhs, reuse):
     return np.asarray(x, np.float64).reshape(n, d).astype(dt), np.asarray(clamped)
 
 
+# --------------------------------------------------------------------------- XLA custom call
+# The host solve enters the compiled program as the named custom call below, not as a
+# ``jax.pure_callback``, so that programs with it go to JAX's persistent compilation cache
+# (see jaxgraph.host_call).
+
+_TARGET = "jaxgraph_cholmod_solve"
+_DTYPES = {"float32": np.float32, "float64": np.float64}
+
+
+def _custom_call(outs, ins, opaque):
+    """Inputs rows, cols, diag, offdiag, rhs; outputs (x, clamped); ``opaque`` =
+    ``"n,d,m,dtype,reuse"``. A failure on the host gives a NaN solution (status 6)."""
+    n, d, m, dt, reuse = opaque.split(",")
+    n, d, m, dt = int(n), int(d), int(m), _DTYPES[dt]
+    x_out = host_call.buffer(outs[0], dt, (n, d))
+    clamped_out = host_call.buffer(outs[1], np.bool_, ())
+    x_out[...], clamped_out[...] = np.nan, True  # until the solve succeeds
+    x, clamped = _host_solve(
+        host_call.buffer(ins[0], np.int32, (m,)), host_call.buffer(ins[1], np.int32, (m,)),
+        host_call.buffer(ins[2], dt, (n, d, d)), host_call.buffer(ins[3], dt, (m, d, d)),
+        host_call.buffer(ins[4], dt, (n, d)), reuse == "1",
+    )
+    x_out[...], clamped_out[...] = x, clamped
+
+
+host_call.register(_TARGET, _custom_call)
+
+
 def solve(rows, cols, diag, offdiag, rhs, *, reuse: bool = False):
     """``x = H^-1 rhs`` on the host; returns ``(x [n, d], clamped)``.
 
     Args:
-      rows, cols: ``[M]`` int32 block pattern (traced or constant; ``rows == cols`` = unused).
+      rows, cols: ``[M]`` int block pattern (traced or constant; ``rows == cols`` = unused).
       diag ``[n, d, d]``, offdiag ``[M, d, d]``, rhs ``[n, d]``: float32 or float64
         (factorised in float64 on the host, returned in the input dtype).
       reuse: keep the numeric factorisation and skip it when the next call on the same
         pattern brings identical blocks (``solve_factored`` and the reverse-mode adjoint).
-    Under ``vmap`` the host is called once per batch element.
+    Under ``vmap`` the host is called once per batch element. CPU backend only.
     """
-    out = (jax.ShapeDtypeStruct(rhs.shape, rhs.dtype), jax.ShapeDtypeStruct((), jnp.bool_))
-
-    def cb(r, c, D, O, b):
-        return _host_solve(r, c, D, O, b, reuse)
-
-    return jax.pure_callback(cb, out, rows, cols, diag, offdiag, rhs, vmap_method="sequential")
+    n, d = rhs.shape
+    m = rows.shape[0]
+    dt = jnp.dtype(rhs.dtype).name
+    if dt not in _DTYPES:
+        raise TypeError(f"host solve: float32 or float64 blocks expected, got {dt}")
+    results = (jax.ShapeDtypeStruct((n, d), rhs.dtype), jax.ShapeDtypeStruct((), jnp.bool_))
+    args = (jnp.asarray(rows, jnp.int32), jnp.asarray(cols, jnp.int32), diag, offdiag, rhs)
+    return host_call.call(_TARGET, results, *args, opaque=f"{n},{d},{m},{dt},{int(bool(reuse))}")

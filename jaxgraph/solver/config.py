@@ -28,10 +28,12 @@ __all__ = [
     "METHODS",
     "LINEAR_SOLVERS",
     "BACKWARD_MODES",
+    "ACCUMULATIONS",
 ]
 
 METHODS = ("lm", "gn")
 LINEAR_SOLVERS = ("auto", "host", "cholesky", "dense", "pcg")
+ACCUMULATIONS = ("widest", "values")
 BACKWARD_MODES = ("implicit", "unroll", "truncated")
 
 
@@ -166,8 +168,15 @@ class SolverConfig:
     ``"dense"`` or ``"pcg"`` the problem is solved in its size class
     (:meth:`jaxgraph.Problem.sized`): one compiled program per size class, not per graph.
     ``callback``: optional ``callback(iteration, cost, damping, step_norm, accepted)`` called
-    from inside the compiled loop after every trial (``jax.debug.callback``); static, so keep
+    from inside the compiled loop after every trial (a host call, see
+    ``jaxgraph/solver/progress.py``; not called under reverse-mode differentiation); static, so keep
     the same function object to avoid recompiling.
+    ``accumulation``: the dtype of the normal equations, the gradient and the total cost
+    inside the loop; static.  ``"widest"`` (default): float64 whenever JAX's x64 mode is on,
+    even for float32 values (residuals, Jacobians and values stay float32; the J^T J sums
+    and the factorisation are where float32 fails: on manhattan the float32 H is indefinite
+    by a few ulps at every step, and the clamped steps need 292 iterations instead of 6);
+    without x64 mode, the values' dtype.  ``"values"``: everything in the values' dtype.
     """
 
     method: str = _static("lm")
@@ -176,12 +185,15 @@ class SolverConfig:
     termination: TerminationConfig = field(default_factory=TerminationConfig, metadata={"static": False})
     backward: BackwardConfig = field(default_factory=BackwardConfig, metadata={"static": False})
     callback: Callable | None = _static(None)
+    accumulation: str = _static("widest")
 
     def __post_init__(self):
         if self.method not in METHODS:
             raise ValueError(f"method must be one of {METHODS}, got {self.method!r}")
         if self.linear_solver not in LINEAR_SOLVERS:
             raise ValueError(f"linear_solver must be one of {LINEAR_SOLVERS}, got {self.linear_solver!r}")
+        if self.accumulation not in ACCUMULATIONS:
+            raise ValueError(f"accumulation must be one of {ACCUMULATIONS}, got {self.accumulation!r}")
         for name, cls in (("damping", DampingConfig), ("termination", TerminationConfig), ("backward", BackwardConfig)):
             if not isinstance(getattr(self, name), cls):
                 raise TypeError(f"SolverConfig.{name} must be a {cls.__name__}, got {type(getattr(self, name)).__name__}")

@@ -131,3 +131,33 @@ def test_default_cache_dir_honours_the_environment(monkeypatch, tmp_path):
     monkeypatch.delenv("JAX_COMPILATION_CACHE_DIR")
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
     assert default_cache_dir() == tmp_path / "xdg" / "jaxgraph" / "jax"
+
+
+def _ring_g2o(path, n, closure):
+    """An n-pose SE2 odometry chain (unit steps, slight turn) plus one loop closure (a, b)."""
+    lines = [f"VERTEX_SE2 {i} {i * 1.0} {0.01 * i * i} 0.02" for i in range(n)]
+    lines += [f"EDGE_SE2 {i} {i + 1} 1 0 0.01 1 0 0 1 0 1" for i in range(n - 1)]
+    a, b = closure
+    lines.append(f"EDGE_SE2 {a} {b} {b - a} 0 0 1 0 0 1 0 1")
+    path.write_text("\n".join(lines) + "\n")
+
+
+def test_cli_reuses_the_cached_solve_for_a_new_graph_of_the_size_class(tmp_path):
+    """150 SE2 poses (450 unknowns: the host CHOLMOD path, a custom call in the program) and
+    verbose progress lines (a host call too): a second process solving a different graph of
+    the same size class finds the compiled solve in the persistent cache (no new entry)."""
+    cache = tmp_path / "cache"
+    env = {k: v for k, v in os.environ.items() if k != "JAXGRAPH_NO_COMPILE_CACHE"}
+    env.update(JAX_COMPILATION_CACHE_DIR=str(cache), PYTHONPATH=str(Path(__file__).resolve().parents[2]))
+    entries = []
+    for k, closure in enumerate([(0, 120), (10, 140)]):
+        path = tmp_path / f"g{k}.g2o"
+        _ring_g2o(path, 150, closure)
+        cmd = [sys.executable, "-c", "import sys; from jaxgraph.cli import main; sys.exit(main())",
+               "solve", str(path), "--output", str(tmp_path / f"out{k}.g2o"), "--linear-solver", "host"]
+        done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+        assert done.returncode == 0, done.stderr
+        assert "iter    1" in done.stdout  # progress lines printed from the compiled loop
+        entries.append({p.name for p in cache.iterdir() if "dispatch" in p.name})
+    assert entries[0], "the solve program was not cached"
+    assert entries[1] == entries[0]  # the second graph compiled nothing new for its solve

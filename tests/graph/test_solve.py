@@ -94,6 +94,24 @@ def test_float32_solve_preserves_dtype():
     assert np.all(np.isfinite(np.asarray(out["poses"])))
 
 
+def test_float32_manhattan_converges_like_float64():
+    """manhattan (3,500 poses, a 1e-6-sigma prior): float32 normal equations are indefinite by
+    a few ulps, so the factorisation has to clamp them; accumulated in float64 (the default
+    with x64 on) the float32 solve takes the float64 solve's steps. Reference: GTSAM's LM
+    cost 1774.52054 (benchmarks/results/posegraph_cpu.json) in 5 trials."""
+    problem, v64 = _read("manhattan")
+    v32 = {k: jnp.asarray(x, jnp.float32) for k, x in v64.items()}
+    _, info = jaxgraph.solve(problem, v32, max_iterations=20)
+    assert info.cost.dtype == jnp.float32
+    assert bool(info.converged) and int(info.linear_clamped) == 0
+    assert int(info.iterations) <= 6
+    assert abs(float(info.cost) - 1774.52054) <= 1e-5 * 1774.52054
+    # the same solve with float32 normal equations: clamped at every trial, far from converged
+    _, narrow = jaxgraph.solve(problem, v32, max_iterations=6, accumulation="values")
+    assert int(narrow.linear_clamped) == int(narrow.iterations) == 6
+    assert not bool(narrow.converged) and float(narrow.cost) > 1.001 * 1774.52054
+
+
 def test_intel_lm_matches_gtsam():
     problem, values = _read("intel")
     out, info = jaxgraph.solve(problem, values, linear_solver="pcg")
