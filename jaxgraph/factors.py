@@ -26,6 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from .noise import NoiseModel
+from .smallmat import matmul
 from .robust import RobustLoss
 
 if TYPE_CHECKING:  # the graph package imports this module
@@ -165,20 +166,20 @@ def _measurement_inverse(kind: Kind, z, dtype):
 def _between(kind: Kind, pi, pj, z, with_jacobians):
     Xi, Xj = _matrix(kind, pi), _matrix(kind, pj)
     Zinv = _measurement_inverse(kind, z, Xi.dtype)
-    XiXj = kind.inverse_matrix(Xi) @ Xj
-    r = kind.log(Zinv @ XiXj)
+    XiXj = matmul(kind.inverse_matrix(Xi), Xj)
+    r = kind.log(matmul(Zinv, XiXj))
     if not with_jacobians:
         return r, None
     Jinv = kind.right_jacobian_inverse(r)
     # Xi Exp(d) moves the error by Exp(-Ad(E^-1 Z^-1) d) on the left of E = Z^-1 Xi^-1 Xj,
     # and E^-1 Z^-1 = Xj^-1 Xi.
     Ad = kind.adjoint(kind.inverse_matrix(XiXj))
-    return r, (-(Jinv @ Ad), Jinv)
+    return r, (-matmul(Jinv, Ad), Jinv)
 
 
 def _prior(kind: Kind, p, z, with_jacobians):
     X = _matrix(kind, p)
-    r = kind.log(_measurement_inverse(kind, z, X.dtype) @ X)
+    r = kind.log(matmul(_measurement_inverse(kind, z, X.dtype), X))
     if not with_jacobians:
         return r, None
     return r, (kind.right_jacobian_inverse(r),)

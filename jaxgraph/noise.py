@@ -159,10 +159,10 @@ class SqrtInformation(NoiseModel):
         self.matrix = matrix
 
     def whiten(self, r):
-        return jnp.einsum("...ij,...j->...i", jnp.asarray(self.matrix, r.dtype), r)
+        return smallmat.matvec(jnp.asarray(self.matrix, r.dtype), r)
 
     def whiten_jacobian(self, J):
-        return jnp.einsum("...ij,...jk->...ik", jnp.asarray(self.matrix, J.dtype), J)
+        return smallmat.matmul(jnp.asarray(self.matrix, J.dtype), J)
 
     def check(self, dim, count):
         if not _shape_ok(jnp.shape(self.matrix), (dim, dim), count):

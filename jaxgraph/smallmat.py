@@ -17,10 +17,37 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-__all__ = ["MAX_UNROLLED", "cholesky", "forward_substitution", "lower_inverse"]
+__all__ = ["MAX_UNROLLED", "cholesky", "forward_substitution", "lower_inverse", "matmul", "matvec"]
 
 #: Largest matrix size the unrolled loops are used for (compile time grows as size^2).
 MAX_UNROLLED = 12
+
+
+def matmul(a, b):
+    """``a[..., n, k] @ b[..., k, m]`` for small matrices; float32 as ``k`` broadcast products.
+
+    XLA:CPU runs a batched float32 ``dot`` of tiny matrices far slower than the same sum
+    written elementwise (10,000 products of 6x6 matrices: 9.5 ms vs 0.4 ms; sphere2500's
+    float32 linearisation 28 ms vs 6 ms), and 2.5x slower than its float64 dot. float64
+    keeps the ``dot``: the unrolled form is faster there too (4.0 vs 0.6 ms) but adds
+    0.3-0.9 s of XLA compile time to a 3D pose-graph solve, more than it saves in a solve.
+    """
+    if jnp.result_type(a, b) == jnp.float64:
+        return jnp.matmul(a, b)
+    out = a[..., :, 0:1] * b[..., 0:1, :]
+    for i in range(1, a.shape[-1]):
+        out = out + a[..., :, i : i + 1] * b[..., i : i + 1, :]
+    return out
+
+
+def matvec(m, v):
+    """``m[..., n, k] @ v[..., k]`` (float32 unrolled, see :func:`matmul`)."""
+    if jnp.result_type(m, v) == jnp.float64:
+        return jnp.einsum("...ij,...j->...i", m, v)
+    out = m[..., :, 0] * v[..., 0:1]
+    for i in range(1, m.shape[-1]):
+        out = out + m[..., :, i] * v[..., i : i + 1]
+    return out
 
 
 # jit: called eagerly (noise models built outside a trace) the unrolled loop would

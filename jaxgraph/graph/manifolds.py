@@ -34,7 +34,7 @@ from typing import Optional, Type, Union
 
 import jax.numpy as jnp
 
-from .. import lie
+from .. import lie, smallmat
 
 __all__ = ["Kind", "GroupKind", "XYThetaKind", "EuclideanKind", "KindSpec", "kind_of"]
 
@@ -102,7 +102,7 @@ class GroupKind(Kind):
             return jnp.swapaxes(T, -1, -2)
         k = self.group.space_dim
         Rt = jnp.swapaxes(T[..., :k, :k], -1, -2)
-        t = -jnp.einsum("...ij,...j->...i", Rt, T[..., :k, k])
+        t = -smallmat.matvec(Rt, T[..., :k, k])
         top = jnp.concatenate([Rt, t[..., None]], -1)
         return jnp.concatenate([top, T[..., k:, :]], -2)
 

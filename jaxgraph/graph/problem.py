@@ -23,7 +23,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .. import linear
+from .. import linear, smallmat
 from ..compile_cache import entry_point
 from ..factors import FactorGroup
 from .manifolds import KindSpec, kind_of
@@ -637,7 +637,7 @@ class Problem:
             # J^T J and J^T e as broadcast products summed over r, not as batched dots:
             # XLA:CPU runs a dot per tiny (r x d) matrix, elementwise fusions vectorise
             diag_parts.append(_tdot(Js, Js).reshape(-1, d, d))
-            grad_parts.append(jnp.sum(Js * e[:, None, :, None], axis=2).reshape(-1, d))
+            grad_parts.append(_tdot(Js, e[:, None, :, None]).reshape(-1, d))
             for a, b in pairs:
                 off_parts.append(_tdot(padded[a], padded[b]))
         ids = jnp.asarray(idx.diag_ids)
@@ -694,8 +694,12 @@ def _cost_jit(problem, values):
 
 
 def _tdot(A, B):
-    """``A^T B`` over the last two axes, ``[..., r, i] x [..., r, j] -> [..., i, j]``."""
-    return jnp.sum(A[..., :, :, None] * B[..., :, None, :], axis=-3)
+    """``A^T B`` over the last two axes, ``[..., r, i] x [..., r, j] -> [..., i, j]``: a
+    broadcast product summed over ``r`` in float64, unrolled over ``r`` otherwise (see
+    smallmat.matmul: the float32 reduction is as slow as a float32 batched dot)."""
+    if jnp.result_type(A, B) == jnp.float64:
+        return jnp.sum(A[..., :, :, None] * B[..., :, None, :], axis=-3)
+    return smallmat.matmul(jnp.swapaxes(A, -1, -2), B)
 
 
 def _dtype_of(values):

@@ -5,6 +5,8 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from ..smallmat import matmul, matvec  # noqa: F401  (small products of the group maps)
+
 
 def hat3(w: jnp.ndarray) -> jnp.ndarray:
     """Skew-symmetric matrix [...,3,3] of w[...,3], so hat3(w) @ v = cross(w, v)."""
@@ -41,10 +43,6 @@ def dot(a: jnp.ndarray, b: jnp.ndarray) -> jnp.ndarray:
     for i in range(1, a.shape[-1]):
         out = out + a[..., i] * b[..., i]
     return out
-
-
-def matvec(m: jnp.ndarray, v: jnp.ndarray) -> jnp.ndarray:
-    return jnp.einsum("...ij,...j->...i", m, v)
 
 
 def transpose(m: jnp.ndarray) -> jnp.ndarray:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import jax.numpy as jnp
 
 from . import _series
+from ._ops import matvec
 from .so2 import so2_exp, so2_log
 from .so3 import _as_float
 
@@ -53,7 +54,7 @@ def se2_inverse(T: jnp.ndarray) -> jnp.ndarray:
     """Inverse of homogeneous T[...,3,3]."""
     T = _as_float(T)
     Rt = jnp.swapaxes(T[..., :2, :2], -1, -2)
-    t = -jnp.einsum("...ij,...j->...i", Rt, T[..., :2, 2])
+    t = -matvec(Rt, T[..., :2, 2])
     zero, one = jnp.zeros_like(t[..., 0]), jnp.ones_like(t[..., 0])
     return _matrix3([[Rt[..., 0, 0], Rt[..., 0, 1], t[..., 0]], [Rt[..., 1, 0], Rt[..., 1, 1], t[..., 1]], [zero, zero, one]])
 

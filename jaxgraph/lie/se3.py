@@ -13,7 +13,7 @@ from __future__ import annotations
 import jax.numpy as jnp
 
 from . import _series
-from ._ops import cross, dot, hat3, vee3
+from ._ops import cross, dot, hat3, matmul, matvec, vee3
 from .so3 import _as_float, so3_exp, so3_left_jacobian, so3_log, so3_right_jacobian_inverse
 
 
@@ -74,7 +74,7 @@ def se3_inverse(T: jnp.ndarray) -> jnp.ndarray:
     """Inverse of homogeneous T[...,4,4] (R^T, -R^T t)."""
     T = _as_float(T)
     Rt = jnp.swapaxes(T[..., :3, :3], -1, -2)
-    return _homogeneous(Rt, -jnp.einsum("...ij,...j->...i", Rt, T[..., :3, 3]))
+    return _homogeneous(Rt, -matvec(Rt, T[..., :3, 3]))
 
 
 def se3_adjoint(T: jnp.ndarray) -> jnp.ndarray:
@@ -83,7 +83,7 @@ def se3_adjoint(T: jnp.ndarray) -> jnp.ndarray:
     R, t = T[..., :3, :3], T[..., :3, 3]
     zero = jnp.zeros_like(R)
     return jnp.concatenate(
-        [jnp.concatenate([R, hat3(t) @ R], axis=-1), jnp.concatenate([zero, R], axis=-1)], axis=-2
+        [jnp.concatenate([R, matmul(hat3(t), R)], axis=-1), jnp.concatenate([zero, R], axis=-1)], axis=-2
     )
 
 
@@ -94,10 +94,10 @@ def _q_left(v, w):
     c2 = _series.se3_q_c2(t)[..., None, None]
     c3 = _series.se3_q_c3(t)[..., None, None]
     V, W = hat3(v), hat3(w)
-    WV, VW = W @ V, V @ W
-    WVW = WV @ W
-    WW = W @ W
-    return 0.5 * V + c1 * (WV + VW + WVW) + c2 * (W @ WV + VW @ W - 3.0 * WVW) + c3 * (WVW @ W + W @ WVW)
+    WV, VW = matmul(W, V), matmul(V, W)
+    WVW = matmul(WV, W)
+    return (0.5 * V + c1 * (WV + VW + WVW) + c2 * (matmul(W, WV) + matmul(VW, W) - 3.0 * WVW)
+            + c3 * (matmul(WVW, W) + matmul(W, WVW)))
 
 
 def _block_upper(A, Q):
@@ -120,7 +120,7 @@ def se3_right_jacobian(xi: jnp.ndarray) -> jnp.ndarray:
 
 
 def _block_upper_inverse(A_inv, Q):
-    return _block_upper(A_inv, -A_inv @ Q @ A_inv)
+    return _block_upper(A_inv, -matmul(matmul(A_inv, Q), A_inv))
 
 
 def se3_left_jacobian_inverse(xi: jnp.ndarray) -> jnp.ndarray:

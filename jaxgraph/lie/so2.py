@@ -10,6 +10,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from ._ops import matmul
 from .so3 import _as_float
 
 
@@ -31,7 +32,7 @@ def _so2_exp(theta):
 def _so2_exp_jvp(primals, tangents):
     (theta,), (d,) = primals, tangents
     R = _so2_exp(theta)
-    return R, R @ _hat2(d[..., 0])
+    return R, matmul(R, _hat2(d[..., 0]))
 
 
 def so2_exp(theta: jnp.ndarray) -> jnp.ndarray:
@@ -40,7 +41,7 @@ def so2_exp(theta: jnp.ndarray) -> jnp.ndarray:
 
 
 def _tangent(R, dR):
-    m = jnp.swapaxes(R, -1, -2) @ dR
+    m = matmul(jnp.swapaxes(R, -1, -2), dR)
     return 0.5 * (m[..., 1, 0] - m[..., 0, 1])
 
 

@@ -19,7 +19,7 @@ import jax
 import jax.numpy as jnp
 
 from . import _series
-from ._ops import cross, dot, float_dtype, hat3, matvec, quaternion_conjugate, quaternion_multiply, transpose, vee3
+from ._ops import cross, dot, float_dtype, hat3, matmul, matvec, quaternion_conjugate, quaternion_multiply, transpose, vee3
 
 
 def _as_float(x) -> jnp.ndarray:
@@ -42,7 +42,7 @@ def so3_right_jacobian(w: jnp.ndarray) -> jnp.ndarray:
     W = hat3(w)
     b = _series.one_minus_cos_over_theta2(t)[..., None, None]
     c = _series.theta_minus_sin_over_theta3(t)[..., None, None]
-    return _eye(w.dtype) - b * W + c * (W @ W)
+    return _eye(w.dtype) - b * W + c * matmul(W, W)
 
 
 def so3_left_jacobian(w: jnp.ndarray) -> jnp.ndarray:
@@ -56,7 +56,7 @@ def so3_right_jacobian_inverse(w: jnp.ndarray) -> jnp.ndarray:
     t = dot(w, w)
     W = hat3(w)
     d = _series.inverse_jacobian_coefficient(t)[..., None, None]
-    return _eye(w.dtype) + 0.5 * W + d * (W @ W)
+    return _eye(w.dtype) + 0.5 * W + d * matmul(W, W)
 
 
 def so3_left_jacobian_inverse(w: jnp.ndarray) -> jnp.ndarray:
@@ -97,7 +97,7 @@ def _so3_exp(w):
 def _so3_exp_jvp(primals, tangents):
     (w,), (dw,) = primals, tangents
     R = _so3_exp(w)
-    return R, R @ hat3(_right_jacobian_apply(w, dw))
+    return R, matmul(R, hat3(_right_jacobian_apply(w, dw)))
 
 
 def so3_exp(w: jnp.ndarray) -> jnp.ndarray:
@@ -217,7 +217,7 @@ def _matrix_from_quaternion_jvp(primals, tangents):
     (q,), (dq,) = primals, tangents
     R = _matrix_from_quaternion(q)
     _, delta = _unit_tangent(q, dq)
-    return R, R @ hat3(delta)
+    return R, matmul(R, hat3(delta))
 
 
 def matrix_from_quaternion(q: jnp.ndarray) -> jnp.ndarray:
