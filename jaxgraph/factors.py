@@ -145,10 +145,8 @@ class FactorGroup:
         ``params[a]`` is ``[M, param_dim_a]``, the value of slot ``a`` of every factor (built-in
         factors also accept the matrices ``[M, k, k]`` of Lie-group values).
         """
-        if self.kind == "between":
-            return _between(kinds[0], params[0], params[1], self.measurement, with_jacobians)
-        if self.kind == "prior":
-            return _prior(kinds[0], params[0], self.measurement, with_jacobians)
+        if self.kind in ("between", "prior"):
+            return _builtin(self, kinds[0], params, with_jacobians)
         return _custom(self.residual_fn, kinds, params, self.measurement, with_jacobians)
 
 
@@ -163,26 +161,35 @@ def _measurement_inverse(kind: Kind, z, dtype):
     return z if z.ndim == 3 else kind.inverse_matrix(kind.to_matrix(z))
 
 
-def _between(kind: Kind, pi, pj, z, with_jacobians):
-    Xi, Xj = _matrix(kind, pi), _matrix(kind, pj)
-    Zinv = _measurement_inverse(kind, z, Xi.dtype)
-    XiXj = matmul(kind.inverse_matrix(Xi), Xj)
-    r = kind.log(matmul(Zinv, XiXj))
-    if not with_jacobians:
-        return r, None
-    Jinv = kind.right_jacobian_inverse(r)
-    # Xi Exp(d) moves the error by Exp(-Ad(E^-1 Z^-1) d) on the left of E = Z^-1 Xi^-1 Xj,
-    # and E^-1 Z^-1 = Xj^-1 Xi.
-    Ad = kind.adjoint(kind.inverse_matrix(XiXj))
-    return r, (-matmul(Jinv, Ad), Jinv)
+def builtin_error(g: "FactorGroup", kind: Kind, params):
+    """Built-in groups in two phases: ``(E, context)``, the error matrices ``E [M, k, k]``
+    (``r = log E``) of a ``between`` or ``prior`` group; see :func:`builtin_jacobians`.
+    The solver takes ``log`` and the right-Jacobian inverse of all groups of one kind
+    together, so their (large) code is compiled once."""
+    if g.kind == "between":
+        Xi, Xj = _matrix(kind, params[0]), _matrix(kind, params[1])
+        XiXj = matmul(kind.inverse_matrix(Xi), Xj)
+        return matmul(_measurement_inverse(kind, g.measurement, Xi.dtype), XiXj), XiXj
+    X = _matrix(kind, params[0])
+    return matmul(_measurement_inverse(kind, g.measurement, X.dtype), X), None
 
 
-def _prior(kind: Kind, p, z, with_jacobians):
-    X = _matrix(kind, p)
-    r = kind.log(matmul(_measurement_inverse(kind, z, X.dtype), X))
+def builtin_jacobians(g: "FactorGroup", kind: Kind, context, Jinv):
+    """Per-slot Jacobians of a built-in group from its ``context`` and ``Jinv = Jr(r)^-1``."""
+    if g.kind == "between":
+        # Xi Exp(d) moves the error by Exp(-Ad(E^-1 Z^-1) d) on the left of E = Z^-1 Xi^-1 Xj,
+        # and E^-1 Z^-1 = Xj^-1 Xi.
+        Ad = kind.adjoint(kind.inverse_matrix(context))
+        return (-matmul(Jinv, Ad), Jinv)
+    return (Jinv,)
+
+
+def _builtin(g: "FactorGroup", kind: Kind, params, with_jacobians):
+    E, context = builtin_error(g, kind, params)
+    r = kind.log(E)
     if not with_jacobians:
         return r, None
-    return r, (kind.right_jacobian_inverse(r),)
+    return r, builtin_jacobians(g, kind, context, kind.right_jacobian_inverse(r))
 
 
 def _custom(fn, kinds, params, data, with_jacobians):

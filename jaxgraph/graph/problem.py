@@ -25,7 +25,7 @@ import numpy as np
 
 from .. import linear, smallmat
 from ..compile_cache import entry_point
-from ..factors import FactorGroup
+from ..factors import FactorGroup, builtin_error, builtin_jacobians
 from .manifolds import KindSpec, kind_of
 
 __all__ = ["VariableGroup", "Problem", "Linearization", "size_class"]
@@ -563,22 +563,26 @@ class Problem:
             fs.append(g.replace(measurement=meas, noise=noise, robust=robust))
         return Problem.tree_unflatten(self.structure, (tuple(fs), self.index))
 
-    def _group_terms(self, k: int, values, with_jacobians: bool, matrices=None):
+    def _group_terms(self, k: int, values, with_jacobians: bool, matrices=None, unwhitened=None):
         """Whitened (and robust-reweighted) residuals, Jacobians and per-factor costs.
 
         ``matrices``: optional dict of the Lie-group values as matrices (built-in factors
         then gather matrices instead of converting parameters per factor slot).
+        ``unwhitened``: the group's ``(r, J)`` when already computed (see :meth:`_builtin_terms`).
         """
         st = self.structure
         g = self.factors[k]
         idx = self._index()
-        local = idx.local_index[k]
-        kinds = [st.kinds[v] for v in g.variables]
-        if matrices is not None and g.kind in ("between", "prior"):
-            params = [matrices[v][local[:, a]] for a, v in enumerate(g.variables)]
+        if unwhitened is not None:
+            r, J = unwhitened
         else:
-            params = [values[v][local[:, a]] for a, v in enumerate(g.variables)]
-        r, J = g.residual_and_jacobians(kinds, params, with_jacobians)
+            local = idx.local_index[k]
+            kinds = [st.kinds[v] for v in g.variables]
+            if matrices is not None and g.kind in ("between", "prior"):
+                params = [matrices[v][local[:, a]] for a, v in enumerate(g.variables)]
+            else:
+                params = [values[v][local[:, a]] for a, v in enumerate(g.variables)]
+            r, J = g.residual_and_jacobians(kinds, params, with_jacobians)
         e = r if g.noise is None else g.noise.whiten(r)
         if J is not None and g.noise is not None:
             J = tuple(g.noise.whiten_jacobian(Ja) for Ja in J)
@@ -620,9 +624,10 @@ class Problem:
         diag_parts, grad_parts, off_parts = [], [], []
         builtin = {g.variables[0] for g in self.factors if g.kind in ("between", "prior")}
         matrices = {v: st.kinds[v].to_matrix(values[v]) for v in builtin}
+        unwhitened = self._builtin_terms(matrices)
         for k, g in enumerate(self.factors):
             pairs = st.groups[k].pairs if isinstance(st, _Structure) else st.pairs[k]
-            _, e, J, costs = self._group_terms(k, values, True, matrices)
+            _, e, J, costs = self._group_terms(k, values, True, matrices, unwhitened.get(k))
             e, costs = e.astype(acc), costs.astype(acc)
             cost = cost + jnp.sum(costs)
             padded = []
@@ -646,6 +651,31 @@ class Problem:
         grad = jax.ops.segment_sum(jnp.concatenate(grad_parts), ids, num_segments=n)
         off = jnp.concatenate(off_parts) if off_parts else jnp.zeros((0, d, d), acc)
         return Linearization(cost, diag, off, grad)
+
+    def _builtin_terms(self, matrices) -> dict:
+        """``k -> (r, J)`` of the built-in (between / prior) groups, with one ``log`` and one
+        right-Jacobian inverse per variable kind over all of them: each is a large piece of
+        compiled code, and a prior group of one factor compiled its own copy (0.3-0.5 s of
+        XLA time in a 3D solve)."""
+        st, idx = self.structure, self._index()
+        by_kind: dict = {}
+        for k, g in enumerate(self.factors):
+            if g.kind not in ("between", "prior"):
+                continue
+            kind = st.kinds[g.variables[0]]
+            params = [matrices[v][idx.local_index[k][:, a]] for a, v in enumerate(g.variables)]
+            E, context = builtin_error(g, kind, params)
+            by_kind.setdefault(kind, []).append((k, g, E, context))
+        out = {}
+        for kind, items in by_kind.items():
+            r = kind.log(jnp.concatenate([E for _, _, E, _ in items]))
+            Jinv = kind.right_jacobian_inverse(r)
+            start = 0
+            for k, g, E, context in items:
+                stop = start + E.shape[0]
+                out[k] = (r[start:stop], builtin_jacobians(g, kind, context, Jinv[start:stop]))
+                start = stop
+        return out
 
     def zero_linearization(self, dtype) -> Linearization:
         """A :class:`Linearization` of zeros with the shapes :meth:`linearize` returns
