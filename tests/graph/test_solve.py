@@ -106,10 +106,11 @@ def test_float32_manhattan_converges_like_float64():
     assert bool(info.converged) and int(info.linear_clamped) == 0
     assert int(info.iterations) <= 6
     assert abs(float(info.cost) - 1774.52054) <= 1e-5 * 1774.52054
-    # the same solve with float32 normal equations: clamped at every trial, far from converged
+    # the same solve with float32 normal equations: clamped pivots, far from the minimum
+    # after as many trials (measured: 3 of 6 clamped, cost 4350; 1851 after 100 trials)
     _, narrow = jaxgraph.solve(problem, v32, max_iterations=6, accumulation="values")
-    assert int(narrow.linear_clamped) == int(narrow.iterations) == 6
-    assert not bool(narrow.converged) and float(narrow.cost) > 1.001 * 1774.52054
+    assert int(narrow.linear_clamped) >= 1
+    assert not bool(narrow.converged) and float(narrow.cost) > 1.5 * 1774.52054
 
 
 def test_intel_lm_matches_gtsam():
