@@ -563,11 +563,9 @@ class Problem:
             fs.append(g.replace(measurement=meas, noise=noise, robust=robust))
         return Problem.tree_unflatten(self.structure, (tuple(fs), self.index))
 
-    def _group_terms(self, k: int, values, with_jacobians: bool, matrices=None, unwhitened=None):
+    def _group_terms(self, k: int, values, with_jacobians: bool, unwhitened=None):
         """Whitened (and robust-reweighted) residuals, Jacobians and per-factor costs.
 
-        ``matrices``: optional dict of the Lie-group values as matrices (built-in factors
-        then gather matrices instead of converting parameters per factor slot).
         ``unwhitened``: the group's ``(r, J)`` when already computed (see :meth:`_builtin_terms`).
         """
         st = self.structure
@@ -578,10 +576,7 @@ class Problem:
         else:
             local = idx.local_index[k]
             kinds = [st.kinds[v] for v in g.variables]
-            if matrices is not None and g.kind in ("between", "prior"):
-                params = [matrices[v][local[:, a]] for a, v in enumerate(g.variables)]
-            else:
-                params = [values[v][local[:, a]] for a, v in enumerate(g.variables)]
+            params = [values[v][local[:, a]] for a, v in enumerate(g.variables)]
             r, J = g.residual_and_jacobians(kinds, params, with_jacobians)
         e = r if g.noise is None else g.noise.whiten(r)
         if J is not None and g.noise is not None:
@@ -627,7 +622,7 @@ class Problem:
         unwhitened = self._builtin_terms(matrices)
         for k, g in enumerate(self.factors):
             pairs = st.groups[k].pairs if isinstance(st, _Structure) else st.pairs[k]
-            _, e, J, costs = self._group_terms(k, values, True, matrices, unwhitened.get(k))
+            _, e, J, costs = self._group_terms(k, values, True, unwhitened.get(k))
             e, costs = e.astype(acc), costs.astype(acc)
             cost = cost + jnp.sum(costs)
             padded = []
