@@ -15,32 +15,27 @@ the package. XLA:CPU's status-returning legacy signature is used:
 from __future__ import annotations
 
 import ctypes
+import warnings
 from typing import Callable, Sequence
 
 import jax
 import numpy as np
 
-__all__ = ["register", "buffer", "call", "last_failure"]
+__all__ = ["register", "buffer", "call"]
 
 _SIGNATURE = ctypes.CFUNCTYPE(
     None, ctypes.c_void_p, ctypes.POINTER(ctypes.c_void_p), ctypes.c_char_p, ctypes.c_size_t, ctypes.c_void_p
 )
 _targets: dict = {}  # name -> ctypes function object (kept alive for the life of the process)
-_failures: list = []
-
-
-def last_failure() -> BaseException | None:
-    """The last exception raised inside a host call (XLA cannot receive it), or None."""
-    return _failures[-1] if _failures else None
 
 
 def register(name: str, fn: Callable[[Sequence[int], Sequence[int], str], None]) -> None:
     """Make ``fn(outputs, inputs, opaque)`` the CPU custom-call target ``name`` (once).
 
     ``outputs``/``inputs`` index to buffer addresses (see :func:`buffer`); ``opaque`` is the
-    string given to :func:`call`. ``fn`` must write every output; an exception it raises is
-    kept for :func:`last_failure` (it cannot cross into XLA), so ``fn`` should first write
-    outputs that mark the failure (NaN).
+    string given to :func:`call`. ``fn`` must write every output. An exception cannot cross
+    into XLA: it is reported as a ``RuntimeWarning`` naming the target, so ``fn`` should
+    first write outputs that mark the failure (NaN) for the caller's status.
     """
     if name in _targets:
         return
@@ -50,8 +45,8 @@ def register(name: str, fn: Callable[[Sequence[int], Sequence[int], str], None])
             count, text = opaque[:opaque_len].decode().split(";", 1)
             outs = [out] if count == "1" else ctypes.cast(out, ctypes.POINTER(ctypes.c_void_p))
             fn(outs, ins, text)
-        except BaseException as e:  # noqa: BLE001 - see the docstring
-            _failures[:] = [e]
+        except Exception as e:  # noqa: BLE001 - see the docstring
+            warnings.warn(f"jaxgraph host call {name!r} failed: {type(e).__name__}: {e}", RuntimeWarning, stacklevel=1)
 
     c_fn = _SIGNATURE(entry)
     new_capsule = ctypes.pythonapi.PyCapsule_New
