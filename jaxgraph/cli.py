@@ -177,7 +177,7 @@ def run_solve(
     import jaxgraph
     from .marginals import report as marginals_report
     from .solver import STATUS, SolverConfig
-    from .solver.api import lower
+    from .solver.api import compile_solve
 
     dtype = jnp.float32 if float32 else jnp.float64
     problem, values = jaxgraph.io.read_g2o(input_path, strict=strict, dtype=dtype)
@@ -192,8 +192,7 @@ def run_solve(
         print(f"{input_path}: {poses} poses, {edges} edges ({problem.variables[0].kind}), method {method}", flush=True)
         print(f"compiling for {poses} poses, {nfactors} factors...", flush=True)
     t0 = time.perf_counter()
-    lowered, args = lower(graph, start, config)
-    compiled = lowered.compile()
+    compiled, args = compile_solve(graph, start, config)
     compile_seconds = time.perf_counter() - t0
     if verbose:
         print(f"compiled in {compile_seconds:.2f} s; solving", flush=True)

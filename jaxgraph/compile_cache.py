@@ -11,6 +11,7 @@ import os
 from pathlib import Path
 
 import jax
+import numpy as np
 
 __all__ = ["enable_compilation_cache", "default_cache_dir", "COMPILER_OPTIONS", "entry_point"]
 
@@ -37,19 +38,76 @@ class entry_point:
     the top level; inside a user's transformation (``jit``, ``vmap``, ``grad``), where JAX
     refuses per-call compiler options, the plain ``jax.jit(fn)`` is used (the enclosing
     program decides the options).
+
+    ``executable_cache=True`` (no static arguments allowed): while the persistent cache is
+    on, top-level calls also keep the compiled program in :mod:`jaxgraph.executable_cache`,
+    keyed before tracing, so a new process loads it without tracing or lowering ``fn``.
     """
 
-    def __init__(self, fn, **jit_kwargs):
+    def __init__(self, fn, *, executable_cache: bool = False, **jit_kwargs):
+        if executable_cache and jit_kwargs:
+            raise ValueError("entry_point: executable_cache takes no jit arguments (static arguments are not keyed)")
         self.top = jax.jit(fn, compiler_options=COMPILER_OPTIONS, **jit_kwargs)
         self.nested = jax.jit(fn, **jit_kwargs)
         self.__wrapped__ = fn
         self.__doc__ = fn.__doc__
+        self._name = f"{fn.__module__}:{fn.__qualname__}"
+        self._executables = {} if executable_cache else None  # in-process: key -> Compiled | None
 
     def __call__(self, *args, **kwargs):
-        return (self.top if _top_level() else self.nested)(*args, **kwargs)
+        if not _top_level():
+            return self.nested(*args, **kwargs)
+        compiled = self._cached(args) if self._executables is not None and not kwargs else None
+        return (self.top if compiled is None else compiled)(*args, **kwargs)
 
     def lower(self, *args, **kwargs):
         return (self.top if _top_level() else self.nested).lower(*args, **kwargs)
+
+    def compile(self, *args):
+        """The compiled program for ``args`` (a :class:`jax.stages.Compiled`): from the
+        executable cache when it holds it, else lowered and compiled now (and stored)."""
+        compiled = self._cached(args) if self._executables is not None and _top_level() else None
+        return self.lower(*args).compile() if compiled is None else compiled
+
+    def _cached(self, args):
+        """Compiled program for top-level ``args`` through the executable cache, or None
+        (cache off, or arguments it cannot key exactly: JAX's jit handles those)."""
+        from . import executable_cache as xc
+
+        if xc.directory() is None:
+            return None
+        leaves, treedef = jax.tree_util.tree_flatten(args)
+        device = jax.devices()[0]
+        avals = []
+        for x in leaves:
+            if isinstance(x, jax.Array):
+                if x.is_deleted() or x.sharding.device_set != {device}:
+                    return None  # placement is not part of the key
+                avals.append((x.shape, x.dtype, x.weak_type))
+            elif isinstance(x, np.ndarray):
+                avals.append((x.shape, x.dtype, False))
+            else:
+                return None  # Python scalars and other leaves: let jit decide their types
+        from jax._src import config as jax_config
+
+        context = jax_config.trace_context()
+        memo = (treedef, tuple(avals), context)
+        if memo in self._executables:
+            return self._executables[memo]
+        compiled = None
+        try:
+            key = xc.disk_key(self._name, treedef, avals, context, COMPILER_OPTIONS)
+        except xc.Uncacheable:
+            key = None
+        if key is not None:
+            compiled = xc.lookup(key, jax.tree_util.tree_structure((args, {})))
+            if compiled is None:
+                with xc.fresh_compile() as fresh:
+                    compiled = self.top.lower(*args).compile()
+                if fresh[0]:
+                    xc.store(key, compiled)
+        self._executables[memo] = compiled
+        return compiled
 
     def _cache_size(self) -> int:
         """Programs traced so far (both variants), as ``jax.jit``'s ``_cache_size``."""

@@ -55,6 +55,10 @@ class StaticIndices:
     def __repr__(self):
         return f"StaticIndices(shape={self.array.shape})"
 
+    def _cache_key(self):
+        """What :meth:`__eq__` compares (``jaxgraph.executable_cache``)."""
+        return self._key
+
 
 @jax.tree_util.register_pytree_node_class
 class FactorGroup:

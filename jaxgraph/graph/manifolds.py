@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from typing import Optional, Type, Union
 
 import jax.numpy as jnp
+import numpy as np
 
 from .. import lie, smallmat
 
@@ -52,6 +53,15 @@ class Kind:
     def is_group(self) -> bool:
         """A Lie group (between and prior factors apply)."""
         return self.group is not None
+
+    def identity_row(self, dtype) -> np.ndarray:
+        """The identity's row ``[param_dim]`` as a numpy array (no XLA op: padding a new
+        problem should not compile anything); zeros here, for Euclidean kinds."""
+        return np.zeros(self.param_dim, dtype)
+
+    def identity(self, n: int, dtype):
+        """``n`` identity rows ``[n, param_dim]``."""
+        return jnp.broadcast_to(jnp.asarray(self.identity_row(dtype)), (n, self.param_dim))
 
 
 @dataclass(frozen=True)
@@ -82,8 +92,9 @@ class GroupKind(Kind):
     def from_matrix(self, T):
         return self.from_group(self.group.from_matrix(T))
 
-    def identity(self, n: int, dtype):
-        return self.from_group(self.group.identity((n,), dtype))
+    def identity_row(self, dtype) -> np.ndarray:
+        """The group's identity parameters (rows are the class's parameters)."""
+        return np.asarray(self.group._identity_parameters(), dtype)
 
     def log(self, T):
         """Logarithm of matrices ``T[..., k, k]``."""
@@ -115,6 +126,10 @@ class GroupKind(Kind):
 @dataclass(frozen=True)
 class XYThetaKind(GroupKind):
     """``lie.SE2`` stored as rows ``(x, y, theta)`` (the ``"SE2"`` alias, g2o's numbers)."""
+
+    def identity_row(self, dtype) -> np.ndarray:
+        """``(x, y, theta) = 0``."""
+        return np.zeros(3, dtype)
 
     def to_group(self, p) -> lie.SE2:
         return lie.SE2.from_xy_theta(p[..., 0], p[..., 1], p[..., 2])

@@ -182,8 +182,9 @@ class _Structure:
             return self._linear_cache["index"]
         key = ("index", sizes.key)
         if key not in self._linear_cache:
+            # device_put: a transfer, not one compiled XLA program per array as jnp.asarray here
             with jax.ensure_compile_time_eval():  # concrete arrays even when first built inside a jit trace
-                self._linear_cache[key] = jax.tree_util.tree_map(jnp.asarray, self._padded_index(sizes))
+                self._linear_cache[key] = jax.device_put(self._padded_index(sizes))
         return self._linear_cache[key]
 
     def _padded_index(self, sizes) -> _IndexData:
@@ -262,6 +263,10 @@ class _Layout:
 
     def __eq__(self, other):
         return isinstance(other, _Layout) and self.key == other.key
+
+    def _cache_key(self):
+        """What :meth:`__eq__` compares, with the kinds themselves (``jaxgraph.executable_cache``)."""
+        return (self.variables, self.block_dim, self.group_counts, self.pairs, tuple(sorted(self.kinds.items())))
 
     def linear_structure(self, method: str):
         """``jaxgraph.linear.size_class`` structure for ``method`` (pattern passed per call)."""
@@ -437,9 +442,8 @@ class Problem:
             elif isinstance(x, jax.core.Tracer):
                 out[v.name] = jnp.concatenate([x, st.kinds[v.name].identity(extra, x.dtype)], 0)
             else:  # numpy: no eager XLA op per new shape
-                with jax.ensure_compile_time_eval():  # concrete even inside a jit trace
-                    ident = np.asarray(st.kinds[v.name].identity(1, x.dtype))
-                out[v.name] = np.concatenate([np.asarray(x), np.repeat(ident, extra, 0)], 0)
+                ident = st.kinds[v.name].identity_row(x.dtype)
+                out[v.name] = np.concatenate([np.asarray(x), np.broadcast_to(ident, (extra, ident.size))], 0)
         return out
 
     def unpad_values(self, values, original: "Problem") -> dict:

@@ -12,7 +12,7 @@ from .backward import solve_compiled
 from .config import SolverConfig
 from .status import SolveInfo
 
-__all__ = ["solve", "lower"]
+__all__ = ["solve", "lower", "compile_solve"]
 
 
 def solve(problem: Problem, initial_values: dict, config: SolverConfig | None = None, **settings) -> tuple[dict, SolveInfo]:
@@ -56,6 +56,18 @@ def lower(problem: Problem, initial_values: dict, config: SolverConfig | None = 
     """
     args = _sized(_arguments(problem, initial_values, config, settings))
     return solve_compiled.lower(*args), args
+
+
+def compile_solve(problem: Problem, initial_values: dict, config: SolverConfig | None = None, **settings):
+    """Compiled form of :func:`solve`: ``(compiled, args)``, then ``values, info = compiled(*args)``.
+
+    As :func:`lower` followed by ``.compile()``, but while the persistent cache is on
+    (:func:`jaxgraph.enable_compilation_cache`) the program comes from
+    :mod:`jaxgraph.executable_cache` when a process has compiled it before, without tracing
+    or lowering the solve again. ``args`` are as in :func:`lower`.
+    """
+    args = _sized(_arguments(problem, initial_values, config, settings))
+    return solve_compiled.compile(*args), args
 
 
 def _arguments(problem, initial_values, config, settings):

@@ -172,4 +172,4 @@ def _dispatch(problem, values, config: SolverConfig):
 
 # The solver's single compiled entry point: static settings travel in the config's pytree
 # structure, so there is no list of static argument names.
-solve_compiled = entry_point(_dispatch)
+solve_compiled = entry_point(_dispatch, executable_cache=True)

@@ -145,7 +145,7 @@ def _ring_g2o(path, n, closure):
 def test_cli_reuses_the_cached_solve_for_a_new_graph_of_the_size_class(tmp_path):
     """150 SE2 poses (450 unknowns: the host CHOLMOD path, a custom call in the program) and
     verbose progress lines (a host call too): a second process solving a different graph of
-    the same size class finds the compiled solve in the persistent cache (no new entry)."""
+    the same size class finds the compiled solve in the executable cache (no new entry)."""
     cache = tmp_path / "cache"
     env = {k: v for k, v in os.environ.items() if k != "JAXGRAPH_NO_COMPILE_CACHE"}
     env.update(JAX_COMPILATION_CACHE_DIR=str(cache), PYTHONPATH=str(Path(__file__).resolve().parents[2]))
@@ -158,6 +158,6 @@ def test_cli_reuses_the_cached_solve_for_a_new_graph_of_the_size_class(tmp_path)
         done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
         assert done.returncode == 0, done.stderr
         assert "iter    1" in done.stdout  # progress lines printed from the compiled loop
-        entries.append({p.name for p in cache.iterdir() if "dispatch" in p.name})
+        entries.append({p.name for p in (cache / "jaxgraph-executables").glob("*.pkl")})
     assert entries[0], "the solve program was not cached"
     assert entries[1] == entries[0]  # the second graph compiled nothing new for its solve

@@ -83,3 +83,30 @@ def test_g2o_layout_kept_and_class_kinds_written(tmp_path):
         np.asarray(_xy_theta(lie.SE2(by_class.factors[0].measurement))),
         atol=1e-12,
     )
+
+
+@pytest.mark.parametrize("spec", ["SE2", "SE3", "SO3", "R3", lie.SE2, lie.SO2, lie.SE3, lie.SO3, 2])
+def test_identity_rows_are_the_groups_identity(spec):
+    """``identity_row`` (numpy, used to pad a new problem without compiling) equals the row of
+    the group's identity element, and retracting by zero keeps it (a group axiom)."""
+    kind = kind_of(spec)
+    for dtype in (np.float32, np.float64):
+        row = kind.identity_row(dtype)
+        assert row.dtype == dtype and row.shape == (kind.param_dim,)
+        if kind.is_group:
+            expected = np.asarray(kind.from_group(kind.group.identity((), dtype)))
+            np.testing.assert_array_equal(row, expected)
+            np.testing.assert_array_equal(np.asarray(kind.to_matrix(row)), np.eye(kind.group.matrix_dim))
+        else:
+            np.testing.assert_array_equal(row, np.zeros(kind.param_dim))
+        np.testing.assert_array_equal(np.asarray(kind.identity(3, dtype)), np.tile(row, (3, 1)))
+
+
+def test_identity_values_of_a_euclidean_group_are_zeros():
+    problem = Problem([VariableGroup("poses", "SE2", 2), VariableGroup("bias", 3, 21)],
+                      [factors.between("poses", [0], [1], jnp.zeros((1, 3)), noise.isotropic(1.0))])
+    values = problem.identity_values(jnp.float64)
+    np.testing.assert_array_equal(np.asarray(values["bias"]), np.zeros((21, 3)))
+    padded = problem.sized().pad_values({"poses": np.zeros((2, 3)), "bias": np.ones((21, 3))})
+    assert padded["bias"].shape == (22, 3)  # the size class of 21
+    np.testing.assert_array_equal(padded["bias"][21], np.zeros(3))

@@ -1,0 +1,276 @@
+"""Compiled solves kept on disk under a key computed *before* tracing.
+
+JAX's persistent compilation cache keys a program by its lowered XLA module, so a new
+process must trace and lower the whole solve (0.35-0.6 s on the shared pose graphs) just to
+find the program it already has on disk. This cache keys the serialized executable by what
+decides the program without building it:
+
+- what JAX's in-memory ``jit`` cache compares: the arguments' tree structure with its static
+  data, every leaf's shape, dtype and weak type, and JAX's tracing configuration;
+- the code that traces it: jaxgraph's own source files and the versions of Python, jax,
+  jaxlib and numpy;
+- the compile target: platform and its version, device kind and count, ``XLA_FLAGS`` and
+  jaxgraph's compiler options.
+
+Static data is written out by :func:`encode`, which knows a closed set of types exactly
+(Python scalars and containers, enums, numpy dtypes, jaxgraph's dataclasses, classes and
+functions of jaxgraph found again by import, objects of jaxgraph that define
+``_cache_key``). Anything else (a user's residual function, callback, variable kind or
+pytree type) makes the arguments :class:`Uncacheable`: such a solve takes the normal path,
+JAX's own caches, instead of risking a key that misses part of the program.
+
+The cache lives in ``jaxgraph-executables/`` inside JAX's compilation cache folder and is on
+exactly when that cache is (:func:`jaxgraph.enable_compilation_cache`, the CLI by default).
+Entries are pickles, as in ``jax.experimental.serialize_executable``: load only a folder you
+trust, as with JAX's own cache.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import enum
+import hashlib
+import importlib
+import os
+import pickle
+import re
+import sys
+import tempfile
+import warnings
+from pathlib import Path
+
+import jax
+import numpy as np
+
+__all__ = ["Uncacheable", "encode", "directory", "disk_key", "lookup", "fresh_compile", "store", "code_fingerprint"]
+
+FOLDER = "jaxgraph-executables"
+_FORMAT = 1  # bump when the entry layout changes
+
+
+class Uncacheable(Exception):
+    """The arguments hold static data :func:`encode` cannot write out exactly."""
+
+
+def _owned(obj) -> bool:
+    module = getattr(obj, "__module__", None) or ""
+    return module == "jaxgraph" or module.startswith("jaxgraph.")
+
+
+def _importable_name(obj) -> str:
+    """``module:qualname`` of a jaxgraph class or function that import finds again as ``obj``."""
+    module, qualname = getattr(obj, "__module__", None), getattr(obj, "__qualname__", "")
+    if not _owned(obj) or not qualname or "<" in qualname:
+        raise Uncacheable(f"{obj!r} is not a module-level object of jaxgraph")
+    found = importlib.import_module(module)
+    for part in qualname.split("."):
+        found = getattr(found, part, None)
+    if found is not obj:
+        raise Uncacheable(f"{module}:{qualname} does not import back as {obj!r}")
+    return f"{module}:{qualname}"
+
+
+def _axis_env_is_empty(obj) -> bool:
+    return (type(obj).__name__ == "AxisEnv" and type(obj).__module__ == "jax._src.core"
+            and not obj.axis_sizes and not obj.spmd_axis_names and not obj.explicit_mesh_axis_names)
+
+
+def encode(obj) -> str:
+    """An exact, process-independent text form of static data ``obj`` (raises :class:`Uncacheable`)."""
+    t = type(obj)
+    if obj is None or t in (bool, int, str, bytes):
+        return f"{t.__name__}:{obj!r}"
+    if t is float:
+        return f"float:{obj.hex()}"
+    if t in (tuple, list):
+        return f"{t.__name__}(" + ",".join(encode(x) for x in obj) + ")"
+    if t is dict:
+        return "dict(" + ",".join(sorted(f"{encode(k)}={encode(v)}" for k, v in obj.items())) + ")"
+    if t is frozenset:
+        return "frozenset(" + ",".join(sorted(encode(x) for x in obj)) + ")"
+    if isinstance(obj, np.dtype):
+        return f"dtype:{obj.str}"
+    if isinstance(obj, enum.Enum):
+        return f"enum:{t.__module__}.{t.__qualname__}.{obj.name}={encode(obj.value)}"
+    if isinstance(obj, type) or callable(obj) and not _owned(t):
+        # classes and functions (jaxgraph's own, by import name; anything else is user code)
+        if isinstance(obj, type) and issubclass(obj, np.generic):
+            return f"scalar-type:{np.dtype(obj).str}"
+        return f"ref:{_importable_name(obj)}"
+    if _owned(t) and hasattr(t, "_cache_key"):
+        return f"{_importable_name(t)}{{{encode(obj._cache_key())}}}"
+    if _owned(t) and dataclasses.is_dataclass(obj):
+        fields = ",".join(f"{f.name}={encode(getattr(obj, f.name))}" for f in dataclasses.fields(obj) if f.compare)
+        return f"{_importable_name(t)}({fields})"
+    if _owned(t) and isinstance(obj, tuple) and hasattr(t, "_fields"):  # a jaxgraph NamedTuple
+        return f"{_importable_name(t)}(" + ",".join(encode(x) for x in obj) + ")"
+    if _axis_env_is_empty(obj):
+        return "AxisEnv()"
+    raise Uncacheable(f"cannot encode static data of type {t.__module__}.{t.__qualname__}")
+
+
+def _encode_treedef(treedef) -> str:
+    """Node types and static data of a pytree structure, depth first."""
+    node = treedef.node_data()
+    if node is None:  # a leaf
+        return "*"
+    typ, aux = node
+    kind = typ.__name__ if typ in (tuple, list, dict, type(None)) else _importable_name(typ)
+    children = ",".join(_encode_treedef(c) for c in treedef.children())
+    return f"{kind}[{encode(aux)}]({children})"
+
+
+_fingerprint: str | None = None
+
+
+def code_fingerprint() -> str:
+    """Hash of jaxgraph's source files and of the versions that shape a traced program."""
+    global _fingerprint
+    if _fingerprint is None:
+        import jaxlib
+
+        h = hashlib.sha256()
+        root = Path(__file__).resolve().parent
+        for path in sorted(root.rglob("*.py")):
+            h.update(path.relative_to(root).as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
+        versions = (sys.version, jax.__version__, jaxlib.__version__, np.__version__)
+        h.update(repr(versions).encode())
+        _fingerprint = h.hexdigest()
+    return _fingerprint
+
+
+def directory() -> Path | None:
+    """The cache folder, or None while JAX's persistent compilation cache is off."""
+    if not jax.config.jax_enable_compilation_cache or not jax.config.jax_compilation_cache_dir:
+        return None
+    return Path(jax.config.jax_compilation_cache_dir) / FOLDER
+
+
+def disk_key(name: str, treedef, avals, trace_context, compiler_options) -> str:
+    """Hex key of entry point ``name`` called with arguments of structure ``treedef`` and
+    leaf types ``avals`` ((shape, dtype, weak_type) each); raises :class:`Uncacheable`."""
+    backend = jax.devices()[0].client
+    target = (backend.platform, backend.platform_version, jax.devices()[0].device_kind, jax.device_count(),
+              os.environ.get("XLA_FLAGS", ""))
+    parts = (
+        f"format {_FORMAT}",
+        f"code {code_fingerprint()}",
+        f"entry {name}",
+        f"target {target!r}",
+        f"options {encode(dict(compiler_options))}",
+        f"trace-context {encode(tuple(trace_context))}",
+        f"tree {_encode_treedef(treedef)}",
+        "leaves " + ";".join(f"{shape}:{np.dtype(dtype).str}:{int(weak)}" for shape, dtype, weak in avals),
+    )
+    return hashlib.sha256("\n".join(parts).encode()).hexdigest()
+
+
+def lookup(key: str, in_tree):
+    """The :class:`jax.stages.Compiled` stored under ``key`` for arguments ``in_tree``, or None."""
+    folder = directory()
+    if folder is None:
+        return None
+    path = folder / f"{key}.pkl"
+    try:
+        with open(path, "rb") as f:
+            fmt, payload, out_tree, targets = pickle.load(f)
+    except FileNotFoundError:
+        return None
+    except Exception as exc:  # a truncated or foreign file: compile again and overwrite it
+        warnings.warn(f"jaxgraph: ignoring unreadable cached executable {path}: {exc}", RuntimeWarning, stacklevel=3)
+        return None
+    if fmt != _FORMAT:
+        return None
+    from jax.experimental import serialize_executable
+
+    try:
+        _prepare_runtime(targets)
+        # compiled for one device (entry_point keys only arguments on the default device)
+        return serialize_executable.deserialize_and_load(payload, in_tree, out_tree,
+                                                         execution_devices=jax.devices()[:1])
+    except Exception as exc:
+        warnings.warn(f"jaxgraph: cannot load cached executable {path}: {exc}", RuntimeWarning, stacklevel=3)
+        return None
+
+
+_jax_cache_hits = 0
+
+
+def _count_jax_cache_hit(event: str, **_) -> None:
+    global _jax_cache_hits
+    if event == "/jax/compilation_cache/cache_hits":
+        _jax_cache_hits += 1
+
+
+jax.monitoring.register_event_listener(_count_jax_cache_hit)
+
+
+@contextlib.contextmanager
+def fresh_compile():
+    """Compile without writing to JAX's persistent cache; yields a list that holds True
+    afterwards when XLA really compiled (JAX's cache had no copy to load).
+
+    Only a freshly compiled executable may be stored here: XLA:CPU serializes one that was
+    itself loaded from JAX's cache without part of its code (loading that copy fails with
+    "Function ... not found"). Keeping these programs out of JAX's cache makes the fresh
+    compile the rule; a copy an older jaxgraph left there is detected and not stored.
+    """
+    from jax._src import config as jax_config
+
+    fresh = [False]
+    hits = _jax_cache_hits
+    with jax_config.persistent_cache_min_compile_time_secs(float("inf")):
+        yield fresh
+    fresh[0] = _jax_cache_hits == hits
+
+
+def _custom_calls(compiled) -> set:
+    """Names of the custom-call targets in a compiled program."""
+    return set(re.findall(r'custom_call_target="([^"]+)"', compiled.as_text()))
+
+
+def _runtime_ready(targets) -> bool:
+    """Whether a loaded program's custom calls work without the lowering that normally
+    precedes them: jaxgraph's own targets (registered when jaxgraph is imported) and jaxlib's
+    LAPACK kernels (see :func:`_prepare_runtime`). Programs with any other target are not
+    stored: their set-up is unknown here."""
+    return all(t.startswith(("jaxgraph_", "lapack_")) for t in targets)
+
+
+def _prepare_runtime(targets) -> None:
+    """Set up what JAX otherwise sets up while lowering: jaxlib's LAPACK kernels (dense
+    Cholesky, triangular solves) get their LAPACK function pointers on first use in a
+    lowering rule, and an executable that calls them before that crashes the process."""
+    if any(t.startswith("lapack_") for t in targets):
+        from jax._src.lax import linalg
+
+        linalg.initialize_lapack()
+
+
+def store(key: str, compiled) -> bool:
+    """Write ``compiled`` under ``key`` (atomically); False when it cannot be serialized or written."""
+    folder = directory()
+    if folder is None:
+        return False
+    from jax.experimental import serialize_executable
+
+    targets = _custom_calls(compiled)
+    if not _runtime_ready(targets):
+        return False
+    try:
+        payload, _, out_tree = serialize_executable.serialize(compiled)
+        data = pickle.dumps((_FORMAT, payload, out_tree, sorted(targets)), protocol=pickle.HIGHEST_PROTOCOL)
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{key}.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+            os.replace(tmp, folder / f"{key}.pkl")  # readers see the whole entry or none
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+        return True
+    except (OSError, ValueError, NotImplementedError, pickle.PicklingError, TypeError):
+        # an unwritable folder or a program JAX cannot serialize: it simply is not cached
+        return False

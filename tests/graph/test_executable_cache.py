@@ -1,0 +1,179 @@
+"""The executable cache (jaxgraph/executable_cache.py): compiled solves found again by a new
+process without tracing, and never a program for different arguments.
+
+Independent truths: the same solve with the cache off (bit-identical results), JAX's own
+trace count in the new process (0 when the program came from disk), and the encoder's
+contract (different static data, different text; user code refused).
+"""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import jaxgraph
+from jaxgraph import executable_cache as xc
+from jaxgraph.graph.manifolds import kind_of
+from jaxgraph.solver import SolverConfig
+
+ROOT = Path(__file__).resolve().parents[2]
+DATA = ROOT / ".." / "shared" / "data" / "posegraph"
+
+# One process: solve a graph with the cache in argv[1] on or off; print cost, iterations,
+# a digest of the values, whether the solve was traced here, and the cache entries.
+_WORKER = r"""
+import hashlib, json, sys, warnings
+import jax
+jax.config.update("jax_enable_x64", True)
+import numpy as np
+import jaxgraph
+traces = []
+jax.monitoring.register_event_duration_secs_listener(
+    lambda event, duration, fun_name=None, **_: traces.append(fun_name)
+    if event == "/jax/core/compile/jaxpr_trace_duration" and fun_name == "_dispatch" else None)
+cache, graph, dtype, callback = sys.argv[1:5]
+if cache != "off":
+    jaxgraph.enable_compilation_cache(cache)
+problem, values = jaxgraph.io.read_g2o(graph, dtype=np.dtype(dtype))
+settings = {}
+if callback == "module":
+    from jaxgraph.cli import print_progress
+    settings["callback"] = print_progress
+elif callback == "lambda":
+    settings["callback"] = lambda *a: None
+with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always")
+    out, info = jaxgraph.solve(problem, values, **settings)
+    out, info = jaxgraph.solve(problem, values, **settings)  # the second call: the in-process path
+x = np.asarray(out[problem.variables[0].name])
+folder = jaxgraph.executable_cache.directory()
+print("RESULT " + json.dumps({
+    "cost": float(info.cost), "iterations": int(info.iterations), "converged": bool(info.converged),
+    "digest": hashlib.sha256(x.tobytes()).hexdigest(), "dtype": str(x.dtype),
+    "traced": len(traces),
+    "entries": sorted(p.name for p in folder.glob("*.pkl")) if folder and folder.exists() else [],
+    "warnings": [str(w.message) for w in caught],
+}))
+"""
+
+
+def _run(cache, graph, dtype="float64", callback="none"):
+    env = {k: v for k, v in os.environ.items() if k not in ("JAXGRAPH_NO_COMPILE_CACHE", "JAX_COMPILATION_CACHE_DIR")}
+    env["PYTHONPATH"] = str(ROOT)
+    done = subprocess.run([sys.executable, "-c", _WORKER, str(cache), str(graph), dtype, callback],
+                          env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    line = next(ln for ln in done.stdout.splitlines() if ln.startswith("RESULT "))
+    return json.loads(line[len("RESULT "):])
+
+
+def _ring(path, n, closure, dim3=False):
+    """An n-pose odometry chain with one loop closure (a, b); SE2, or SE3 when dim3."""
+    if dim3:
+        lines = [f"VERTEX_SE3:QUAT {i} {i * 1.0} {0.01 * i * i} 0.1 0 0 0 1" for i in range(n)]
+        info = "1 0 0 0 0 0 1 0 0 0 0 1 0 0 0 1 0 0 1 0 1"
+        lines += [f"EDGE_SE3:QUAT {i} {i + 1} 1 0 0.01 0 0 0 1 {info}" for i in range(n - 1)]
+        a, b = closure
+        lines.append(f"EDGE_SE3:QUAT {a} {b} {b - a} 0 0 0 0 0 1 {info}")
+    else:
+        lines = [f"VERTEX_SE2 {i} {i * 1.0} {0.01 * i * i} 0.02" for i in range(n)]
+        lines += [f"EDGE_SE2 {i} {i + 1} 1 0 0.01 1 0 0 1 0 1" for i in range(n - 1)]
+        a, b = closure
+        lines.append(f"EDGE_SE2 {a} {b} {b - a} 0 0 1 0 0 1 0 1")
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+@pytest.mark.parametrize("n, dim3", [(150, False), (12, True)], ids=["host-cholmod-se2", "dense-lapack-se3"])
+def test_a_new_process_loads_the_solve_without_tracing_and_gets_the_same_answer(tmp_path, n, dim3):
+    """150 SE2 poses run CHOLMOD (a jaxgraph custom call); 12 SE3 poses the dense path (jaxlib's
+    LAPACK kernels, which a loaded program needs set up): both found again by a new process
+    on a *different* graph of the same size class, with results bit-identical to no cache."""
+    cache = tmp_path / "cache"
+    first = _run(cache, _ring(tmp_path / "a.g2o", n, (0, n - 10), dim3))
+    assert first["traced"] == 1 and len(first["entries"]) == 1
+    other = _ring(tmp_path / "b.g2o", n, (5, n - 3), dim3)
+    loaded = _run(cache, other)
+    assert loaded["traced"] == 0, "the new process traced the solve instead of loading it"
+    assert loaded["entries"] == first["entries"]
+    assert not loaded["warnings"]
+    fresh = _run("off", other)
+    assert fresh["traced"] == 1
+    for key in ("cost", "iterations", "converged", "digest"):
+        assert loaded[key] == fresh[key], key
+    assert loaded["converged"]
+
+
+def test_programs_differ_by_dtype_and_a_callback_of_user_code_is_not_stored(tmp_path):
+    cache = tmp_path / "cache"
+    graph = _ring(tmp_path / "a.g2o", 20, (0, 15))
+    f64 = _run(cache, graph)
+    f32 = _run(cache, graph, dtype="float32")
+    assert f32["dtype"] == "float32" and f32["traced"] == 1  # not the float64 program
+    assert len(f32["entries"]) == 2
+    # the CLI's module-level progress printer is found again by import: stored, then loaded
+    assert len(_run(cache, graph, callback="module")["entries"]) == 3
+    again = _run(cache, graph, callback="module")
+    assert again["traced"] == 0 and again["cost"] == f64["cost"]
+    # a lambda exists only in its process: solved through jit, nothing stored
+    lam = _run(cache, graph, callback="lambda")
+    assert lam["traced"] == 1 and len(lam["entries"]) == 3 and lam["cost"] == f64["cost"]
+
+
+def test_an_unreadable_entry_is_reported_and_replaced(tmp_path):
+    cache = tmp_path / "cache"
+    graph = _ring(tmp_path / "a.g2o", 20, (0, 15))
+    first = _run(cache, graph)
+    (entry,) = (cache / xc.FOLDER).glob("*.pkl")
+    entry.write_bytes(b"not a pickle")
+    second = _run(cache, graph)
+    assert second["traced"] == 1 and second["cost"] == first["cost"]
+    assert any("unreadable cached executable" in w for w in second["warnings"])
+    assert _run(cache, graph)["traced"] == 0  # the replacement loads
+
+
+def test_encode_writes_static_data_exactly_and_refuses_user_code():
+    config = SolverConfig()
+    assert xc.encode(config) == xc.encode(SolverConfig())
+    different = [config.replace(max_iterations=101), config.replace(method="gn"),
+                 config.replace(linear_solver="dense"), config.replace(accumulation="values"),
+                 config.replace(tolerance=1e-6)]
+    codes = {xc.encode(c) for c in different} | {xc.encode(config)}
+    assert len(codes) == len(different) + 1
+    assert xc.encode(0.1) != xc.encode(0.1 + 2 ** -56) and xc.encode(1) != xc.encode(True) != xc.encode(1.0)
+    assert xc.encode(kind_of("SE3")) != xc.encode(kind_of("SO3"))
+    assert xc.encode(np.dtype("float32")) != xc.encode(np.dtype("float64"))
+    with pytest.raises(xc.Uncacheable):
+        xc.encode(config.replace(callback=lambda *a: None))
+    with pytest.raises(xc.Uncacheable):
+        xc.encode(np.sum)  # a function outside jaxgraph: its code is not fingerprinted
+    with pytest.raises(xc.Uncacheable):
+        xc.encode(object())
+
+
+def test_the_sized_problem_structure_is_keyed_by_everything_its_equality_compares(tmp_path):
+    """Two graphs of one size class give one key (they share the program); a graph in another
+    size class, or the same graph in float32, another."""
+    from jax._src import config as jax_config
+
+    from jaxgraph.compile_cache import COMPILER_OPTIONS
+    from jaxgraph.solver import api
+
+    def key(path, dtype=jnp.float64):
+        p, v = jaxgraph.io.read_g2o(path, dtype=dtype)
+        args = api._sized(api._arguments(p, v, None, {}))
+        import jax
+
+        leaves, treedef = jax.tree_util.tree_flatten(args)
+        avals = [(x.shape, x.dtype, getattr(x, "weak_type", False)) for x in leaves]
+        return xc.disk_key("solve", treedef, avals, jax_config.trace_context(), COMPILER_OPTIONS)
+
+    a = key(_ring(tmp_path / "a.g2o", 150, (0, 140)))
+    assert a == key(_ring(tmp_path / "b.g2o", 150, (3, 120)))
+    assert a != key(_ring(tmp_path / "c.g2o", 300, (0, 140)))
+    assert a != key(tmp_path / "a.g2o", jnp.float32)
