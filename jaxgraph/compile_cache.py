@@ -40,8 +40,9 @@ class entry_point:
     program decides the options).
 
     ``executable_cache=True`` (no static arguments allowed): while the persistent cache is
-    on, top-level calls also keep the compiled program in :mod:`jaxgraph.executable_cache`,
-    keyed before tracing, so a new process loads it without tracing or lowering ``fn``.
+    on, top-level calls on the CPU also keep the compiled program in
+    :mod:`jaxgraph.executable_cache`, keyed before tracing, so a new process loads it without
+    tracing or lowering ``fn``.
     """
 
     def __init__(self, fn, *, executable_cache: bool = False, **jit_kwargs):
@@ -74,8 +75,8 @@ class entry_point:
         (cache off, or arguments it cannot key exactly: JAX's jit handles those)."""
         from . import executable_cache as xc
 
-        if xc.directory() is None:
-            return None
+        if xc.directory() is None or jax.default_backend() != "cpu":
+            return None  # off, or a backend where loading serialized programs is untested
         leaves, treedef = jax.tree_util.tree_flatten(args)
         device = jax.devices()[0]
         avals = []

@@ -20,7 +20,9 @@ pytree type) makes the arguments :class:`Uncacheable`: such a solve takes the no
 JAX's own caches, instead of risking a key that misses part of the program.
 
 The cache lives in ``jaxgraph-executables/`` inside JAX's compilation cache folder and is on
-exactly when that cache is (:func:`jaxgraph.enable_compilation_cache`, the CLI by default).
+when that cache is (:func:`jaxgraph.enable_compilation_cache`, the CLI by default) and the
+backend is the CPU (the one where loading serialized programs is tested; elsewhere JAX's
+cache alone serves).
 Entries are pickles, as in ``jax.experimental.serialize_executable``: load only a folder you
 trust, as with JAX's own cache.
 """
