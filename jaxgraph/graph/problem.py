@@ -451,7 +451,9 @@ class Problem:
         (unchanged when this problem is not sized)."""
         if not self.is_sized:
             return values
-        return {v.name: values[v.name][..., : v.count, :] for v in original.variables}
+        # an unpadded group is returned as is: a slice is one more dispatched op per solve
+        return {v.name: values[v.name] if values[v.name].shape[-2] == v.count else values[v.name][..., : v.count, :]
+                for v in original.variables}
 
     def _index(self) -> _IndexData:
         return self.index if self.index is not None else self.structure.index_data()

@@ -73,7 +73,7 @@ def compile_solve(problem: Problem, initial_values: dict, config: SolverConfig |
 def _arguments(problem, initial_values, config, settings):
     """Validated ``(problem, values, config)`` for the compiled solver."""
     if config is None:
-        config = SolverConfig()
+        config = _DEFAULT
     elif not isinstance(config, SolverConfig):
         raise TypeError(f"config must be a jaxgraph.SolverConfig, got {type(config).__name__}")
     if settings:
@@ -85,6 +85,9 @@ def _arguments(problem, initial_values, config, settings):
     dtype = _dtype_of(initial_values)
     values = {k: jnp.asarray(v, dtype) for k, v in initial_values.items()}
     return problem, values, config.astype(dtype)
+
+
+_DEFAULT = SolverConfig()  # frozen: one instance serves every call without a config
 
 
 def _check_finite_values(problem: Problem, values: dict) -> None:

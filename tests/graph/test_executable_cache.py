@@ -109,6 +109,7 @@ def test_a_new_process_loads_the_solve_without_tracing_and_gets_the_same_answer(
     assert loaded["converged"]
 
 
+@pytest.mark.slow  # six processes; the fast tests cover its parts in-process (keys, encoder) and in test_cli.py
 def test_programs_differ_by_dtype_and_a_callback_of_user_code_is_not_stored(tmp_path):
     cache = tmp_path / "cache"
     graph = _ring(tmp_path / "a.g2o", 20, (0, 15))

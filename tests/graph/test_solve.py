@@ -85,6 +85,20 @@ def test_config_objects_equal_flat_settings_and_split_static(tiny):
         jaxgraph.SolverConfig().replace(backward="truncated", backward_iterations=5, max_iterations=5)
 
 
+def test_config_astype_is_per_config_and_dtype():
+    """``astype`` is remembered per (config, dtype): a changed setting or dtype is never
+    served a remembered copy of another, and array-valued settings still work."""
+    cfg = jaxgraph.SolverConfig().replace(tolerance=1e-6)
+    a64, a32 = cfg.astype(jnp.float64), cfg.astype(jnp.float32)
+    assert a64.termination.tolerance.dtype == np.float64 and a32.termination.tolerance.dtype == np.float32
+    assert cfg.astype(jnp.float64) is a64
+    b = cfg.replace(tolerance=1e-7).astype(jnp.float64)
+    assert float(b.termination.tolerance) == 1e-7 and float(a64.termination.tolerance) == 1e-6
+    assert float(a64.termination.absolute_tolerance) == 1e-6  # resolved from tolerance
+    arr = cfg.replace(initial_damping=jnp.asarray(1e-3)).astype(jnp.float32)  # unhashable: not remembered
+    assert arr.damping.initial_damping.dtype == jnp.float32
+
+
 def test_float32_solve_preserves_dtype():
     problem, values = _read("tinyGrid3D", jnp.float32)
     assert values["poses"].dtype == jnp.float32
