@@ -10,7 +10,8 @@ written with ``jaxgraph.io.write_g2o`` and read back by ``gtsam.readG2o``.
 
 Times (ours run in fresh subprocesses, so nothing is cached in memory):
 ``solve_seconds`` = steady-state wall time of a compiled solve (median of ``--repeats``
-after up to 3 untimed warm-up calls within 1 s, for GTSAM as for ours,
+after up to 3 untimed warm-up calls within 1 s, for GTSAM as for ours; more runs, up to
+400, until they add up to 0.25 s, for sub-millisecond solves;
 fewer when the runs exceed 60 s in total; ``timed_runs`` records how many);
 ``compile_seconds`` = cold compile: wall time of ``jaxgraph.solver.api.compile_solve`` (trace,
 lower, XLA compile and storing the executable; what ``jaxgraph solve`` reports) in a new
@@ -79,7 +80,7 @@ def run_gtsam(path, repeats):
     graph, initial = gtsam_graph(path)
     times, result = [], None
     _warm_up(lambda: gtsam.LevenbergMarquardtOptimizer(graph, initial, gtsam.LevenbergMarquardtParams()).optimize())
-    for _ in range(repeats):
+    while len(times) < _runs_wanted(times, repeats):
         opt = gtsam.LevenbergMarquardtOptimizer(graph, initial, gtsam.LevenbergMarquardtParams())
         t0 = time.perf_counter()
         result = opt.optimize()
@@ -156,10 +157,19 @@ def _warm_up(fn, calls=3, budget_seconds=1.0):
             break
 
 
+def _runs_wanted(times, repeats, min_seconds=0.25, most=400):
+    """``repeats`` timed runs, more for sub-millisecond solves (both solvers): until they add
+    up to ``min_seconds`` (at most ``most`` runs), so a median of a 0.3-1 ms solve is not
+    decided by a few runs on a noisy shared machine."""
+    if len(times) < repeats:
+        return repeats
+    return len(times) + 1 if sum(times) < min_seconds and len(times) < most else len(times)
+
+
 def _timed(fn, repeats, budget_seconds):
     _warm_up(fn)
     times = []
-    for _ in range(repeats):
+    while len(times) < _runs_wanted(times, repeats):
         t0 = time.perf_counter()
         out = fn()
         times.append(time.perf_counter() - t0)
