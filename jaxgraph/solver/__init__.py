@@ -9,10 +9,10 @@ one linear solve). Steps are accepted on model fidelity like GTSAM's LM; see
 
 Modules: ``config`` (settings), ``loop`` (the named steps of one trial), ``backward``
 (differentiation modes and the compiled entry point), ``status`` (``SolveInfo``, ``STATUS``),
-``api`` (``solve``).
+``api`` (``solve``, ``lower``, ``compile_solve``).
 """
 
-from .api import lower, solve
+from .api import compile_solve, lower, solve
 from .config import (
     BACKWARD_MODES,
     FLAT_SETTINGS,
@@ -28,6 +28,7 @@ from .status import STATUS, SolveInfo
 __all__ = [
     "solve",
     "lower",
+    "compile_solve",
     "SolveInfo",
     "STATUS",
     "SolverConfig",
