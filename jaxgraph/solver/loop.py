@@ -257,9 +257,9 @@ class Loop:
             # jax.checkpoint: reverse mode stacks only the carry of each trip and recomputes an
             # active trip's forward pass. Without it the scan stacked every trip's residuals
             # (Jacobians, factor data), zeros for stopped trips included: 101 trips of which 7
-            # active on smallGrid3D. Steady value_and_grad, unroll: smallGrid3D 204 -> 75 ms,
-            # intel 303 -> 84 ms, sphere2500 2.98 -> 1.09 s; truncated (10 active trips)
-            # unchanged (97 ms on smallGrid3D), with far less memory.
+            # active on smallGrid3D. Unroll value_and_grad in benchmarks/theseus.py: 3.3-3.9x
+            # faster on intel, smallGrid3D and sphere2500; truncated (all trips active): same
+            # time, far less memory.
             @jax.checkpoint
             def scan_body(s, _):
                 return jax.lax.cond(s.running, self.body, lambda s: s, s), None
