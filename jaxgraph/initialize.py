@@ -33,7 +33,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from . import linear
+from . import linear, smallmat
 from . import noise as N
 from .compile_cache import entry_point
 from .graph.manifolds import kind_of
@@ -202,8 +202,12 @@ def _blocks(kind_name: str, lam: jax.Array):
 
 
 def _positive_matrix(lam: jax.Array) -> jax.Array:
-    """``V |w| V^T`` with ``|w|`` floored at 1e-6 of its largest (1e-12 of all edges')."""
-    w, V = jnp.linalg.eigh(lam)
+    """``V |w| V^T`` with ``|w|`` floored at 1e-6 of its largest (1e-12 of all edges').
+
+    ``smallmat.eigh``, not ``jnp.linalg.eigh``: the edges' and the priors' blocks are
+    decomposed side by side, and two batched LAPACK calls ready at once can deadlock
+    XLA:CPU's thread pool (see ``jaxgraph.smallmat``)."""
+    w, V = smallmat.eigh(lam)
     a = jnp.abs(w)
     top = jnp.max(a, axis=-1, keepdims=True)
     floor = jnp.maximum(1e-6 * top, 1e-12 * jnp.max(a))

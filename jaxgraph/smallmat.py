@@ -17,7 +17,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-__all__ = ["MAX_UNROLLED", "cholesky", "forward_substitution", "lower_inverse", "matmul", "matvec"]
+__all__ = ["MAX_UNROLLED", "cholesky", "eigh", "forward_substitution", "lower_inverse", "matmul", "matvec"]
 
 #: Largest matrix size the unrolled loops are used for (compile time grows as size^2).
 MAX_UNROLLED = 12
@@ -101,3 +101,65 @@ def lower_inverse(L):
     eye = jnp.broadcast_to(jnp.eye(m, dtype=L.dtype), L.shape)
     # Column j of L^-1 is L^-1 e_j.
     return jnp.stack([forward_substitution(L, eye[..., :, j]) for j in range(m)], axis=-1)
+
+
+# Sweeps of the cyclic Jacobi method in :func:`eigh`. Convergence is quadratic once the
+# off-diagonal part is small; for 2x2 and 3x3 matrices (the translation blocks of SE(2) /
+# SE(3) information matrices) six sweeps leave an off-diagonal norm at rounding level in
+# float64 (tests/linear/test_smallmat.py checks against LAPACK for sizes 1-4).
+_JACOBI_SWEEPS = 6
+# eigh is unrolled over sweeps x m(m-1)/2 rotations: kept to small sizes.
+MAX_EIGH = 4
+
+
+@jax.jit
+def eigh(A):
+    """Eigenvalues ``w[..., m]`` and eigenvectors ``V[..., m, m]`` (columns) of symmetric
+    ``A[..., m, m]`` (the symmetric part is used), ``A = V diag(w) V^T``; ``m <= MAX_EIGH``.
+
+    The cyclic Jacobi method, unrolled and vectorised over the batch: ordinary fused XLA
+    code, where ``jnp.linalg.eigh`` is a batched LAPACK call that can deadlock XLA:CPU's
+    thread pool beside another one (module docstring). Eigenvalues are not sorted.
+    """
+    m = A.shape[-1]
+    if m > MAX_EIGH:
+        raise ValueError(f"smallmat.eigh: size {m} exceeds MAX_EIGH={MAX_EIGH}")
+    dtype = A.dtype
+    # entries as separate [...] arrays (a[i][j] == a[j][i]): every update is elementwise
+    a = [[0.5 * (A[..., i, j] + A[..., j, i]) for j in range(m)] for i in range(m)]
+    one, zero = jnp.ones(A.shape[:-2], dtype), jnp.zeros(A.shape[:-2], dtype)
+    v = [[one if i == j else zero for j in range(m)] for i in range(m)]
+    pairs = [(p, q) for p in range(m - 1) for q in range(p + 1, m)]
+
+    def sweep(_, state):
+        a, v = [list(r) for r in state[0]], [list(r) for r in state[1]]
+        for p, q in pairs:
+            apq, app, aqq = a[p][q], a[p][p], a[q][q]
+            # rotation zeroing a[p][q]: t = tan(angle), the smaller root (stable form)
+            nonzero = apq != 0
+            theta = (aqq - app) / (2 * jnp.where(nonzero, apq, one))
+            t = jnp.sign(theta) / (jnp.abs(theta) + jnp.sqrt(theta * theta + 1))
+            t = jnp.where(nonzero, jnp.where(theta == 0, one, t), zero)
+            c = 1 / jnp.sqrt(t * t + 1)
+            s = t * c
+            for k in range(m):
+                if k in (p, q):
+                    continue
+                akp, akq = a[k][p], a[k][q]
+                a[k][p] = a[p][k] = c * akp - s * akq
+                a[k][q] = a[q][k] = s * akp + c * akq
+            a[p][p] = app - t * apq
+            a[q][q] = aqq + t * apq
+            a[p][q] = a[q][p] = zero
+            for k in range(m):
+                vkp, vkq = v[k][p], v[k][q]
+                v[k][p] = c * vkp - s * vkq
+                v[k][q] = s * vkp + c * vkq
+        return a, v
+
+    # A loop over sweeps, not an unrolled chain: XLA fuses a long elementwise chain by
+    # duplicating shared operands, and an unrolled 4x4 took minutes to compile.
+    a, v = jax.lax.fori_loop(0, _JACOBI_SWEEPS, sweep, (a, v)) if pairs else (a, v)
+    w = jnp.stack([a[i][i] for i in range(m)], axis=-1)
+    V = jnp.stack([jnp.stack(row, axis=-1) for row in v], axis=-2)
+    return w, V

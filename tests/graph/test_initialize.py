@@ -7,6 +7,9 @@ a cost no higher than LM from the file's values (1e-6 relative) and on torus3D n
 than GTSAM's chordal + LM result (12117.64, from the issue).
 """
 
+import subprocess
+import sys
+import textwrap
 from pathlib import Path
 
 import jax.numpy as jnp
@@ -159,3 +162,34 @@ def test_real_graphs_lm_from_chordal_not_worse(name):
         return
     c_file = float(jaxgraph.solve(problem, values, **kw)[1].cost)
     assert c_chordal <= c_file * (1 + 1e-6)
+
+
+def test_many_full_information_priors_do_not_hang_xla_cpu():
+    # An SE(3) chain with 6000 full-information priors (GPS-like): the edges' and the priors'
+    # translation blocks are made positive side by side. With jnp.linalg.eigh (batched
+    # LAPACK) this program waited forever at 0 % CPU on the 2-core machine (from about 4000
+    # priors); see jaxgraph.smallmat.
+    code = textwrap.dedent(
+        """
+        import jax, jax.numpy as jnp, numpy as np
+        jax.config.update("jax_enable_x64", True)
+        from jaxgraph import factors, noise
+        from jaxgraph.graph import Problem, VariableGroup
+        from jaxgraph.initialize import chordal
+        n = 6000
+        rng = np.random.default_rng(0)
+        P = np.tile([1.0, 0, 0, 0, 0, 0, 0], (n, 1))
+        P[:, 4] = np.arange(n)
+        z = np.tile([1.0, 0, 0, 0, 1.0, 0, 0], (n - 1, 1))
+        A, B = rng.normal(size=(n - 1, 6, 6)), rng.normal(size=(n, 6, 6))
+        edges = factors.between("poses", np.arange(n - 1), np.arange(1, n), jnp.asarray(z),
+                                noise.information(jnp.asarray(A @ A.transpose(0, 2, 1) + np.eye(6))))
+        gps = factors.prior("poses", np.arange(n), jnp.asarray(P),
+                            noise.information(jnp.asarray(B @ B.transpose(0, 2, 1) + np.eye(6))), name="gps")
+        out = chordal(Problem([VariableGroup("poses", "SE3", n)], [edges, gps]), {"poses": jnp.asarray(P)})
+        print("done", float(jnp.max(jnp.abs(out["poses"][:, 4:] - P[:, 4:]))))
+        """
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=240)
+    assert out.returncode == 0 and "done" in out.stdout, out.stderr[-2000:]
+    assert float(out.stdout.split()[-1]) < 1e-6  # exact measurements and priors: poses recovered

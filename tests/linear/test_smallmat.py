@@ -67,3 +67,27 @@ def test_side_by_side_noise_models_do_not_hang_xla_cpu():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=240)
     assert out.returncode == 0 and "done" in out.stdout, out.stderr[-2000:]
+
+
+@pytest.mark.parametrize("m", [1, 2, 3, 4])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_eigh_matches_lapack(m, dtype):
+    rng = np.random.default_rng(10 + m)
+    A = rng.standard_normal((300, m, m))
+    A = A + np.swapaxes(A, -1, -2)  # symmetric, indefinite
+    Q = np.linalg.qr(rng.standard_normal((m, m)))[0]
+    special = np.stack([np.zeros((m, m)), np.eye(m), np.diag(1 + 1e-8 * np.arange(m)),  # zero, repeated, clustered
+                        Q @ np.diag(10.0 ** (3 * np.arange(m))) @ Q.T])  # 1e9 spread
+    A = np.concatenate([A, special]).astype(dtype)
+    w, V = (np.asarray(x, np.float64) for x in smallmat.eigh(jnp.asarray(A)))
+    A64 = A.astype(np.float64)
+    scale = np.maximum(np.abs(A64).max(axis=(-2, -1)), 1e-30)
+    tol = 2e-6 if dtype == np.float32 else 1e-13
+    np.testing.assert_array_less(np.abs(V @ (w[..., None] * np.swapaxes(V, -1, -2)) - A64).max(axis=(-2, -1)) / scale, tol)
+    np.testing.assert_array_less(np.abs(np.swapaxes(V, -1, -2) @ V - np.eye(m)).max(axis=(-2, -1)), tol)
+    np.testing.assert_array_less(np.abs(np.sort(w, axis=-1) - np.linalg.eigvalsh(A64)).max(axis=-1) / scale, tol)
+
+
+def test_eigh_too_large_is_an_error():
+    with pytest.raises(ValueError, match="MAX_EIGH"):
+        smallmat.eigh(jnp.eye(smallmat.MAX_EIGH + 1))
