@@ -108,7 +108,7 @@ def lower_inverse(L):
 # SE(3) information matrices) six sweeps leave an off-diagonal norm at rounding level in
 # float64 (tests/linear/test_smallmat.py checks against LAPACK for sizes 1-4).
 _JACOBI_SWEEPS = 6
-# eigh is unrolled over sweeps x m(m-1)/2 rotations: kept to small sizes.
+# eigh unrolls the m(m-1)/2 rotations of a sweep: kept to small sizes.
 MAX_EIGH = 4
 
 
@@ -117,9 +117,10 @@ def eigh(A):
     """Eigenvalues ``w[..., m]`` and eigenvectors ``V[..., m, m]`` (columns) of symmetric
     ``A[..., m, m]`` (the symmetric part is used), ``A = V diag(w) V^T``; ``m <= MAX_EIGH``.
 
-    The cyclic Jacobi method, unrolled and vectorised over the batch: ordinary fused XLA
-    code, where ``jnp.linalg.eigh`` is a batched LAPACK call that can deadlock XLA:CPU's
-    thread pool beside another one (module docstring). Eigenvalues are not sorted.
+    The cyclic Jacobi method (rotations unrolled, a loop over sweeps), vectorised over the
+    batch: ordinary fused XLA code, where ``jnp.linalg.eigh`` is a batched LAPACK call that
+    can deadlock XLA:CPU's thread pool beside another one (module docstring). Eigenvalues
+    are not sorted.
     """
     m = A.shape[-1]
     if m > MAX_EIGH:
