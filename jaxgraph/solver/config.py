@@ -222,11 +222,11 @@ class SolverConfig:
         """The traced settings as ``dtype`` scalars (the solve's dtype; static fields kept)."""
         try:  # remembered per (config, dtype): 40 us a call, a twentieth of a small solve
             key = (self, np.dtype(dtype))
-            return _ASTYPE[key]
+            cached = _ASTYPE.get(key)
         except TypeError:  # array-valued settings (unhashable): no memo
-            key = None
-        except KeyError:
-            pass
+            key = cached = None
+        if cached is not None:
+            return cached
         resolved = dataclasses.replace(self, termination=self.termination.resolved())
         # numpy scalars, not jnp: an eager jnp.asarray per field cost more than a small solve.
         out = jax.tree_util.tree_map(
