@@ -17,7 +17,9 @@ written; the graph only if every value is finite and the solver did not fail, se
 
 Compiled programs are kept in JAX's persistent compilation cache
 (:func:`jaxgraph.enable_compilation_cache`): ``$JAX_COMPILATION_CACHE_DIR`` if set, else
-``~/.cache/jaxgraph/jax``; ``--no-compile-cache`` or ``JAXGRAPH_NO_COMPILE_CACHE=1`` turns it off.
+``~/.cache/jaxgraph/jax``, at most ``$JAX_COMPILATION_CACHE_MAX_SIZE`` bytes per store (default
+1 GiB, least recently used entries evicted); ``--no-compile-cache`` or
+``JAXGRAPH_NO_COMPILE_CACHE=1`` turns it off.
 """
 
 from __future__ import annotations
@@ -542,7 +544,8 @@ def _add_cache_flag(p: argparse.ArgumentParser) -> None:
         "--no-compile-cache",
         action="store_true",
         help="do not use JAX's persistent compilation cache (default: on, in $JAX_COMPILATION_CACHE_DIR "
-        "or ~/.cache/jaxgraph/jax; JAXGRAPH_NO_COMPILE_CACHE=1 also turns it off)",
+        "or ~/.cache/jaxgraph/jax, bounded by $JAX_COMPILATION_CACHE_MAX_SIZE bytes, default 1 GiB; "
+        "JAXGRAPH_NO_COMPILE_CACHE=1 also turns it off)",
     )
 
 

@@ -13,7 +13,8 @@ from pathlib import Path
 import jax
 import numpy as np
 
-__all__ = ["enable_compilation_cache", "default_cache_dir", "COMPILER_OPTIONS", "entry_point"]
+__all__ = ["enable_compilation_cache", "default_cache_dir", "default_max_size", "DEFAULT_MAX_SIZE_BYTES",
+           "COMPILER_OPTIONS", "entry_point"]
 
 # XLA options of jaxgraph's compiled entry points. XLA:CPU's MLIR fusion emitters spend
 # about twice as long in LLVM on the solver's many small elementwise fusions (Lie-group
@@ -125,17 +126,39 @@ def default_cache_dir() -> Path:
     return Path(base).expanduser() / "jaxgraph" / "jax"
 
 
-def enable_compilation_cache(path: str | os.PathLike | None = None) -> Path:
+#: Default bound of each on-disk store (JAX's cache folder, jaxgraph's executables in it).
+DEFAULT_MAX_SIZE_BYTES = 1 << 30
+
+
+def default_max_size() -> int:
+    """The bound ``$JAX_COMPILATION_CACHE_MAX_SIZE`` gives JAX (bytes, -1: none) if set, else 1 GiB."""
+    if os.environ.get("JAX_COMPILATION_CACHE_MAX_SIZE", "").strip():
+        return int(jax.config.jax_compilation_cache_max_size)  # JAX parsed (and checked) it at import
+    return DEFAULT_MAX_SIZE_BYTES
+
+
+def enable_compilation_cache(path: str | os.PathLike | None = None, *, max_size_bytes: int | None = None) -> Path:
     """Store compiled XLA programs in ``path`` (default :func:`default_cache_dir`) and reuse them.
 
     Every program is cached, however small or quick to compile (JAX's own defaults skip
     programs that compile in under a second). Call before the first compilation; returns the
     folder used (created if missing).
+
+    ``max_size_bytes`` bounds each of the two stores in the folder, JAX's programs and
+    jaxgraph's executables (:mod:`jaxgraph.executable_cache`, in a subfolder): when a new
+    entry would exceed it, the least recently used entries are deleted first. Default:
+    ``$JAX_COMPILATION_CACHE_MAX_SIZE`` if set, else 1 GiB (a compiled pose-graph solve is
+    0.5-1.5 MB); ``-1``: no bound (JAX's own default). It sets JAX's
+    ``jax_compilation_cache_max_size``, which jaxgraph's store follows too.
     """
+    size = default_max_size() if max_size_bytes is None else max_size_bytes
+    if isinstance(size, bool) or not isinstance(size, int) or size < -1:
+        raise ValueError(f"max_size_bytes must be a number of bytes >= 0 or -1 (no bound), got {size!r}")
     folder = Path(path).expanduser() if path is not None else default_cache_dir()
     folder.mkdir(parents=True, exist_ok=True)
     jax.config.update("jax_enable_compilation_cache", True)
     jax.config.update("jax_compilation_cache_dir", os.fspath(folder))
+    jax.config.update("jax_compilation_cache_max_size", size)
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
     jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
     return folder

@@ -24,7 +24,10 @@ when that cache is (:func:`jaxgraph.enable_compilation_cache`, the CLI by defaul
 backend is the CPU (the one where loading serialized programs is tested; elsewhere JAX's
 cache alone serves).
 Entries are pickles, as in ``jax.experimental.serialize_executable``: load only a folder you
-trust, as with JAX's own cache.
+trust, as with JAX's own cache. The folder is bounded as JAX's cache is, by
+``jax_compilation_cache_max_size`` (set by :func:`jaxgraph.enable_compilation_cache`, 1 GiB
+by default): storing an entry first deletes the least recently used ones (a file's
+modification time is its last use; a hit touches it).
 """
 
 from __future__ import annotations
@@ -45,7 +48,8 @@ from pathlib import Path
 import jax
 import numpy as np
 
-__all__ = ["Uncacheable", "encode", "directory", "disk_key", "lookup", "fresh_compile", "store", "code_fingerprint"]
+__all__ = ["Uncacheable", "encode", "directory", "disk_key", "lookup", "fresh_compile", "store", "max_size",
+           "code_fingerprint"]
 
 FOLDER = "jaxgraph-executables"
 _FORMAT = 1  # bump when the entry layout changes
@@ -184,6 +188,7 @@ def lookup(key: str, in_tree):
         return None
     if fmt != _FORMAT:
         return None
+    _touch(path)
     from jax.experimental import serialize_executable
 
     try:
@@ -250,8 +255,49 @@ def _prepare_runtime(targets) -> None:
         linalg.initialize_lapack()
 
 
+def _touch(path: Path) -> None:
+    """Mark an entry as just used (its modification time orders eviction)."""
+    try:
+        os.utime(path)
+    except OSError:  # evicted meanwhile by another process, or a read-only folder
+        pass
+
+
+def max_size() -> int:
+    """Bound of the folder in bytes (``jax_compilation_cache_max_size``; -1: none)."""
+    return int(jax.config.jax_compilation_cache_max_size)
+
+
+def _make_room(folder: Path, incoming: int, limit: int) -> bool:
+    """Delete least recently used entries until ``incoming`` more bytes fit under ``limit``;
+    False when the entry alone exceeds it. Other processes may evict or store at the same
+    time: a file that vanished is simply not counted, and the bound holds up to such races."""
+    if limit < 0:
+        return True
+    if incoming > limit:
+        return False
+    entries = []
+    for path in folder.glob("*.pkl"):
+        try:
+            st = path.stat()
+        except FileNotFoundError:
+            continue
+        entries.append((st.st_mtime_ns, st.st_size, path))
+    total = sum(size for _, size, _ in entries)
+    for _, size, path in sorted(entries, key=lambda e: e[0]):
+        if total + incoming <= limit:
+            break
+        try:
+            path.unlink()
+        except FileNotFoundError:
+            pass
+        total -= size
+    return True
+
+
 def store(key: str, compiled) -> bool:
-    """Write ``compiled`` under ``key`` (atomically); False when it cannot be serialized or written."""
+    """Write ``compiled`` under ``key`` (atomically, evicting old entries beyond
+    :func:`max_size`); False when it cannot be serialized or written, or exceeds the bound alone."""
     folder = directory()
     if folder is None:
         return False
@@ -264,6 +310,8 @@ def store(key: str, compiled) -> bool:
         payload, _, out_tree = serialize_executable.serialize(compiled)
         data = pickle.dumps((_FORMAT, payload, out_tree, sorted(targets)), protocol=pickle.HIGHEST_PROTOCOL)
         folder.mkdir(parents=True, exist_ok=True)
+        if not _make_room(folder, len(data), max_size()):
+            return False
         fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{key}.", suffix=".tmp")
         try:
             with os.fdopen(fd, "wb") as f:

@@ -63,9 +63,12 @@ print("RESULT " + json.dumps({
 """
 
 
-def _run(cache, graph, dtype="float64", callback="none"):
-    env = {k: v for k, v in os.environ.items() if k not in ("JAXGRAPH_NO_COMPILE_CACHE", "JAX_COMPILATION_CACHE_DIR")}
+def _run(cache, graph, dtype="float64", callback="none", max_size=None):
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("JAXGRAPH_NO_COMPILE_CACHE", "JAX_COMPILATION_CACHE_DIR", "JAX_COMPILATION_CACHE_MAX_SIZE")}
     env["PYTHONPATH"] = str(ROOT)
+    if max_size is not None:
+        env["JAX_COMPILATION_CACHE_MAX_SIZE"] = str(max_size)
     done = subprocess.run([sys.executable, "-c", _WORKER, str(cache), str(graph), dtype, callback],
                           env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
@@ -179,3 +182,53 @@ def test_the_sized_problem_structure_is_keyed_by_everything_its_equality_compare
     assert a == key(_ring(tmp_path / "b.g2o", 150, (3, 120)))
     assert a != key(_ring(tmp_path / "c.g2o", 300, (0, 140)))
     assert a != key(tmp_path / "a.g2o", jnp.float32)
+
+
+def test_the_folder_is_bounded_by_evicting_the_least_recently_used_entries(tmp_path):
+    folder = tmp_path / xc.FOLDER
+    folder.mkdir()
+    paths = []
+    for i in range(4):  # 100 bytes each, used at times 1000 < 2000 < 3000 < 4000
+        path = folder / f"{i}.pkl"
+        path.write_bytes(bytes(100))
+        os.utime(path, (1000.0 * (i + 1), 1000.0 * (i + 1)))
+        paths.append(path)
+    os.utime(paths[0], (5000.0, 5000.0))  # entry 0 used last
+    assert xc._make_room(folder, 150, -1) and all(p.exists() for p in paths)  # no bound
+    assert not xc._make_room(folder, 351, 350)  # larger than the bound alone: not stored
+    assert all(p.exists() for p in paths)  # and nothing evicted for it
+    # 400 bytes + 150 incoming under 350: the two least recently used (1, 2) go
+    assert xc._make_room(folder, 150, 350)
+    assert sorted(p.name for p in folder.glob("*.pkl")) == ["0.pkl", "3.pkl"]
+    assert xc._make_room(folder, 150, 350)  # fits now: nothing more goes
+    assert sorted(p.name for p in folder.glob("*.pkl")) == ["0.pkl", "3.pkl"]
+
+
+def test_a_hit_marks_the_entry_used_and_an_entry_over_the_bound_is_not_stored(tmp_path):
+    cache = tmp_path / "cache"
+    graph = _ring(tmp_path / "a.g2o", 20, (0, 15))
+    first = _run(cache, graph)
+    (entry,) = (cache / xc.FOLDER).glob("*.pkl")
+    os.utime(entry, (1e9, 1e9))  # 2001
+    again = _run(cache, graph)
+    assert again["traced"] == 0 and entry.stat().st_mtime > 1.5e9  # loaded, and touched
+    size = entry.stat().st_size
+    tight = _run(tmp_path / "tight", graph, max_size=size // 2)
+    assert tight["entries"] == [] and tight["traced"] == 1  # too large for the bound: solved, not stored
+    assert tight["cost"] == first["cost"] and tight["converged"]
+
+
+def test_the_bound_defaults_to_one_gib_or_jax_s_environment_variable():
+    from jaxgraph.compile_cache import enable_compilation_cache
+
+    code = "from jaxgraph.compile_cache import default_max_size; print(default_max_size())"
+    env = {k: v for k, v in os.environ.items() if k != "JAX_COMPILATION_CACHE_MAX_SIZE"}
+    env["PYTHONPATH"] = str(ROOT)
+    for value, expected in ((None, 2 ** 30), ("12345", 12345), ("-1", -1)):
+        if value is not None:
+            env["JAX_COMPILATION_CACHE_MAX_SIZE"] = value
+        done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stderr[-2000:]
+        assert int(done.stdout.split()[-1]) == expected, value
+    with pytest.raises(ValueError, match="max_size_bytes"):  # checked before any setting changes
+        enable_compilation_cache("/nonexistent-never-created", max_size_bytes=-2)
