@@ -121,10 +121,13 @@ def test_float32_manhattan_converges_like_float64():
     assert int(info.iterations) <= 6
     assert abs(float(info.cost) - 1774.52054) <= 1e-5 * 1774.52054
     # the same solve with float32 normal equations: clamped pivots, far from the minimum
-    # after as many trials (measured: 3 of 6 clamped, cost 4350; 1851 after 100 trials)
+    # after as many trials. Where rounding lands differs between CPUs (measured: 3 of 6 trials
+    # clamped, cost 4350, on one machine; 6 of 6, cost 2613, on an AVX-512 one; 1839-1851
+    # after 100 trials on both), so the bound is the one both clear: 20 % above the minimum,
+    # which the widened solve above reaches to 1e-5.
     _, narrow = jaxgraph.solve(problem, v32, max_iterations=6, accumulation="values")
     assert int(narrow.linear_clamped) >= 1
-    assert not bool(narrow.converged) and float(narrow.cost) > 1.5 * 1774.52054
+    assert not bool(narrow.converged) and float(narrow.cost) > 1.2 * 1774.52054
 
 
 def test_intel_lm_matches_gtsam():
