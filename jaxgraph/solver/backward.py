@@ -94,11 +94,18 @@ def _implicit_cotangent(problem: Problem, x, vbar, config: SolverConfig):
     fl = [leaves[i] for i in fidx]
     prepared = problem.prepared(dtype)  # once, not in every CG iteration
 
-    def hvp(w):
-        return jax.jvp(lambda d: prepared.linearize(prepared.retract(x, d)).gradient, (zero,), (w,))[1] * free
+    def gradient_at(d):
+        lin = prepared.linearize(prepared.retract(x, d))
+        return lin.gradient * free, lin
+
+    # jax.linearize: one evaluation of the linearisation at the solution gives the CG loop its
+    # tangent map and the preconditioner its Gauss-Newton system (a jvp in the loop plus a
+    # separate linearisation for the preconditioner: smallGrid3D's jit(value_and_grad) had
+    # 9 % more HLO and 39 more dots; XLA hoisted the loop-invariant part either way, so the
+    # run time is the same).
+    _, hvp, lin = jax.linearize(gradient_at, zero, has_aux=True)
 
     # Preconditioner: the factorised Gauss-Newton system at the solution.
-    lin = prepared.linearize(x)
     lstruct = st.linear_structure(config.linear_solver)
     pattern = problem.linear_pattern() if lstruct.dynamic else None
     fac = linear.factor(lstruct, lin.diag, lin.offdiag, pattern=pattern)
