@@ -79,13 +79,13 @@ class entry_point:
         if xc.directory() is None or jax.default_backend() != "cpu":
             return None  # off, or a backend where loading serialized programs is untested
         leaves, treedef = jax.tree_util.tree_flatten(args)
-        device = jax.devices()[0]
-        avals = []
+        here = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+        avals = []  # (this loop runs on every call: a small solve's arguments have 25 leaves)
         for x in leaves:
             if isinstance(x, jax.Array):
-                if x.is_deleted() or x.sharding.device_set != {device}:
+                if x.is_deleted() or x.sharding != here:
                     return None  # placement is not part of the key
-                avals.append((x.shape, x.dtype, x.weak_type))
+                avals.append(x.aval)
             elif isinstance(x, np.ndarray):
                 avals.append((x.shape, x.dtype, False))
             else:
@@ -98,7 +98,8 @@ class entry_point:
             return self._executables[memo]
         compiled = None
         try:
-            key = xc.disk_key(self._name, treedef, avals, context, COMPILER_OPTIONS)
+            types = [a if isinstance(a, tuple) else (a.shape, a.dtype, a.weak_type) for a in avals]
+            key = xc.disk_key(self._name, treedef, types, context, COMPILER_OPTIONS)
         except xc.Uncacheable:
             key = None
         if key is not None:

@@ -35,6 +35,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import enum
+import functools
 import hashlib
 import importlib
 import os
@@ -150,7 +151,12 @@ def directory() -> Path | None:
     """The cache folder, or None while JAX's persistent compilation cache is off."""
     if not jax.config.jax_enable_compilation_cache or not jax.config.jax_compilation_cache_dir:
         return None
-    return Path(jax.config.jax_compilation_cache_dir) / FOLDER
+    return _folder(jax.config.jax_compilation_cache_dir)
+
+
+@functools.lru_cache(maxsize=8)
+def _folder(cache_dir: str) -> Path:
+    return Path(cache_dir) / FOLDER  # (asked on every top-level solve call)
 
 
 def disk_key(name: str, treedef, avals, trace_context, compiler_options) -> str:

