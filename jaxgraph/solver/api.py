@@ -83,8 +83,9 @@ def _arguments(problem, initial_values, config, settings):
     problem.check_values(initial_values)
     _check_finite_values(problem, initial_values)
     dtype = _dtype_of(initial_values)
-    # an array already of the dtype is used as it is (jnp.asarray returns it too, in 7 us)
-    values = {k: v if isinstance(v, jax.Array) and v.dtype == dtype else jnp.asarray(v, dtype)
+    # an array already of the dtype is used as it is (jnp.asarray returns it too, in 7 us;
+    # a weakly typed one it makes strong, as before)
+    values = {k: v if isinstance(v, jax.Array) and v.dtype == dtype and not v.weak_type else jnp.asarray(v, dtype)
               for k, v in initial_values.items()}
     return problem, values, config.astype(dtype)
 
