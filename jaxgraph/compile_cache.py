@@ -87,7 +87,7 @@ class entry_point:
                     return None  # placement is not part of the key
                 avals.append(x.aval)
             elif isinstance(x, np.ndarray):
-                avals.append((x.shape, x.dtype, False))
+                avals.append(jax.core.ShapedArray(x.shape, x.dtype))
             else:
                 return None  # Python scalars and other leaves: let jit decide their types
         from jax._src import config as jax_config
@@ -98,7 +98,7 @@ class entry_point:
             return self._executables[memo]
         compiled = None
         try:
-            types = [a if isinstance(a, tuple) else (a.shape, a.dtype, a.weak_type) for a in avals]
+            types = [(a.shape, a.dtype, a.weak_type) for a in avals]
             key = xc.disk_key(self._name, treedef, types, context, COMPILER_OPTIONS)
         except xc.Uncacheable:
             key = None
