@@ -317,6 +317,9 @@ def store(key: str, compiled) -> bool:
         data = pickle.dumps((_FORMAT, payload, out_tree, sorted(targets)), protocol=pickle.HIGHEST_PROTOCOL)
         folder.mkdir(parents=True, exist_ok=True)
         if not _make_room(folder, len(data), max_size()):
+            # as JAX's own cache does for an entry over its bound: said, not silently skipped
+            warnings.warn(f"jaxgraph: compiled solve of {len(data)} bytes not cached: it exceeds the cache bound "
+                          f"jax_compilation_cache_max_size = {max_size()} bytes", RuntimeWarning, stacklevel=3)
             return False
         fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{key}.", suffix=".tmp")
         try:

@@ -215,6 +215,7 @@ def test_a_hit_marks_the_entry_used_and_an_entry_over_the_bound_is_not_stored(tm
     size = entry.stat().st_size
     tight = _run(tmp_path / "tight", graph, max_size=size // 2)
     assert tight["entries"] == [] and tight["traced"] == 1  # too large for the bound: solved, not stored
+    assert any("not cached: it exceeds the cache bound" in w for w in tight["warnings"])
     assert tight["cost"] == first["cost"] and tight["converged"]
 
 
