@@ -85,7 +85,7 @@ def run(name, repeats):
     got = np.asarray(covs["poses"])
     rel = np.linalg.norm(got - ref, axis=(1, 2)) / np.linalg.norm(ref, axis=(1, 2))
     steady = statistics.median(times)
-    from jaxgraph.marginals import _plan
+    from jaxgraph.algorithms.marginals import _plan
 
     ls, _ = _plan(problem.structure)
     return {

@@ -1,36 +1,111 @@
-"""jaxgraph: differentiable optimization on manifolds in JAX."""
+"""jaxgraph: differentiable optimization on manifolds in JAX.
 
-from . import factors, io, lie, linear, noise, robust
-from .factors import FactorGroup
-from .graph import Problem, VariableGroup
-from .compile_cache import enable_compilation_cache
-from .marginals import MarginalsInfo, marginals, marginals_with_info
-from . import initialize
-from .gnc import GNCInfo, gnc
-from .solver import BackwardConfig, DampingConfig, SolveInfo, SolverConfig, TerminationConfig, solve
+The layers (docs/architecture.md) are imported on first use: ``from jaxgraph import lie``
+loads the Lie groups alone (that is all :mod:`splat` needs), ``jaxgraph.solve`` the solver.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.abc
+import importlib.util
+import sys
+import warnings
+
+__version__ = "0.1.0"
+
+# public name -> (module, attribute or None for the module itself)
+_PUBLIC = {
+    "lie": ("jaxgraph.lie", None),
+    "linear": ("jaxgraph.linear", None),
+    "io": ("jaxgraph.io", None),
+    "data": ("jaxgraph.data", None),
+    "factors": ("jaxgraph.graph.factors", None),
+    "noise": ("jaxgraph.graph.noise", None),
+    "robust": ("jaxgraph.graph.robust", None),
+    "initialize": ("jaxgraph.algorithms.initialize", None),
+    "distributed": ("jaxgraph.runtime.distributed", None),
+    "Problem": ("jaxgraph.graph", "Problem"),
+    "VariableGroup": ("jaxgraph.graph", "VariableGroup"),
+    "FactorGroup": ("jaxgraph.graph", "FactorGroup"),
+    "SolveInfo": ("jaxgraph.solver", "SolveInfo"),
+    "SolverConfig": ("jaxgraph.solver", "SolverConfig"),
+    "DampingConfig": ("jaxgraph.solver", "DampingConfig"),
+    "TerminationConfig": ("jaxgraph.solver", "TerminationConfig"),
+    "BackwardConfig": ("jaxgraph.solver", "BackwardConfig"),
+    "solve": ("jaxgraph.solver", "solve"),
+    "marginals": ("jaxgraph.algorithms.marginals", "marginals"),
+    "marginals_with_info": ("jaxgraph.algorithms.marginals", "marginals_with_info"),
+    "MarginalsInfo": ("jaxgraph.algorithms.marginals", "MarginalsInfo"),
+    "enable_compilation_cache": ("jaxgraph.runtime.compile_cache", "enable_compilation_cache"),
+    "gnc": ("jaxgraph.algorithms.gnc", "gnc"),
+    "GNCInfo": ("jaxgraph.algorithms.gnc", "GNCInfo"),
+}
 
 __all__ = [
-    "lie",
-    "linear",
-    "io",
-    "factors",
-    "noise",
-    "robust",
-    "Problem",
-    "VariableGroup",
-    "FactorGroup",
-    "SolveInfo",
-    "SolverConfig",
-    "DampingConfig",
-    "TerminationConfig",
-    "BackwardConfig",
-    "solve",
-    "marginals",
-    "marginals_with_info",
-    "MarginalsInfo",
-    "enable_compilation_cache",
-    "initialize",
-    "gnc",
-    "GNCInfo",
+    "lie", "linear", "io", "factors", "noise", "robust", "Problem", "VariableGroup", "FactorGroup",
+    "SolveInfo", "SolverConfig", "DampingConfig", "TerminationConfig", "BackwardConfig", "solve",
+    "marginals", "marginals_with_info", "MarginalsInfo", "enable_compilation_cache", "initialize",
+    "gnc", "GNCInfo",
 ]
-__version__ = "0.1.0"
+
+
+def __getattr__(name: str):
+    if name not in _PUBLIC:
+        raise AttributeError(f"module 'jaxgraph' has no attribute {name!r}")
+    module, attribute = _PUBLIC[name]
+    value = importlib.import_module(module)
+    if attribute is not None:
+        value = getattr(value, attribute)
+    globals()[name] = value  # later look-ups are plain attribute reads
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_PUBLIC))
+
+
+# Module paths of earlier releases, importable for one more release. The public modules
+# (``jaxgraph.factors``, ``.noise``, ``.robust``, ``.initialize``, ``.distributed``) stay
+# importable without a warning; the others name their new place in a DeprecationWarning.
+_MODULE_ALIASES = {
+    "jaxgraph.factors": ("jaxgraph.graph.factors", False),
+    "jaxgraph.noise": ("jaxgraph.graph.noise", False),
+    "jaxgraph.robust": ("jaxgraph.graph.robust", False),
+    "jaxgraph.initialize": ("jaxgraph.algorithms.initialize", False),
+    "jaxgraph.distributed": ("jaxgraph.runtime.distributed", False),
+    "jaxgraph.marginals": ("jaxgraph.algorithms.marginals", True),
+    "jaxgraph.gnc": ("jaxgraph.algorithms.gnc", True),
+    "jaxgraph.compile_cache": ("jaxgraph.runtime.compile_cache", True),
+    "jaxgraph.executable_cache": ("jaxgraph.runtime.executable_cache", True),
+    "jaxgraph.host_call": ("jaxgraph.runtime.host_call", True),
+    "jaxgraph.graph.manifolds": ("jaxgraph.graph.kinds", True),
+}
+
+
+class _AliasLoader(importlib.abc.Loader):
+    def __init__(self, target: str, deprecated: bool):
+        self.target, self.deprecated = target, deprecated
+
+    def create_module(self, spec):
+        if self.deprecated:
+            warnings.warn(f"{spec.name} moved to {self.target}; the old path goes away in the next release",
+                          DeprecationWarning, stacklevel=3)
+        module = importlib.import_module(self.target)
+        self._spec = module.__spec__  # the import system overwrites it with the alias's spec
+        return module
+
+    def exec_module(self, module):
+        module.__spec__ = self._spec  # the target module is already executed
+
+
+class _AliasFinder(importlib.abc.MetaPathFinder):
+    def find_spec(self, fullname, path=None, target=None):
+        if fullname not in _MODULE_ALIASES:
+            return None
+        new, deprecated = _MODULE_ALIASES[fullname]
+        return importlib.util.spec_from_loader(fullname, _AliasLoader(new, deprecated))
+
+
+if not any(isinstance(f, _AliasFinder) for f in sys.meta_path):
+    sys.meta_path.append(_AliasFinder())

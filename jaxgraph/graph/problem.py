@@ -24,9 +24,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from .. import linear, smallmat
-from ..compile_cache import entry_point
-from ..factors import FactorGroup, builtin_error, builtin_jacobians
-from .manifolds import KindSpec, kind_of
+from ..runtime.compile_cache import entry_point
+from .factors import FactorGroup, builtin_error, builtin_jacobians
+from .kinds import KindSpec, kind_of
 
 __all__ = ["VariableGroup", "Problem", "Linearization", "size_class"]
 
@@ -265,7 +265,7 @@ class _Layout:
         return isinstance(other, _Layout) and self.key == other.key
 
     def _cache_key(self):
-        """What :meth:`__eq__` compares, with the kinds themselves (``jaxgraph.executable_cache``)."""
+        """What :meth:`__eq__` compares, with the kinds themselves (``jaxgraph.runtime.executable_cache``)."""
         return (self.variables, self.block_dim, self.group_counts, self.pairs, tuple(sorted(self.kinds.items())))
 
     def linear_structure(self, method: str):
@@ -290,7 +290,7 @@ def _pad_rows(x, M: int, Mp: int):
 
 def _per_factor_ndim(noise) -> int | None:
     """Rank of a per-factor parameter leaf of a noise model (shared leaves have one less)."""
-    from .. import noise as nm
+    from . import noise as nm
 
     for cls, nd in ((nm.Isotropic, 1), (nm.Diagonal, 2), (nm.SqrtInformation, 3), (nm.Information, 3)):
         if isinstance(noise, cls):

@@ -24,10 +24,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .. import factors as F
+from ..graph import factors as F
 from .. import lie
-from .. import noise as N
-from ..graph.manifolds import kind_of
+from ..graph import noise as N
+from ..graph.kinds import kind_of
 from ..graph.problem import Problem, VariableGroup
 
 __all__ = ["read_g2o", "write_g2o", "G2OFormatError", "PD_FLOOR_RELATIVE"]

@@ -27,7 +27,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .. import host_call
+from ..runtime import host_call
 
 _MAX_PATTERNS = 16
 
@@ -202,7 +202,7 @@ def _host_solve(rows, cols, diag, offdiag, rhs, reuse):
 # --------------------------------------------------------------------------- XLA custom call
 # The host solve enters the compiled program as the named custom call below, not as a
 # ``jax.pure_callback``, so that programs with it go to JAX's persistent compilation cache
-# (see jaxgraph.host_call).
+# (see jaxgraph.runtime.host_call).
 
 _TARGET = "jaxgraph_cholmod_solve"
 _DTYPES = {"float32": np.float32, "float64": np.float64}

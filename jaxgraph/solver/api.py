@@ -63,7 +63,7 @@ def compile_solve(problem: Problem, initial_values: dict, config: SolverConfig |
 
     As :func:`lower` followed by ``.compile()``, but while the persistent cache is on
     (:func:`jaxgraph.enable_compilation_cache`) the program comes from
-    :mod:`jaxgraph.executable_cache` when a process has compiled it before, without tracing
+    :mod:`jaxgraph.runtime.executable_cache` when a process has compiled it before, without tracing
     or lowering the solve again. ``args`` are as in :func:`lower`.
     """
     args = _sized(_arguments(problem, initial_values, config, settings))

@@ -12,7 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from .. import linear
-from ..compile_cache import entry_point
+from ..runtime.compile_cache import entry_point
 from ..graph.problem import Problem, _dtype_of
 from .config import SolverConfig
 from .loop import run

@@ -20,7 +20,7 @@ from typing import Callable
 import jax
 import numpy as np
 
-from ..compile_cache import _top_level
+from ..runtime.compile_cache import _top_level
 
 __all__ = [
     "DampingConfig",

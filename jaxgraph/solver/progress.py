@@ -1,4 +1,4 @@
-"""The solver's per-trial ``callback`` as a named host call (see :mod:`jaxgraph.host_call`).
+"""The solver's per-trial ``callback`` as a named host call (see :mod:`jaxgraph.runtime.host_call`).
 
 A ``jax.debug.callback`` would keep every solve with a callback (the CLI's progress lines)
 out of JAX's persistent compilation cache. Instead the program calls the target
@@ -18,7 +18,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .. import host_call
+from ..runtime import host_call
 
 __all__ = ["report"]
 

@@ -124,7 +124,7 @@ def test_cli_fills_the_persistent_compilation_cache(tmp_path):
 
 
 def test_default_cache_dir_honours_the_environment(monkeypatch, tmp_path):
-    from jaxgraph.compile_cache import default_cache_dir
+    from jaxgraph.runtime.compile_cache import default_cache_dir
 
     monkeypatch.setenv("JAX_COMPILATION_CACHE_DIR", str(tmp_path / "jaxcache"))
     assert default_cache_dir() == tmp_path / "jaxcache"

@@ -17,8 +17,8 @@ import numpy as np
 import pytest
 
 import jaxgraph
-from jaxgraph import executable_cache as xc
-from jaxgraph.graph.manifolds import kind_of
+from jaxgraph.runtime import executable_cache as xc
+from jaxgraph.graph.kinds import kind_of
 from jaxgraph.solver import SolverConfig
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -32,7 +32,7 @@ import jax
 jax.config.update("jax_enable_x64", True)
 import numpy as np
 import jaxgraph
-from jaxgraph import executable_cache
+from jaxgraph.runtime import executable_cache
 traces = []
 jax.monitoring.register_event_duration_secs_listener(
     lambda event, duration, fun_name=None, **_: traces.append(fun_name)
@@ -166,7 +166,7 @@ def test_the_sized_problem_structure_is_keyed_by_everything_its_equality_compare
     size class, or the same graph in float32, another."""
     from jax._src import config as jax_config
 
-    from jaxgraph.compile_cache import COMPILER_OPTIONS
+    from jaxgraph.runtime.compile_cache import COMPILER_OPTIONS
     from jaxgraph.solver import api
 
     def key(path, dtype=jnp.float64):
@@ -220,9 +220,9 @@ def test_a_hit_marks_the_entry_used_and_an_entry_over_the_bound_is_not_stored(tm
 
 
 def test_the_bound_defaults_to_one_gib_or_jax_s_environment_variable():
-    from jaxgraph.compile_cache import enable_compilation_cache
+    from jaxgraph.runtime.compile_cache import enable_compilation_cache
 
-    code = "from jaxgraph.compile_cache import default_max_size; print(default_max_size())"
+    code = "from jaxgraph.runtime.compile_cache import default_max_size; print(default_max_size())"
     env = {k: v for k, v in os.environ.items() if k != "JAX_COMPILATION_CACHE_MAX_SIZE"}
     env["PYTHONPATH"] = str(ROOT)
     for value, expected in ((None, 2 ** 30), ("12345", 12345), ("-1", -1)):

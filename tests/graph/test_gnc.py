@@ -15,7 +15,7 @@ import pytest
 
 import jaxgraph
 from jaxgraph import factors, noise, robust
-from jaxgraph.gnc import add_random_loop_closures, chi2_quantile, gnc
+from jaxgraph.algorithms.gnc import add_random_loop_closures, chi2_quantile, gnc
 from jaxgraph.graph import Problem, VariableGroup
 
 DATA = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "posegraph"
@@ -116,7 +116,7 @@ def test_flip_scores_are_the_tls_decision_statistic(corrupted):
     # _flip_scores(k) / 2 predicts how much the optimal weighted cost rises when factor k
     # alone is switched on (from off) or falls when it is switched off (from on): check it
     # against actual re-solves, for true loop closures (on) and false ones (off).
-    from jaxgraph.gnc import _flip_scores, weighted_problem
+    from jaxgraph.algorithms.gnc import _flip_scores, weighted_problem
 
     clean, bad, outlier, values, _ = corrupted
     w = {"edges": jnp.asarray(np.where(outlier, 0.0, 1.0))}

@@ -19,7 +19,7 @@ import pytest
 import jaxgraph
 from jaxgraph import factors, lie, noise
 from jaxgraph.graph import Problem, VariableGroup
-from jaxgraph.graph.manifolds import kind_of
+from jaxgraph.graph.kinds import kind_of
 from jaxgraph.initialize import chordal
 
 DATA = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "posegraph"

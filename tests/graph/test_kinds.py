@@ -8,7 +8,7 @@ import pytest
 import jaxgraph
 from jaxgraph import factors, lie, noise
 from jaxgraph.graph import Problem, VariableGroup
-from jaxgraph.graph.manifolds import kind_of
+from jaxgraph.graph.kinds import kind_of
 from jaxgraph.io import read_g2o, write_g2o
 
 

@@ -26,11 +26,11 @@ import jax.numpy as jnp
 import numpy as np
 
 from .noise import NoiseModel
-from .smallmat import matmul
+from ..smallmat import matmul
 from .robust import RobustLoss
 
 if TYPE_CHECKING:  # the graph package imports this module
-    from .graph.manifolds import Kind
+    from .kinds import Kind
 
 __all__ = ["FactorGroup", "between", "prior", "custom"]
 
@@ -56,7 +56,7 @@ class StaticIndices:
         return f"StaticIndices(shape={self.array.shape})"
 
     def _cache_key(self):
-        """What :meth:`__eq__` compares (``jaxgraph.executable_cache``)."""
+        """What :meth:`__eq__` compares (``jaxgraph.runtime.executable_cache``)."""
         return self._key
 
 

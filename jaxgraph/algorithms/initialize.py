@@ -33,11 +33,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from . import linear, smallmat
-from . import noise as N
-from .compile_cache import entry_point
-from .graph.manifolds import kind_of
-from .graph.problem import Problem
+from .. import linear, smallmat
+from ..graph import noise as N
+from ..runtime.compile_cache import entry_point
+from ..graph.kinds import kind_of
+from ..graph.problem import Problem
 
 __all__ = ["chordal"]
 

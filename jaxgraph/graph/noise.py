@@ -26,7 +26,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from . import smallmat
+from .. import smallmat
 
 __all__ = [
     "NoiseModel",

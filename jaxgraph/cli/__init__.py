@@ -177,9 +177,9 @@ def run_solve(
     import jax.numpy as jnp
 
     import jaxgraph
-    from .marginals import report as marginals_report
-    from .solver import STATUS, SolverConfig
-    from .solver.api import compile_solve
+    from ..algorithms.marginals import report as marginals_report
+    from ..solver import STATUS, SolverConfig
+    from ..solver.api import compile_solve
 
     dtype = jnp.float32 if float32 else jnp.float64
     problem, values = jaxgraph.io.read_g2o(input_path, strict=strict, dtype=dtype)
@@ -268,7 +268,7 @@ def _prepare_start(problem, values, init, gnc, solve_options, verbose):
     extra = {}
     start = values
     if init == "chordal":
-        from .initialize import chordal
+        from ..algorithms.initialize import chordal
 
         t0 = time.perf_counter()
         start = chordal(problem, values)
@@ -279,7 +279,7 @@ def _prepare_start(problem, values, init, gnc, solve_options, verbose):
         return problem, start, extra
     import numpy as np
 
-    from .gnc import GNC_STATUS, gnc as run_gnc, weighted_problem
+    from ..algorithms.gnc import GNC_STATUS, gnc as run_gnc, weighted_problem
 
     t0 = time.perf_counter()
     start, weights, info = run_gnc(problem, start, gnc, **solve_options)
@@ -360,8 +360,8 @@ def run_batch(
     import numpy as np
 
     import jaxgraph
-    from . import distributed
-    from .compile_cache import entry_point
+    from ..runtime import distributed
+    from ..runtime.compile_cache import entry_point
 
     dtype = jnp.float32 if float32 else jnp.float64
     problem, values = jaxgraph.io.read_g2o(input_path, strict=strict, dtype=dtype)
@@ -451,7 +451,7 @@ def _use_compile_cache(disabled: bool) -> None:
         # Off means off, even where JAX would read $JAX_COMPILATION_CACHE_DIR by itself.
         jax.config.update("jax_enable_compilation_cache", False)
         return
-    from .compile_cache import enable_compilation_cache
+    from ..runtime.compile_cache import enable_compilation_cache
 
     try:
         enable_compilation_cache()
@@ -488,7 +488,7 @@ def _solve(args: argparse.Namespace) -> int:
     if args.batch is not None and (args.init != "file" or args.gnc):
         print("jaxgraph: error: --init chordal and --gnc do not combine with --batch", file=sys.stderr)
         return USER_ERROR
-    from .distributed import initialize_from_cli
+    from ..runtime.distributed import initialize_from_cli
 
     try:
         run = initialize_from_cli(args)
@@ -503,8 +503,10 @@ def _solve(args: argparse.Namespace) -> int:
 
 
 def bundled_intel() -> Path:
-    """Path of the bundled intel.g2o."""
-    return Path(__file__).resolve().parent / "data" / "intel.g2o"
+    """Path of the bundled intel.g2o (:func:`jaxgraph.data.path`)."""
+    from ..data import path
+
+    return path("intel.g2o")
 
 
 def _demo(args: argparse.Namespace) -> int:

@@ -35,11 +35,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .compile_cache import entry_point
-from .graph.problem import Problem, _dtype_of
-from .linear import _numeric as num
-from .linear import _selinv
-from .linear import analyze
+from ..runtime.compile_cache import entry_point
+from ..graph.problem import Problem, _dtype_of
+from ..linear import _numeric as num
+from ..linear import _selinv
+from ..linear import analyze
 
 __all__ = ["marginals", "marginals_with_info", "MarginalsInfo", "report"]
 

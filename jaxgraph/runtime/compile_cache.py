@@ -42,7 +42,7 @@ class entry_point:
 
     ``executable_cache=True`` (no static arguments allowed): while the persistent cache is
     on, top-level calls on the CPU also keep the compiled program in
-    :mod:`jaxgraph.executable_cache`, keyed before tracing, so a new process loads it without
+    :mod:`jaxgraph.runtime.executable_cache`, keyed before tracing, so a new process loads it without
     tracing or lowering ``fn``.
     """
 
@@ -146,7 +146,7 @@ def enable_compilation_cache(path: str | os.PathLike | None = None, *, max_size_
     folder used (created if missing).
 
     ``max_size_bytes`` bounds each of the two stores in the folder, JAX's programs and
-    jaxgraph's executables (:mod:`jaxgraph.executable_cache`, in a subfolder): when a new
+    jaxgraph's executables (:mod:`jaxgraph.runtime.executable_cache`, in a subfolder): when a new
     entry would exceed it, the least recently used entries are deleted first. Default:
     ``$JAX_COMPILATION_CACHE_MAX_SIZE`` if set, else 1 GiB (a compiled pose-graph solve is
     0.5-1.5 MB); ``-1``: no bound (JAX's own default). It sets JAX's

@@ -138,7 +138,7 @@ def code_fingerprint() -> str:
         import jaxlib
 
         h = hashlib.sha256()
-        root = Path(__file__).resolve().parent
+        root = Path(__file__).resolve().parents[1]  # the jaxgraph package
         for path in sorted(root.rglob("*.py")):
             h.update(path.relative_to(root).as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
         versions = (sys.version, jax.__version__, jaxlib.__version__, np.__version__)

@@ -44,12 +44,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from . import smallmat
-from .compile_cache import entry_point
-from .graph.manifolds import kind_of
-from .graph.problem import Problem
-from .robust import RobustLoss
-from .solver import solve
+from .. import smallmat
+from ..runtime.compile_cache import entry_point
+from ..graph.kinds import kind_of
+from ..graph.problem import Problem
+from ..graph.robust import RobustLoss
+from ..solver import solve
 
 __all__ = ["gnc", "weighted_problem", "GNCInfo", "LOSSES", "GNC_STATUS", "candidate_masks", "add_random_loop_closures", "chi2_quantile"]
 
@@ -293,7 +293,7 @@ _PAIRS: dict = {}
 def _pair_locations(problem: Problem, names) -> dict:
     """Static: for every candidate group and every slot pair ``(a, b)``, where the block
     ``Sigma[v_a, v_b]`` of the inverse information lies in the selected-inversion buffers."""
-    from .linear import _selinv
+    from ..linear import _selinv
     from .marginals import _plan
 
     st = problem.structure
@@ -333,8 +333,8 @@ def _flip_scores(problem: Problem, x, w, names) -> dict:
     come from one sparse Cholesky factorisation and its selected inversion (as
     :func:`jaxgraph.marginals`). NaN where ``H`` is singular.
     """
-    from .linear import _numeric as num
-    from .linear import _selinv
+    from ..linear import _numeric as num
+    from ..linear import _selinv
     from .marginals import _plan
 
     dtype = jnp.result_type(*jax.tree_util.tree_leaves(x))
@@ -535,8 +535,8 @@ def add_random_loop_closures(problem: Problem, values: dict, fraction: float = 0
     Returns ``(problem, outlier)``: the corrupted problem (same variables and other groups)
     and ``bool[M + added]``, True for the added factors.
     """
-    from . import factors as F
-    from . import noise as N
+    from ..graph import factors as F
+    from ..graph import noise as N
 
     groups = [g for g in problem.factors if g.kind == "between"]
     if group is not None:

@@ -1,0 +1,2 @@
+"""Algorithms built on the solver: marginal covariances, graduated non-convexity (GNC),
+chordal initialisation."""
