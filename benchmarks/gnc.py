@@ -117,7 +117,7 @@ def main():
     import numpy as np
 
     import jaxgraph
-    from jaxgraph.algorithms.gnc import add_random_loop_closures
+    from jaxgraph.io.synthetic import add_random_loop_closures
 
     results = {}
     load_before = os.getloadavg()

@@ -303,22 +303,6 @@ def _prepare_start(problem, values, init, gnc, solve_options, verbose):
     return weighted_problem(problem, {k: w for k, w in weights.items() if k == "edges"}), start, extra
 
 
-def perturbed_copies(problem, values, batch: int, sigma: float, seed: int):
-    """``batch`` copies of ``values`` moved by ``Exp(noise)``, noise ~ N(0, sigma^2) per tangent entry.
-
-    Every variable is perturbed (fixed ones stay put: ``Problem.retract`` leaves them).
-    Returns a dict of ``[batch, count, param_dim]`` arrays.
-    """
-    import jax
-
-    total = sum(v.count for v in problem.variables)
-    block = problem.structure.block_dim
-    dtype = next(iter(values.values())).dtype
-    keys = jax.random.split(jax.random.PRNGKey(seed), batch)
-    noise = jax.vmap(lambda k: sigma * jax.random.normal(k, (total, block), dtype))(keys)
-    return jax.vmap(lambda d: problem.retract(values, d))(noise)
-
-
 def run_batch(
     input_path,
     batch: int,
@@ -365,6 +349,8 @@ def run_batch(
 
     dtype = jnp.float32 if float32 else jnp.float64
     problem, values = jaxgraph.io.read_g2o(input_path, strict=strict, dtype=dtype)
+    from ..io.synthetic import perturbed_copies
+
     copies = perturbed_copies(problem, values, batch, sigma, seed)
     edges = sum(g.count for g in problem.factors if g.kind == "between")
     poses = problem.variables[0].count

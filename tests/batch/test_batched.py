@@ -13,7 +13,7 @@ import pytest
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 import jaxgraph
-from jaxgraph.cli import perturbed_copies
+from jaxgraph.io.synthetic import perturbed_copies
 
 DATA = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "posegraph"
 pytestmark = pytest.mark.skipif(not DATA.exists(), reason="shared pose-graph data not present")

@@ -15,7 +15,8 @@ import pytest
 
 import jaxgraph
 from jaxgraph import factors, noise, robust
-from jaxgraph.algorithms.gnc import add_random_loop_closures, chi2_quantile, gnc
+from jaxgraph.algorithms.gnc import chi2_quantile, gnc
+from jaxgraph.io.synthetic import add_random_loop_closures
 from jaxgraph.graph import Problem, VariableGroup
 
 DATA = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "posegraph"
