@@ -19,7 +19,9 @@ The batch axis is split over all devices of all processes (``jax.devices()``, ax
 no communication during the solve (every device runs its own loop and stops when its own
 problems have converged) and each problem's result equals its single-process solve.
 Communication happens only in :func:`gather` (an all-gather; on CPU through JAX's gloo
-collectives).  Launching on a cluster: docs/batching.md.
+collectives).  Launching on a cluster: docs/batching.md; ``jaxgraph solve --batch``'s
+``--distributed``/``--coordinator`` flags are read by ``jaxgraph.cli.cluster``, which calls
+:func:`initialize`.
 """
 
 from __future__ import annotations
@@ -33,8 +35,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from .compile_cache import entry_point
 
-__all__ = ["RunInfo", "initialize", "batch_mesh", "shard_batch", "sharded_vmap", "gather", "parse_coordinator",
-           "initialize_from_cli"]
+__all__ = ["RunInfo", "initialize", "batch_mesh", "shard_batch", "sharded_vmap", "gather", "parse_coordinator"]
 
 AXIS = "batch"
 
@@ -155,25 +156,3 @@ def gather(tree, batch_size: int | None = None):
     if batch_size is not None:
         out = jax.tree_util.tree_map(lambda x: x[:batch_size], out)
     return out
-
-
-
-# ----------------------------------------------------------------------------------
-# Command-line support (``jaxgraph solve --batch``)
-# ----------------------------------------------------------------------------------
-def initialize_from_cli(args) -> RunInfo | None:
-    """Join the run that ``jaxgraph solve``'s flags describe (``--distributed``, ``--coordinator``,
-    ``--num-processes``, ``--process-id``); ``None`` for a plain single-process run."""
-    manual = [args.coordinator, args.num_processes, args.process_id]
-    if args.distributed == "off" and all(x is None for x in manual):
-        return None
-    if getattr(args, "batch", None) is None:
-        raise ValueError("--distributed / --coordinator need --batch (a multi-process run splits a batch)")
-    if args.distributed == "auto":
-        if any(x is not None for x in manual):
-            raise ValueError("--distributed auto takes the process layout from the cluster; "
-                             "drop --coordinator/--num-processes/--process-id")
-        return initialize()
-    if any(x is None for x in manual):
-        raise ValueError("--coordinator, --num-processes and --process-id go together")
-    return initialize(args.coordinator, args.num_processes, args.process_id)

@@ -1,0 +1,207 @@
+"""What every ``jaxgraph`` command shares: exit codes and the failure they map from, one-line
+messages on stderr, the solver settings both solve commands take (:class:`Options`),
+progress lines, output-path checks, the persistent compilation cache, reading the input
+graph (dtype included) and timing.
+
+Nothing here imports JAX at module level, so ``jaxgraph --help`` and the path checks that
+run before any work stay fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+# Exit codes (docs/solver.md, "Command line").
+OK, NOT_CONVERGED, USER_ERROR = 0, 1, 2
+
+
+class SolveFailed(RuntimeError):
+    """The solve ran but did not give a result that may be written (exit code 1)."""
+
+
+def error(message: str) -> int:
+    """Print ``jaxgraph: error: message`` on stderr; returns :data:`USER_ERROR` (exit code 2)."""
+    print(f"jaxgraph: error: {message}", file=sys.stderr)
+    return USER_ERROR
+
+
+def note(message: str) -> None:
+    """Print ``jaxgraph: note: message`` on stderr (something ignored or turned off; not an error)."""
+    print(f"jaxgraph: note: {message}", file=sys.stderr)
+
+
+def exit_code(fn, *args, **kwargs) -> int:
+    """Call ``fn(*args, **kwargs)`` and map its outcome to an exit code.
+
+    :data:`OK` when it returns, :data:`NOT_CONVERGED` for :class:`SolveFailed`,
+    :data:`USER_ERROR` for ``ValueError``/``OSError`` (bad input or paths); the message is
+    one line on stderr.
+    """
+    try:
+        fn(*args, **kwargs)
+    except SolveFailed as exc:
+        print(f"jaxgraph: {exc}", file=sys.stderr)
+        return NOT_CONVERGED
+    except (ValueError, OSError) as exc:
+        return error(str(exc))
+    return OK
+
+
+@dataclass(frozen=True)
+class Options:
+    """The settings that ``run_solve`` and ``run_batch`` share: keyword arguments of both, and
+    flags of ``jaxgraph solve`` of the same names."""
+
+    method: str = "lm"  # --method: "lm" (Levenberg-Marquardt) or "gn" (Gauss-Newton)
+    linear_solver: str = "auto"  # --linear-solver: "auto", "host", "cholesky", "dense" or "pcg"
+    max_iterations: int = 100  # --max-iterations: most loop trips (= linear solves)
+    float32: bool = False  # --float32: solve in float32 (default float64)
+    strict: bool = False  # --strict: reject non-positive-definite information matrices
+    overwrite: bool = False  # --overwrite: --output may be the input file
+
+    def solver_settings(self) -> dict:
+        """The keyword arguments of :func:`jaxgraph.solve` among these options."""
+        return dict(method=self.method, linear_solver=self.linear_solver, max_iterations=self.max_iterations)
+
+
+def solver_flags(args) -> dict:
+    """The :class:`Options` fields read from the parsed ``argparse.Namespace`` ``args``, as a
+    dict of keyword arguments for ``run_solve`` and ``run_batch``."""
+    return {f.name: getattr(args, f.name) for f in fields(Options)}
+
+
+def positive_int(text: str) -> int:
+    """``argparse`` type: ``text`` as an integer >= 1, else an error naming what was given."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def print_progress(iteration, cost, damping, step_norm, accepted):
+    """The solver ``callback`` of ``jaxgraph solve``: one line per trial.
+
+    Args: the trial's 0-based ``iteration``, ``cost`` after the trial, LM ``damping``
+    (lambda), ``step_norm`` (norm of the tangent step) and whether the step was
+    ``accepted``. A module-level function, so the compiled solve that calls it is found again
+    in the persistent compilation cache by the next ``jaxgraph`` process (see
+    jaxgraph/solver/progress.py).
+    """
+    print(
+        f"  iter {int(iteration) + 1:4d}  cost {float(cost):.9e}  lambda {float(damping):.1e}  "
+        f"|dx| {float(step_norm):.3e}  {'accepted' if bool(accepted) else 'rejected'}",
+        flush=True,
+    )
+
+
+def check_output_paths(input_path, *, overwrite: bool = False, **paths) -> None:
+    """Fail fast (``ValueError`` naming the flag) unless every given output path can be written.
+
+    ``paths``: flag name -> path or None (``output=...``, ``report=...``, ``plot=...``). An output
+    may not be the input file unless ``overwrite``; two outputs may not share a path. A path
+    that does not exist yet is created and removed again to prove the folder is writable.
+    """
+    seen = {}
+    src = Path(input_path) if input_path is not None else None
+    for flag, path in paths.items():
+        if path is None:
+            continue
+        name = "--" + flag.replace("_", "-")
+        p = Path(path)
+        key = os.path.abspath(p)
+        if key in seen:
+            raise ValueError(f"{name} and {seen[key]} are the same file {path}")
+        seen[key] = name
+        if p.is_dir():
+            raise ValueError(f"{name} {path} is a folder, expected a file path")
+        if src is not None and p.exists() and src.exists() and os.path.samefile(p, src):
+            if flag != "output" or not overwrite:
+                raise ValueError(f"{name} {path} is the input file; pass --overwrite to replace the input with the result")
+        folder = p.parent if str(p.parent) else Path(".")
+        if not folder.is_dir():
+            raise ValueError(f"{name} {path}: folder {folder} does not exist")
+        try:
+            if p.exists():
+                with open(p, "a"):
+                    pass
+            else:
+                with open(p, "x"):
+                    pass
+                p.unlink()
+        except OSError as exc:
+            raise ValueError(f"{name} {path} is not writable: {exc.strerror or exc}") from None
+
+
+def use_compile_cache(disabled: bool) -> None:
+    """Turn JAX's persistent compilation cache on (:func:`jaxgraph.enable_compilation_cache`),
+    or off when ``disabled`` (``--no-compile-cache``) or ``$JAXGRAPH_NO_COMPILE_CACHE`` is set
+    to anything but ``0``. Call before the first compilation."""
+    if disabled or os.environ.get("JAXGRAPH_NO_COMPILE_CACHE", "") not in ("", "0"):
+        import jax
+
+        # Off means off, even where JAX would read $JAX_COMPILATION_CACHE_DIR by itself.
+        jax.config.update("jax_enable_compilation_cache", False)
+        return
+    from ..runtime.compile_cache import enable_compilation_cache
+
+    try:
+        enable_compilation_cache()
+    except OSError as exc:  # an unwritable cache folder must not stop a solve
+        note(f"compilation cache disabled ({exc})")
+
+
+def count_between(problem) -> int:
+    """Number of between factors (the graph's edges) in ``problem``."""
+    return sum(g.count for g in problem.factors if g.kind == "between")
+
+
+@dataclass(frozen=True)
+class Input:
+    """A graph read from a g2o file, with what the commands print and report about it."""
+
+    path: Any  # as given on the command line (str or Path)
+    problem: Any  # jaxgraph Problem
+    values: dict  # variable group name -> [count, param_dim] array
+    dtype: Any  # numpy dtype of the values
+    poses: int  # variables of the first (pose) group
+    edges: int  # between factors
+
+
+def read_input(input_path, options: Options) -> Input:
+    """Read the g2o file ``input_path`` for a command.
+
+    ``options.float32``: solve in float32; otherwise JAX's float64 mode (``jax_enable_x64``)
+    is turned on first and the values are float64. ``options.strict``: reject information
+    matrices that are not positive definite instead of repairing them (:func:`jaxgraph.io.read_g2o`).
+    Raises ``ValueError`` (``jaxgraph.io.G2OFormatError``) or ``OSError`` for a bad file.
+    """
+    import jax
+
+    if not options.float32:
+        jax.config.update("jax_enable_x64", True)
+    import jax.numpy as jnp
+
+    from ..io import read_g2o
+
+    scalar = jnp.float32 if options.float32 else jnp.float64
+    problem, values = read_g2o(input_path, strict=options.strict, dtype=scalar)
+    return Input(path=input_path, problem=problem, values=values, dtype=jnp.dtype(scalar),
+                 poses=int(problem.variables[0].count), edges=int(count_between(problem)))
+
+
+def timed(fn, *args, **kwargs):
+    """``(fn(*args, **kwargs), wall-clock seconds it took)``; blocks until JAX arrays in the result are ready."""
+    import jax
+
+    t0 = time.perf_counter()
+    value = jax.block_until_ready(fn(*args, **kwargs))
+    return value, time.perf_counter() - t0

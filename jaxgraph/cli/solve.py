@@ -1,0 +1,184 @@
+"""``jaxgraph solve INPUT.g2o``: one solve, compiled ahead of time; ``--init chordal`` and
+``--gnc`` choose its start, ``--marginals`` adds covariances to the report. With ``--batch``
+the command is :mod:`jaxgraph.cli.batch` instead."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+from .common import (
+    Options,
+    SolveFailed,
+    check_output_paths,
+    error,
+    exit_code,
+    print_progress,
+    read_input,
+    solver_flags,
+    timed,
+    use_compile_cache,
+)
+from .report import build_report, finite_or_none, write_report
+from . import cluster
+from .plot import plot_trajectories
+
+
+def run_solve(input_path, output=None, report=None, *, plot=None, marginals=False, init="file", gnc=None,
+              verbose=True, **options) -> dict:
+    """Check the paths, read, compile ahead of time, solve once, write; returns the report dict.
+
+    Args:
+      input_path: the g2o file.
+      output, report, plot: where to write the optimised graph (g2o), the JSON report
+        and the before/after PNG; None writes none.
+      marginals: add every variable's marginal covariance at the solution to the report
+        (``jaxgraph.marginals``; key ``"marginals"``).
+      verbose: print the graph's size, one progress line per trial and a summary.
+      init: ``"file"`` starts from the file's values, ``"chordal"`` from
+        :func:`jaxgraph.initialize.chordal`.
+      gnc: ``"tls"`` or ``"gm"`` first runs :func:`jaxgraph.gnc` and then solves the graph
+        with its final weights (rejected loop closures weigh 0) from its solution.
+      options: :class:`jaxgraph.cli.common.Options` fields (``method``, ``linear_solver``,
+        ``max_iterations``, ``float32``, ``strict``, ``overwrite``).
+
+    Raises ``ValueError``/``OSError`` for bad input (before any solving when it is about the
+    paths) and :class:`SolveFailed` when the solve did not converge (the report is written
+    first; the graph too if its values are finite and the solver did not fail).
+    """
+    opts = Options(**options)
+    check_output_paths(input_path, overwrite=opts.overwrite, output=output, report=report, plot=plot)
+    import jax
+
+    from ..algorithms.marginals import report as marginals_report
+    from ..io import write_g2o
+    from ..solver import STATUS, SolverConfig
+    from ..solver.api import compile_solve
+
+    inp = read_input(input_path, opts)
+    problem, values = inp.problem, inp.values
+    graph, start, extra = _prepare_start(problem, values, init, gnc, opts.solver_settings(), verbose)
+    nfactors = sum(g.count for g in problem.factors)
+    config = SolverConfig(method=opts.method, linear_solver=opts.linear_solver,
+                          callback=print_progress if verbose else None).replace(max_iterations=opts.max_iterations)
+    if verbose:
+        print(f"{input_path}: {inp.poses} poses, {inp.edges} edges ({problem.variables[0].kind}), method {opts.method}", flush=True)
+        print(f"compiling for {inp.poses} poses, {nfactors} factors...", flush=True)
+    (compiled, args), compile_seconds = timed(compile_solve, graph, start, config)
+    if verbose:
+        print(f"compiled in {compile_seconds:.2f} s; solving", flush=True)
+
+    def solve_once():
+        out, info = compiled(*args)
+        return args[0].unpad_values(out, problem), info  # size-class solves run on a padded copy
+
+    (out, info), solve_seconds = timed(solve_once)
+    jax.effects_barrier()  # every progress line printed before the summary
+
+    status = int(info.status)
+    rep = build_report(inp, {
+        "initial_cost": finite_or_none(float(info.initial_cost)),
+        "final_cost": finite_or_none(float(info.cost)),
+        "iterations": int(info.iterations),
+        "accepted_steps": int(info.accepted_steps),
+        "converged": bool(info.converged),
+        "status": STATUS[status],
+        "status_code": status,
+        "linear_clamped": int(info.linear_clamped),
+        "compile_cache": jax.config.jax_compilation_cache_dir if jax.config.jax_enable_compilation_cache else None,
+        "factors": int(nfactors),
+        "init": init,
+        **extra,
+    }, opts, compile_seconds=compile_seconds, solve_seconds=solve_seconds)
+    bad = first_non_finite(out)
+    # Written only when finite and the loop ended normally (converged or max_iterations).
+    writable = bad is None and (rep["converged"] or status == 0)
+    if marginals and writable:
+        rep["marginals"], rep["marginals_seconds"] = timed(marginals_report, graph, out)
+    if output and writable:
+        write_g2o(output, problem, out)
+        rep["output"] = os.fspath(output)
+    if plot and writable:
+        drawn = plot_trajectories(plot, values["poses"], out["poses"], Path(input_path).stem)
+        rep["plot"] = os.fspath(plot) if drawn else None
+    write_report(report, rep)
+    if verbose:
+        final = "nan" if rep["final_cost"] is None else f"{rep['final_cost']:.9e}"
+        initial = "nan" if rep["initial_cost"] is None else f"{rep['initial_cost']:.9e}"
+        print(
+            f"initial cost {initial} -> final cost {final} in {rep['iterations']} iterations ({rep['status']}); "
+            f"compile {compile_seconds:.2f} s, solve {solve_seconds:.4f} s on {rep['device']}",
+            flush=True,
+        )
+    if not rep["converged"]:
+        if bad is not None:
+            group, k = bad
+            vid = int(problem.metadata["vertex_ids"][k]) if group == "poses" else k
+            why = f"{group} {k} (vertex id {vid}) is not finite"
+        else:
+            why = STATUS[status]
+        kept = f"; wrote {output} anyway (finite, last iterate)" if output and writable else (f"; {output} not written" if output else "")
+        raise SolveFailed(f"the solve did not converge: {why}{kept}")
+    return rep
+
+
+def first_non_finite(values: dict):
+    """``(group, index)`` of the first variable with a non-finite number in ``values``, or None."""
+    import numpy as np
+
+    for name, x in values.items():
+        bad = np.nonzero(~np.all(np.isfinite(np.asarray(x)), axis=-1))[0]
+        if bad.size:
+            return name, int(bad[0])
+    return None
+
+
+def _prepare_start(problem, values, init, gnc, solve_options, verbose):
+    """``(problem to solve, initial values, report entries)`` for ``--init`` and ``--gnc``."""
+    extra = {}
+    start = values
+    if init == "chordal":
+        from ..algorithms.initialize import chordal
+
+        start, extra["init_seconds"] = timed(chordal, problem, values)
+        if verbose:
+            print(f"chordal initialisation: cost {float(problem.cost(values)):.6e} -> {float(problem.cost(start)):.6e}", flush=True)
+    if not gnc:
+        return problem, start, extra
+    import numpy as np
+
+    from ..algorithms.gnc import GNC_STATUS, gnc as run_gnc, weighted_problem
+
+    (start, weights, info), seconds = timed(run_gnc, problem, start, gnc, **solve_options)
+    ids = problem.metadata["vertex_ids"]
+    edges = problem.group("edges")
+    rejected = np.nonzero(np.asarray(weights["edges"]) <= 0.5)[0]
+    pairs = ids[edges.indices.array[rejected]]
+    status = GNC_STATUS[int(info.status)]
+    extra.update(
+        gnc=gnc,
+        gnc_seconds=seconds,
+        gnc_status=status,
+        gnc_iterations=int(info.iterations),
+        gnc_candidates=int(info.num_candidates),
+        gnc_rejected=[[int(a), int(b)] for a, b in pairs],
+    )
+    if verbose:
+        print(f"GNC ({gnc}): {len(rejected)} of {int(info.num_candidates)} candidate edges rejected "
+              f"in {int(info.iterations)} iterations ({status})", flush=True)
+    if not bool(info.converged):
+        raise SolveFailed(f"GNC did not converge: {status}")
+    return weighted_problem(problem, {k: w for k, w in weights.items() if k == "edges"}), start, extra
+
+
+def solve_command(args: argparse.Namespace) -> int:
+    """``jaxgraph solve`` without ``--batch``: check the flag combinations, solve; the exit code."""
+    if args.marginals and not args.report:
+        return error("--marginals needs --report and no --batch")
+    if cluster.flags_given(args):
+        return error("--distributed / --coordinator need --batch (a multi-process run splits a batch)")
+    use_compile_cache(args.no_compile_cache)
+    return exit_code(run_solve, args.input, args.output, args.report, plot=args.plot, marginals=args.marginals,
+                     init=args.init, gnc=args.gnc, **solver_flags(args))
+
