@@ -37,18 +37,26 @@ it stops when the weights used agree with that rule at the new solution. GM stop
 from __future__ import annotations
 
 from functools import partial
-from typing import Mapping, NamedTuple
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .. import smallmat
 from ..runtime.compile_cache import entry_point
 from ..graph.kinds import kind_of
 from ..graph.problem import Problem
-from ..graph.robust import RobustLoss
 from ..solver import solve
+from .gnc_weights import (
+    candidate_masks,
+    chi2_quantile,
+    decision_weights,
+    flip_scores,
+    initial_mu,
+    squared_residuals,
+    surrogate_weights,
+    weighted_problem,
+)
 
 __all__ = ["gnc", "weighted_problem", "GNCInfo", "LOSSES", "GNC_STATUS", "candidate_masks", "chi2_quantile"]
 
@@ -88,65 +96,6 @@ class GNCInfo(NamedTuple):
     num_candidates: jax.Array
     converged: jax.Array
     status: jax.Array
-
-
-@jax.tree_util.register_pytree_node_class
-class _Weight(RobustLoss):
-    """Fixed per-factor weight ``k``: ``rho(s) = k s^2 / 2``, IRLS weight ``k``."""
-
-    def rho(self, s):
-        return 0.5 * self._k(s) * s * s
-
-    def weight(self, s):
-        return jnp.broadcast_to(self._k(s), jnp.shape(s))
-
-
-def chi2_quantile(probability: float, dof: int) -> float:
-    """Quantile of the chi-square distribution (bisection on the regularised gamma function)."""
-    from jax.scipy.special import gammainc
-
-    lo, hi = 0.0, max(1.0, 10.0 * dof)
-    while float(gammainc(dof / 2.0, hi / 2.0)) < probability:
-        hi *= 2.0
-    for _ in range(100):
-        mid = 0.5 * (lo + hi)
-        if float(gammainc(dof / 2.0, mid / 2.0)) < probability:
-            lo = mid
-        else:
-            hi = mid
-    return 0.5 * (lo + hi)
-
-
-def candidate_masks(problem: Problem, known_inliers="odometry") -> dict:
-    """Which factors GNC may reject: dict ``group name -> bool[M]``.
-
-    ``known_inliers``: ``"odometry"`` (default: priors and between factors ``i -> i+1`` or
-    ``i+1 -> i`` are trusted, every other factor is a candidate), ``"none"`` (every factor
-    is a candidate), or a dict ``group name -> bool[M]`` of trusted factors (groups not in
-    it are all candidates).
-    """
-    out = {}
-    for g in problem.factors:
-        if isinstance(known_inliers, Mapping):
-            trusted = np.asarray(known_inliers.get(g.name, np.zeros(g.count, bool)), bool)
-            if trusted.shape != (g.count,):
-                raise ValueError(
-                    f"gnc: known_inliers[{g.name!r}] must have shape ({g.count},), got {trusted.shape}"
-                )
-            out[g.name] = ~trusted
-        elif known_inliers == "odometry":
-            if g.kind == "prior":
-                out[g.name] = np.zeros(g.count, bool)
-            elif g.kind == "between":
-                idx = g.indices.array
-                out[g.name] = np.abs(idx[:, 0] - idx[:, 1]) != 1
-            else:
-                out[g.name] = np.ones(g.count, bool)
-        elif known_inliers == "none":
-            out[g.name] = np.ones(g.count, bool)
-        else:
-            raise ValueError(f"gnc: known_inliers must be 'odometry', 'none' or a dict, got {known_inliers!r}")
-    return out
 
 
 def gnc(
@@ -272,107 +221,6 @@ class _Static(NamedTuple):
     solve_options: tuple
 
 
-def weighted_problem(problem: Problem, weights: dict) -> Problem:
-    """The problem with fixed per-factor weights: dict ``group name -> [M]`` (e.g. from
-    :func:`gnc`); a weighted factor's cost is ``w |W r|^2 / 2``. Groups not in ``weights``
-    are unchanged; weighted groups must not have a robust loss."""
-    children, aux = problem.tree_flatten()
-    fs = [g.replace(robust=_Weight(weights[g.name])) if g.name in weights else g for g in children[0]]
-    return Problem.tree_unflatten(aux, (tuple(fs),) + tuple(children[1:]))
-
-
-def _squared_residuals(problem: Problem, values, names) -> dict:
-    # Candidate groups carry no robust loss, so their factor cost is r^2 / 2.
-    return {name: 2.0 * problem.factor_costs(values, name) for name in names}
-
-
-_PAIRS: dict = {}
-
-
-def _pair_locations(problem: Problem, names) -> dict:
-    """Static: for every candidate group and every slot pair ``(a, b)``, where the block
-    ``Sigma[v_a, v_b]`` of the inverse information lies in the selected-inversion buffers."""
-    from ..linear import _selinv
-    from .marginals import _plan
-
-    st = problem.structure
-    key = (st.key, names)
-    hit = _PAIRS.get(key)
-    if hit is None:
-        ls, _ = _plan(st)
-        hit = {}
-        for n in names:
-            g = problem.group(n)
-            ids = [st.offsets[v] + np.asarray(g.indices.array[:, a], np.int64) for a, v in enumerate(g.variables)]
-            hit[n] = {
-                (a, b): _selinv.pair_locations(ls.symbolic.tiers, st.num_blocks, ids[a], ids[b])
-                for a in range(len(ids))
-                for b in range(len(ids))
-            }
-        _PAIRS[key] = hit
-    return hit
-
-
-def _flip_scores(problem: Problem, x, w, names) -> dict:
-    """TLS decision statistic ``s_k`` of every candidate factor at ``x`` under weights ``w``.
-
-    ``s_k / 2`` is the increase of the optimal (Gauss-Newton, linearised at ``x``) weighted
-    cost when factor ``k`` enters with weight 1 compared with leaving it out, all other
-    weights fixed; TLS keeps the factor iff ``s_k <= c^2`` (its truncated cost is ``c^2 / 2``).
-    With ``e`` the whitened residual, ``J`` its whitened Jacobian, ``Sigma = H^-1`` the
-    inverse information of the weighted problem and ``G = J Sigma J^T`` (the factor's
-    leverage):
-
-        s_k = e^T [(I + (1 - w_k) G) (I - w_k G)]^-1 e,
-
-    i.e. ``e^T (I - G)^-1 e`` for an accepted factor (the residual it would have without
-    it: the deleted residual, Baarda's data-snooping statistic) and ``e^T (I + G)^-1 e``
-    for a rejected one. ``s_k = r^2`` when the factor cannot move the solution (``G = 0``);
-    a factor the map bends to fit (large ``G``) gets ``s_k >> r^2``. The ``Sigma`` blocks
-    come from one sparse Cholesky factorisation and its selected inversion (as
-    :func:`jaxgraph.marginals`). NaN where ``H`` is singular.
-    """
-    from ..linear import _numeric as num
-    from ..linear import _selinv
-    from .marginals import _plan
-
-    dtype = jnp.result_type(*jax.tree_util.tree_leaves(x))
-    st = problem.structure
-    ls, plan = _plan(st)
-    tiers = ls.symbolic.tiers
-    lin = weighted_problem(problem, w).prepared(dtype).linearize(x)
-    factors, clamped = num.cholesky_factor(tiers, st.num_blocks, st.block_dim, lin.diag, lin.offdiag)
-    buffers = _selinv.selected_inverse(tiers, plan, st.block_dim, factors)
-    free = jnp.asarray(st.free_blocks, dtype)
-    locs = _pair_locations(problem, names)
-    prepared = problem.prepared(dtype)
-    out = {}
-    for n in names:
-        k = next(i for i, g in enumerate(problem.factors) if g.name == n)
-        g = problem.factors[k]
-        _, e, J, _ = prepared._group_terms(k, x, True)
-        ids = [st.offsets[v] + np.asarray(g.indices.array[:, a], np.int64) for a, v in enumerate(g.variables)]
-        G = jnp.zeros(e.shape + e.shape[-1:], dtype)
-        for (a, b), loc in locs[n].items():
-            ta, tb = J[a].shape[-1], J[b].shape[-1]
-            S = _selinv.pair_blocks(loc, buffers)[:, :ta, :tb] * (free[ids[a]] * free[ids[b]])[:, None, None]
-            G = G + jnp.einsum("mri,mij,msj->mrs", J[a], S, J[b])
-        G = 0.5 * (G + jnp.swapaxes(G, -1, -2))
-        wk = jnp.clip(w[n], 0.0, 1.0)[:, None, None]
-        eye = jnp.eye(G.shape[-1], dtype=dtype)
-        # M = (I + (1 - w) G)(I - w G): the two factors commute (polynomials in G), so M is
-        # symmetric, and positive definite since G's eigenvalues lie in [0, 1]. The 1e-9
-        # floor keeps M invertible where the factor alone fixes a direction (eigenvalue 1
-        # of G; its residual is ~0 there). Unrolled Cholesky, not eigh or LAPACK: see
-        # jaxgraph.smallmat (batched LAPACK kernels running side by side can hang XLA:CPU).
-        M = (eye + (1 - wk) * G) @ (eye - wk * G)
-        M = 0.5 * (M + jnp.swapaxes(M, -1, -2)) + 1e-9 * eye
-        y = smallmat.forward_substitution(smallmat.cholesky(M), e)
-        sc = jnp.sum(y * y, axis=-1)
-        out[n] = jnp.where(clamped, jnp.nan, sc)
-    return out
-
-
 @partial(entry_point, static_argnames=("static",))
 def _gnc_jit(problem, values, params, *, static: _Static):
     dtype = jnp.result_type(*jax.tree_util.tree_leaves(values))
@@ -388,45 +236,9 @@ def _gnc_jit(problem, values, params, *, static: _Static):
         x, info = solve(weighted_problem(problem, w), x, **opts)
         return x, info.iterations, info.cost
 
-    def initial_mu(r2):
-        if tls:
-            # mu0 = c^2 / (2 r_max^2 - c^2) over candidates whose residual exceeds c^2 / 2.
-            excess = {n: jnp.where(masks[n], 2 * r2[n] - c2[n], -1.0) for n in names}
-            mu_each = jnp.concatenate(
-                [jnp.where(excess[n] > 0, c2[n] / jnp.where(excess[n] > 0, excess[n], 1.0), jnp.inf) for n in names]
-            )
-            trivial = ~jnp.isfinite(jnp.min(mu_each))
-            mu0 = jnp.maximum(jnp.min(mu_each), 1e-6)
-        else:
-            ratio = jnp.concatenate([jnp.where(masks[n], 2 * r2[n] / c2[n], jnp.nan) for n in names])
-            trivial = jnp.nanmax(ratio) <= 1
-            if static.start_from_known:
-                # From the known inliers alone the false candidates keep their full (huge)
-                # residuals, so the paper's max would make the first surrogate plain least
-                # squares and throw that start away; the median is a robust scale.
-                mu0 = jnp.maximum(jnp.nanmedian(ratio), 1.0)
-            else:
-                mu0 = jnp.nanmax(ratio)
-        return jnp.where(trivial, jnp.ones((), dtype), mu0).astype(dtype), trivial
-
-    def weights_at(r2, mu):
-        w = {}
-        for n in names:
-            if tls:
-                lo, hi = mu / (mu + 1) * c2[n], (mu + 1) / mu * c2[n]
-                mid = jnp.sqrt(c2[n] * mu * (mu + 1) / jnp.maximum(r2[n], 1e-30)) - mu
-                wn = jnp.where(r2[n] >= hi, 0.0, jnp.where(r2[n] <= lo, 1.0, mid))
-            else:
-                wn = (mu * c2[n] / (r2[n] + mu * c2[n])) ** 2
-            w[n] = jnp.where(masks[n], jnp.clip(wn, 0.0, 1.0), 1.0).astype(dtype)
-        return w
-
-    def threshold_weights(r2):
-        return {n: jnp.where(masks[n] & (r2[n] > c2[n]), 0.0, 1.0).astype(dtype) for n in names}
-
     def tls_scores(x, w, r2):
-        # The TLS decision statistic of every candidate (see _flip_scores), NaN-safe.
-        sc = _flip_scores(problem, x, w, names)
+        # The TLS decision statistic of every candidate (see flip_scores), NaN-safe.
+        sc = flip_scores(problem, x, w, names)
         return {n: jnp.where(jnp.isfinite(sc[n]), sc[n], r2[n]) for n in names}
 
     def cond(s):
@@ -436,17 +248,18 @@ def _gnc_jit(problem, values, params, *, static: _Static):
         # Trip 0 is the first solve (``initial_weights``); one traced solve serves every
         # trip (compile time).
         first = s["k"] == 0
-        w = weights_at(s["r2"], s["mu"])
+        w = surrogate_weights(static.loss, s["r2"], s["mu"], c2, masks, dtype)
         if tls:
             # Polishing (after the weights became binary): w = [score <= c^2], the TLS decision
             # for each factor given all the others (score: twice the change of the optimal
-            # cost when the factor alone is switched; _flip_scores). Re-admits inliers a
+            # cost when the factor alone is switched; flip_scores). Re-admits inliers a
             # too-early decision dropped and drops outliers the map bent itself to fit.
-            w = jax.tree_util.tree_map(lambda a, b: jnp.where(s["polish"], a, b), threshold_weights(s["score"]), w)
+            w = jax.tree_util.tree_map(lambda a, b: jnp.where(s["polish"], a, b),
+                                       decision_weights(s["score"], c2, masks, dtype), w)
         w = jax.tree_util.tree_map(lambda a, b: jnp.where(first, a, b), start, w)
         x, it, cost = weighted_solve(s["x"], w)
-        r2 = _squared_residuals(problem, x, names)
-        mu_init, trivial = initial_mu(r2)
+        r2 = squared_residuals(problem, x, names)
+        mu_init, trivial = initial_mu(static.loss, r2, c2, masks, static.start_from_known, dtype)
         k = s["k"] + 1
         prev = s["cost"]
         small = (k > 2) & (jnp.abs(cost - prev) <= params["cost_tolerance"] * jnp.maximum(jnp.abs(prev), 1e-30))
@@ -463,7 +276,7 @@ def _gnc_jit(problem, values, params, *, static: _Static):
             # (nearly) binary or the cost stalls, polish with exactly those decisions.
             polish = s["polish"] | (~first & (near_binary | small))
             score = jax.lax.cond(polish, lambda: tls_scores(x, w, r2), lambda: r2)
-            thr = threshold_weights(score)
+            thr = decision_weights(score, c2, masks, dtype)
             consistent = jnp.all(jnp.concatenate([w[n] == thr[n] for n in names]))
             conditions, codes = [first & trivial, ~first & near_binary & consistent], [4, 1]
             mu_next = s["mu"] * params["mu_step"]

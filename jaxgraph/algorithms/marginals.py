@@ -8,7 +8,7 @@ information of all factors at ``values`` (robust losses enter with their IRLS we
 the same matrix as GTSAM's ``Marginals``.
 
 The diagonal blocks of ``H^-1`` come from the sparse supernodal Cholesky factor by
-selected inversion (:mod:`jaxgraph.linear._selinv`): only the blocks of the inverse on
+selected inversion (:func:`jaxgraph.linear.selected_inverse`): only the blocks of the inverse on
 the factor's pattern are formed, at about the cost of one factorisation; never a dense
 inverse.  Everything after the symbolic analysis (cached per problem structure) is
 jit-compiled and works under ``jax.jit`` and ``jax.vmap``.
@@ -35,11 +35,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from .. import linear
 from ..runtime.compile_cache import entry_point
-from ..graph.problem import Problem, _dtype_of
-from ..linear import _numeric as num
-from ..linear import _selinv
-from ..linear import analyze
+from ..graph.problem import Problem
 
 __all__ = ["marginals", "marginals_with_info", "MarginalsInfo", "report"]
 
@@ -56,18 +54,9 @@ class MarginalsInfo(NamedTuple):
     min_pivot_ratio: jax.Array
 
 
-_PLANS: dict = {}
-
-
-def _plan(structure):
-    """Cholesky analysis and selected-inversion maps, once per problem structure."""
-    hit = _PLANS.get(structure.key)
-    if hit is None:
-        ls = analyze(structure.num_blocks, structure.block_dim, structure.off_rows,
-                     structure.off_cols, method="cholesky")
-        hit = (ls, _selinv.plan_selected_inverse(ls.symbolic.tiers, structure.num_blocks))
-        _PLANS[structure.key] = hit
-    return hit
+def _values_dtype(values):
+    """The computation's dtype: that of the values (dict group -> array, never empty here)."""
+    return jnp.result_type(*jax.tree_util.tree_leaves(values))
 
 
 def _selection(problem: Problem, variables) -> tuple:
@@ -98,60 +87,64 @@ def _selection(problem: Problem, variables) -> tuple:
     return tuple(out)
 
 
+class _Marginals(NamedTuple):
+    """The one result of a marginals computation (every public form is a view of it).
+
+    ``covariances``: dict group -> ``[k, t, t]`` (NaN everywhere when ``singular``);
+    ``info``: :class:`MarginalsInfo`; ``collapsed``: bool ``[n]``, per variable block
+    whether its pivot ratio is at the singularity tolerance (names the variables in the
+    error message).
+    """
+
+    covariances: dict
+    info: MarginalsInfo
+    collapsed: jax.Array
+
+
 @entry_point
-def _marginals_jit(problem, values):
-    dtype = _dtype_of(values)
+def _marginals_jit(problem, values) -> _Marginals:
+    """Every variable's covariance at ``values`` (dict group -> ``[count, param_dim]``)."""
+    dtype = _values_dtype(values)
     st = problem.structure
-    ls, plan = _plan(st)
-    tiers = ls.symbolic.tiers
     n, d = st.num_blocks, st.block_dim
     lin = problem.prepared(dtype).linearize(values)
-    factors, clamped = num.cholesky_factor(tiers, n, d, lin.diag, lin.offdiag)
-    # pivot test: Schur-complement diagonal (L_kk^2) against H's own diagonal entry
-    hdiag = jnp.concatenate([jnp.diagonal(lin.diag, axis1=-2, axis2=-1), jnp.ones((1, d), dtype)])
-    var_ratio = jnp.full((n + 1,), jnp.inf, dtype)
-    for T, (L11, _) in zip(tiers, factors):
-        piv = jnp.diagonal(L11, axis1=-2, axis2=-1) ** 2
-        ci = jnp.asarray(T.col_idx)
-        ref = hdiag[ci].reshape(piv.shape)
-        r_ = (piv / jnp.where(ref > 0, ref, 1)).reshape(ci.shape + (d,)).min(axis=-1)
-        var_ratio = var_ratio.at[ci].min(r_)
-    var_ratio = var_ratio[:n]
-    ratio = jnp.min(var_ratio)
+    plan = linear.selected_inverse_plan(n, d, st.off_rows, st.off_cols)
+    ids = np.arange(n)
+    blocks, sinfo = linear.selected_inverse(plan, lin.diag, lin.offdiag, pairs=(ids, ids))
+    ratio = jnp.min(sinfo.pivot_ratio)
     # round-off leaves an exactly dependent direction a pivot of a few eps (growing slowly with
     # the size); genuine pivots of pose graphs stay far above (intel: 5.3e-4 of H_kk)
     tol = 10 * np.sqrt(n * d) * jnp.finfo(dtype).eps
-    buffers = _selinv.selected_inverse(tiers, plan, d, factors)
-    singular = clamped | ~(ratio > tol)
+    singular = sinfo.clamped | ~(ratio > tol)
     out = {}
     for v in problem.variables:
-        name, t = v.name, st.kinds[v.name].tangent_dim
-        ids = st.offsets[name] + np.arange(v.count)
-        cov = _selinv.diagonal_blocks(plan, buffers, ids)[:, :t, :t]
-        free = st.free_blocks[ids]
+        name, t, o = v.name, st.kinds[v.name].tangent_dim, st.offsets[v.name]
+        cov = blocks[o:o + v.count, :t, :t]
+        free = st.free_blocks[o:o + v.count]
         if not free.all():
             cov = cov * jnp.asarray(free, dtype)[:, None, None]
         singular = singular | ~jnp.all(jnp.isfinite(cov))
         out[name] = cov
     out = {k: jnp.where(singular, jnp.nan, v) for k, v in out.items()}
-    return out, MarginalsInfo(singular=singular, min_pivot_ratio=ratio), var_ratio <= tol
+    return _Marginals(out, MarginalsInfo(singular=singular, min_pivot_ratio=ratio), sinfo.pivot_ratio <= tol)
 
 
-def _run(problem: Problem, values, variables):
+def _run(problem: Problem, values, variables) -> _Marginals:
+    """Validated inputs, the compiled computation, then the ``variables`` selection."""
     if not isinstance(problem, Problem):
         raise TypeError(f"marginals: problem must be a jaxgraph.Problem, got {type(problem).__name__}")
     problem.check_values(values)
     selection = _selection(problem, variables)
-    dtype = _dtype_of(values)
+    dtype = _values_dtype(values)
     values = {k: jnp.asarray(v, dtype) for k, v in values.items()}
     # one compiled program per problem structure: subsets are taken from the full result
-    covs, info, collapsed = _marginals_jit(problem, values)
+    full = _marginals_jit(problem, values)
     counts = {v.name: v.count for v in problem.variables}
     out = {}
     for name, idx in selection:
-        full = idx == tuple(range(counts[name]))
-        out[name] = covs[name] if full else covs[name][np.asarray(idx, dtype=np.int64)]
-    return out, info, collapsed
+        cov = full.covariances[name]
+        out[name] = cov if idx == tuple(range(counts[name])) else cov[np.asarray(idx, dtype=np.int64)]
+    return full._replace(covariances=out)
 
 
 def marginals_with_info(problem: Problem, values, variables=None):
@@ -159,7 +152,8 @@ def marginals_with_info(problem: Problem, values, variables=None):
 
     ``info`` is a :class:`MarginalsInfo`; use this form under ``jit`` / ``vmap``.
     """
-    return _run(problem, values, variables)[:2]
+    result = _run(problem, values, variables)
+    return result.covariances, result.info
 
 
 def marginals(problem: Problem, values, variables: Mapping[str, Sequence[int]] | None = None) -> dict:
@@ -180,12 +174,13 @@ def marginals(problem: Problem, values, variables: Mapping[str, Sequence[int]] |
       variables.  Under ``jit`` / ``vmap`` a singular system gives NaN covariances (see
       :func:`marginals_with_info` for the flag).
     """
-    covs, info, collapsed = _run(problem, values, variables)
+    result = _run(problem, values, variables)
+    info = result.info
     if not isinstance(info.singular, jax.core.Tracer) and np.any(np.asarray(info.singular)):
-        collapsed = np.asarray(collapsed).reshape(-1, problem.structure.num_blocks).any(axis=0)
+        collapsed = np.asarray(result.collapsed).reshape(-1, problem.structure.num_blocks).any(axis=0)
         raise ValueError(_singular_message(problem, float(np.min(np.asarray(info.min_pivot_ratio))),
                                            np.nonzero(collapsed)[0]))
-    return covs
+    return result.covariances
 
 
 # ----------------------------------------------------------------------------------

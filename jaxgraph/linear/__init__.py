@@ -19,6 +19,10 @@ Usage::
     x, info = linear.solve_with_info(structure, diag, offdiag, rhs)
     # info.clamped (pivot block replaced: H not numerically PD), info.iterations (PCG),
     # info.residual_norm (||Hx - b|| / ||b||)
+    plan = linear.selected_inverse_plan(n, d, rows, cols)    # numpy, once per pattern
+    S, sinfo = linear.selected_inverse(plan, diag, offdiag, pairs=(i, j))  # (H^-1)[i[k], j[k]]
+    x, k, rel = linear.conjugate_gradient(apply_a, b, precondition, max_iterations=100,
+                                          tolerance=1e-10)   # any SPD operator (callables)
 
 ``structure`` is a frozen object hashed by identity: pass it as a closure
 constant, a ``jax.jit`` static argument or pytree aux data.  Every array
@@ -49,6 +53,12 @@ Methods (``analyze(..., method=...)``):
 * ``"auto"`` (default): ``"dense"`` when ``n*d <= DENSE_MAX_UNKNOWNS`` (300), else
   ``"host"`` on the CPU backend (when ``cvxopt`` imports) and ``"cholesky"`` elsewhere.
 
+Selected inversion (``selected_inverse``): blocks of ``H^-1`` on the pattern of the
+sparse Cholesky factor (every diagonal block, every block of ``H``'s own pattern) by the
+Takahashi recurrences, at about the cost of one factorisation; ``SelectedInverseInfo``
+reports ``clamped`` and per-variable pivot ratios (singularity test).  Marginal
+covariances and GNC's flip scores use it.
+
 Robustness: a pivot block that is not numerically positive definite (e.g. a
 missing gauge prior without damping) gets a block-Jacobi stand-in factor
 ``diag(sqrt(max(|A_ii|, sqrt(eps) max|A_ii|)))``; outputs stay finite and
@@ -56,6 +66,13 @@ missing gauge prior without damping) gets a block-Jacobi stand-in factor
 Details and measurements: ``docs/linear.md``.
 """
 
+from ._inverse import (
+    SelectedInverseInfo,
+    SelectedInversePlan,
+    selected_inverse,
+    selected_inverse_plan,
+)
+from ._numeric import conjugate_gradient
 from ._api import (
     DENSE_MAX_UNKNOWNS,
     DYNAMIC_METHODS,
@@ -83,14 +100,19 @@ __all__ = [
     "ORDERINGS",
     "BlockStructure",
     "Factorization",
+    "SelectedInverseInfo",
+    "SelectedInversePlan",
     "SolveInfo",
     "analyze",
+    "conjugate_gradient",
     "default_sparse_method",
     "factor",
     "matvec",
     "solve",
     "solve_factored",
     "resolve_method",
+    "selected_inverse",
+    "selected_inverse_plan",
     "size_class",
     "solve_with_info",
     "to_dense",

@@ -325,9 +325,10 @@ def _solve_factored1(structure, rows, cols, fact, rhs):
         return num.dense_solve(fact.data, rhs), zero, None
     if structure.method == "pcg":
         diag, offdiag, Ld = fact.data
-        x, k, rel = num.pcg(rows, cols, diag, offdiag, Ld, rhs, structure.pcg_max_iterations,
-                            _tol(structure, rhs.dtype))
-        return x, k, rel
+        return num.conjugate_gradient(partial(num.matvec, rows, cols, diag, offdiag), rhs,
+                                      partial(num.apply_block_jacobi, Ld),
+                                      max_iterations=structure.pcg_max_iterations,
+                                      tolerance=_tol(structure, rhs.dtype))
     if structure.method == "host":
         diag, offdiag = fact.data
         return host.solve(rows, cols, diag, offdiag, rhs, reuse=True)[0], zero, None

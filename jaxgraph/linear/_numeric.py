@@ -86,23 +86,46 @@ def block_jacobi(diag):
     return guarded_cholesky(sym(diag))
 
 
-def _apply_block_jacobi(Ld, r):
+def apply_block_jacobi(Ld, r):
+    """``(L L^T)^-1 r`` per block: ``Ld [n, d, d]`` from :func:`block_jacobi`, ``r [n, d]``."""
     y = lax.linalg.triangular_solve(Ld, r[..., None], left_side=True, lower=True)
     return lax.linalg.triangular_solve(Ld, y, left_side=True, lower=True, transpose_a=True)[..., 0]
 
 
-def pcg(rows, cols, diag, offdiag, Ld, rhs, max_iterations, tolerance):
-    """Block-Jacobi preconditioned CG in a ``lax.while_loop``.
+def conjugate_gradient(apply_a, rhs, precondition, *, max_iterations, tolerance, x0=None):
+    """Preconditioned conjugate gradients for ``A x = rhs``, ``A`` symmetric positive definite.
 
-    Stops when ``||r|| <= tolerance * ||b||`` or after ``max_iterations``.
-    Returns ``(x, iterations, relative residual norm)``.
+    The one CG of the package: ``method="pcg"`` solves (matrix-free block products,
+    block-Jacobi preconditioner) and the implicit backward pass of the solver (exact
+    Hessian-vector products, the factorised Gauss-Newton system as preconditioner) both
+    call it.  Runs in a ``lax.while_loop`` (jit/vmap-able; reverse mode through the loop is
+    not supported, differentiate the solve around it instead).
+
+    Args:
+      apply_a: ``v -> A v`` on arrays shaped like ``rhs`` (any shape, e.g. ``[n, d]``).
+      rhs: ``b``, float32 or float64; the iterates share its shape and dtype.
+      precondition: ``r -> M^-1 r`` (symmetric positive definite), same shapes.
+      max_iterations: iteration bound (int).
+      tolerance: stop when ``||b - A x|| <= tolerance ||b||`` (Euclidean norms over all
+        entries).
+      x0: starting point (``rhs``'s shape); ``None``: zero (the residual is then ``b``
+        itself, without evaluating ``A 0``).
+    Returns:
+      ``(x, iterations, relative residual ||b - A x|| / ||b||)``: ``x`` like ``rhs``,
+      ``iterations`` int32 scalar, the residual a scalar of ``rhs``'s dtype (the norm of the
+      recursively updated residual; ``||r||`` itself when ``b == 0``).  Iteration also stops
+      when a search direction has ``p^T A p <= 0`` or non-finite (``A`` not positive definite
+      along ``p``, or NaN input): the step would be meaningless, so ``x`` is kept.
     """
     dt = rhs.dtype
     bnorm = jnp.sqrt(jnp.sum(rhs * rhs))
     thresh = tolerance * bnorm
-    x0 = jnp.zeros_like(rhs)
-    r0 = rhs
-    z0 = _apply_block_jacobi(Ld, r0)
+    if x0 is None:
+        x0, r0, rnorm0 = jnp.zeros_like(rhs), rhs, bnorm
+    else:
+        r0 = rhs - apply_a(x0)
+        rnorm0 = jnp.sqrt(jnp.sum(r0 * r0))
+    z0 = precondition(r0)
     rz0 = jnp.sum(r0 * z0)
 
     def cond(state):
@@ -111,19 +134,19 @@ def pcg(rows, cols, diag, offdiag, Ld, rhs, max_iterations, tolerance):
 
     def body(state):
         k, x, r, p, rz, rnorm, stalled = state
-        Ap = matvec(rows, cols, diag, offdiag, p)
+        Ap = apply_a(p)
         pAp = jnp.sum(p * Ap)
         good = (pAp > 0) & jnp.isfinite(pAp)
         alpha = jnp.where(good, rz / jnp.where(good, pAp, 1.0), 0.0)
         x = x + alpha * p
         r = r - alpha * Ap
-        z = _apply_block_jacobi(Ld, r)
+        z = precondition(r)
         rz_new = jnp.sum(r * z)
         beta = jnp.where(rz > 0, rz_new / jnp.where(rz > 0, rz, 1.0), 0.0)
         p = z + beta * p
         return k + 1, x, r, p, rz_new, jnp.sqrt(jnp.sum(r * r)), ~good
 
-    state = (jnp.asarray(0, jnp.int32), x0, r0, z0, rz0, bnorm, jnp.asarray(False))
+    state = (jnp.asarray(0, jnp.int32), x0, r0, z0, rz0, rnorm0, jnp.asarray(False))
     k, x, r, _, _, rnorm, _ = lax.while_loop(cond, body, state)
     rel = rnorm / jnp.where(bnorm > 0, bnorm, jnp.asarray(1.0, dt))
     return x, k, rel.astype(dt)

@@ -47,15 +47,13 @@ class TierPlan:
 @dataclass(frozen=True, eq=False)
 class SelinvPlan:
     tiers: tuple  # TierPlan per factor tier
-    owner_tier: np.ndarray  # [n] tier of the front that owns each variable's column
-    owner_index: np.ndarray  # [n] block index of S[v, v] in that tier's buffer
 
 
 def _front_maps(tiers, n: int):
     """Where every variable sits in every front (numpy, static).
 
-    Returns ``(front_off, owner_front, owner_pos, lookup, block_index, tier_of_front)``:
-    global front ids of each tier start at ``front_off[t]``; ``owner_front[v]`` /
+    Returns ``(owner_front, owner_pos, lookup, block_index, tier_of_front)`` (global front
+    ids number the fronts tier by tier, step by step): ``owner_front[v]`` /
     ``owner_pos[v]``: the front owning column ``v`` and ``v``'s position in it;
     ``lookup(front, var) -> (found, pos)``: ``var``'s block position in the front's
     ``C u R``; ``block_index(front, row_pos, col_pos)``: index of that block in its
@@ -100,12 +98,12 @@ def _front_maps(tiers, n: int):
         q = front - front_off[t]
         return (q * m_of[t] + row_pos) * a_of[t] + col_pos
 
-    return front_off, owner_front, owner_pos, lookup, block_index, tier_of_front
+    return owner_front, owner_pos, lookup, block_index, tier_of_front
 
 
 def plan_selected_inverse(tiers, n: int) -> SelinvPlan:
     """Static gather maps for :func:`selected_inverse` (numpy, once per structure)."""
-    front_off, owner_front, owner_pos, lookup, block_index, tier_of_front = _front_maps(tiers, n)
+    owner_front, owner_pos, lookup, block_index, tier_of_front = _front_maps(tiers, n)
     size = [T.steps * T.batch * (T.a + T.r) * T.a + 1 for T in tiers]
 
     plans = []
@@ -153,9 +151,7 @@ def plan_selected_inverse(tiers, n: int) -> SelinvPlan:
             srcs.append((u, src_a, tr_a))
             dsts.append(dst_a)
         plans.append(TierPlan(srcs=tuple(srcs), dst=np.concatenate(dsts, axis=1), size=size[t]))
-    t_own = tier_of_front[owner_front]
-    own_index = block_index(owner_front, owner_pos, owner_pos)
-    return SelinvPlan(tiers=tuple(plans), owner_tier=t_own, owner_index=own_index)
+    return SelinvPlan(tiers=tuple(plans))
 
 
 def selected_inverse(tiers, plan: SelinvPlan, d: int, factors):
@@ -168,8 +164,8 @@ def selected_inverse(tiers, plan: SelinvPlan, d: int, factors):
       factors: ``((L11 [steps, B, a d, a d], L21 [steps, B, r d, a d]), ...)`` from
         ``_numeric.cholesky_factor`` (single problem; batch by ``vmap``).
     Returns:
-      tuple of ``[size_t, d, d]`` buffers (last block of each is zero); block
-      ``S[v, v]`` is ``buffers[plan.owner_tier[v]][plan.owner_index[v]]``.
+      tuple of ``[size_t, d, d]`` buffers (last block of each is zero); read blocks with
+      :func:`pair_locations` and :func:`pair_blocks`.
     """
     dt = factors[0][0].dtype
     buffers = [None] * len(tiers)
@@ -210,23 +206,11 @@ def selected_inverse(tiers, plan: SelinvPlan, d: int, factors):
     return tuple(buffers)
 
 
-def diagonal_blocks(plan: SelinvPlan, buffers, variables: np.ndarray):
-    """``S[v, v]`` for the given variable ids ``[k] -> [k, d, d]``."""
-    variables = np.asarray(variables, dtype=np.int64)
-    d = buffers[0].shape[-1]
-    out = jnp.zeros((variables.size, d, d), buffers[0].dtype)
-    tiers = plan.owner_tier[variables]
-    for u in sorted(set(tiers.tolist())):
-        sel = np.nonzero(tiers == u)[0]
-        out = out.at[sel].set(jnp.take(buffers[u], plan.owner_index[variables[sel]], axis=0))
-    return out
-
-
 def pair_locations(tiers, n: int, rows: np.ndarray, cols: np.ndarray):
     """Where ``S[rows[k], cols[k]]`` is stored (numpy, static), for pairs on the pattern of
     ``L`` (e.g. the two variables of a factor): ``(tier [k], index [k], transposed [k])``,
     see :func:`pair_blocks`.  Raises ``ValueError`` for a pair off the pattern."""
-    _, owner_front, owner_pos, lookup, block_index, tier_of_front = _front_maps(tiers, n)
+    owner_front, owner_pos, lookup, block_index, tier_of_front = _front_maps(tiers, n)
     rows = np.asarray(rows, np.int64)
     cols = np.asarray(cols, np.int64)
     # S[y, x] lives in the front owning x (the one eliminated first) when y is in that front

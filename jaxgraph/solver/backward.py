@@ -35,34 +35,6 @@ def _zero_cotangent(tree):
     )
 
 
-def _pcg(A, b, M, tol, maxit):
-    """Preconditioned CG for the symmetric system A x = b, started at M b."""
-    x = M(b)
-    r = b - A(x)
-    z = M(r)
-    bn = jnp.sqrt(jnp.sum(b * b))
-
-    def cond(c):
-        x, r, z, p, rz, k = c
-        return (k < maxit) & (jnp.sqrt(jnp.sum(r * r)) > tol * bn)
-
-    def body(c):
-        x, r, z, p, rz, k = c
-        Ap = A(p)
-        pAp = jnp.sum(p * Ap)
-        alpha = jnp.where(pAp > 0, rz / jnp.where(pAp > 0, pAp, 1), 0)
-        x = x + alpha * p
-        r = r - alpha * Ap
-        z = M(r)
-        rz_new = jnp.sum(r * z)
-        beta = jnp.where(rz > 0, rz_new / jnp.where(rz > 0, rz, 1), 0)
-        return x, r, z, z + beta * p, rz_new, k + 1
-
-    rz = jnp.sum(r * z)
-    x, *_ = jax.lax.while_loop(cond, body, (x, r, z, z, rz, jnp.zeros((), jnp.int32)))
-    return x
-
-
 def _implicit_cotangent(problem: Problem, x, vbar, config: SolverConfig):
     """Problem cotangent of ``vbar`` (cotangent of the solution ``x``) by the IFT.
 
@@ -114,7 +86,8 @@ def _implicit_cotangent(problem: Problem, x, vbar, config: SolverConfig):
         return linear.solve_factored(lstruct, fac, r, pattern=pattern) * free
 
     tol = 1e-12 if dtype == jnp.float64 else 1e-6
-    lam = _pcg(hvp, u, precond, tol, config.backward.implicit_max_iterations)
+    lam, _, _ = linear.conjugate_gradient(hvp, u, precond, x0=precond(u), tolerance=tol,
+                                          max_iterations=config.backward.implicit_max_iterations)
     _, pull_theta = jax.vjp(lambda f: tangent_gradient(f, zero), fl)
     (fbar,) = pull_theta(-lam)
     cot = list(_zero_cotangent(leaves))

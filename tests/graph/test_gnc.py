@@ -114,15 +114,15 @@ def test_gnc_vmaps_over_problems(corrupted):
 
 
 def test_flip_scores_are_the_tls_decision_statistic(corrupted):
-    # _flip_scores(k) / 2 predicts how much the optimal weighted cost rises when factor k
+    # flip_scores(k) / 2 predicts how much the optimal weighted cost rises when factor k
     # alone is switched on (from off) or falls when it is switched off (from on): check it
     # against actual re-solves, for true loop closures (on) and false ones (off).
-    from jaxgraph.algorithms.gnc import _flip_scores, weighted_problem
+    from jaxgraph.algorithms.gnc_weights import flip_scores, weighted_problem
 
     clean, bad, outlier, values, _ = corrupted
     w = {"edges": jnp.asarray(np.where(outlier, 0.0, 1.0))}
     x, info = jaxgraph.solve(weighted_problem(bad, w), values, tolerance=1e-12)
-    scores = np.asarray(jax.jit(_flip_scores, static_argnums=3)(bad, x, w, ("edges",))["edges"])
+    scores = np.asarray(jax.jit(flip_scores, static_argnums=3)(bad, x, w, ("edges",))["edges"])
     r2 = 2 * np.asarray(bad.factor_costs(x, "edges"))
     loops = np.nonzero(~outlier & (np.abs(np.diff(bad.group("edges").indices.array, axis=1))[:, 0] != 1))[0]
     for k in [loops[0], loops[7], *np.nonzero(outlier)[0][:2]]:
