@@ -8,42 +8,17 @@ import functools
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from . import reference
-from .constants import MAX_PIXELS
+from .checks import (camera_valid, check_finite, check_render_cameras, check_render_size,
+                     is_concrete, nonfinite_gaussians, pose_finite)
 from .projection import project_gaussians, quat_scale_to_covar
 from .sh import num_sh_bases, sh_to_colors
-from .tiling import count_intersections, intersect, tile_grid
+from .tiling import count_intersections, default_capacity, intersect, next_pow2, tile_grid
 
 RENDER_MODES = ("RGB", "D", "ED", "RGB+D", "RGB+ED")
 RASTERIZE_MODES = ("classic", "antialiased")
 BACKENDS = ("pallas", "reference")
-
-
-def _concrete(x):
-    """numpy value of x, or None when x is a tracer (inside jit/grad/vmap)."""
-    if x is None:
-        return None
-    try:
-        return np.asarray(x)
-    except (jax.errors.TracerArrayConversionError, jax.errors.ConcretizationTypeError):
-        return None
-
-
-def _next_pow2(k: int) -> int:
-    return 1 << max(0, int(k - 1).bit_length())
-
-
-def default_capacity(n_cameras: int, n_gaussians: int, width: int, height: int,
-                     tile_size: int) -> int:
-    """Static intersection capacity used when it cannot be measured (inputs traced).
-
-    C * N * min(number of tiles, 16): exact upper bound for images of <= 16 tiles,
-    otherwise room for an average of 16 tiles per visible Gaussian.
-    """
-    tx, ty = tile_grid(width, height, tile_size)
-    return max(1, n_cameras * n_gaussians * min(tx * ty, 16))
 
 
 def _check_inputs(means, quats, scales, opacities, colors, viewmats, Ks, width, height,
@@ -99,56 +74,15 @@ def _check_inputs(means, quats, scales, opacities, colors, viewmats, Ks, width, 
             shape_err("backgrounds", backgrounds, f"[{c}, {d_col}] or [{d_col}]")
 
 
-def _check_finite(**arrays):
-    for name, arr in arrays.items():
-        val = _concrete(arr)
-        if val is None:
-            continue
-        bad = ~np.isfinite(val)
-        if bad.any():
-            idx = np.argwhere(bad)[0].tolist()
-            raise ValueError(
-                f"{name} contains {int(bad.sum())} non-finite value(s) (first at index {idx}); "
-                "with validate=False such Gaussians/cameras are culled instead")
-
-
-def _check_cameras(viewmats, Ks):
-    """Concrete cameras only: finite poses and intrinsics, focal lengths > 0."""
-    vm, K = _concrete(viewmats), _concrete(Ks)
-    if vm is not None:
-        bad = np.flatnonzero(~np.isfinite(vm.reshape(len(vm), -1)).all(1))
-        if bad.size:
-            raise ValueError(f"viewmats[{bad[0]}] is not finite (NaN or Inf entries); "
-                             f"{bad.size} of {len(vm)} cameras are")
-    if K is not None:
-        bad = np.flatnonzero(~np.isfinite(K.reshape(len(K), -1)).all(1))
-        if bad.size:
-            raise ValueError(f"Ks[{bad[0]}] is not finite: {K[bad[0]].tolist()}")
-        fx, fy = K[:, 0, 0], K[:, 1, 1]
-        bad = np.flatnonzero(~((fx > 0) & (fy > 0)))
-        if bad.size:
-            i = bad[0]
-            raise ValueError(f"Ks[{i}]: focal lengths must be > 0 pixels, got fx={fx[i]:g}, "
-                             f"fy={fy[i]:g}")
-
-
 def _check_size(n_cameras, n_gaussians, width, height, n_chan, backend, capacity, tile_size):
-    """Refuse (ValueError) images that cannot be indexed or held in memory, before any
-    allocation; static sizes only, so it runs under jit too."""
-    from .validation import available_memory_bytes, render_bytes
-
-    if width * height > MAX_PIXELS:
-        raise ValueError(f"width x height = {width}x{height} = {width * height} pixels, more "
-                         f"than the {MAX_PIXELS} one image can index (int32)")
-    need = render_bytes(n_cameras, width, height, n_gaussians=n_gaussians, backend=backend,
-                        isect_capacity=capacity, tile_size=tile_size)
-    need += n_cameras * width * height * (n_chan + 1) * 4  # the outputs themselves
-    avail = available_memory_bytes()
-    if need > avail:
-        raise ValueError(
-            f"rendering {n_cameras} view(s) of {width}x{height} with {n_gaussians} Gaussians"
-            + (f" and {capacity} intersections" if backend == "reference" else "")
-            + f" needs at least {need / 2**30:.1f} GiB, only {avail / 2**30:.1f} GiB available")
+    """:func:`splat.checks.check_render_size` for one call: its outputs (n_chan colour
+    channels and alpha, float32) count too."""
+    check_render_size(
+        n_cameras, width, height, n_gaussians=n_gaussians, backend=backend,
+        isect_capacity=capacity, tile_size=tile_size,
+        extra_bytes=n_cameras * width * height * (n_chan + 1) * 4,
+        what=f"rendering {n_cameras} view(s) of {width}x{height} with {n_gaussians} Gaussians"
+        + (f" and {capacity} intersections" if backend == "reference" else ""))
 
 
 def rasterization(
@@ -241,9 +175,10 @@ def rasterization(
     _check_inputs(means, quats, scales, opacities, colors, viewmats, Ks, width, height,
                   sh_degree, tile_size, backgrounds, render_mode, rasterize_mode, backend,
                   means2d_probe, absgrad_probe, pallas_gpu_backend)
-    _check_cameras(viewmats, Ks)
+    if is_concrete(viewmats) and is_concrete(Ks):
+        check_render_cameras(viewmats, Ks)
     if validate:
-        _check_finite(means=means, quats=quats, scales=scales, opacities=opacities,
+        check_finite(means=means, quats=quats, scales=scales, opacities=opacities,
                       colors=colors, viewmats=viewmats, Ks=Ks, backgrounds=backgrounds)
     if interpret is None:
         interpret = jax.default_backend() != "gpu"
@@ -258,7 +193,7 @@ def rasterization(
     args = (means, quats, scales, opacities, colors, viewmats, Ks, backgrounds,
             means2d_probe, absgrad_probe)
 
-    concrete = all(_concrete(a) is not None for a in args if a is not None)
+    concrete = all(is_concrete(a) for a in args if a is not None)
     if isect_capacity is not None and int(isect_capacity) < 1:
         raise ValueError(f"isect_capacity must be >= 1, got {isect_capacity}")
     n_chan = 1 if render_mode in ("D", "ED") else colors.shape[-1] + (
@@ -279,11 +214,11 @@ def rasterization(
         # Measure the exact count first (projection only, cheap) and round up to a power
         # of two so that scenes of similar size share one compilation.
         count = int(_count_jit(*args[:7], **{k: static[k] for k in _COUNT_STATIC}))
-        cap = _next_pow2(max(count, 1))
+        cap = next_pow2(max(count, 1))
     size(capacity=cap)
     out = _rasterize_jit(*args, capacity=cap, **static)
     if bool(out[2]["overflow"]):
-        cap = _next_pow2(int(out[2]["isect_count"]))
+        cap = next_pow2(int(out[2]["isect_count"]))
         size(capacity=cap)
         out = _rasterize_jit(*args, capacity=cap, **static)
     img, alpha, meta = out
@@ -367,30 +302,13 @@ def _rasterize_impl(means, quats, scales, opacities, colors, viewmats, Ks, backg
         opacities=opac[sl], compensations=proj["compensations"][sl],
         tiles_per_gauss=isect.tiles_per_gauss[sl], isect_count=isect.count,
         overflow=isect.overflow, invalid_cameras=~cam_ok,
-        invalid_gaussians=_invalid_gaussians(
-            means, quats, scales, opacities, colors,
-            per_camera=sh_degree is None and colors.ndim == 3)[:n_orig],
+        invalid_gaussians=nonfinite_gaussians(
+            means, quats, scales, opacities,
+            # per-camera colours [C, N, D]: a Gaussian is invalid if any camera's is
+            jnp.moveaxis(colors, 1, 0) if sh_degree is None and colors.ndim == 3
+            else colors)[:n_orig],
     )
     return img, alpha, meta
-
-
-def _invalid_gaussians(means, quats, scales, opacities, colors, per_camera: bool):
-    """[N] bool: a non-finite mean, rotation, scale, opacity or colour (jit-safe);
-    ``per_camera``: colors are [C, N, D]."""
-    n = means.shape[0]
-    cols = jnp.moveaxis(colors, 1, 0) if per_camera else colors
-    bad = ~jnp.isfinite(opacities)
-    for a in (means, quats, scales, cols):
-        bad = bad | ~jnp.all(jnp.isfinite(a.reshape(n, -1)), -1)
-    return bad
-
-
-def camera_valid(viewmats, Ks):
-    """[C] bool: finite pose and intrinsics with focal lengths > 0 (jit-safe)."""
-    c = viewmats.shape[0]
-    return (jnp.all(jnp.isfinite(viewmats.reshape(c, -1)), -1)
-            & jnp.all(jnp.isfinite(Ks.reshape(c, -1)), -1)
-            & (Ks[:, 0, 0] > 0) & (Ks[:, 1, 1] > 0))
 
 
 def _project(means, quats, scales, opacities, viewmats, Ks, width, height, near_plane,
@@ -400,12 +318,11 @@ def _project(means, quats, scales, opacities, viewmats, Ks, width, height, near_
     Returns (projection dict as :func:`project_gaussians` with ``valid``/``radii`` masked
     by the camera's validity, sanitised viewmats [C, 4, 4], camera_ok [C] bool).
     """
-    c = viewmats.shape[0]
     finite = jnp.all(jnp.isfinite(scales), -1) & jnp.all(jnp.isfinite(quats), -1)
     covars = quat_scale_to_covar(jnp.where(finite[:, None], quats, 0),
                                  jnp.where(finite[:, None], scales, 0))
     cam_ok = camera_valid(viewmats, Ks)
-    vm_ok = jnp.all(jnp.isfinite(viewmats.reshape(c, -1)), -1)
+    vm_ok = pose_finite(viewmats)
     viewmats = jnp.where(vm_ok[:, None, None], viewmats, jnp.eye(4, dtype=viewmats.dtype))
     proj = project_gaussians(
         means, covars, opacities, viewmats, Ks, width, height, near_plane=near_plane,

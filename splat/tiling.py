@@ -43,6 +43,23 @@ def tile_grid(width: int, height: int, tile_size: int) -> tuple[int, int]:
     return -(-width // tile_size), -(-height // tile_size)
 
 
+def next_pow2(k: int) -> int:
+    """Smallest power of two >= k (>= 1): buffer sizes rounded so that problems of
+    similar size share one compilation."""
+    return 1 << max(0, int(k - 1).bit_length())
+
+
+def default_capacity(n_cameras: int, n_gaussians: int, width: int, height: int,
+                     tile_size: int) -> int:
+    """Static intersection capacity used when it cannot be measured (inputs traced).
+
+    C * N * min(number of tiles, 16): exact upper bound for images of <= 16 tiles,
+    otherwise room for an average of 16 tiles per visible Gaussian.
+    """
+    tx, ty = tile_grid(width, height, tile_size)
+    return max(1, n_cameras * n_gaussians * min(tx * ty, 16))
+
+
 def tiles_to_image(x, n_cams: int, width: int, height: int, tile_size: int):
     """[C * T, tile_size^2, ...] per-tile pixel values -> [C, H, W, ...] image (cropped).
 

@@ -10,10 +10,15 @@ from __future__ import annotations
 import os
 
 from .colmap import find_sparse_dir, load_colmap
-from .images import read_image, undistort_image, write_png
+from ..io.images import read_image, undistort_image, write_png
 from .nerf import load_nerf
-from .npz import load_npz
-from .scene import Scene, camera_centers, random_points, scene_extent, split_indices
+from .npz import load_npz, npz_image_size
+from .scene import (Scene, camera_centers, orbit_cameras, random_points, scene_extent,
+                    split_indices)
+
+# The small scene bundled with the package (`splat demo`; see splat/data/README.md).
+DEMO_SCENE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "data",
+                          "demo_scene.npz")
 
 
 def load_scene(path, **kwargs) -> Scene:
@@ -38,6 +43,6 @@ def load_scene(path, **kwargs) -> Scene:
     raise ValueError(f"{path}: found neither transforms.json nor a COLMAP model (sparse/0)")
 
 
-__all__ = ["Scene", "load_scene", "load_nerf", "load_colmap", "load_npz", "split_indices",
-           "scene_extent", "camera_centers", "random_points", "read_image", "write_png",
-           "undistort_image"]
+__all__ = ["Scene", "load_scene", "load_nerf", "load_colmap", "load_npz", "npz_image_size",
+           "split_indices", "scene_extent", "camera_centers", "random_points",
+           "orbit_cameras", "read_image", "write_png", "undistort_image", "DEMO_SCENE"]

@@ -10,10 +10,10 @@ import numpy as np
 
 from jaxgraph import lie
 
-from ..validation import (check_aspect, check_image_size, check_intrinsics, check_viewmat,
-                          drop_invalid_points, warn_default)
-from .images import read_image, undistort_image
-from .scene import Scene, random_points, scene_extent, split_indices, warn_missing
+from ..checks import (check_aspect, check_image_size, check_intrinsics, check_viewmat,
+                      drop_invalid_points, warn_default)
+from ..io.images import read_image, undistort_image
+from .scene import Scene, random_points, scene_extent, split_indices, stack_views, warn_missing
 
 # model id -> (name, number of params)
 CAMERA_MODELS = {0: ("SIMPLE_PINHOLE", 3), 1: ("PINHOLE", 4), 2: ("SIMPLE_RADIAL", 4),
@@ -268,10 +268,7 @@ def load_colmap(data_dir, *, downscale: int = 1, test_every: int = 8, images_dir
     warn_missing(missing, len(entries), warn)
     if not images:
         raise ValueError(f"{data_dir}: none of the {len(entries)} registered images exist")
-    sizes = {im.shape for im in images}
-    if len(sizes) > 1:
-        raise ValueError(f"{data_dir}: images have different sizes after downscaling: {sorted(sizes)}")
-    images, viewmats, Ks = np.stack(images), np.stack(viewmats), np.stack(Ks)
+    images, viewmats, Ks = stack_views(images, viewmats, Ks, data_dir)
     tr, te = split_indices(len(images), test_every)
     if len(xyz):
         pts, cols = drop_invalid_points(xyz, rgb.astype(np.float64) / 255,

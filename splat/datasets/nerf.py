@@ -7,10 +7,12 @@ import os
 
 import numpy as np
 
-from ..validation import (check_aspect, check_image_size, check_intrinsics, check_viewmat,
-                          read_json, warn_default)
-from .images import read_image, undistort_image
-from .scene import Scene, random_points, resolve_image, scene_extent, split_indices, warn_missing
+from ..checks import (check_aspect, check_image_size, check_intrinsics, check_viewmat,
+                      warn_default)
+from ..io.files import read_json
+from ..io.images import read_image, undistort_image
+from .scene import (Scene, random_points, resolve_image, scene_extent, split_indices,
+                    stack_views, warn_missing)
 
 _INTR_KEYS = ("fl_x", "fl_y", "cx", "cy", "w", "h", "k1", "k2", "p1", "p2",
               "camera_angle_x", "camera_angle_y")
@@ -120,12 +122,7 @@ def load_nerf(data_dir, *, downscale: int = 1, test_every: int = 8, n_random_poi
     warn_missing(missing, len(frames), warn)
     if not images:
         raise ValueError(f"{path}: none of the {len(frames)} listed images exist")
-    sizes = {im.shape for im in images}
-    if len(sizes) > 1:
-        raise ValueError(f"{path}: images have different sizes after downscaling: {sorted(sizes)}")
-    viewmats = np.stack(viewmats)
-    Ks = np.stack(Ks)
-    images = np.stack(images)
+    images, viewmats, Ks = stack_views(images, viewmats, Ks, path)
     tr, te = split_indices(len(images), test_every)
     h, w = images.shape[1:3]
     pts, cols = random_points(viewmats[tr], Ks[tr], w, h, n_random_points, seed)

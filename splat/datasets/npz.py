@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..validation import (check_cameras, check_image_size, drop_invalid_points, npz_array,
-                          open_npz, warn_default)
+from ..checks import check_cameras, check_image_size, drop_invalid_points, warn_default
+from ..io.files import npz_array, open_npz
 from .scene import Scene, scene_extent, split_indices
 
 WHAT = "gsplat npz scene"
@@ -18,7 +18,7 @@ def load_npz(path, *, downscale: int = 1, test_every: int = 8, warn=None) -> Sce
     can be rendered but not trained). ``downscale`` box-averages the images.
 
     Cameras are checked (finite rigid poses, positive square-pixel focal lengths, see
-    :mod:`splat.validation`); points with non-finite coordinates or colours are dropped
+    :mod:`splat.checks`); points with non-finite coordinates or colours are dropped
     with one warning (``warn``, default :func:`warnings.warn`)."""
     warn = warn or warn_default
     path = str(path)
@@ -71,3 +71,11 @@ def load_npz(path, *, downscale: int = 1, test_every: int = 8, warn=None) -> Sce
                  points=means, point_colors=cols,
                  train_idx=tr, test_idx=te, extent=scene_extent(vm[tr] if len(tr) else vm),
                  points_source="sfm")
+
+
+def npz_image_size(path, downscale: int = 1) -> tuple[int, int]:
+    """(width, height) in pixels of an npz scene's images after ``downscale`` (what
+    :func:`load_npz` gives them), also for a scene without images."""
+    with open_npz(path, WHAT) as z:
+        w, h = (int(npz_array(z, k, path).item()) for k in ("width", "height"))
+    return w // downscale, h // downscale

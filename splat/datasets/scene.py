@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 
 import numpy as np
@@ -71,6 +72,36 @@ def scene_extent(viewmats) -> float:
     return float(d) if d > 0 else 1.0
 
 
+def orbit_cameras(points, n: int, width: int, height: int, fov_deg: float = 60.0):
+    """n cameras on a circle around a point cloud, looking at it: (viewmats [n, 4, 4]
+    world-to-camera (OpenCV axes), Ks [n, 3, 3] pixels), float64.
+
+    points [N, 3] world. The circle is centred on the points' median, slightly above it
+    (0.3 radius along +y), with radius 2.5 x the 90th percentile of the points' distances
+    from the median (at least 1e-3 world units); the horizontal field of view is
+    ``fov_deg`` degrees, the principal point the image centre of width x height pixels.
+    """
+    pts = np.asarray(points, np.float64)
+    center = np.median(pts, 0)
+    radius = max(2.5 * float(np.percentile(np.linalg.norm(pts - center, axis=1), 90)), 1e-3)
+    f = 0.5 * width / math.tan(math.radians(fov_deg) / 2)
+    K = np.array([[f, 0, width / 2], [0, f, height / 2], [0, 0, 1]])
+    vms = []
+    for i in range(n):
+        a = 2 * math.pi * i / n
+        eye = center + radius * np.array([math.cos(a), 0.3, math.sin(a)])
+        fwd = (center - eye) / np.linalg.norm(center - eye)
+        right = np.cross(fwd, [0, 1, 0])
+        right /= np.linalg.norm(right)
+        down = np.cross(fwd, right)
+        r = np.stack([right, down, fwd])
+        vm = np.eye(4)
+        vm[:3, :3] = r
+        vm[:3, 3] = -r @ eye
+        vms.append(vm)
+    return np.stack(vms), np.repeat(K[None], n, axis=0)
+
+
 def look_at_point(viewmats, min_spread: float = 0.05):
     """The point closest (least squares) to all cameras' optical axes: what an inward-
     facing capture looks at, or None.
@@ -137,6 +168,17 @@ def random_points(viewmats, Ks, width, height, n: int, seed: int = 0):
     if len(pts) < n:  # cameras see almost nothing of their own box: fall back to the box
         pts = np.concatenate([pts, rng.uniform(lo, hi, size=(n - len(pts), 3))])
     return pts, rng.uniform(size=(n, 3))
+
+
+def stack_views(images, viewmats, Ks, where):
+    """(images [M, H, W, 3], viewmats [M, 4, 4], Ks [M, 3, 3]) stacked from per-view
+    lists; all images must have one size (after downscaling), else ValueError naming
+    ``where``."""
+    sizes = {im.shape for im in images}
+    if len(sizes) > 1:
+        raise ValueError(f"{where}: images have different sizes after downscaling: "
+                         f"{sorted(sizes)}")
+    return np.stack(images), np.stack(viewmats), np.stack(Ks)
 
 
 def warn_missing(missing: list, total: int, warn):

@@ -20,15 +20,20 @@ every (intersection, pixel) pair, so its capacity is also limited by memory
 from __future__ import annotations
 
 import math
+from typing import Callable
 
+import numpy as np
+
+from ..checks import available_memory_bytes, check_render_size, render_bytes
+from ..datasets import random_points
+from ..tiling import next_pow2
+from .checkpoint import load_checkpoint_arrays
+from .state import TrainConfig
 from .strategy import Strategy, strategy_from_name
 
 CPU_MAX_INIT_POINTS = 10_000
 GPU_INIT_POINTS = 100_000
 CPU_MAX_CAPACITY = 131_072
-def next_pow2(k: int) -> int:
-    """Smallest power of two >= k (>= 1)."""
-    return 1 << max(0, int(k - 1).bit_length())
 
 
 def schedule_for(steps: int) -> dict:
@@ -84,9 +89,7 @@ def reference_max_capacity(width: int, height: int, *, isect_per_gaussian: int =
                            tile_size: int = 16, budget: int | None = None) -> int:
     """Largest power-of-two capacity whose reference-backend training step fits in
     ``budget`` bytes (default: half the available memory), by
-    :func:`splat.validation.render_bytes`."""
-    from ..validation import available_memory_bytes, render_bytes
-
+    :func:`splat.checks.render_bytes`."""
     if budget is None:
         budget = available_memory_bytes() // 2
     cap = 1
@@ -97,9 +100,9 @@ def reference_max_capacity(width: int, height: int, *, isect_per_gaussian: int =
     return cap
 
 
-def default_capacity(n_init: int, width: int, height: int, steps: int, platform: str,
-                     strategy: str = "default") -> int:
-    """Capacity sized from the scene (pixels per image), the initial count and the steps.
+def default_gaussian_capacity(n_init: int, width: int, height: int, steps: int,
+                              platform: str, strategy: str = "default") -> int:
+    """Gaussian capacity (``TrainConfig.capacity``, the most Gaussians a run can hold) sized from the scene (pixels per image), the initial count and the steps.
 
     A power of two: max(n_init, min(2 per pixel (GPU: also >= 4 n_init), n_init x 2^R))
     with R refinements in ``steps``; on CPU at most :data:`CPU_MAX_CAPACITY` (but never
@@ -141,6 +144,77 @@ def platform_name() -> str:
     return "gpu" if jax.default_backend() == "gpu" else "cpu"
 
 
+def train_config(steps: int, capacity: int, sh_degree: int, strategy: str, *,
+                 absgrad: bool = False, backend: str = "pallas") -> TrainConfig:
+    """The :class:`TrainConfig` of ``splat train``: strategy ``strategy`` ("default",
+    "mcmc", "none") and the SH schedule of :func:`schedule_for` for ``steps``."""
+    return TrainConfig(steps=steps, capacity=capacity, sh_degree=sh_degree,
+                       strategy=make_strategy(strategy, steps, absgrad=absgrad),
+                       backend=backend,
+                       sh_degree_interval=schedule_for(steps)["sh_degree_interval"])
+
+
+def check_training_memory(cfg: TrainConfig, width: int, height: int) -> None:
+    """Refuse (ValueError) a training run of ``cfg`` on width x height images whose step
+    cannot fit in the available memory (:func:`splat.checks.check_render_size`)."""
+    check_render_size(
+        1, width, height, n_gaussians=cfg.capacity, backend=cfg.backend,
+        isect_capacity=cfg.capacity * cfg.isect_per_gaussian, tile_size=cfg.tile_size,
+        what=f"training with --backend {cfg.backend} at --capacity {cfg.capacity}",
+        hint="lower --capacity" + (" or use --backend pallas"
+                                   if cfg.backend == "reference" else ""))
+
+
+def fit_to_machine(scene, *, steps: int, strategy: str = "default", backend: str = "pallas",
+                   capacity: int | None = None, init_points: int | None = None,
+                   resume: str | None = None, seed: int = 0, log: Callable = print) -> int:
+    """Initial points and Gaussian capacity for training ``scene`` on this device, for
+    the settings the user left unset (None); returns the capacity.
+
+    The scene's initial points are replaced in place: ``init_points`` random points (a
+    scene without a point cloud; default :func:`default_init_points`, drawn as the loader
+    does with ``seed``) or a random subset of at most ``init_points`` (default
+    :func:`max_init_points`) of its point cloud. The capacity is ``capacity``, else the
+    one of the checkpoint ``resume`` (its arrays fix it), else
+    :func:`default_gaussian_capacity` (for ``backend="reference"`` at most
+    :func:`reference_max_capacity`). ``log`` gets one line for each choice made, saying
+    what to change for quality.
+    """
+    plat = platform_name()
+    n_pts = len(scene.points)
+    if scene.points_source == "random":
+        n = init_points or default_init_points(scene.width, scene.height, plat)
+        if n != n_pts:  # same points as the loader would draw for n (same seed)
+            tr = scene.train_idx
+            scene.points, scene.point_colors = random_points(
+                scene.viewmats[tr], scene.Ks[tr], scene.width, scene.height, n, seed)
+    else:
+        most = init_points or max_init_points(plat)
+        if most is not None and n_pts > most:
+            keep = np.sort(np.random.default_rng(seed).choice(n_pts, most, replace=False))
+            scene.points, scene.point_colors = scene.points[keep], scene.point_colors[keep]
+            log(f"[splat] starting from {most} of the scene's {n_pts} points ({plat} "
+                "preset; --init-points to change)")
+    if capacity is not None:
+        return capacity
+    if resume:
+        return int(load_checkpoint_arrays(resume)[0]["config"]["capacity"])
+    capacity = default_gaussian_capacity(len(scene.points), scene.width, scene.height, steps,
+                                         plat, strategy)
+    why = f"sized from {scene.width}x{scene.height} images and {steps} steps"
+    if backend == "reference":
+        fit = reference_max_capacity(scene.width, scene.height)
+        if fit < capacity:
+            why = (f"reduced from {capacity} so that the reference backend's "
+                   "(intersection, pixel) pairs fit in half the available memory")
+            capacity = fit
+    log(f"[splat] capacity {capacity} Gaussians ({why}, {plat} preset; --capacity to "
+        "change). For quality: more --steps (gsplat trains 30000), a smaller --downscale, "
+        "and a larger --capacity if requests are denied")
+    return capacity
+
+
 __all__ = ["schedule_for", "make_strategy", "n_refinements", "default_init_points",
-           "max_init_points", "default_capacity", "reference_max_capacity", "suggest_capacity",
-           "platform_name", "next_pow2"]
+           "max_init_points", "default_gaussian_capacity", "reference_max_capacity",
+           "suggest_capacity", "platform_name", "next_pow2", "train_config",
+           "check_training_memory", "fit_to_machine"]

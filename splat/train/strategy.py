@@ -314,13 +314,33 @@ class NoDensification(Strategy):
     name: ClassVar[str] = "none"
 
 
-def _in_window(step, start: int, stop: int, every: int):
-    """Refinement steps: start < step < stop and step a multiple of ``every``."""
-    return (step > start) & (step < stop) & (step % every == 0)
+def _refine_if(do_refine, refine, carry: tuple):
+    """``refine(carry)`` (which returns carry + (info,)) where do_refine () bool is
+    True, else carry with all-zero counters: one ``lax.cond``, both branches compiled."""
+    return jax.lax.cond(do_refine, refine, lambda a: a + (_info(),), carry)
 
 
 @dataclasses.dataclass(frozen=True)
-class DefaultStrategy(Strategy):
+class RefiningStrategy(Strategy):
+    """Base of the strategies that refine periodically: every ``refine_every`` optimiser
+    steps strictly between ``refine_start`` and ``refine_stop``."""
+
+    refine_start: int = 500
+    refine_stop: int = 15_000
+    refine_every: int = 100
+
+    def __post_init__(self):
+        if self.refine_every < 1:
+            raise ValueError(f"refine_every must be >= 1, got {self.refine_every}")
+
+    def refines_at(self, step):
+        """() bool: whether optimiser step ``step`` (traced int32 allowed) refines."""
+        return ((step > self.refine_start) & (step < self.refine_stop)
+                & (step % self.refine_every == 0))
+
+
+@dataclasses.dataclass(frozen=True)
+class DefaultStrategy(RefiningStrategy):
     """3DGS's adaptive density control, with gsplat's DefaultStrategy defaults.
 
     grow_grad2d: threshold on the view-averaged 2D-gradient norm in NDC units (pixels
@@ -337,9 +357,6 @@ class DefaultStrategy(Strategy):
     grow_grad2d: float | None = None
     grow_scale3d: float = 0.01
     prune_scale3d: float = 0.1
-    refine_start: int = 500
-    refine_stop: int = 15_000
-    refine_every: int = 100
     reset_every: int = 3000
     absgrad: bool = False
 
@@ -372,8 +389,7 @@ class DefaultStrategy(Strategy):
         visible = (ctx.radii[:, 0] > 0) & (ctx.radii[:, 1] > 0) & active
         grad_acc = state["grad_acc"] + jnp.where(visible, jnp.linalg.norm(g2d, axis=-1), 0)
         vis_count = state["vis_count"] + visible.astype(jnp.int32)
-        do_refine = _in_window(ctx.step, self.refine_start, self.refine_stop,
-                               self.refine_every)
+        do_refine = self.refines_at(ctx.step)
 
         def refine(args):
             pr, ac, os_, ga, vc = args
@@ -381,11 +397,8 @@ class DefaultStrategy(Strategy):
                                               ctx.extent)
             return pr, ac, os_, jnp.zeros_like(ga), jnp.zeros_like(vc), _info(**inf)
 
-        def keep(args):
-            return args + (_info(),)
-
-        params, active, opt_state, grad_acc, vis_count, info = jax.lax.cond(
-            do_refine, refine, keep, (params, active, opt_state, grad_acc, vis_count))
+        params, active, opt_state, grad_acc, vis_count, info = _refine_if(
+            do_refine, refine, (params, active, opt_state, grad_acc, vis_count))
         do_reset = (ctx.step % self.reset_every == 0) & (ctx.step < self.refine_stop)
         params, opt_state = jax.lax.cond(
             do_reset, lambda a: opacity_reset(a[0], a[1], self), lambda a: a,
@@ -395,7 +408,7 @@ class DefaultStrategy(Strategy):
 
 
 @dataclasses.dataclass(frozen=True)
-class MCMCStrategy(Strategy):
+class MCMCStrategy(RefiningStrategy):
     """3DGS as MCMC (Kheradmand et al. 2024), as gsplat's MCMCStrategy; the capacity
     (``TrainConfig.capacity``) plays gsplat's ``cap_max``.
 
@@ -407,18 +420,15 @@ class MCMCStrategy(Strategy):
     """
 
     name: ClassVar[str] = "mcmc"
+    refine_stop: int = 25_000
     min_opacity: float = 0.005
     growth: float = 1.05
     noise_lr: float = 5e5
     opacity_reg: float = 0.01
     scale_reg: float = 0.01
-    refine_start: int = 500
-    refine_stop: int = 25_000
-    refine_every: int = 100
 
     def __post_init__(self):
-        if self.refine_every < 1:
-            raise ValueError(f"refine_every must be >= 1, got {self.refine_every}")
+        super().__post_init__()
         if self.growth < 1:
             raise ValueError(f"growth must be >= 1, got {self.growth}")
 
@@ -433,19 +443,14 @@ class MCMCStrategy(Strategy):
     def step_post_backward(self, params, active, opt_state, state, ctx: StepContext):
         dt = params["means"].dtype
         k_ref, k_noise = jax.random.split(ctx.key)
-        do_refine = _in_window(ctx.step, self.refine_start, self.refine_stop,
-                               self.refine_every)
+        do_refine = self.refines_at(ctx.step)
 
         def refine(args):
-            pr, ac, os_ = args
-            pr, ac, os_, inf = mcmc_refine(pr, ac, os_, k_ref, self)
-            return pr, ac, os_, _info(**inf)
+            *models, inf = mcmc_refine(*args, k_ref, self)
+            return (*models, _info(**inf))
 
-        def keep(args):
-            return args + (_info(),)
-
-        params, active, opt_state, info = jax.lax.cond(do_refine, refine, keep,
-                                                       (params, active, opt_state))
+        params, active, opt_state, info = _refine_if(do_refine, refine,
+                                                     (params, active, opt_state))
         params = mcmc_noise(params, active, k_noise, ctx.lr_means.astype(dt), self)
         return params, active, opt_state, state, dict(info, refined=do_refine)
 

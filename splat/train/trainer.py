@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import functools
-import json
-import os
 import time
 from typing import Callable
 
@@ -13,10 +11,11 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from ..ssim import ssim
+from ..metrics import SSIM_WINDOW, psnr, ssim
 from . import strategy as strat
 from .presets import suggest_capacity
 from .state import PARAM_NAMES, TrainConfig, TrainState, init_params, render
+from .views import evaluate_views, render_checked, render_views
 
 
 # fit() reports the measured time per step once this many steps followed the first one
@@ -30,11 +29,6 @@ def _duration(seconds: float) -> str:
     if seconds < 5400:
         return f"{seconds / 60:.1f} min"
     return f"{seconds / 3600:.1f} h"
-
-
-def psnr(mse):
-    """PSNR in dB of images in [0, 1] from their mean squared error."""
-    return -10.0 * jnp.log10(jnp.maximum(mse, 1e-10))
 
 
 def make_optimizers(cfg: TrainConfig, extent: float) -> dict:
@@ -72,7 +66,7 @@ def _train_step(state: TrainState, images, viewmats, Ks, *, cfg: TrainConfig, ex
         img = img[0]
         l1 = jnp.mean(jnp.abs(img - gt))
         mse = jnp.mean((img - gt) ** 2)
-        ss = ssim(img, gt) if min(width, height) >= 11 else 1 - l1
+        ss = ssim(img, gt) if min(width, height) >= SSIM_WINDOW else 1 - l1
         loss = (1 - cfg.ssim_lambda) * l1 + cfg.ssim_lambda * (1 - ss)
         loss = loss + strategy.regularization(params, state.active)
         return loss, (mse, meta["radii"][0], meta["overflow"])
@@ -132,7 +126,7 @@ class Trainer:
             _train_step, cfg=cfg, extent=self.extent, opts=self.opts, width=self.width,
             height=self.height, trace_counter=self.trace_counter), donate_argnums=0)
         self._render = jax.jit(functools.partial(
-            _render_views, cfg=cfg, width=self.width, height=self.height))
+            render_views, cfg=cfg, width=self.width, height=self.height))
 
     @property
     def compile_count(self) -> int:
@@ -225,92 +219,3 @@ class Trainer:
         """PSNR and SSIM per view (default: the scene's test views), as numpy arrays."""
         idx = np.asarray(self.scene.test_idx if indices is None else indices)
         return evaluate_views(self.render, state, self.scene, idx)
-
-
-def _render_views(params, active, viewmats, Ks, *, cfg, width, height):
-    """(images [C, H, W, 3] clipped to [0, 1], overflow [C] bool), one view at a time."""
-    def one(vm, K):
-        img, _, meta = render(params, active, vm[None], K[None], width, height, cfg)
-        return jnp.clip(img[0], 0, 1), meta["overflow"]
-    return jax.lax.map(lambda a: one(*a), (viewmats, Ks))
-
-
-def render_checked(render_fn, params, active, viewmats, Ks, cfg, width, height, dtype):
-    """Render with ``render_fn`` (a jitted :func:`_render_views`) and re-render exactly
-    (measured intersection capacity, outside jit) every view whose buffer overflowed."""
-    vms = jnp.asarray(viewmats, dtype)
-    Ks = jnp.asarray(Ks, dtype)
-    imgs, overflow = render_fn(params, active, vms, Ks)
-    imgs = np.array(imgs)
-    for i in np.flatnonzero(np.asarray(overflow)):
-        img, _, _ = render(params, active, vms[i:i + 1], Ks[i:i + 1], width, height, cfg,
-                           exact=True)
-        imgs[i] = np.clip(np.asarray(img[0]), 0, 1)
-    return imgs
-
-
-def evaluate_views(render_fn, state, scene, idx):
-    """dict(psnr [V], ssim [V], images [V, H, W, 3] float in [0, 1]) for views idx."""
-    if len(idx) == 0:
-        raise ValueError("no views to evaluate")
-    imgs = np.asarray(render_fn(state, scene.viewmats[idx], scene.Ks[idx]))
-    gts = scene.images[idx].astype(np.float64) / 255.0
-    mse = ((imgs.astype(np.float64) - gts) ** 2).mean(axis=(1, 2, 3))
-    ps = -10 * np.log10(np.maximum(mse, 1e-10))
-    ss = np.array([float(ssim(jnp.asarray(a, jnp.float32), jnp.asarray(b, jnp.float32)))
-                   for a, b in zip(imgs, gts)]) if min(imgs.shape[1:3]) >= 11 else \
-        np.full(len(idx), np.nan)
-    return dict(psnr=ps, ssim=ss, images=imgs)
-
-
-# ---------------------------------------------------------------- checkpoints
-
-def save_checkpoint(path, trainer: Trainer, state: TrainState, extra: dict | None = None):
-    """Write the whole training state (resumable) plus config, extent and cameras (npz)."""
-    leaves = jax.tree_util.tree_leaves(state)
-    arrays = {f"leaf_{i:04d}": np.asarray(x) for i, x in enumerate(leaves)}
-    meta = dict(config=json.loads(trainer.cfg.to_json()), extent=trainer.extent,
-                width=trainer.width, height=trainer.height, n_leaves=len(leaves),
-                dtype=np.dtype(trainer.dtype).name, **(extra or {}))
-    sc = trainer.scene
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    np.savez(path, meta=np.asarray(json.dumps(meta)), viewmats=np.asarray(sc.viewmats),
-             Ks=np.asarray(sc.Ks), train_idx=np.asarray(sc.train_idx),
-             test_idx=np.asarray(sc.test_idx), **arrays)
-
-
-def load_checkpoint_arrays(path):
-    """(meta dict, npz mapping) of a checkpoint written by :func:`save_checkpoint`."""
-    z = np.load(path, allow_pickle=False)
-    if "meta" not in z.files:
-        raise ValueError(f"{path}: not a splat checkpoint (no 'meta')")
-    return json.loads(str(z["meta"])), z
-
-
-def restore_state(path, trainer: Trainer) -> TrainState:
-    """Load a checkpoint into a state shaped like ``trainer``'s (resume training)."""
-    meta, z = load_checkpoint_arrays(path)
-    template = trainer.state_from_params(*init_params(
-        np.zeros((1, 3)), np.zeros((1, 3)), trainer.cfg, dtype=trainer.dtype))
-    leaves, treedef = jax.tree_util.tree_flatten(template)
-    if meta["n_leaves"] != len(leaves):
-        raise ValueError(f"{path}: checkpoint has {meta['n_leaves']} arrays, this "
-                         f"configuration expects {len(leaves)}")
-    new = []
-    for i, t in enumerate(leaves):
-        a = z[f"leaf_{i:04d}"]
-        if a.shape != t.shape:
-            raise ValueError(f"{path}: array {i} has shape {a.shape}, expected {t.shape} "
-                             "(different capacity or SH degree?)")
-        new.append(jnp.asarray(a, t.dtype))
-    return jax.tree_util.tree_unflatten(treedef, new)
-
-
-def params_from_checkpoint(path):
-    """(params dict of numpy arrays restricted to active Gaussians, meta) from a checkpoint."""
-    meta, z = load_checkpoint_arrays(path)
-    # TrainState leaf order: params (dict, keys sorted), active, ...
-    names = sorted(PARAM_NAMES)
-    params = {k: z[f"leaf_{i:04d}"] for i, k in enumerate(names)}
-    active = z[f"leaf_{len(names):04d}"].astype(bool)
-    return {k: v[active] for k, v in params.items()}, meta

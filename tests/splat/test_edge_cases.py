@@ -13,7 +13,7 @@ import pytest
 
 import splat
 
-from .splat_scenes import random_scene
+from .scenes import random_scene
 
 PARAMS = ("means", "quats", "scales", "opacities", "colors")
 N, W, H = 12, 32, 24

@@ -7,7 +7,7 @@ import pytest
 
 import splat
 
-from .splat_scenes import random_scene
+from .scenes import random_scene
 
 
 # slow: finite differences per mean; test_pallas's per-pixel-definition test checks the

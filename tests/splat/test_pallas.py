@@ -15,7 +15,7 @@ import pytest
 import splat
 from splat import reference
 
-from .splat_scenes import garden_scene, random_scene
+from .scenes import garden_scene, random_scene
 
 PARAMS = ("means", "quats", "scales", "opacities", "colors")
 

@@ -15,7 +15,7 @@ from splat.projection import project_gaussians, quat_scale_to_covar
 from splat.sh import eval_sh
 from splat.tiling import intersect
 
-from .splat_scenes import random_scene
+from .scenes import random_scene
 
 
 def test_covariance_matches_scipy_rotation():

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 
 from splat.datasets import load_colmap, load_nerf, load_npz, load_scene
-from splat.ply import read_ply
+from splat.io.ply import read_ply
 
-from .scenes import colmap_scene, npz_scene, nerf_scene, ply_model
+from ..splat.scenes import colmap_scene, npz_scene, nerf_scene, ply_model
 
 pytest.importorskip("PIL")
 

@@ -13,7 +13,7 @@ import pytest
 
 from splat.cli import main
 
-from .scenes import npz_scene, ply_model
+from ..splat.scenes import npz_scene, ply_model
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -129,8 +129,12 @@ def test_non_finite_ply_render_drops_them_and_is_not_black(tmp_path, capsys):
 
 
 def test_rendered_views_checked(capsys):
-    from splat.cli import _check_rendered
+    import functools
 
+    from splat.checks import check_rendered
+    from splat.cli.commands import warn
+
+    _check_rendered = functools.partial(check_rendered, warn=warn)  # as `splat render` does
     _check_rendered(np.zeros((2, 4, 4, 3)), "render m.ply")
     assert "every rendered view is black" in capsys.readouterr().err
     _check_rendered(np.full((1, 4, 4, 3), 0.5), "render m.ply")

@@ -6,8 +6,8 @@ import argparse
 import numpy as np
 import pytest
 
-from splat.cli import DEMO_OUT, _save_views, build_parser
-from splat.figures import BAR, GAP, comparison_panel
+from splat.cli import DEMO_OUT, build_parser
+from splat.figures import BAR, GAP, comparison_panel, save_views
 
 
 def _subparsers(parser):
@@ -61,7 +61,7 @@ def test_saved_test_views_are_labelled_panels(tmp_path):
     from PIL import Image
     imgs = np.full((2, 12, 16, 3), 0.5)
     gts = np.full((2, 12, 16, 3), 100, np.uint8)
-    paths = _save_views(str(tmp_path), imgs, gts, np.array([20.0, 21.0]), prefix="test")
+    paths = save_views(str(tmp_path), imgs, gts, np.array([20.0, 21.0]), prefix="test")
     assert [p.rsplit("/", 1)[1] for p in paths] == ["test_000.png", "test_001.png"]
     pic = np.asarray(Image.open(paths[0]))
     assert pic.shape[1] >= 800 and pic.shape[0] == BAR + 12 * 25

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from splat.datasets import load_nerf, load_npz, load_scene, split_indices, write_png
-from splat.datasets.images import distort_points, read_image, undistort_image
+from splat.io.images import distort_points, read_image, undistort_image
 
 pytest.importorskip("PIL")
 DATA = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "splat"

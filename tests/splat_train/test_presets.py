@@ -7,10 +7,9 @@ import math
 import numpy as np
 import pytest
 
-from splat.cli import _fit_to_machine
 from splat.datasets import Scene
 from splat.train import presets
-from splat.validation import render_bytes
+from splat.checks import render_bytes
 
 
 @pytest.mark.parametrize("steps", [1, 30, 100, 500, 2000, 7000, 30000])
@@ -28,14 +27,14 @@ def test_cpu_and_gpu_presets_for_fox():
     assert presets.default_init_points(4000, 3000, "cpu") == presets.CPU_MAX_INIT_POINTS
     assert presets.default_init_points(120, 67, "gpu") == 100_000
     # 500 steps: 3 refinements can at most grow 1000 -> 8000 Gaussians
-    assert presets.default_capacity(1000, 120, 67, 500, "cpu") == 8192
+    assert presets.default_gaussian_capacity(1000, 120, 67, 500, "cpu") == 8192
     # 2000 steps at downscale 8: 2 per pixel of 240x135 (64,800) as a power of two
-    assert presets.default_capacity(4000, 240, 135, 2000, "cpu") == 65536
-    assert presets.default_capacity(10000, 4000, 3000, 30000, "cpu") == presets.CPU_MAX_CAPACITY
-    assert presets.default_capacity(100_000, 240, 135, 30000, "gpu") == 524288
-    assert presets.default_capacity(1234, 240, 135, 2000, "cpu", "none") == 1234
+    assert presets.default_gaussian_capacity(4000, 240, 135, 2000, "cpu") == 65536
+    assert presets.default_gaussian_capacity(10000, 4000, 3000, 30000, "cpu") == presets.CPU_MAX_CAPACITY
+    assert presets.default_gaussian_capacity(100_000, 240, 135, 30000, "gpu") == 524288
+    assert presets.default_gaussian_capacity(1234, 240, 135, 2000, "cpu", "none") == 1234
     for n, steps in ((1000, 500), (50_000, 2000), (300_000, 30000)):
-        cap = presets.default_capacity(n, 1920, 1080, steps, "cpu")
+        cap = presets.default_gaussian_capacity(n, 1920, 1080, steps, "cpu")
         assert cap >= min(n, presets.CPU_MAX_CAPACITY) and cap & (cap - 1) == 0
 
 
@@ -68,6 +67,14 @@ def _scene(n_points, source, w=120, h=67):
                  point_colors=rng.uniform(size=(n_points, 3)),
                  train_idx=np.array([1, 2]), test_idx=np.array([0]), extent=1.0,
                  points_source=source)
+
+
+def _fit_to_machine(args, scene):
+    """What `splat train` does with its flags: the capacity chosen goes back into them."""
+    args.capacity = presets.fit_to_machine(
+        scene, steps=args.steps, strategy=args.strategy, backend=args.backend,
+        capacity=args.capacity, init_points=args.init_points, resume=args.resume,
+        seed=args.seed)
 
 
 def _args(**kw):

@@ -6,8 +6,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from splat.ply import read_ply, write_ply
-from splat.ssim import ssim
+from splat.io.ply import read_ply, write_ply
+from splat.metrics import ssim
 
 
 def ssim_naive(a, b, win=11, sigma=1.5, L=1.0):

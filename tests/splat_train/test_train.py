@@ -11,7 +11,7 @@ import pytest
 
 from splat.cli import DEMO_SCENE, main
 from splat.datasets import load_npz
-from splat.ply import read_ply
+from splat.io.ply import read_ply
 from splat.train import (DefaultStrategy, MCMCStrategy, TrainConfig, Trainer,
                          params_from_checkpoint, restore_state, save_checkpoint)
 
@@ -136,11 +136,11 @@ def test_render_falls_back_to_exact_capacity_on_overflow(run):
     import functools
 
     from splat.train.state import render
-    from splat.train.trainer import _render_views, render_checked
+    from splat.train.views import render_checked, render_views
 
     scene, trainer, state, _, _, _ = run
     cfg = dataclasses.replace(CFG, isect_per_gaussian=1)
-    fn = jax.jit(functools.partial(_render_views, cfg=cfg, width=40, height=26))
+    fn = jax.jit(functools.partial(render_views, cfg=cfg, width=40, height=26))
     vms = jnp.asarray(scene.viewmats[:1], jnp.float32)
     Ks = jnp.asarray(scene.Ks[:1], jnp.float32)
     _, overflow = fn(state.params, state.active, vms, Ks)

@@ -17,7 +17,8 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .validation import MAX_LOG_SCALE, invalid_gaussians, require_file, warn_default
+from ..checks import MAX_LOG_SCALE, invalid_gaussians, warn_default
+from .files import require_file
 
 
 class GaussianPly(NamedTuple):
@@ -147,7 +148,7 @@ def read_ply(path, *, drop_invalid: bool = True, warn=None) -> GaussianPly:
     deviations and opacities logits, so every finite value is valid (negative log-scales
     are scales below 1). With ``drop_invalid`` (default), Gaussians that cannot be
     rendered, those with a NaN or infinite value or a log-scale above
-    :data:`splat.validation.MAX_LOG_SCALE` (a float32 covariance overflow), are removed
+    :data:`splat.checks.MAX_LOG_SCALE` (a float32 covariance overflow), are removed
     and ``warn`` (default :func:`warnings.warn`) is called once with how many; a file
     with no valid Gaussian left is an error.
     """

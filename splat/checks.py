@@ -1,20 +1,37 @@
-"""Checks of user input shared by the scene loaders, the PLY reader and the ``splat`` CLI.
+"""Every check of splat's inputs and sizes: cameras, Gaussians, image sizes, memory.
 
-Every check raises ``ValueError`` (or ``FileNotFoundError``) with a one-line message that
-names the file, argument or index, what was found and what was expected, so that the CLI
-can print it as ``splat: error: ...`` and exit with status 2. Nothing here imports JAX.
+One rule per thing, used by the rasteriser, the scene loaders, the PLY reader, training
+and the ``splat`` CLI:
+
+* Cameras. A camera is *renderable* when its pose is finite, its intrinsics are finite
+  and both focal lengths are > 0 (:func:`pose_finite`, :func:`intrinsics_finite`,
+  :func:`focal_positive`, combined in :func:`camera_valid`): that is what
+  :func:`splat.rasterization` requires (it raises outside jit, :func:`check_render_cameras`,
+  and flags the camera inside jit). Cameras read from files must also be rigid, with
+  square-ish pixels (:func:`check_viewmat`, :func:`check_intrinsics`,
+  :func:`check_cameras`), which are the renderable conditions plus those.
+* Gaussians: :func:`nonfinite_gaussians` (the renderer's flag), :func:`invalid_gaussians`
+  (the same plus a float32 covariance overflow, for stored log-scales).
+* Sizes: :func:`check_render_size` (int32 pixel indices and a memory lower bound,
+  :func:`render_bytes`) before anything is allocated.
+
+Errors are ``ValueError`` with a one-line message naming the file, argument or index,
+what was found and what was expected, so that the CLI prints it as ``splat: error: ...``.
+The camera and Gaussian conditions are jnp functions: jit-safe, and on numpy input they
+evaluate eagerly.
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 import math
 import os
 import warnings
-import zipfile
 
+import jax
+import jax.numpy as jnp
 import numpy as np
+
+from .constants import MAX_PIXELS
 
 # A camera's rotation block may deviate this much from orthonormal (|R^T R - I|, max entry):
 # transforms.json files are often written with ~7 significant digits.
@@ -31,83 +48,47 @@ def warn_default(msg: str) -> None:
     warnings.warn(msg, stacklevel=3)
 
 
-# ------------------------------------------------------------------ files
-
-
-def require_file(path, what: str = "file") -> str:
-    """``path`` as str if it is an existing regular file, else FileNotFoundError."""
-    path = os.fspath(path)
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"{path}: no such {what}")
-    if not os.path.isfile(path):
-        raise ValueError(f"{path}: is a directory, expected a {what}")
-    return path
-
-
-def read_json(path) -> object:
-    """Parse a JSON file; a syntax error names the file, line and column."""
-    path = require_file(path, "JSON file")
-    try:
-        with open(path, encoding="utf-8") as f:
-            return json.load(f)
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{path}:{e.lineno}:{e.colno}: invalid JSON ({e.msg})") from None
-    except UnicodeDecodeError as e:
-        raise ValueError(f"{path}: not a UTF-8 text file ({e.reason} at byte {e.start})") from None
-
-
-def open_npz(path, what: str = ".npz file"):
-    """``np.load`` of an .npz archive (no pickles), with errors that say what the file is.
-
-    numpy's own message for a file that is not a zip archive is "Cannot load file
-    containing pickled data", which misleads; here the first bytes are checked first.
-    """
-    path = require_file(path, what)
-    with open(path, "rb") as f:
-        head = f.read(6)
-    if head.startswith(b"\x93NUMPY"):
-        raise ValueError(f"{path}: is a single-array .npy file, expected a {what} "
-                         "(a zip archive written by numpy.savez)")
-    if not head.startswith(b"PK"):
-        raise ValueError(f"{path}: not a {what} (expected a zip archive written by "
-                         f"numpy.savez; the file starts with {head[:4]!r})")
-    try:
-        return np.load(path, allow_pickle=False)
-    except (zipfile.BadZipFile, OSError, ValueError, EOFError) as e:
-        raise ValueError(f"{path}: damaged {what} ({e})") from None
-
-
-def npz_array(z, key: str, path, what: str = ".npz file"):
-    """``z[key]`` with one-line errors for a missing key, a truncated member or pickles."""
-    if key not in z.files:
-        raise ValueError(f"{path}: {what} has no array {key!r} (it has {sorted(z.files)})")
-    try:
-        return z[key]
-    except (zipfile.BadZipFile, OSError, ValueError, EOFError) as e:
-        raise ValueError(f"{path}: array {key!r} cannot be read ({e})") from None
-
-
-def prepare_out_dir(path, flag: str = "--out") -> str:
-    """Create the output folder ``path`` and check that a file can be written into it.
-
-    Done before any work, so that a long run never fails at the end because of a typo or
-    a read-only location. Returns the path.
-    """
-    path = os.fspath(path)
-    if os.path.exists(path) and not os.path.isdir(path):
-        raise ValueError(f"{flag} {path}: exists and is not a directory")
-    try:
-        os.makedirs(path, exist_ok=True)
-        probe = os.path.join(path, f".splat_write_test_{os.getpid()}")
-        with open(probe, "wb") as f:
-            f.write(b"ok")
-        os.remove(probe)
-    except OSError as e:
-        raise ValueError(f"{flag} {path}: cannot write there ({e.strerror or e})") from None
-    return path
-
-
 # ------------------------------------------------------------------ cameras
+
+
+def pose_finite(viewmats):
+    """bool [...]: the world-to-camera matrices viewmats [..., R, 4] are all finite."""
+    return jnp.all(jnp.isfinite(jnp.asarray(viewmats)), axis=(-2, -1))
+
+
+def intrinsics_finite(Ks):
+    """bool [...]: the pinhole matrices Ks [..., 3, 3] (pixels) are all finite."""
+    return jnp.all(jnp.isfinite(jnp.asarray(Ks)), axis=(-2, -1))
+
+
+def focal_positive(Ks):
+    """bool [...]: both focal lengths fx = K[0, 0], fy = K[1, 1] of Ks [..., 3, 3] are > 0
+    (a zero focal length puts every point at the principal point)."""
+    Ks = jnp.asarray(Ks)
+    return (Ks[..., 0, 0] > 0) & (Ks[..., 1, 1] > 0)
+
+
+def camera_valid(viewmats, Ks):
+    """bool [C]: renderable cameras of viewmats [C, 4, 4] and Ks [C, 3, 3] (jit-safe)."""
+    return pose_finite(viewmats) & intrinsics_finite(Ks) & focal_positive(Ks)
+
+
+def check_render_cameras(viewmats, Ks) -> None:
+    """Raise ValueError naming the first camera of viewmats [C, 4, 4] / Ks [C, 3, 3] that
+    is not renderable (:func:`camera_valid`); concrete arrays only."""
+    vm, K = np.asarray(viewmats), np.asarray(Ks)
+    bad = np.flatnonzero(~np.asarray(pose_finite(vm)))
+    if bad.size:
+        raise ValueError(f"viewmats[{bad[0]}] is not finite (NaN or Inf entries); "
+                         f"{bad.size} of {len(vm)} cameras are")
+    bad = np.flatnonzero(~np.asarray(intrinsics_finite(K)))
+    if bad.size:
+        raise ValueError(f"Ks[{bad[0]}] is not finite: {K[bad[0]].tolist()}")
+    bad = np.flatnonzero(~np.asarray(focal_positive(K)))
+    if bad.size:
+        i = bad[0]
+        raise ValueError(f"Ks[{i}]: focal lengths must be > 0 pixels, got fx={K[i, 0, 0]:g}, "
+                         f"fy={K[i, 1, 1]:g}")
 
 
 def check_image_size(width, height, where: str) -> tuple[int, int]:
@@ -143,8 +124,8 @@ def check_aspect(declared_wh, actual_wh, where: str) -> None:
 def check_intrinsics(K, width: int, height: int, where: str) -> None:
     """A pinhole K [3, 3] in pixels of a ``width`` x ``height`` image.
 
-    fx, fy must be finite and > 0 (a zero focal length puts every point at the principal
-    point), cx, cy finite, and fx / fy must be that of real pixels: within
+    K must be renderable (finite, fx, fy > 0: :func:`intrinsics_finite`,
+    :func:`focal_positive`), and fx / fy must be that of real pixels: within
     [1 / MAX_PIXEL_ASPECT, MAX_PIXEL_ASPECT], and not equal to the image's aspect ratio
     (or its inverse) unless that is ~1, which is what focal lengths computed from the
     wrong image side (fl_y = fl_x * h / w, swapped w/h) look like.
@@ -152,10 +133,10 @@ def check_intrinsics(K, width: int, height: int, where: str) -> None:
     K = np.asarray(K, np.float64)
     if K.shape != (3, 3):
         raise ValueError(f"{where}: intrinsics must be a 3x3 matrix, got shape {K.shape}")
-    if not np.isfinite(K).all():
+    if not bool(intrinsics_finite(K)):
         raise ValueError(f"{where}: intrinsics are not finite: {K.tolist()}")
-    fx, fy, cx, cy = K[0, 0], K[1, 1], K[0, 2], K[1, 2]
-    if not (fx > 0 and fy > 0):
+    fx, fy = K[0, 0], K[1, 1]
+    if not bool(focal_positive(K)):
         raise ValueError(f"{where}: focal lengths must be > 0 pixels, got fx={fx:g}, fy={fy:g}")
     ratio = fx / fy
     if not 1 / MAX_PIXEL_ASPECT <= ratio <= MAX_PIXEL_ASPECT:
@@ -172,12 +153,13 @@ def check_intrinsics(K, width: int, height: int, where: str) -> None:
 
 
 def check_viewmat(viewmat, where: str) -> None:
-    """A world-to-camera 4x4 (or 3x4) rigid transform: finite, rotation block orthonormal
+    """A world-to-camera 4x4 (or 3x4) rigid transform: finite (:func:`pose_finite`),
+    rotation block orthonormal
     with determinant +1 (``ROTATION_TOL``), last row (0, 0, 0, 1)."""
     m = np.asarray(viewmat, np.float64)
     if m.shape not in ((4, 4), (3, 4)):
         raise ValueError(f"{where}: camera pose must be 4x4 or 3x4, got shape {m.shape}")
-    if not np.isfinite(m).all():
+    if not bool(pose_finite(m)):
         raise ValueError(f"{where}: camera pose is not finite (NaN or Inf entries)")
     r = m[:3, :3]
     err = float(np.abs(r.T @ r - np.eye(3)).max())
@@ -209,21 +191,63 @@ def check_cameras(viewmats, Ks, width: int, height: int, where: str, names=None)
 # ------------------------------------------------------------------ Gaussians and points
 
 
-def invalid_gaussians(means, quats, log_scales, logit_opacities, sh) -> np.ndarray:
-    """bool [N]: Gaussians that cannot be rendered meaningfully.
+def nonfinite_gaussians(means, quats, scales, opacities, colors):
+    """bool [N]: Gaussians with a NaN or infinite value (jit-safe).
 
-    A Gaussian is invalid when any of its values is NaN or infinite, or a log-scale
-    exceeds ``MAX_LOG_SCALE`` (its covariance would overflow float32). Negative
-    log-scales (scales < 1) and any finite logit opacity are valid.
+    means [N, 3], quats [N, 4], scales [N, 3] (or log-scales), opacities [N] (or logits),
+    colors [N, ...] (features or SH coefficients; per-camera colours [C, N, D] must be
+    moved to [N, C, D] first).
+    """
+    n = jnp.shape(means)[0]
+    bad = jnp.zeros((n,), bool)
+    for a in (means, quats, scales, opacities, colors):
+        bad = bad | ~jnp.all(jnp.isfinite(jnp.reshape(jnp.asarray(a), (n, -1))), axis=-1)
+    return bad
+
+
+def invalid_gaussians(means, quats, log_scales, logit_opacities, sh) -> np.ndarray:
+    """bool [N] numpy: stored Gaussians that cannot be rendered meaningfully.
+
+    Invalid: :func:`nonfinite_gaussians`, or a log-scale above ``MAX_LOG_SCALE`` (its
+    covariance would overflow float32). Negative log-scales (scales < 1) and any finite
+    logit opacity are valid. Arguments as in a PLY file: means [N, 3], quats [N, 4],
+    log_scales [N, 3], logit_opacities [N], sh [N, K, 3].
     """
     n = np.asarray(means).shape[0]
-    bad = np.zeros(n, bool)
-    for a in (means, quats, log_scales, logit_opacities, sh):
-        a = np.asarray(a).reshape(n, -1)
-        bad |= ~np.isfinite(a).all(axis=1)
+    bad = np.array(nonfinite_gaussians(means, quats, log_scales, logit_opacities, sh))
     with np.errstate(invalid="ignore"):
         bad |= (np.asarray(log_scales).reshape(n, -1) > MAX_LOG_SCALE).any(axis=1)
     return bad
+
+
+def _concrete(x):
+    """numpy value of x, or None when x is None or a tracer (inside jit/grad/vmap)."""
+    if x is None:
+        return None
+    try:
+        return np.asarray(x)
+    except (jax.errors.TracerArrayConversionError, jax.errors.ConcretizationTypeError):
+        return None
+
+
+def is_concrete(x) -> bool:
+    """Whether the array x has a value here (not a tracer inside jit/grad/vmap)."""
+    return _concrete(x) is not None
+
+
+def check_finite(**arrays) -> None:
+    """Raise ValueError naming the first of ``arrays`` (name=array) with a NaN or
+    infinite value; arrays that are None or traced are skipped."""
+    for name, arr in arrays.items():
+        val = _concrete(arr)
+        if val is None:
+            continue
+        bad = ~np.isfinite(val)
+        if bad.any():
+            idx = np.argwhere(bad)[0].tolist()
+            raise ValueError(
+                f"{name} contains {int(bad.sum())} non-finite value(s) (first at index {idx}); "
+                "with validate=False such Gaussians/cameras are culled instead")
 
 
 def drop_invalid_points(points, colors, where: str, warn=warn_default):
@@ -275,29 +299,35 @@ def render_bytes(n_views: int, width: int, height: int, *, n_gaussians: int = 0,
     return b
 
 
-def check_memory(nbytes: int, what: str, hint: str = "") -> None:
-    """Refuse (ValueError) work whose memory lower bound exceeds the available memory."""
+def check_render_size(n_views: int, width: int, height: int, *, n_gaussians: int = 0,
+                      backend: str = "pallas", isect_capacity: int = 0, tile_size: int = 16,
+                      extra_bytes: int = 0, what: str = "rendering", hint: str = "") -> None:
+    """Refuse (ValueError) a render that cannot be indexed or held in memory, before
+    anything is allocated; sizes only, so it also runs while tracing.
+
+    width x height must fit int32 pixel indices (:data:`splat.constants.MAX_PIXELS`), and
+    :func:`render_bytes` plus ``extra_bytes`` must not exceed the available memory.
+    ``what`` names the work in the messages, ``hint`` says what to change.
+    """
+    if width * height > MAX_PIXELS:
+        raise ValueError(f"{what}: width x height = {width}x{height} = {width * height} "
+                         f"pixels, more than the {MAX_PIXELS} one image can index (int32)")
+    need = render_bytes(n_views, width, height, n_gaussians=n_gaussians, backend=backend,
+                        isect_capacity=isect_capacity, tile_size=tile_size) + extra_bytes
     avail = available_memory_bytes()
-    if nbytes > avail:
-        raise ValueError(f"{what} needs at least {nbytes / 2**30:.1f} GiB, only "
+    if need > avail:
+        raise ValueError(f"{what} needs at least {need / 2**30:.1f} GiB, only "
                          f"{avail / 2**30:.1f} GiB available" + (f"; {hint}" if hint else ""))
 
 
-# ------------------------------------------------------------------ argparse types
-
-
-def _int_type(lo: int, what: str):
-    def parse(text: str) -> int:
-        try:
-            v = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-        if v < lo:
-            raise argparse.ArgumentTypeError(f"must be {what}, got {v}")
-        return v
-    parse.__name__ = "integer"
-    return parse
-
-
-positive_int = _int_type(1, "a positive integer (>= 1)")
-nonnegative_int = _int_type(0, "a non-negative integer (>= 0)")
+def check_rendered(imgs, what: str, warn=warn_default) -> None:
+    """Rendered images [V, H, W, 3] must be finite before they are written (RuntimeError
+    otherwise: a renderer bug, not a user error); ``warn`` says so when every view came
+    out black (no Gaussian visible from these cameras). ``what`` names the render."""
+    imgs = np.asarray(imgs)
+    if not np.isfinite(imgs).all():
+        raise RuntimeError(f"{what}: the render has {int((~np.isfinite(imgs)).sum())} "
+                           "non-finite pixel values")
+    if imgs.size and not (imgs > 0.5 / 255).any():
+        warn(f"{what}: every rendered view is black: no Gaussian is visible from these "
+             "cameras")

@@ -1,6 +1,6 @@
-"""Structural similarity (SSIM) in JAX, Gaussian window, as in Wang et al. 2004 and 3DGS.
+"""Image quality metrics in JAX: PSNR and SSIM, and both per view of a set of renders.
 
-The window is an 11 x 11 Gaussian (sigma 1.5) applied separably; only positions where the
+SSIM uses a Gaussian window, as in Wang et al. 2004 and 3DGS. The window is an 11 x 11 Gaussian (sigma 1.5) applied separably; only positions where the
 window fits inside the image are used ("valid" filtering, as skimage's
 ``gaussian_weights=True`` mode and pytorch-msssim do). Constants C1 = (0.01 L)^2,
 C2 = (0.03 L)^2 with data range L.
@@ -10,6 +10,18 @@ from __future__ import annotations
 
 import jax.numpy as jnp
 import numpy as np
+
+
+# mean squared errors are floored here so that identical images give 100 dB, not inf
+MSE_FLOOR = 1e-10
+# SSIM's window side in pixels; smaller images have no SSIM
+SSIM_WINDOW = 11
+
+
+def psnr(mse):
+    """PSNR in dB of images in [0, 1] from their mean squared error (any shape; traced
+    values allowed): -10 log10(max(mse, 1e-10))."""
+    return -10.0 * jnp.log10(jnp.maximum(mse, MSE_FLOOR))
 
 
 def _gauss_matrix(n: int, size: int, sigma: float, dtype):
@@ -23,7 +35,7 @@ def _gauss_matrix(n: int, size: int, sigma: float, dtype):
     return jnp.asarray(m, dtype)
 
 
-def ssim_map(img1, img2, *, data_range: float = 1.0, window_size: int = 11,
+def ssim_map(img1, img2, *, data_range: float = 1.0, window_size: int = SSIM_WINDOW,
              sigma: float = 1.5):
     """Per-position SSIM map.
 
@@ -59,10 +71,30 @@ def ssim_map(img1, img2, *, data_range: float = 1.0, window_size: int = 11,
     return num / den
 
 
-def ssim(img1, img2, *, data_range: float = 1.0, window_size: int = 11, sigma: float = 1.5):
+def ssim(img1, img2, *, data_range: float = 1.0, window_size: int = SSIM_WINDOW,
+         sigma: float = 1.5):
     """Mean SSIM over positions and channels (and leading batch axes): scalar.
 
     img1, img2: [..., H, W, C] floats in [0, data_range]. Identical images give 1.
     """
     return jnp.mean(ssim_map(img1, img2, data_range=data_range, window_size=window_size,
                              sigma=sigma))
+
+
+def image_metrics(images, gts) -> dict:
+    """PSNR and SSIM of each render against its ground truth.
+
+    images: [V, H, W, 3] floats in [0, 1]; gts: [V, H, W, 3] uint8. Returns dict(psnr [V]
+    float64 dB, ssim [V] float64), numpy; SSIM is NaN for images smaller than its
+    11 x 11 window.
+    """
+    imgs = np.asarray(images, np.float64)
+    gts = np.asarray(gts).astype(np.float64) / 255.0
+    mse = ((imgs - gts) ** 2).mean(axis=(1, 2, 3))
+    ps = np.asarray(psnr(jnp.asarray(mse)), np.float64)
+    if min(imgs.shape[1:3]) >= SSIM_WINDOW:
+        ss = np.array([float(ssim(jnp.asarray(a, jnp.float32), jnp.asarray(b, jnp.float32)))
+                       for a, b in zip(imgs, gts)])
+    else:
+        ss = np.full(len(imgs), np.nan)
+    return dict(psnr=ps, ssim=ss)

@@ -9,11 +9,17 @@ import zlib
 import numpy as np
 
 
+def to_uint8(img) -> np.ndarray:
+    """uint8 image from uint8 or floats in [0, 1] (clipped, rounded; NaN -> 0), same shape."""
+    a = np.asarray(img)
+    if a.dtype == np.uint8:
+        return a
+    return (np.clip(np.nan_to_num(a.astype(np.float64)), 0, 1) * 255 + 0.5).astype(np.uint8)
+
+
 def write_png(path, img) -> None:
     """Write an image to PNG. img: [H, W, 3] or [H, W] uint8, or floats in [0, 1]."""
-    a = np.asarray(img)
-    if a.dtype != np.uint8:
-        a = (np.clip(np.nan_to_num(a.astype(np.float64)), 0, 1) * 255 + 0.5).astype(np.uint8)
+    a = to_uint8(img)
     if a.ndim == 2:
         a = a[..., None]
     if a.ndim != 3 or a.shape[2] not in (1, 3, 4):

@@ -1,0 +1,187 @@
+"""The ``splat`` subcommands: each reads its flags, calls the library and prints.
+
+User errors (a missing or malformed file, a bad flag value, a size that cannot fit in
+memory) are raised as ``ValueError`` / ``OSError`` and printed by :func:`splat.cli.main`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+
+import numpy as np
+
+
+def warn(msg: str) -> None:
+    """Warnings of the loaders and the PLY reader, as one line on stderr."""
+    print(f"[splat] warning: {msg}", file=sys.stderr, flush=True)
+
+
+def _check_render_size(n_views: int, width: int, height: int, n_gaussians: int,
+                       what: str) -> None:
+    from ..checks import check_render_size
+    check_render_size(n_views, width, height, n_gaussians=n_gaussians,
+                      what=f"{what}: {n_views} views of {width}x{height}",
+                      hint="render fewer or smaller views")
+
+
+def cmd_train(args, scene=None, data_label=None) -> dict:
+    """``splat train DATA``: fit, then write checkpoint.npz, point_cloud.ply, renders/
+    (test views), curve.png and metrics.json into --out; returns the metrics."""
+    import jax
+
+    from ..datasets import load_scene
+    from ..figures import save_views, training_curve_png
+    from ..io.files import open_npz, prepare_out_dir
+    from ..train import Trainer, restore_state, save_checkpoint, write_model_ply
+    from ..train import presets
+
+    prepare_out_dir(args.out)
+    if args.resume:
+        open_npz(args.resume, "splat checkpoint (--resume)").close()
+    t0 = time.time()
+    if scene is None:
+        # one random point if --init-points is left to the preset, which needs the image
+        # size: fit_to_machine draws them
+        scene = load_scene(args.data, downscale=args.downscale,
+                           n_random_points=getattr(args, "init_points", None) or 1,
+                           seed=args.seed, warn=warn)
+        data_label = os.path.abspath(args.data)
+    if scene.images is None:
+        raise ValueError(f"{args.data}: the scene has no images to train on")
+    args.capacity = presets.fit_to_machine(
+        scene, steps=args.steps, strategy=args.strategy, backend=args.backend,
+        capacity=args.capacity, init_points=getattr(args, "init_points", None),  # not a flag of `splat demo`
+        resume=args.resume, seed=args.seed)
+    print(f"[splat] {len(scene.train_idx)} train / {len(scene.test_idx)} test views of "
+          f"{scene.width}x{scene.height}, {len(scene.points)} initial points "
+          f"({scene.points_source}), extent {scene.extent:.3f} ({time.time() - t0:.1f} s)")
+    cfg = presets.train_config(args.steps, args.capacity, args.sh_degree, args.strategy,
+                               absgrad=args.absgrad, backend=args.backend)
+    presets.check_training_memory(cfg, scene.width, scene.height)
+    trainer = Trainer(scene, cfg)
+    if args.resume:
+        try:
+            state = restore_state(args.resume, trainer)
+        except KeyError as e:
+            raise ValueError(f"{args.resume}: not a complete splat checkpoint (no {e})") \
+                from None
+        print(f"[splat] resumed from {args.resume} at step {int(state.step)}")
+    else:
+        state = trainer.init_state(seed=args.seed)
+    remaining = max(0, args.steps - int(state.step))
+    print(f"[splat] training {remaining} steps, strategy {cfg.strategy.name}"
+          f"{' (absgrad)' if cfg.strategy.uses_absgrad else ''}, capacity {cfg.capacity} "
+          "(first step compiles)")
+    t1 = time.time()
+    state, history = trainer.fit(state, remaining, log_every=args.log_every)
+    jax.block_until_ready(state)
+    train_s = time.time() - t1
+    ckpt = os.path.join(args.out, "checkpoint.npz")
+    save_checkpoint(ckpt, trainer, state, extra=dict(data=data_label, downscale=args.downscale))
+    write_model_ply(os.path.join(args.out, "point_cloud.ply"), state.params, state.active)
+    result = dict(steps=int(state.step), train_seconds=train_s,
+                  n_active=int(np.asarray(state.active).sum()), capacity=cfg.capacity,
+                  capacity_denied=int(sum(h["denied"] for h in history)),
+                  capacity_suggested=presets.suggest_capacity(history))
+    if len(scene.test_idx):
+        ev = trainer.evaluate(state)
+        save_views(os.path.join(args.out, "renders"), ev["images"],
+                   scene.images[scene.test_idx], ev["psnr"], prefix="test")
+        result.update(test_psnr=float(ev["psnr"].mean()), test_ssim=float(np.nanmean(ev["ssim"])))
+        print(f"[splat] test PSNR {result['test_psnr']:.2f} dB, SSIM {result['test_ssim']:.4f}"
+              f" over {len(scene.test_idx)} views (renders/: ground truth | render)")
+    if history and not training_curve_png(os.path.join(args.out, "curve.png"), history):
+        print("[splat] matplotlib not installed: training curve PNG skipped")
+    with open(os.path.join(args.out, "metrics.json"), "w") as f:
+        json.dump(dict(result, history=history), f)
+    print(f"[splat] wrote {ckpt}, point_cloud.ply, metrics.json to {args.out}")
+    return result
+
+
+def cmd_render(args) -> None:
+    """``splat render MODEL``: PNGs of the model seen from --data's test cameras, the
+    checkpoint's own, or an orbit (a .ply)."""
+    from ..checks import check_rendered
+    from ..datasets import load_scene, npz_image_size, orbit_cameras
+    from ..figures import save_views
+    from ..io.files import prepare_out_dir
+    from ..train import checkpoint_cameras, load_model, render_model
+
+    prepare_out_dir(args.out)
+    params, cfg, meta = load_model(args.model, warn=warn)
+    n = len(params["means"])
+    what = f"render {args.model}"
+    if args.data:
+        sc = load_scene(args.data, downscale=args.downscale, warn=warn)
+        idx = sc.test_idx if len(sc.test_idx) else sc.train_idx
+        w, h = (npz_image_size(args.data, args.downscale) if sc.images is None
+                else (sc.width, sc.height))
+        vms, Ks = sc.viewmats[idx], sc.Ks[idx]
+    elif meta is not None:
+        vms, Ks, w, h = checkpoint_cameras(args.model, meta)
+    else:
+        w = h = args.size
+        _check_render_size(args.views, w, h, n, what)
+        vms, Ks = orbit_cameras(params["means"], args.views, w, h)
+    _check_render_size(len(vms), int(w), int(h), n, what)
+    imgs = render_model(params, cfg, vms, Ks, int(w), int(h))
+    check_rendered(imgs, what, warn=warn)
+    paths = save_views(args.out, imgs)
+    print(f"[splat] rendered {len(paths)} views of {n} Gaussians to {args.out}")
+
+
+def cmd_eval(args) -> dict:
+    """``splat eval MODEL``: PSNR and SSIM of each test view, printed (and eval.json)."""
+    from ..checks import check_rendered
+    from ..datasets import load_scene
+    from ..io.files import prepare_out_dir
+    from ..metrics import image_metrics
+    from ..train import load_model, render_model
+
+    if args.out:
+        prepare_out_dir(args.out)
+    params, cfg, meta = load_model(args.model, warn=warn)
+    data = args.data or (meta or {}).get("data")
+    if not data:
+        raise ValueError(f"{args.model}: eval needs --data DATA (the model does not name "
+                         "its scene)")
+    ds = args.downscale or (meta or {}).get("downscale", 1)
+    sc = load_scene(data, downscale=ds, warn=warn)
+    if not len(sc.test_idx) or sc.images is None:
+        raise ValueError(f"{data}: no test views with images")
+    _check_render_size(len(sc.test_idx), sc.width, sc.height, len(params["means"]),
+                       f"eval {args.model}")
+    imgs = render_model(params, cfg, sc.viewmats[sc.test_idx], sc.Ks[sc.test_idx],
+                        sc.width, sc.height)
+    check_rendered(imgs, f"eval {args.model}", warn=warn)
+    scores = image_metrics(imgs, sc.images[sc.test_idx])
+    rows = []
+    for k, i in enumerate(sc.test_idx):
+        rows.append(dict(view=sc.names[i], psnr=float(scores["psnr"][k]),
+                         ssim=float(scores["ssim"][k])))
+        print(f"{sc.names[i]:>24s}  PSNR {rows[-1]['psnr']:6.2f} dB  SSIM {rows[-1]['ssim']:.4f}")
+    mean = dict(psnr=float(np.mean(scores["psnr"])), ssim=float(np.mean(scores["ssim"])))
+    print(f"{'mean':>24s}  PSNR {mean['psnr']:6.2f} dB  SSIM {mean['ssim']:.4f}")
+    if args.out:
+        with open(os.path.join(args.out, "eval.json"), "w") as f:
+            json.dump(dict(views=rows, mean=mean), f, indent=1)
+    return mean
+
+
+def cmd_demo(args) -> dict:
+    """``splat demo``: ``splat train`` on the bundled scene (its flags and outputs)."""
+    from ..datasets import DEMO_SCENE, load_npz
+    from ..io.files import prepare_out_dir
+
+    if not os.path.isfile(DEMO_SCENE):
+        raise FileNotFoundError(f"{DEMO_SCENE}: bundled demo scene missing (reinstall splat)")
+    prepare_out_dir(args.out)
+    scene = load_npz(DEMO_SCENE, warn=warn)
+    args.data = DEMO_SCENE
+    args.downscale = 1
+    res = cmd_train(args, scene=scene, data_label=DEMO_SCENE)
+    print(f"[splat] demo done: see {os.path.join(args.out, 'renders', 'test_000.png')}")
+    return res
