@@ -8,6 +8,7 @@ import argparse
 import os
 from pathlib import Path
 
+from . import cluster
 from .common import (
     Options,
     SolveFailed,
@@ -21,7 +22,6 @@ from .common import (
     use_compile_cache,
 )
 from .report import build_report, finite_or_none, write_report
-from . import cluster
 from .plot import plot_trajectories
 
 
