@@ -36,20 +36,18 @@ import numpy as np
 from .. import linear, smallmat
 from ..graph import noise as N
 from ..runtime.compile_cache import entry_point
-from ..graph.kinds import kind_of
+from .. import lie
+from ..graph.factors import Between, Prior
 from ..graph.problem import Problem
 
 __all__ = ["chordal"]
-
-_ROT_DIM = {"SE2": 2, "SE3": 3, "SO3": 3}
-
 
 def chordal(problem: Problem, values: dict, *, linear_solver: str = "auto") -> dict:
     """Chordal initialisation of every SE2 / SE3 / SO3 variable group of ``problem``.
 
     Args:
       problem: a :class:`jaxgraph.Problem` whose variable groups are all Lie groups
-        (``"SE2"``, ``"SE3"``, ``"SO3"``). Between and prior factors are used; custom
+        (SE2, SE3, SO3, SO2, by class or alias). Between and prior factors are used; other
         factors are ignored.
       values: dict ``group -> [count, param_dim]``; supplies the dtype, the values of fixed
         variables, of component anchors and of untouched variables.
@@ -64,12 +62,12 @@ def chordal(problem: Problem, values: dict, *, linear_solver: str = "auto") -> d
     """
     if not isinstance(problem, Problem):
         raise TypeError(f"chordal: problem must be a jaxgraph.Problem, got {type(problem).__name__}")
-    bad = [v for v in problem.variables if not kind_of(v.kind).is_group]
+    bad = [v for v in problem.variables if not _rotation_group(problem.structure.kinds[v.name])]
     if bad:
         v = bad[0]
         raise TypeError(
-            f"chordal initialisation needs Lie-group variables (SE2, SE3, SO3); variable group "
-            f"{v.name!r} is {v.kind} (initialise it yourself and solve with jaxgraph.solve)"
+            f"chordal initialisation needs rotation or rigid-motion variables (SE2, SE3, SO2, SO3); variable group "
+            f"{v.name!r} is {problem.structure.kinds[v.name].name} (initialise it yourself and solve with jaxgraph.solve)"
         )
     if linear_solver not in linear.METHODS:
         raise ValueError(f"chordal: linear_solver must be one of {linear.METHODS}, got {linear_solver!r}")
@@ -83,8 +81,8 @@ def chordal(problem: Problem, values: dict, *, linear_solver: str = "auto") -> d
 # ----------------------------------------------------------------------------------
 def _layout(problem: Problem) -> tuple:
     """Hashable description of what the plan needs: variables and factor index arrays."""
-    vars_ = tuple((v.name, v.kind, v.count, tuple(v.fixed)) for v in problem.variables)
-    facs = tuple((g.kind, g.variables, g.indices) for g in problem.factors)
+    vars_ = tuple((v.name, problem.structure.kinds[v.name], v.count, tuple(v.fixed)) for v in problem.variables)
+    facs = tuple((g.type, g.variables, g.indices) for g in problem.factors)
     return vars_, facs
 
 
@@ -92,8 +90,8 @@ class _GroupPlan:
     """Everything static about one variable group: edges, priors, known variables, analysis."""
 
     def __init__(self, name, kind, count, fixed, edges, priors, linear_solver):
-        self.name, self.kind, self.count = name, kind_of(kind), count
-        self.rdim = _ROT_DIM[kind]
+        self.name, self.kind, self.count = name, kind, count
+        self.rdim = kind.group.space_dim  # rotations are rdim x rdim matrices
         self.edges = edges  # ((factor group position, i[m], j[m]), ...)
         self.priors = priors  # ((factor group position, index[m]), ...)
         ei = np.concatenate([e[1] for e in edges]) if edges else np.zeros(0, np.int64)
@@ -140,13 +138,13 @@ def _plan(treedef, layout, linear_solver) -> _Plan:
     groups = []
     for name, kind, count, fixed in vars_:
         edges, priors = [], []
-        for k, (fkind, fvars, idx) in enumerate(facs):
+        for k, (ftype, fvars, idx) in enumerate(facs):
             if fvars[0] != name:
                 continue
             a = idx.array
-            if fkind == "between":
+            if isinstance(ftype, Between):
                 edges.append((k, a[:, 0], a[:, 1]))
-            elif fkind == "prior":
+            elif isinstance(ftype, Prior):
                 priors.append((k, a[:, 0]))
         if edges or priors:
             groups.append(_GroupPlan(name, kind, count, fixed, tuple(edges), tuple(priors), linear_solver))
@@ -192,12 +190,21 @@ def _information(group, d: int, dtype) -> jax.Array:
     return jnp.broadcast_to(lam, (M, d, d))
 
 
-def _blocks(kind_name: str, lam: jax.Array):
+def _rotation_group(kind) -> bool:
+    """Kinds chordal initialisation handles: SO(n) and SE(n) groups of :mod:`jaxgraph.lie`."""
+    return kind.is_group and issubclass(kind.group, (lie.SOBase, lie.SEBase))
+
+
+def _rigid(kind) -> bool:
+    """SE(n): a rotation and a translation (tangent order: translation, then rotation)."""
+    return issubclass(kind.group, lie.SEBase)
+
+
+def _blocks(kind, lam: jax.Array):
     """Rotation and translation blocks of tangent-space information ``[M, d, d]``."""
-    if kind_name == "SE2":
-        return lam[:, 2:, 2:], lam[:, :2, :2]
-    if kind_name == "SE3":
-        return lam[:, 3:, 3:], lam[:, :3, :3]
+    if _rigid(kind):
+        n = kind.group.space_dim
+        return lam[:, n:, n:], lam[:, :n, :n]
     return lam, None
 
 
@@ -228,7 +235,7 @@ def _initialise_group(gp: _GroupPlan, problem: Problem, P: jax.Array) -> jax.Arr
     kind, n, rd = gp.kind, gp.count, gp.rdim
     T0 = kind.to_matrix(P)
     R0 = T0[:, :rd, :rd]
-    is_se = kind.name != "SO3"
+    is_se = _rigid(kind)
     t0 = T0[:, :rd, rd] if is_se else None
 
     def gather(entries):
@@ -236,7 +243,7 @@ def _initialise_group(gp: _GroupPlan, problem: Problem, P: jax.Array) -> jax.Arr
         for entry in entries:
             g = problem.factors[entry[0]]
             Z = kind.to_matrix(jnp.asarray(g.measurement, dtype))
-            lam_r, lam_t = _blocks(kind.name, _information(g, kind.tangent_dim, dtype))
+            lam_r, lam_t = _blocks(kind, _information(g, kind.tangent_dim, dtype))
             Rs.append(Z[:, :rd, :rd])
             wr.append(_positive_scalar(lam_r))
             if is_se:

@@ -1,38 +1,41 @@
 """Factor groups: stacked factors of one type, with residuals in tangent space.
 
-A :class:`FactorGroup` holds ``M`` factors of the same type. Its static part (which
-variables each factor touches, the residual function) lives in the pytree's auxiliary
-data; its float parts (measurements, noise parameters, robust thresholds, user data) are
-the pytree's leaves, so ``jax.grad`` / ``jax.vmap`` see exactly the numbers a user may
-want to differentiate or batch.
+A :class:`FactorGroup` holds ``M`` factors of one :class:`FactorType`. Its static part (the
+type, which variables each factor touches) lives in the pytree's auxiliary data; its float
+parts (measurements, noise parameters, robust thresholds, user data) are the pytree's leaves,
+so ``jax.grad`` / ``jax.vmap`` see exactly the numbers a user may want to differentiate or
+batch.
 
-Built-in factors (analytic Jacobians, right perturbations ``X <- X Exp(d)``):
+Factor types are objects; each one carries its residual, its Jacobians, how its measurement
+is checked and prepared, and whether it fixes absolute values (the gauge). No code compares
+type names. Built-in types (analytic Jacobians, right perturbations ``X <- X Exp(d)``),
+defined for every kind with a matrix form (Lie groups, Euclidean vectors, products of them):
 
-* :func:`between` ``r = Log(Z^-1 X_i^-1 X_j)`` (GTSAM's ``BetweenFactor``):
-  ``dr/dd_j = Jr^-1(r)``, ``dr/dd_i = -Jr^-1(r) Ad(X_j^-1 X_i)``.
-* :func:`prior` ``r = Log(Z^-1 X)``: ``dr/dd = Jr^-1(r)``.
+* :class:`Between` ``r = Log(Z^-1 X_i^-1 X_j)`` (GTSAM's ``BetweenFactor``; for vectors
+  ``x_j - x_i - z``): ``dr/dd_j = Jr^-1(r)``, ``dr/dd_i = -Jr^-1(r) Ad(X_j^-1 X_i)``.
+* :class:`Prior` ``r = Log(Z^-1 X)`` (for vectors ``x - z``): ``dr/dd = Jr^-1(r)``.
+* :class:`Custom`: a user residual in JAX for one factor; Jacobians come from forward-mode
+  autodiff through the kinds' retractions.
 
-User factors (:func:`custom`) give a residual in JAX for one factor; Jacobians come
-from forward-mode autodiff through the retraction.
+:func:`between`, :func:`prior` and :func:`custom` build groups of these types.
 """
 
 from __future__ import annotations
 
 import hashlib
-from typing import TYPE_CHECKING, Any, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Callable, Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .noise import NoiseModel
 from ..smallmat import matmul
+from .kinds import Kind
+from .noise import NoiseModel
 from .robust import RobustLoss
 
-if TYPE_CHECKING:  # the graph package imports this module
-    from .kinds import Kind
-
-__all__ = ["FactorGroup", "between", "prior", "custom"]
+__all__ = ["FactorGroup", "FactorType", "MatrixFactor", "Between", "Prior", "Custom", "between", "prior", "custom"]
 
 
 class StaticIndices:
@@ -60,98 +63,91 @@ class StaticIndices:
         return self._key
 
 
-@jax.tree_util.register_pytree_node_class
-class FactorGroup:
-    """``M`` stacked factors of one type.
+def _concrete(x) -> bool:
+    return not isinstance(x, jax.core.Tracer)
 
-    Attributes:
-      name: label used in error messages and inspection helpers.
-      kind: ``"between"``, ``"prior"`` or ``"custom"``.
-      variables: names of the variable group of each slot (``k`` slots).
-      indices: ``int64[M, k]`` (numpy, static): index of the variable in its group, per slot.
-      measurement: leaf pytree: ``[M, param_dim]`` for built-ins, any pytree with leading
-        axis ``M`` for custom factors (passed to the residual per factor).
-      noise: a :mod:`jaxgraph.noise` model (leaves ``[]``/``[M, ...]``).
-      robust: a :mod:`jaxgraph.robust` loss or ``None``.
-      residual_fn: custom factors only: ``residual(params, data) -> r[residual_dim]`` for
-        one factor, where ``params`` is a tuple with one parameter vector per slot.
-      residual_dim: residual dimension (built-ins: the tangent dimension).
-    """
 
-    def __init__(
-        self,
-        name: str,
-        kind: str,
-        variables: Sequence[str],
-        indices,
-        measurement: Any,
-        noise: NoiseModel | None,
-        robust: RobustLoss | None = None,
-        residual_fn: Callable | None = None,
-        residual_dim: int | None = None,
-    ):
-        self.name = str(name)
-        self.kind = kind
-        self.variables = tuple(variables)
-        self.indices = indices if isinstance(indices, StaticIndices) else StaticIndices(indices)
-        self.measurement = measurement
-        self.noise = noise
-        self.robust = robust
-        self.residual_fn = residual_fn
-        self.residual_dim = residual_dim
+class FactorType:
+    """What a factor computes. Subclasses implement :meth:`residual_and_jacobians`,
+    :meth:`residual_dim` and may refine :meth:`check`, :meth:`prepare` and :meth:`absolute`.
+    Instances are static data (hashable, compared by value)."""
 
-    @property
-    def count(self) -> int:
-        return int(self.indices.array.shape[0])
+    def residual_dim(self, kinds: Sequence[Kind]) -> int:
+        """Length of one factor's residual, given the kinds of its slots."""
+        raise NotImplementedError
 
-    def tree_flatten(self):
-        aux = (
-            self.name,
-            self.kind,
-            self.variables,
-            self.indices,
-            self.residual_fn,
-            self.residual_dim,
-        )
-        return (self.measurement, self.noise, self.robust), aux
+    def absolute(self, slots: int) -> bool:
+        """True when a factor with ``slots`` variables fixes absolute values (a gauge), as a
+        prior does; the gauge decision of :class:`jaxgraph.Problem` asks this."""
+        return False
 
-    @classmethod
-    def tree_unflatten(cls, aux, children):
-        obj = object.__new__(cls)
-        (obj.name, obj.kind, obj.variables, obj.indices, obj.residual_fn, obj.residual_dim) = aux
-        obj.measurement, obj.noise, obj.robust = children
-        return obj
+    def check(self, group: "FactorGroup", kinds: Sequence[Kind]) -> None:
+        """Raise a ValueError/TypeError naming ``group`` (and the factor) when its measurement
+        does not fit the type and the slots' kinds."""
 
-    def replace(self, **changes) -> "FactorGroup":
-        """A copy with some leaves replaced (``measurement``, ``noise``, ``robust``)."""
-        children = {"measurement": self.measurement, "noise": self.noise, "robust": self.robust}
-        for k, v in changes.items():
-            if k not in children:
-                raise TypeError(f"FactorGroup.replace: cannot replace {k!r}")
-            children[k] = v
-        leaves, aux = self.tree_flatten()
-        return FactorGroup.tree_unflatten(
-            aux, (children["measurement"], children["noise"], children["robust"])
-        )
+    def prepare(self, measurement, kinds: Sequence[Kind], dtype):
+        """The measurement in the form :meth:`residual_and_jacobians` reads in a solve (done
+        once per solve); float leaves cast to ``dtype`` here."""
+        return jax.tree_util.tree_map(
+            lambda x: jnp.asarray(x, dtype) if jnp.issubdtype(jnp.result_type(x), jnp.floating) else jnp.asarray(x),
+            measurement)
 
-    def __repr__(self):
-        return (
-            f"FactorGroup(name={self.name!r}, kind={self.kind!r}, count={self.count}, "
-            f"variables={self.variables}, noise={self.noise!r}, robust={self.robust!r})"
-        )
+    def residual_and_jacobians(self, group: "FactorGroup", kinds: Sequence[Kind], params, with_jacobians=True):
+        """Unwhitened residuals ``r[M, rdim]`` and per-slot Jacobians ``[M, rdim, tangent_dim_a]``
+        (``None`` without ``with_jacobians``); ``params[a]`` is ``[M, param_dim_a]``."""
+        raise NotImplementedError
 
-    # ------------------------------------------------------------------------------
-    # Evaluation (called with the group's parameters already gathered per factor).
-    # ------------------------------------------------------------------------------
-    def residual_and_jacobians(self, kinds: Sequence[Kind], params: Sequence[jax.Array], with_jacobians=True):
-        """Unwhitened residuals ``r[M, rdim]`` and per-slot Jacobians ``[M, rdim, tdim_a]``.
 
-        ``params[a]`` is ``[M, param_dim_a]``, the value of slot ``a`` of every factor (built-in
-        factors also accept the matrices ``[M, k, k]`` of Lie-group values).
-        """
-        if self.kind in ("between", "prior"):
-            return _builtin(self, kinds[0], params, with_jacobians)
-        return _custom(self.residual_fn, kinds, params, self.measurement, with_jacobians)
+class MatrixFactor(FactorType):
+    """Factors whose residual is the logarithm of an error matrix ``E``, on one kind with a
+    matrix form. The solver takes ``log`` and ``Jr^-1`` of all such groups of one kind
+    together (:meth:`error`, then :meth:`jacobians`), so their (large) code compiles once."""
+
+    def residual_dim(self, kinds):
+        return kinds[0].tangent_dim
+
+    def check(self, group, kinds):
+        kind = kinds[0]
+        if any(k != kind for k in kinds):
+            raise TypeError(f"factor group {group.name!r} ({self}) connects variables of different kinds "
+                            f"{[k.name for k in kinds]}")
+        if not kind.has_matrix_form:
+            raise TypeError(f"factor group {group.name!r} ({self}) needs a kind with a matrix form (a Lie group, "
+                            f"a vector, or a product of them), but variable group {group.variables[0]!r} is {kind.name}")
+        shape = tuple(jnp.shape(group.measurement))
+        if shape != (group.count, kind.param_dim):
+            raise ValueError(
+                f"factor group {group.name!r} ({self} on {kind.name} variable group {group.variables[0]!r}): "
+                f"measurement must have shape ({group.count}, {kind.param_dim}), one {kind.name} parameter vector "
+                f"per factor, got {shape}")
+        if _concrete(group.measurement):
+            rows = np.asarray(group.measurement)
+            if np.isfinite(rows).all():  # non-finite numbers are reported by the generic check
+                bad, what = kind.invalid_rows(rows)
+                if bad.size:
+                    raise ValueError(f"factor group {group.name!r}, factor {int(bad[0])}: {what} in the measurement "
+                                     f"({bad.size} such factor(s)); a measurement must be a {kind.name} element")
+
+    def prepare(self, measurement, kinds, dtype):
+        """``Z^-1`` as matrices ``[M, k, k]``: once per solve instead of once per linearisation."""
+        kind = kinds[0]
+        return kind.inverse_matrix(kind.to_matrix(jnp.asarray(measurement, dtype)))
+
+    def error(self, group, kind: Kind, params):
+        """``(E, context)``: error matrices ``E[M, k, k]`` (``r = log E``) and what
+        :meth:`jacobians` needs. ``params[a]`` are rows ``[M, param_dim]`` or matrices."""
+        raise NotImplementedError
+
+    def jacobians(self, group, kind: Kind, context, Jinv) -> tuple:
+        """Per-slot Jacobians from ``context`` and ``Jinv = Jr(r)^-1 [M, t, t]``."""
+        raise NotImplementedError
+
+    def residual_and_jacobians(self, group, kinds, params, with_jacobians=True):
+        E, context = self.error(group, kinds[0], params)
+        r = kinds[0].log(E)
+        if not with_jacobians:
+            return r, None
+        return r, self.jacobians(group, kinds[0], context, kinds[0].right_jacobian_inverse(r))
 
 
 def _matrix(kind: Kind, x):
@@ -160,60 +156,158 @@ def _matrix(kind: Kind, x):
 
 
 def _measurement_inverse(kind: Kind, z, dtype):
-    # A prepared problem stores Z^-1 as a matrix (see Problem.prepared); raw params otherwise.
+    # A prepared problem stores Z^-1 as a matrix (see MatrixFactor.prepare); raw rows otherwise.
     z = jnp.asarray(z, dtype)
     return z if z.ndim == 3 else kind.inverse_matrix(kind.to_matrix(z))
 
 
-def builtin_error(g: "FactorGroup", kind: Kind, params):
-    """Built-in groups in two phases: ``(E, context)``, the error matrices ``E [M, k, k]``
-    (``r = log E``) of a ``between`` or ``prior`` group; see :func:`builtin_jacobians`.
-    The solver takes ``log`` and the right-Jacobian inverse of all groups of one kind
-    together, so their (large) code is compiled once."""
-    if g.kind == "between":
+@dataclass(frozen=True)
+class Between(MatrixFactor):
+    """``r = Log(Z^-1 X_i^-1 X_j)``, two slots of one kind."""
+
+    def __str__(self):
+        return "between"
+
+    def error(self, group, kind, params):
         Xi, Xj = _matrix(kind, params[0]), _matrix(kind, params[1])
         XiXj = matmul(kind.inverse_matrix(Xi), Xj)
-        return matmul(_measurement_inverse(kind, g.measurement, Xi.dtype), XiXj), XiXj
-    X = _matrix(kind, params[0])
-    return matmul(_measurement_inverse(kind, g.measurement, X.dtype), X), None
+        return matmul(_measurement_inverse(kind, group.measurement, Xi.dtype), XiXj), XiXj
 
-
-def builtin_jacobians(g: "FactorGroup", kind: Kind, context, Jinv):
-    """Per-slot Jacobians of a built-in group from its ``context`` and ``Jinv = Jr(r)^-1``."""
-    if g.kind == "between":
+    def jacobians(self, group, kind, context, Jinv):
         # Xi Exp(d) moves the error by Exp(-Ad(E^-1 Z^-1) d) on the left of E = Z^-1 Xi^-1 Xj,
         # and E^-1 Z^-1 = Xj^-1 Xi.
         Ad = kind.adjoint(kind.inverse_matrix(context))
         return (-matmul(Jinv, Ad), Jinv)
-    return (Jinv,)
 
 
-def _builtin(g: "FactorGroup", kind: Kind, params, with_jacobians):
-    E, context = builtin_error(g, kind, params)
-    r = kind.log(E)
-    if not with_jacobians:
-        return r, None
-    return r, builtin_jacobians(g, kind, context, kind.right_jacobian_inverse(r))
+@dataclass(frozen=True)
+class Prior(MatrixFactor):
+    """``r = Log(Z^-1 X)``, one slot: fixes absolute values."""
+
+    def __str__(self):
+        return "prior"
+
+    def absolute(self, slots):
+        return True
+
+    def error(self, group, kind, params):
+        X = _matrix(kind, params[0])
+        return matmul(_measurement_inverse(kind, group.measurement, X.dtype), X), None
+
+    def jacobians(self, group, kind, context, Jinv):
+        return (Jinv,)
 
 
-def _custom(fn, kinds, params, data, with_jacobians):
-    def one(ps, d):
-        return fn(tuple(ps), d)
+@dataclass(frozen=True)
+class Custom(FactorType):
+    """A user residual ``fn(params, data) -> r[dim]`` for one factor; a factor of one slot
+    fixes absolute values (it is a prior in all but name)."""
 
-    r = jax.vmap(one)(tuple(params), data)
-    if not with_jacobians:
-        return r, None
+    fn: Callable
+    dim: int
 
-    def one_jac(ps, d):
-        def perturbed(deltas):
-            moved = tuple(k.retract(p, dl) for k, p, dl in zip(kinds, ps, deltas))
-            return fn(moved, d)
+    def __str__(self):
+        return "custom"
 
-        zeros = tuple(jnp.zeros((k.tangent_dim,), p.dtype) for k, p in zip(kinds, ps))
-        return jax.jacfwd(perturbed)(zeros)
+    def residual_dim(self, kinds):
+        return self.dim
 
-    J = jax.vmap(one_jac)(tuple(params), data)
-    return r, tuple(J)
+    def absolute(self, slots):
+        return slots == 1
+
+    def check(self, group, kinds):
+        M, name = group.count, group.name
+        for leaf in jax.tree_util.tree_leaves(group.measurement):
+            if jnp.ndim(leaf) == 0 or jnp.shape(leaf)[0] != M:
+                raise ValueError(
+                    f"factor group {name!r} (custom): every data leaf needs leading axis {M} (one row per "
+                    f"factor), got a leaf of shape {jnp.shape(leaf)}")
+        if self.dim <= 0:
+            raise ValueError(f"factor group {name!r} (custom): residual_dim must be a positive integer")
+        one_params = tuple(jax.ShapeDtypeStruct((k.param_dim,), jnp.float32) for k in kinds)
+        one_data = jax.tree_util.tree_map(
+            lambda x: jax.ShapeDtypeStruct(jnp.shape(x)[1:], jnp.result_type(x)), group.measurement)
+        try:
+            out = jax.eval_shape(self.fn, one_params, one_data)
+        except Exception as exc:  # report which group failed, keep the original cause
+            raise ValueError(f"factor group {name!r} (custom): the residual function failed on one factor: {exc}") from exc
+        if tuple(out.shape) != (self.dim,):
+            raise ValueError(f"factor group {name!r} (custom): residual function returns shape {tuple(out.shape)}, "
+                             f"expected ({self.dim},) (residual_dim)")
+
+    def residual_and_jacobians(self, group, kinds, params, with_jacobians=True):
+        fn = self.fn
+        r = jax.vmap(lambda ps, d: fn(tuple(ps), d))(tuple(params), group.measurement)
+        if not with_jacobians:
+            return r, None
+
+        def one_jac(ps, d):
+            def perturbed(deltas):
+                return fn(tuple(k.retract(p, dl) for k, p, dl in zip(kinds, ps, deltas)), d)
+
+            zeros = tuple(jnp.zeros((k.tangent_dim,), p.dtype) for k, p in zip(kinds, ps))
+            return jax.jacfwd(perturbed)(zeros)
+
+        return r, tuple(jax.vmap(one_jac)(tuple(params), group.measurement))
+
+
+@jax.tree_util.register_pytree_node_class
+class FactorGroup:
+    """``M`` stacked factors of one type.
+
+    Attributes:
+      name: label used in error messages and inspection helpers.
+      type: the :class:`FactorType` (``Between()``, ``Prior()``, ``Custom(fn, dim)``, ...).
+      variables: names of the variable group of each slot (``k`` slots).
+      indices: ``int64[M, k]`` (numpy, static): index of the variable in its group, per slot.
+      measurement: leaf pytree: ``[M, param_dim]`` for between and prior factors, any pytree
+        with leading axis ``M`` for custom factors (passed to the residual per factor).
+      noise: a :mod:`jaxgraph.noise` model (leaves ``[]``/``[M, ...]``) or ``None`` (unit).
+      robust: a :mod:`jaxgraph.robust` loss or ``None``.
+    """
+
+    def __init__(self, name: str, type: FactorType, variables: Sequence[str], indices, measurement: Any,
+                 noise: NoiseModel | None, robust: RobustLoss | None = None):
+        if not isinstance(type, FactorType):
+            raise TypeError(f"factor group {name!r}: type must be a jaxgraph.factors.FactorType (Between(), "
+                            f"Prior(), Custom(fn, dim), ...), got {type!r}")
+        self.name = str(name)
+        self.type = type
+        self.variables = tuple(variables)
+        self.indices = indices if isinstance(indices, StaticIndices) else StaticIndices(indices)
+        self.measurement = measurement
+        self.noise = noise
+        self.robust = robust
+
+    @property
+    def count(self) -> int:
+        return int(self.indices.array.shape[0])
+
+    def tree_flatten(self):
+        return (self.measurement, self.noise, self.robust), (self.name, self.type, self.variables, self.indices)
+
+    @classmethod
+    def tree_unflatten(cls, aux, children):
+        obj = object.__new__(cls)
+        obj.name, obj.type, obj.variables, obj.indices = aux
+        obj.measurement, obj.noise, obj.robust = children
+        return obj
+
+    def replace(self, **changes) -> "FactorGroup":
+        """A copy with some leaves (``measurement``, ``noise``, ``robust``) or its ``indices``
+        replaced."""
+        fields = {"measurement": self.measurement, "noise": self.noise, "robust": self.robust,
+                  "indices": self.indices}
+        for k, v in changes.items():
+            if k not in fields:
+                raise TypeError(f"FactorGroup.replace: cannot replace {k!r}")
+            fields[k] = v
+        return FactorGroup(self.name, self.type, self.variables, fields["indices"], fields["measurement"],
+                           fields["noise"], fields["robust"])
+
+    def __repr__(self):
+        return (f"FactorGroup(name={self.name!r}, type={self.type}, count={self.count}, "
+                f"variables={self.variables}, noise={self.noise!r}, robust={self.robust!r})")
 
 
 def _as_index(x, name):
@@ -238,10 +332,11 @@ def between(
     *,
     name: str = "between",
 ) -> FactorGroup:
-    """Between factors ``r = Log(Z^-1 X_i^-1 X_j)`` on a Lie-group variable group.
+    """Between factors ``r = Log(Z^-1 X_i^-1 X_j)`` (vectors: ``x_j - x_i - z``).
 
     Args:
-      variable: name of the variable group (kind SE2, SE3 or SO3).
+      variable: name of the variable group (any kind with a matrix form: a Lie group, a
+        vector, a product of them).
       i, j: ``int[M]`` indices into that group.
       measurement: ``[M, param_dim]`` relative poses ``Z = X_i^-1 X_j`` in the group's
         parametrisation (SE2 ``(x, y, theta)``, SE3 ``(qw, qx, qy, qz, x, y, z)``).
@@ -252,7 +347,7 @@ def between(
     j = _as_index(j, name)
     if i.shape != j.shape:
         raise ValueError(f"factor group {name!r}: i has {i.shape[0]} entries but j has {j.shape[0]}")
-    return FactorGroup(name, "between", (variable, variable), np.stack([i, j], 1), measurement, noise, robust)
+    return FactorGroup(name, Between(), (variable, variable), np.stack([i, j], 1), measurement, noise, robust)
 
 
 def prior(
@@ -264,9 +359,11 @@ def prior(
     *,
     name: str = "prior",
 ) -> FactorGroup:
-    """Prior factors ``r = Log(Z^-1 X)``; ``index int[M]``, ``measurement [M, param_dim]``."""
+    """Prior factors ``r = Log(Z^-1 X)`` (vectors: ``x - z``) on any kind with a matrix form
+    (a Lie group, a vector, a product of them); ``index int[M]``, ``measurement [M, param_dim]``
+    in the variables' row layout. Priors fix the gauge: a problem with one gets no anchor."""
     index = _as_index(index, name)
-    return FactorGroup(name, "prior", (variable,), index[:, None], measurement, noise, robust)
+    return FactorGroup(name, Prior(), (variable,), index[:, None], measurement, noise, robust)
 
 
 def custom(
@@ -284,12 +381,14 @@ def custom(
     Args:
       residual: ``residual(params, data) -> r[residual_dim]`` for ONE factor, written in
         JAX; ``params`` is a tuple with one parameter vector per slot (see
-        :mod:`jaxgraph.graph.manifolds` for parametrisations), ``data`` the factor's slice of
+        :mod:`jaxgraph.graph.kinds` for parametrisations), ``data`` the factor's slice of
         ``data``. Keep the same function object between calls to avoid recompilation.
       variables: one ``(group_name, int[M] indices)`` per slot.
       data: pytree of arrays with leading axis ``M`` (measurements, learned parameters).
       noise: noise model or ``None`` (unit information).
       residual_dim: length of the residual.
+
+    A custom factor of one variable fixes absolute values like a prior does (the gauge).
     """
     if not variables:
         raise ValueError(f"factor group {name!r}: a custom factor needs at least one variable")
@@ -298,14 +397,5 @@ def custom(
         raise ValueError(
             f"factor group {name!r}: index arrays of different lengths {[a.shape[0] for a in idx]}"
         )
-    return FactorGroup(
-        name,
-        "custom",
-        tuple(v for v, _ in variables),
-        np.stack(idx, 1),
-        data,
-        noise,
-        robust,
-        residual_fn=residual,
-        residual_dim=int(residual_dim),
-    )
+    return FactorGroup(name, Custom(residual, int(residual_dim)), tuple(v for v, _ in variables), np.stack(idx, 1),
+                       data, noise, robust)

@@ -1,9 +1,12 @@
-"""Variable kinds: how a values array row maps to a group element (internal to the solver).
+"""Variable kinds: objects that say how a values row maps to a point of a manifold.
 
 A variable group declares its kind as a group class of :mod:`jaxgraph.lie` (``lie.SE3``,
-``lie.SE2``, ``lie.SO3``, ``lie.SO2``), a Euclidean dimension (``3``) or one of the string
-aliases. Every group operation (matrices, logarithm, adjoint, right Jacobians, retraction)
-comes from the group class; nothing here dispatches on a group's name.
+``lie.SE2``, ``lie.SO3``, ``lie.SO2``), a Euclidean dimension (``3``), one of the string
+aliases, or a :class:`Kind` object (e.g. a :class:`ProductKind`, or a subclass of your
+own). :func:`kind_of` turns any declaration into one :class:`Kind` object, and everything
+the library does with a variable (its sizes, retraction, the validity test of its rows, the
+matrix form that between and prior factors use) is asked of that object: no code compares
+kind names.
 
 Values layout (one row per variable):
 
@@ -20,10 +23,17 @@ kind            row                             tangent  notes
                                                          layout of g2o-read problems): minimal,
                                                          bit-exact file round trip
 ``n``, ``"Rn"`` ``(x_1 .. x_n)``                n        Euclidean
+ProductKind     the parts' rows side by side    sum      e.g. a camera: SE3 x intrinsics
 ==============  ==============================  =======  ======================================
 
 Tangents use right perturbations ``X <- X Exp(d)`` in the classes' order: SE2 ``(x, y,
 theta)``, SE3 ``(v, w)`` (translation first, also g2o's information-matrix order).
+
+A user-defined kind subclasses :class:`Kind` and implements :meth:`Kind.retract` (the
+solver's step) and, for between and prior factors, the matrix form (:meth:`Kind.to_matrix`,
+:meth:`Kind.from_matrix`, :meth:`Kind.inverse_matrix`, :meth:`Kind.log`,
+:meth:`Kind.right_jacobian_inverse`, :meth:`Kind.adjoint`); :meth:`Kind.invalid_rows`
+adds a validity test of its own rows to the finiteness test every kind gets.
 """
 
 from __future__ import annotations
@@ -37,45 +47,154 @@ import numpy as np
 
 from .. import lie, smallmat
 
-__all__ = ["Kind", "GroupKind", "XYThetaKind", "EuclideanKind", "KindSpec", "kind_of"]
+__all__ = ["Kind", "GroupKind", "XYThetaKind", "EuclideanKind", "ProductKind", "KindSpec", "kind_of"]
+
+_NO_ROWS = np.zeros(0, np.int64)
 
 
 @dataclass(frozen=True)
 class Kind:
-    """Static description of a variable kind: its name and dimensions."""
+    """A variable kind: sizes, retraction, row validity and the matrix form of its points.
+
+    Attributes:
+      name: label in messages and reports.
+      param_dim: numbers per values row.
+      tangent_dim: size of a step (the block size in the normal equations).
+      group: the :mod:`jaxgraph.lie` class of a Lie-group kind, else ``None``.
+    """
 
     name: str
     param_dim: int
     tangent_dim: int
-    group: Optional[Type[lie.MatrixLieGroup]] = None  # None: Euclidean
+    group: Optional[Type[lie.MatrixLieGroup]] = None
 
     @property
     def is_group(self) -> bool:
-        """A Lie group (between and prior factors apply)."""
+        """A :mod:`jaxgraph.lie` group (chordal initialisation applies)."""
         return self.group is not None
+
+    @property
+    def tangent_names(self) -> tuple:
+        """Names of the tangent coordinates, in order (reports, e.g. marginals)."""
+        return tuple(f"x{i}" for i in range(self.tangent_dim))
+
+    @property
+    def matrix_dim(self) -> int:
+        """Size of the square matrices of :meth:`to_matrix`."""
+        raise NotImplementedError(f"kind {self.name} has no matrix form")
 
     def identity_row(self, dtype) -> np.ndarray:
         """The identity's row ``[param_dim]`` as a numpy array (no XLA op: padding a new
-        problem should not compile anything); zeros here, for Euclidean kinds."""
+        problem should not compile anything); zeros here."""
         return np.zeros(self.param_dim, dtype)
 
     def identity(self, n: int, dtype):
         """``n`` identity rows ``[n, param_dim]``."""
         return jnp.broadcast_to(jnp.asarray(self.identity_row(dtype)), (n, self.param_dim))
 
+    def retract(self, p, d):
+        """``X Exp(d)`` in rows; ``p[..., param_dim]``, ``d[..., tangent_dim]`` -> ``[..., param_dim]``."""
+        raise NotImplementedError(f"kind {self.name} must implement retract")
+
+    def invalid_rows(self, rows: np.ndarray) -> tuple[np.ndarray, str]:
+        """Rows of finite numbers ``rows[M, param_dim]`` (numpy) that are not points of this
+        kind: ``(indices, what is wrong)``; none here. Finiteness is tested for every kind
+        before this is called."""
+        return _NO_ROWS, ""
+
+    def random_rows(self, rng: np.random.Generator, count: int, like: np.ndarray) -> np.ndarray:
+        """``count`` random rows (float64), positions spread over the extent of ``like``'s
+        rows (synthetic outliers); here uniform in the box of ``like``."""
+        extent = float(np.ptp(like, axis=0).max()) if like.size else 1.0
+        return rng.uniform(-extent or -1.0, extent or 1.0, (count, self.param_dim))
+
+    # -- matrix form (between and prior factors) ------------------------------------------
+    def to_matrix(self, p):
+        """Rows ``[..., param_dim]`` -> matrices ``[..., matrix_dim, matrix_dim]``."""
+        raise NotImplementedError(f"kind {self.name} has no matrix form")
+
+    def from_matrix(self, T):
+        """Matrices ``[..., matrix_dim, matrix_dim]`` -> rows ``[..., param_dim]``."""
+        raise NotImplementedError(f"kind {self.name} has no matrix form")
+
+    def inverse_matrix(self, T):
+        """Inverse of matrices ``T[..., matrix_dim, matrix_dim]``, exact."""
+        raise NotImplementedError(f"kind {self.name} has no matrix form")
+
+    def log(self, T):
+        """Logarithm of matrices ``T`` -> tangent vectors ``[..., tangent_dim]``."""
+        raise NotImplementedError(f"kind {self.name} has no matrix form")
+
+    def right_jacobian_inverse(self, xi):
+        """``Jr(xi)^-1`` ``[..., tangent_dim, tangent_dim]``."""
+        raise NotImplementedError(f"kind {self.name} has no matrix form")
+
+    def adjoint(self, T):
+        """Adjoint of matrices ``T`` ``[..., tangent_dim, tangent_dim]``."""
+        raise NotImplementedError(f"kind {self.name} has no matrix form")
+
+    @property
+    def has_matrix_form(self) -> bool:
+        """True when between and prior factors apply (the matrix form is implemented)."""
+        return type(self).to_matrix is not Kind.to_matrix
+
 
 @dataclass(frozen=True)
 class EuclideanKind(Kind):
-    """Vectors ``R^n``: rows are the coordinates, retraction is addition."""
+    """Vectors ``R^n``: rows are the coordinates, retraction is addition. Their matrix form is
+    the translation group (homogeneous ``[[I, x], [0, 1]]``), so between factors give
+    ``x_j - x_i - z`` and priors ``x - z``."""
+
+    @property
+    def matrix_dim(self) -> int:
+        return self.param_dim + 1
 
     def retract(self, p, d):
-        """``p + d``; ``p[..., n]``, ``d[..., n]``."""
-        return p + d
+        return p + d.astype(p.dtype)
+
+    def to_matrix(self, p):
+        n = self.param_dim
+        eye = jnp.broadcast_to(jnp.eye(n + 1, dtype=p.dtype), p.shape[:-1] + (n + 1, n + 1))
+        return eye.at[..., :n, n].set(p)
+
+    def from_matrix(self, T):
+        return T[..., : self.param_dim, self.param_dim]
+
+    def inverse_matrix(self, T):
+        n = self.param_dim
+        return T.at[..., :n, n].set(-T[..., :n, n])
+
+    def log(self, T):
+        return self.from_matrix(T)
+
+    def right_jacobian_inverse(self, xi):
+        return jnp.broadcast_to(jnp.eye(self.tangent_dim, dtype=xi.dtype), xi.shape + (self.tangent_dim,))
+
+    def adjoint(self, T):
+        return jnp.broadcast_to(jnp.eye(self.tangent_dim, dtype=T.dtype), T.shape[:-2] + (self.tangent_dim,) * 2)
 
 
 @dataclass(frozen=True)
 class GroupKind(Kind):
-    """A group class; rows are the class's parameters."""
+    """A :mod:`jaxgraph.lie` group class; rows are the class's parameters.
+
+    ``unit_dim``: how many leading parameters form a unit vector (a quaternion: 4, a unit
+    complex number: 2); rows where that vector is (nearly) zero are not rotations.
+    """
+
+    unit_dim: int = 0
+
+    @property
+    def matrix_dim(self) -> int:
+        return self.group.matrix_dim
+
+    @property
+    def tangent_names(self) -> tuple:
+        n = self.group.space_dim
+        rotation = ("theta",) if n == 2 else ("wx", "wy", "wz")
+        if issubclass(self.group, lie.SEBase):
+            return (("x", "y") if n == 2 else ("vx", "vy", "vz")) + rotation
+        return rotation
 
     def to_group(self, p) -> lie.MatrixLieGroup:
         """Group objects of rows ``p[..., param_dim]``."""
@@ -85,30 +204,48 @@ class GroupKind(Kind):
         """Rows ``[..., param_dim]`` of group objects."""
         return g.parameters()
 
+    def identity_row(self, dtype) -> np.ndarray:
+        """The group's identity parameters."""
+        return np.asarray(self.group._identity_parameters(), dtype)
+
+    def invalid_rows(self, rows: np.ndarray) -> tuple[np.ndarray, str]:
+        """Rows whose unit part (quaternion, complex number) has norm below 1e-12."""
+        if not self.unit_dim:
+            return _NO_ROWS, ""
+        u = np.asarray(rows, np.float64)[:, : self.unit_dim]
+        # squared norms against 1e-24: no square root, no norm's temporaries (called on every
+        # solve's initial values)
+        bad = np.flatnonzero(np.einsum("ij,ij->i", u, u) < 1e-24)
+        return bad, "zero quaternion" if self.unit_dim == 4 else "zero unit complex number"
+
+    def random_rows(self, rng, count, like):
+        """A uniformly random rotation (a normalised Gaussian unit part), then positions
+        uniform in the box of ``like``'s translations."""
+        u = rng.normal(size=(count, self.unit_dim))
+        u /= np.linalg.norm(u, axis=1, keepdims=True)
+        u *= np.where(u[:, :1] < 0, -1.0, 1.0)
+        rest = self.param_dim - self.unit_dim
+        t = like[:, self.unit_dim :]
+        extent = float(np.ptp(t, axis=0).max()) if t.size else 1.0
+        return np.concatenate([u, rng.uniform(-(extent or 1.0), extent or 1.0, (count, rest))], 1)
+
     def to_matrix(self, p):
-        """Rows ``[..., param_dim]`` -> matrices ``[..., k, k]``."""
         return self.to_group(p).as_matrix()
 
     def from_matrix(self, T):
         return self.from_group(self.group.from_matrix(T))
 
-    def identity_row(self, dtype) -> np.ndarray:
-        """The group's identity parameters (rows are the class's parameters)."""
-        return np.asarray(self.group._identity_parameters(), dtype)
-
     def log(self, T):
-        """Logarithm of matrices ``T[..., k, k]``."""
         return self.group.from_matrix(T).log()
 
     def right_jacobian_inverse(self, xi):
         return self.group.right_jacobian_inverse(xi)
 
     def adjoint(self, T):
-        """Adjoint of matrices ``T[..., k, k]`` (tangent order of the class)."""
         return self.group.from_matrix(T).adjoint()
 
     def inverse_matrix(self, T):
-        """Inverse of matrices ``T[..., k, k]``: ``R^T`` or ``(R^T, -R^T t)``, exact."""
+        """``R^T`` or ``(R^T, -R^T t)``, exact."""
         if not issubclass(self.group, lie.SEBase):
             return jnp.swapaxes(T, -1, -2)
         k = self.group.space_dim
@@ -118,7 +255,6 @@ class GroupKind(Kind):
         return jnp.concatenate([top, T[..., k:, :]], -2)
 
     def retract(self, p, d):
-        """``X Exp(d)`` in rows; ``p[..., param_dim]``, ``d[..., tangent_dim]``."""
         # normalize(): the unit quaternion / complex number does not drift over iterations.
         return self.from_group(self.to_group(p).rplus(d.astype(p.dtype)).normalize())
 
@@ -130,6 +266,16 @@ class XYThetaKind(GroupKind):
     def identity_row(self, dtype) -> np.ndarray:
         """``(x, y, theta) = 0``."""
         return np.zeros(3, dtype)
+
+    def invalid_rows(self, rows):
+        return _NO_ROWS, ""  # every finite (x, y, theta) is a pose
+
+    def random_rows(self, rng, count, like):
+        """Positions uniform in the box of ``like``'s, headings uniform in ``[-pi, pi)``."""
+        extent = float(np.ptp(like[:, :2], axis=0).max()) if like.size else 1.0
+        extent = extent or 1.0
+        return np.stack([rng.uniform(-extent, extent, count), rng.uniform(-extent, extent, count),
+                         rng.uniform(-np.pi, np.pi, count)], 1)
 
     def to_group(self, p) -> lie.SE2:
         return lie.SE2.from_xy_theta(p[..., 0], p[..., 1], p[..., 2])
@@ -148,12 +294,128 @@ class XYThetaKind(GroupKind):
         return jnp.concatenate([t, theta[..., None]], -1)
 
 
+class ProductKind(Kind):
+    """The product of kinds, rows side by side: e.g. a camera as ``ProductKind(kind_of(lie.SE3),
+    kind_of(3))`` (pose, then focal length and two distortion coefficients). Retraction,
+    validity and the matrix form (block-diagonal) are the parts'; between and prior factors
+    apply when every part has a matrix form."""
+
+    def __init__(self, *parts: KindSpec, name: str | None = None):
+        parts = tuple(kind_of(p) for p in parts)
+        if not parts:
+            raise ValueError("ProductKind needs at least one part")
+        label = name or " x ".join(p.name for p in parts)
+        object.__setattr__(self, "parts", parts)
+        super().__init__(label, sum(p.param_dim for p in parts), sum(p.tangent_dim for p in parts), None)
+
+    def __eq__(self, other):
+        return type(other) is type(self) and other.parts == self.parts and other.name == self.name
+
+    def __hash__(self):
+        return hash((type(self), self.parts, self.name))
+
+    def __repr__(self):
+        return f"ProductKind({', '.join(map(repr, self.parts))}, name={self.name!r})"
+
+    def _cache_key(self):
+        """What :meth:`__eq__` compares (:mod:`jaxgraph.runtime.executable_cache`)."""
+        return (self.parts, self.name)
+
+    def _split(self, x, sizes):
+        out, start = [], 0
+        for n in sizes:
+            out.append(x[..., start : start + n])
+            start += n
+        return out
+
+    @property
+    def tangent_names(self) -> tuple:
+        return tuple(f"{k}.{n}" for k, p in enumerate(self.parts) for n in p.tangent_names)
+
+    @property
+    def matrix_dim(self) -> int:
+        return sum(p.matrix_dim for p in self.parts)
+
+    def identity_row(self, dtype):
+        return np.concatenate([p.identity_row(dtype) for p in self.parts])
+
+    def retract(self, p, d):
+        ps = self._split(p, [k.param_dim for k in self.parts])
+        ds = self._split(d, [k.tangent_dim for k in self.parts])
+        return jnp.concatenate([k.retract(a, b) for k, a, b in zip(self.parts, ps, ds)], -1)
+
+    def invalid_rows(self, rows):
+        for k, part in zip(self.parts, self._split(np.asarray(rows), [k.param_dim for k in self.parts])):
+            bad, what = k.invalid_rows(part)
+            if bad.size:
+                return bad, f"{what} in its {k.name} part"
+        return _NO_ROWS, ""
+
+    def random_rows(self, rng, count, like):
+        parts = self._split(like, [k.param_dim for k in self.parts])
+        return np.concatenate([k.random_rows(rng, count, x) for k, x in zip(self.parts, parts)], 1)
+
+    def _blocks(self, T):
+        """The parts' diagonal blocks of block-diagonal matrices."""
+        out, start = [], 0
+        for k in self.parts:
+            out.append(T[..., start : start + k.matrix_dim, start : start + k.matrix_dim])
+            start += k.matrix_dim
+        return out
+
+    @staticmethod
+    def _block_diag(blocks):
+        n = sum(b.shape[-1] for b in blocks)
+        lead = blocks[0].shape[:-2]
+        out = jnp.zeros(lead + (n, n), blocks[0].dtype)
+        start = 0
+        for b in blocks:
+            m = b.shape[-1]
+            out = out.at[..., start : start + m, start : start + m].set(b)
+            start += m
+        return out
+
+    def to_matrix(self, p):
+        ps = self._split(p, [k.param_dim for k in self.parts])
+        return self._block_diag([k.to_matrix(x) for k, x in zip(self.parts, ps)])
+
+    def from_matrix(self, T):
+        return jnp.concatenate([k.from_matrix(B) for k, B in zip(self.parts, self._blocks(T))], -1)
+
+    def inverse_matrix(self, T):
+        return self._block_diag([k.inverse_matrix(B) for k, B in zip(self.parts, self._blocks(T))])
+
+    def log(self, T):
+        return jnp.concatenate([k.log(B) for k, B in zip(self.parts, self._blocks(T))], -1)
+
+    def right_jacobian_inverse(self, xi):
+        xs = self._split(xi, [k.tangent_dim for k in self.parts])
+        return self._block_diag([k.right_jacobian_inverse(x) for k, x in zip(self.parts, xs)])
+
+    def adjoint(self, T):
+        return self._block_diag([k.adjoint(B) for k, B in zip(self.parts, self._blocks(T))])
+
+    @property
+    def has_matrix_form(self) -> bool:
+        return all(k.has_matrix_form for k in self.parts)
+
+
+def _unit_dim(group: Type[lie.MatrixLieGroup]) -> int:
+    """Leading parameters of a jaxgraph.lie class that form its unit rotation part: all of an
+    SO group's, all but the translation of an SE group's; 0 for other groups."""
+    if issubclass(group, lie.SEBase):
+        return group.parameters_dim - group.space_dim
+    if issubclass(group, lie.SOBase):
+        return group.parameters_dim
+    return 0
+
+
 def _group_kind(name: str, group: Type[lie.MatrixLieGroup]) -> GroupKind:
-    return GroupKind(name, group.parameters_dim, group.tangent_dim, group)
+    return GroupKind(name, group.parameters_dim, group.tangent_dim, group, _unit_dim(group))
 
 
 _ALIASES = {
-    "SE2": XYThetaKind("SE2", 3, 3, lie.SE2),
+    "SE2": XYThetaKind("SE2", 3, 3, lie.SE2, 0),
     "SE3": _group_kind("SE3", lie.SE3),
     "SO3": _group_kind("SO3", lie.SO3),
 }
@@ -162,13 +424,14 @@ KindSpec = Union[Kind, Type[lie.MatrixLieGroup], int, str]
 
 
 def kind_of(spec: KindSpec) -> Kind:
-    """Kind of a declaration: a group class (``lie.SE3``), a Euclidean dimension (``3``), or
-    the aliases ``"SE2"`` (rows ``(x, y, theta)``), ``"SE3"``, ``"SO3"``, ``"R<n>"``."""
+    """The :class:`Kind` of a declaration: a :class:`Kind` (returned as is), a group class
+    (``lie.SE3``), a Euclidean dimension (``3``), or the aliases ``"SE2"`` (rows
+    ``(x, y, theta)``), ``"SE3"``, ``"SO3"``, ``"R<n>"``."""
     if isinstance(spec, Kind):
         return spec
     if isinstance(spec, type) and issubclass(spec, lie.MatrixLieGroup):
         return _group_kind(f"lie.{spec.__name__}", spec)
-    if isinstance(spec, (int,)) and not isinstance(spec, bool) and spec > 0:
+    if isinstance(spec, int) and not isinstance(spec, bool) and spec > 0:
         return EuclideanKind(f"R{spec}", spec, spec)
     if isinstance(spec, str):
         if spec in _ALIASES:
@@ -179,5 +442,5 @@ def kind_of(spec: KindSpec) -> Kind:
             return EuclideanKind(spec, n, n)
     raise ValueError(
         f"unknown variable kind {spec!r}; expected a jaxgraph.lie group class (lie.SE2, lie.SE3, lie.SO3, "
-        "lie.SO2), a positive Euclidean dimension, or one of 'SE2', 'SE3', 'SO3', 'R<n>'"
+        "lie.SO2), a positive Euclidean dimension, one of 'SE2', 'SE3', 'SO3', 'R<n>', or a jaxgraph.graph.Kind"
     )

@@ -22,6 +22,8 @@ computed by :meth:`Information.prepare` once at the start of a solve, not per it
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -43,7 +45,26 @@ __all__ = [
 
 
 class NoiseModel:
-    """Base class. Subclasses implement ``whiten`` / ``whiten_jacobian`` / ``check``."""
+    """Base class: one parameter array (attribute ``field``) whose one-factor shape has rank
+    ``core_ndim`` (``sigma`` 0, ``sigmas`` 1, a matrix 2), shared (``core``) or per factor
+    (``[M, *core]``). Subclasses implement ``whiten`` / ``whiten_jacobian``."""
+
+    field: ClassVar[str]
+    core_ndim: ClassVar[int]
+    positive: ClassVar[bool] = False  # standard deviations must be > 0
+
+    def __init__(self, value):
+        setattr(self, self.field, value)
+
+    @property
+    def value(self):
+        """The parameter array."""
+        return getattr(self, self.field)
+
+    @property
+    def per_factor_ndim(self) -> int:
+        """Rank of the parameter array when it holds one parameter per factor."""
+        return self.core_ndim + 1
 
     def prepare(self) -> "NoiseModel":
         """Return the model in the form used inside the solver loop (default: itself)."""
@@ -65,7 +86,22 @@ class NoiseModel:
 
     def check(self, dim: int, count: int) -> str | None:
         """Return an error message if the parameters do not fit ``count`` factors of ``dim``."""
-        raise NotImplementedError  # pragma: no cover
+        core = (dim,) * self.core_ndim
+        shape = tuple(jnp.shape(self.value))
+        name = f"{type(self).__name__} {self.field}"
+        if shape != core and shape != (count,) + core:
+            return f"{name} must have shape {core} or {(count,) + core}, got {shape}"
+        return _positive(name, self.value, self.core_ndim) if self.positive else None
+
+    def tree_flatten(self):
+        return (self.value,), None
+
+    @classmethod
+    def tree_unflatten(cls, aux, children):
+        return cls(*children)
+
+    def __repr__(self):
+        return f"{type(self).__name__}({self.field} shape={jnp.shape(self.value)})"
 
 
 def _concrete(x) -> bool:
@@ -85,17 +121,11 @@ def _positive(what: str, x, core_ndim: int) -> str | None:
     return f"{where}{what} must be > 0, got {float(a[first])!r}"
 
 
-def _shape_ok(shape, core: tuple[int, ...], count: int) -> bool:
-    shape = tuple(shape)
-    return shape == core or shape == (count,) + core
-
-
 @jax.tree_util.register_pytree_node_class
 class Isotropic(NoiseModel):
     """Same standard deviation ``sigma`` on every residual component."""
 
-    def __init__(self, sigma):
-        self.sigma = sigma
+    field, core_ndim, positive = "sigma", 0, True
 
     def whiten(self, r):
         return r / jnp.asarray(self.sigma, r.dtype)[..., None]
@@ -103,28 +133,12 @@ class Isotropic(NoiseModel):
     def whiten_jacobian(self, J):
         return J / jnp.asarray(self.sigma, J.dtype)[..., None, None]
 
-    def check(self, dim, count):
-        if not _shape_ok(jnp.shape(self.sigma), (), count):
-            return f"Isotropic sigma must have shape () or ({count},), got {jnp.shape(self.sigma)}"
-        return _positive("Isotropic sigma", self.sigma, 0)
-
-    def tree_flatten(self):
-        return (self.sigma,), None
-
-    @classmethod
-    def tree_unflatten(cls, aux, children):
-        return cls(*children)
-
-    def __repr__(self):
-        return f"Isotropic(sigma shape={jnp.shape(self.sigma)})"
-
 
 @jax.tree_util.register_pytree_node_class
 class Diagonal(NoiseModel):
     """Independent standard deviations per residual component (``sigmas[..., d]``)."""
 
-    def __init__(self, sigmas):
-        self.sigmas = sigmas
+    field, core_ndim, positive = "sigmas", 1, True
 
     def whiten(self, r):
         return r / jnp.asarray(self.sigmas, r.dtype)
@@ -132,55 +146,18 @@ class Diagonal(NoiseModel):
     def whiten_jacobian(self, J):
         return J / jnp.asarray(self.sigmas, J.dtype)[..., :, None]
 
-    def check(self, dim, count):
-        if not _shape_ok(jnp.shape(self.sigmas), (dim,), count):
-            return (
-                f"Diagonal sigmas must have shape ({dim},) or ({count}, {dim}), "
-                f"got {jnp.shape(self.sigmas)}"
-            )
-        return _positive("Diagonal sigmas", self.sigmas, 1)
-
-    def tree_flatten(self):
-        return (self.sigmas,), None
-
-    @classmethod
-    def tree_unflatten(cls, aux, children):
-        return cls(*children)
-
-    def __repr__(self):
-        return f"Diagonal(sigmas shape={jnp.shape(self.sigmas)})"
-
 
 @jax.tree_util.register_pytree_node_class
 class SqrtInformation(NoiseModel):
     """Square-root information ``R`` (``R^T R = Λ``); whitened residual ``R r``."""
 
-    def __init__(self, matrix):
-        self.matrix = matrix
+    field, core_ndim = "matrix", 2
 
     def whiten(self, r):
         return smallmat.matvec(jnp.asarray(self.matrix, r.dtype), r)
 
     def whiten_jacobian(self, J):
         return smallmat.matmul(jnp.asarray(self.matrix, J.dtype), J)
-
-    def check(self, dim, count):
-        if not _shape_ok(jnp.shape(self.matrix), (dim, dim), count):
-            return (
-                f"SqrtInformation matrix must have shape ({dim}, {dim}) or ({count}, {dim}, {dim}), "
-                f"got {jnp.shape(self.matrix)}"
-            )
-        return None
-
-    def tree_flatten(self):
-        return (self.matrix,), None
-
-    @classmethod
-    def tree_unflatten(cls, aux, children):
-        return cls(*children)
-
-    def __repr__(self):
-        return f"SqrtInformation(shape={jnp.shape(self.matrix)})"
 
 
 @jax.tree_util.register_pytree_node_class
@@ -190,8 +167,7 @@ class Information(NoiseModel):
     Whitening uses ``W = L^T`` with ``Λ = L L^T`` (Cholesky), so ``|W r|^2 = r^T Λ r``.
     """
 
-    def __init__(self, matrix):
-        self.matrix = matrix
+    field, core_ndim = "matrix", 2
 
     def prepare(self):
         m = jnp.asarray(self.matrix)
@@ -205,24 +181,6 @@ class Information(NoiseModel):
 
     def whiten_jacobian(self, J):
         return self.prepare().whiten_jacobian(J)
-
-    def check(self, dim, count):
-        if not _shape_ok(jnp.shape(self.matrix), (dim, dim), count):
-            return (
-                f"Information matrix must have shape ({dim}, {dim}) or ({count}, {dim}, {dim}), "
-                f"got {jnp.shape(self.matrix)}"
-            )
-        return None
-
-    def tree_flatten(self):
-        return (self.matrix,), None
-
-    @classmethod
-    def tree_unflatten(cls, aux, children):
-        return cls(*children)
-
-    def __repr__(self):
-        return f"Information(shape={jnp.shape(self.matrix)})"
 
 
 def isotropic(sigma) -> Isotropic:

@@ -324,7 +324,7 @@ def write_g2o(path, problem: Problem, values, *, group: str = "poses", edges: Se
     var = next((v for v in problem.variables if v.name == group), None)
     if var is None:
         raise ValueError(f"write_g2o: the problem has no variable group {group!r}")
-    kind = kind_of(var.kind)
+    kind = var.manifold
     if kind.group not in (lie.SE2, lie.SE3):
         raise ValueError(f"write_g2o: variable group {group!r} is {kind.name}; g2o stores SE2 or SE3 poses")
     problem.check_values(values)
@@ -358,7 +358,7 @@ def write_g2o(path, problem: Problem, values, *, group: str = "poses", edges: Se
     d = kind.tangent_dim
     iu = np.triu_indices(d)
     for g in problem.factors:
-        if g.kind != "between" or g.variables[0] != group:
+        if not isinstance(g.type, F.Between) or g.variables[0] != group:
             continue
         if edges is not None and g.name not in edges:
             continue

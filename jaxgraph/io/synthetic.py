@@ -3,7 +3,6 @@ problem's values, pose graphs corrupted with random false loop closures."""
 
 from __future__ import annotations
 
-import math
 
 import jax
 import jax.numpy as jnp
@@ -11,7 +10,6 @@ import numpy as np
 
 from ..graph import factors as F
 from ..graph import noise as N
-from ..graph.kinds import kind_of
 from ..graph.problem import Problem
 
 __all__ = ["perturbed_copies", "add_random_loop_closures"]
@@ -44,7 +42,7 @@ def add_random_loop_closures(problem: Problem, values: dict, fraction: float = 0
     Returns ``(problem, outlier)``: the corrupted problem (same variables and other groups)
     and ``bool[M + added]``, True for the added factors.
     """
-    groups = [g for g in problem.factors if g.kind == "between"]
+    groups = [g for g in problem.factors if isinstance(g.type, F.Between)]
     if group is not None:
         groups = [g for g in groups if g.name == group]
     if not groups:
@@ -53,7 +51,7 @@ def add_random_loop_closures(problem: Problem, values: dict, fraction: float = 0
     if not isinstance(g.noise, N.Information):
         raise TypeError(f"add_random_loop_closures: group {g.name!r} needs an Information noise model")
     var = g.variables[0]
-    kind = kind_of(next(v.kind for v in problem.variables if v.name == var))
+    kind = problem.structure.kinds[var]
     n = next(v.count for v in problem.variables if v.name == var)
     rng = np.random.default_rng(seed)
     M = g.count
@@ -65,18 +63,7 @@ def add_random_loop_closures(problem: Problem, values: dict, fraction: float = 0
     i, j = i[ok][:k], j[ok][:k]
     if i.size < k:
         raise ValueError("add_random_loop_closures: the graph is too small for the requested outliers")
-    P = np.asarray(values[var], np.float64)
-    if kind.name == "SE2":
-        ext = np.ptp(P[:, :2], axis=0).max() or 1.0
-        meas = np.stack([rng.uniform(-ext, ext, k), rng.uniform(-ext, ext, k), rng.uniform(-math.pi, math.pi, k)], 1)
-    elif kind.name == "SE3":
-        ext = np.ptp(P[:, 4:], axis=0).max() or 1.0
-        q = rng.normal(size=(k, 4))
-        q /= np.linalg.norm(q, axis=1, keepdims=True)
-        q *= np.where(q[:, :1] < 0, -1.0, 1.0)
-        meas = np.concatenate([q, rng.uniform(-ext, ext, (k, 3))], 1)
-    else:
-        raise TypeError(f"add_random_loop_closures: needs SE2 or SE3 poses, got {kind.name}")
+    meas = kind.random_rows(rng, k, np.asarray(values[var], np.float64))
     info = np.broadcast_to(np.asarray(g.noise.matrix, np.float64), (M, kind.tangent_dim, kind.tangent_dim))
     loops = np.nonzero(np.abs(idx[:, 0] - idx[:, 1]) != 1)[0]
     pool = loops if loops.size else np.arange(M)

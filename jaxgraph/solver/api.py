@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from .. import linear
-from ..graph.problem import Problem, _dtype_of, size_class, zero_quaternions
+from ..graph.problem import Problem, size_class, values_dtype
 from .backward import solve_compiled
 from .config import SolverConfig
 from .status import SolveInfo
@@ -81,8 +80,8 @@ def _arguments(problem, initial_values, config, settings):
     if not isinstance(problem, Problem):
         raise TypeError(f"problem must be a jaxgraph.Problem, got {type(problem).__name__}")
     problem.check_values(initial_values)
-    _check_finite_values(problem, initial_values)
-    dtype = _dtype_of(initial_values)
+    problem.check_value_rows(initial_values)
+    dtype = values_dtype(initial_values)
     # an array already of the dtype is used as it is (jnp.asarray returns it too, in 7 us;
     # a weakly typed one it makes strong, as before)
     values = {k: v if isinstance(v, jax.Array) and v.dtype == dtype and not v.weak_type else jnp.asarray(v, dtype)
@@ -91,29 +90,6 @@ def _arguments(problem, initial_values, config, settings):
 
 
 _DEFAULT = SolverConfig()  # frozen: one instance serves every call without a config
-
-
-def _check_finite_values(problem: Problem, values: dict) -> None:
-    """Reject non-finite values and zero quaternions up front (concrete values only: under
-    ``jit`` or ``vmap`` such input gives status 6 instead)."""
-    for v in problem.variables:
-        x = values[v.name]
-        if isinstance(x, jax.core.Tracer):
-            continue
-        a = np.asarray(x)
-        if not np.isfinite(a).all():  # one whole-array test; rows are searched only to name one
-            bad = np.nonzero(~np.all(np.isfinite(a), axis=1))[0]
-            raise ValueError(
-                f"initial values[{v.name!r}][{int(bad[0])}] ({v.kind} variable {int(bad[0])}) is not finite: "
-                f"{a[bad[0]].tolist()} ({bad.size} such variable(s))"
-            )
-        if v.kind in ("SE3", "SO3"):
-            bad = zero_quaternions(a)
-            if bad.size:
-                raise ValueError(
-                    f"initial values[{v.name!r}][{int(bad[0])}] ({v.kind} variable {int(bad[0])}) has a zero "
-                    f"quaternion ({bad.size} such variable(s))"
-                )
 
 
 def _sized(args):

@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 
 from .. import linear
-from ..graph.problem import Linearization, Problem, _dtype_of
+from ..graph.problem import Linearization, Problem, values_dtype
 from . import progress
 from .config import SolverConfig
 from .status import CONVERGED, SolveInfo
@@ -77,7 +77,7 @@ class Loop:
     """
 
     def __init__(self, problem: Problem, values: dict, config: SolverConfig, *, stop: bool = True):
-        self.dtype = _dtype_of(values)
+        self.dtype = values_dtype(values)
         # the dtype of the normal equations, the gradient and the costs (see SolverConfig)
         self.acc = jax.dtypes.canonicalize_dtype(jnp.float64) if config.accumulation == "widest" else self.dtype
         self.acc = jnp.promote_types(self.acc, self.dtype)
@@ -288,6 +288,7 @@ class Loop:
             history_step_norm=s.h_step,
             history_accepted=s.h_acc,
             history_mask=s.h_mask,
+            anchored=jnp.asarray(self.st.anchored is not None),
         )
         return s.values, info
 

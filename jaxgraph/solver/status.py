@@ -42,6 +42,9 @@ class SolveInfo(NamedTuple):
         the cost after trial k (the current cost, i.e. unchanged if rejected), the damping
         used by trial k, the step norm ``|dx|_2`` of trial k and whether it was accepted.
       history_mask: ``[max_iterations]`` True for trials that ran.
+      anchored: True when :class:`jaxgraph.Problem` fixed a variable to fix the gauge (no
+        factor fixes absolute values; ``problem.anchored`` says which): the solution is
+        that of the problem with that variable held at its initial value.
     """
 
     cost: jax.Array
@@ -58,3 +61,4 @@ class SolveInfo(NamedTuple):
     history_step_norm: jax.Array
     history_accepted: jax.Array
     history_mask: jax.Array
+    anchored: jax.Array

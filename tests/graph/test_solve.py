@@ -223,6 +223,13 @@ def test_callback_sees_every_iteration(tiny):
     np.testing.assert_allclose(seen[-1][1], float(info.cost))
 
 
+class _PlainKind(jaxgraph.graph.Kind):
+    """A user kind with a retraction and no matrix form."""
+
+    def retract(self, p, d):
+        return p + d
+
+
 def test_validation_errors_name_group_factor_and_variable():
     se2 = [VariableGroup("poses", "SE2", 3)]
     z = jnp.zeros((2, 3))
@@ -237,8 +244,10 @@ def test_validation_errors_name_group_factor_and_variable():
         Problem(se2, [factors.between("poses", [1, 1], [1, 2], z, nz, name="odo")])
     with pytest.raises(ValueError, match=r"factor group 'odo': Diagonal sigmas must have shape \(3,\) or \(2, 3\)"):
         Problem(se2, [factors.between("poses", [0, 1], [1, 2], z, noise.diagonal(jnp.ones(6)), name="odo")])
-    with pytest.raises(TypeError, match=r"factor group 'p' \(prior\) needs a Lie-group variable.*'pts' is R3"):
-        Problem([VariableGroup("pts", "R3", 2)], [factors.prior("pts", [0], jnp.zeros((1, 3)), nz, name="p")])
+    # priors work on every kind with a matrix form (vectors included, tests/graph/test_typed_core.py); a
+    # user kind without one is refused by name
+    with pytest.raises(TypeError, match=r"factor group 'p' \(prior\) needs a kind with a matrix form.*'pts' is plain3"):
+        Problem([VariableGroup("pts", _PlainKind("plain3", 3, 3), 2)], [factors.prior("pts", [0], jnp.zeros((1, 3)), nz, name="p")])
     with pytest.raises(ValueError, match=r"factor group 'odo', factor 1: non-finite"):
         Problem(se2, [factors.between("poses", [0, 1], [1, 2], z.at[1, 0].set(jnp.nan), nz, name="odo")])
     with pytest.raises(ValueError, match=r"'c' \(custom\): residual function returns shape \(2,\), expected \(3,\)"):

@@ -1,0 +1,183 @@
+"""The normal equations of a problem at a point: whitened, robust-reweighted residuals and
+Jacobians per factor group, their products summed into blocks (``H = J^T W J``,
+``g = J^T W e``), and the total cost."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from .. import smallmat
+from .factors import MatrixFactor
+
+__all__ = ["Linearization", "values_dtype", "group_terms", "linearize", "total_cost", "zero_linearization"]
+
+
+class Linearization:
+    """Normal equations ``H dx = -g`` at a point, as blocks (see :mod:`jaxgraph.linear`).
+
+    ``diag[N, d, d]``, ``offdiag[K, d, d]`` (``H[rows[k], cols[k]]``, static rows/cols in the
+    problem structure), ``gradient[N, d]`` (``J^T W e``) and the total ``cost``.
+    """
+
+    def __init__(self, cost, diag, offdiag, gradient):
+        self.cost, self.diag, self.offdiag, self.gradient = cost, diag, offdiag, gradient
+
+
+jax.tree_util.register_pytree_node(
+    Linearization,
+    lambda L: ((L.cost, L.diag, L.offdiag, L.gradient), None),
+    lambda aux, c: Linearization(*c),
+)
+
+
+def _mask(x, dtype):
+    """``x`` as a 0/1 float array, or ``None`` when it is a constant all-true mask."""
+    if isinstance(x, np.ndarray) and x.all():
+        return None
+    return jnp.asarray(x).astype(dtype)
+
+
+def _tdot(A, B):
+    """``A^T B`` over the last two axes, ``[..., r, i] x [..., r, j] -> [..., i, j]``: a
+    broadcast product summed over ``r`` in float64, unrolled over ``r`` otherwise (see
+    smallmat.matmul: the float32 reduction is as slow as a float32 batched dot)."""
+    if jnp.result_type(A, B) == jnp.float64:
+        return jnp.sum(A[..., :, :, None] * B[..., :, None, :], axis=-3)
+    return smallmat.matmul(jnp.swapaxes(A, -1, -2), B)
+
+
+
+
+def values_dtype(values):
+    """The float dtype of a values dict (``float32`` for an empty one)."""
+    leaves = jax.tree_util.tree_leaves(values)
+    return jnp.result_type(*leaves) if leaves else jnp.float32
+
+
+def group_terms(problem, k: int, values, with_jacobians: bool, unwhitened=None):
+    """``(r, e, J, costs)`` of factor group ``k`` at ``values``: unwhitened residuals
+    ``r[M, rdim]``, whitened and robust-reweighted residuals ``e = sqrt(w) W r``, their
+    Jacobians per slot (``[M, rdim, tangent_dim]`` each, ``None`` without
+    ``with_jacobians``) and the costs ``rho`` per factor ``[M]`` (padded factors of a sized
+    problem: zero). Call on a prepared problem (:meth:`Problem.prepared`).
+
+    ``unwhitened``: the group's ``(r, J)`` when already computed (see :func:`linearize`).
+    """
+    st = problem.structure
+    g = problem.factors[k]
+    idx = problem.index_data()
+    if unwhitened is not None:
+        r, J = unwhitened
+    else:
+        local = idx.local_index[k]
+        kinds = [st.kinds[v] for v in g.variables]
+        params = [values[v][local[:, a]] for a, v in enumerate(g.variables)]
+        r, J = g.type.residual_and_jacobians(g, kinds, params, with_jacobians)
+    e = r if g.noise is None else g.noise.whiten(r)
+    if J is not None and g.noise is not None:
+        J = tuple(g.noise.whiten_jacobian(Ja) for Ja in J)
+    valid = _mask(idx.valid[k], e.dtype)
+    if valid is not None:  # padded factors of a sized problem: no residual, no cost
+        e = e * valid[:, None]
+    s2 = jnp.sum(e * e, axis=-1)
+    if g.robust is None:
+        costs = 0.5 * s2
+    else:
+        pos = s2 > 0
+        s = jnp.where(pos, jnp.sqrt(jnp.where(pos, s2, 1)), 0)
+        costs = g.robust.rho(s)
+        sw = jnp.sqrt(g.robust.weight(s))
+        e = e * sw[:, None]
+        if J is not None:
+            J = tuple(Ja * sw[:, None, None] for Ja in J)
+    return r, e, J, costs
+
+
+def total_cost(problem, values) -> jax.Array:
+    """``sum_f rho_f`` over every factor (call on a prepared problem)."""
+    total = jnp.zeros((), values_dtype(values))
+    for k in range(len(problem.factors)):
+        total = total + jnp.sum(group_terms(problem, k, values, False)[3])
+    return total
+
+
+def linearize(problem, values, accumulate=None) -> Linearization:
+    """Gauss-Newton normal equations at ``values`` (call on a prepared problem).
+
+    ``accumulate``: dtype of the result (default: the values' dtype). Residuals and
+    Jacobians are computed in the values' dtype and widened before their products
+    and sums are formed, so float32 Jacobians give an H that is positive
+    semi-definite to float64 precision.
+    """
+    st = problem.structure
+    idx = problem.index_data()
+    d, n = st.block_dim, st.num_blocks
+    dtype = values_dtype(values)
+    acc = dtype if accumulate is None else jnp.dtype(accumulate)
+    cost = jnp.zeros((), acc)
+    diag_parts, grad_parts, off_parts = [], [], []
+    unwhitened = _matrix_factor_terms(problem, values)
+    for k, g in enumerate(problem.factors):
+        _, e, J, costs = group_terms(problem, k, values, True, unwhitened.get(k))
+        e, costs = e.astype(acc), costs.astype(acc)
+        cost = cost + jnp.sum(costs)
+        padded = []
+        for a, Ja in enumerate(J):
+            if Ja.shape[-1] < d:
+                Ja = jnp.pad(Ja, ((0, 0), (0, 0), (0, d - Ja.shape[-1])))
+            free = _mask(idx.slot_free[k][:, a], dtype)
+            if free is not None:  # fixed variables (and padded factors) get no step
+                Ja = Ja * free[:, None, None]
+            padded.append(Ja.astype(acc))
+        Js = jnp.stack(padded, 1)  # [M, k, r, d]
+        # J^T J and J^T e as broadcast products summed over r, not as batched dots:
+        # XLA:CPU runs a dot per tiny (r x d) matrix, elementwise fusions vectorise
+        diag_parts.append(_tdot(Js, Js).reshape(-1, d, d))
+        grad_parts.append(_tdot(Js, e[:, None, :, None]).reshape(-1, d))
+        for a, b in st.slot_pairs(k):
+            off_parts.append(_tdot(padded[a], padded[b]))
+    ids = jnp.asarray(idx.diag_ids)
+    diag = jax.ops.segment_sum(jnp.concatenate(diag_parts), ids, num_segments=n)
+    diag = diag + jnp.asarray(idx.pad_diag).astype(acc)[:, :, None] * jnp.eye(d, dtype=acc)
+    grad = jax.ops.segment_sum(jnp.concatenate(grad_parts), ids, num_segments=n)
+    off = jnp.concatenate(off_parts) if off_parts else jnp.zeros((0, d, d), acc)
+    return Linearization(cost, diag, off, grad)
+
+
+def _matrix_factor_terms(problem, values) -> dict:
+    """``k -> (r, J)`` of the :class:`~jaxgraph.graph.factors.MatrixFactor` groups (between,
+    prior), with one ``log`` and one right-Jacobian inverse per variable kind over all of them:
+    each is a large piece of compiled code, and a prior group of one factor compiled its own
+    copy (0.3-0.5 s of XLA time in a 3D solve)."""
+    st, idx = problem.structure, problem.index_data()
+    matrices, by_kind = {}, {}
+    for k, g in enumerate(problem.factors):
+        if not isinstance(g.type, MatrixFactor):
+            continue
+        kind = st.kinds[g.variables[0]]
+        if g.variables[0] not in matrices:  # each group's matrices once, shared by its factor groups
+            matrices[g.variables[0]] = kind.to_matrix(values[g.variables[0]])
+        params = [matrices[v][idx.local_index[k][:, a]] for a, v in enumerate(g.variables)]
+        E, context = g.type.error(g, kind, params)
+        by_kind.setdefault(kind, []).append((k, g, E, context))
+    out = {}
+    for kind, items in by_kind.items():
+        r = kind.log(jnp.concatenate([E for _, _, E, _ in items]))
+        Jinv = kind.right_jacobian_inverse(r)
+        start = 0
+        for k, g, E, context in items:
+            stop = start + E.shape[0]
+            out[k] = (r[start:stop], g.type.jacobians(g, kind, context, Jinv[start:stop]))
+            start = stop
+    return out
+
+
+def zero_linearization(problem, dtype) -> Linearization:
+    """A :class:`Linearization` of zeros with the shapes :func:`linearize` returns (known from
+    the structure, so no second trace of the linearisation is needed)."""
+    st = problem.structure
+    d, n = st.block_dim, st.num_blocks
+    return Linearization(jnp.zeros((), dtype), jnp.zeros((n, d, d), dtype),
+                         jnp.zeros((st.num_offdiag, d, d), dtype), jnp.zeros((n, d), dtype))
