@@ -123,8 +123,8 @@ def main():
                        seed=0)
     load_s = time.perf_counter() - t
     auto_cap = args.capacity == "auto"
-    args.capacity = presets.default_capacity(args.init_points, scene.width, scene.height,
-                                             args.steps, plat) if auto_cap \
+    args.capacity = presets.default_gaussian_capacity(
+        args.init_points, scene.width, scene.height, args.steps, plat) if auto_cap \
         else int(args.capacity)
     path = Path(args.out) if args.out else ROOT / "benchmarks" / "results" / \
         f"splat_train_{jax.default_backend()}.json"

@@ -9,7 +9,7 @@ import functools
 import jax
 import jax.numpy as jnp
 
-from . import reference
+from .raster import reference
 from .checks import (camera_valid, check_finite, check_render_cameras, check_render_size,
                      is_concrete, nonfinite_gaussians, pose_finite)
 from .projection import project_gaussians, quat_scale_to_covar
@@ -274,17 +274,17 @@ def _rasterize_impl(means, quats, scales, opacities, colors, viewmats, Ks, backg
                       height=height, capacity=capacity)
     opac = jnp.where(live, proj["opacities"], 0)
 
+    # Both backends take the same arguments; Pallas adds its compilation options.
+    composite = dict(width=width, height=height, tile_size=tile_size,
+                     absgrad_probe=absgrad_probe)
     if backend == "reference":
-        img, alpha = reference.rasterize_tiles(
-            means2d, proj["conics"], feats, opac, isect, width=width, height=height,
-            tile_size=tile_size, absgrad_probe=absgrad_probe)
+        img, alpha = reference.rasterize_tiles(means2d, proj["conics"], feats, opac, isect,
+                                               **composite)
     else:
-        from .kernels import rasterize_pallas
-        probe = absgrad_probe if absgrad_probe is not None else jnp.zeros((c, n, 2), dt)
-        img, alpha = rasterize_pallas(
-            means2d, proj["conics"], feats, opac, probe, isect.gauss_ids, isect.tile_ranges,
-            width=width, height=height, tile_size=tile_size, interpret=interpret,
-            gpu_backend=pallas_gpu_backend)
+        from .raster import pallas  # imported on first use: loading Pallas takes a while
+        img, alpha = pallas.rasterize_tiles(means2d, proj["conics"], feats, opac, isect,
+                                            **composite, interpret=interpret,
+                                            gpu_backend=pallas_gpu_backend)
 
     if render_mode in ("ED", "RGB+ED"):
         ed = img[..., -1:] / jnp.maximum(alpha, 1e-10)

@@ -17,7 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .. import rasterization
+from ..rendering import rasterization
 from ..sh import num_sh_bases
 from .strategy import DefaultStrategy, Strategy, strategy_from_dict
 

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 import splat
-from splat import reference
+from splat.raster import reference
 
 from .scenes import garden_scene, random_scene
 

@@ -10,7 +10,7 @@ import pytest
 from scipy.spatial.transform import Rotation
 
 import splat
-from splat import reference
+from splat.raster import reference
 from splat.projection import project_gaussians, quat_scale_to_covar
 from splat.sh import eval_sh
 from splat.tiling import intersect

@@ -21,7 +21,7 @@ import jax.numpy as jnp
 from jax import lax
 from jax.experimental import pallas as pl
 
-from ..constants import ALPHA_MAX, ALPHA_MIN
+from ...constants import ALPHA_MAX, ALPHA_MIN
 from .forward import N_GEOM, gpu_compiler_params, load_gaussian, pixel_centres
 
 

@@ -16,7 +16,7 @@ import jax.numpy as jnp
 from jax import lax
 from jax.experimental import pallas as pl
 
-from ..constants import ALPHA_MAX, ALPHA_MIN, T_MIN
+from ...constants import ALPHA_MAX, ALPHA_MIN, T_MIN
 
 N_GEOM = 6  # mean x, mean y, conic a, b, c, opacity
 

@@ -23,8 +23,8 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from .constants import ALPHA_MAX, ALPHA_MIN, T_MIN
-from .tiling import Intersections, depth_ranks, tile_grid, tiles_to_image
+from ..constants import ALPHA_MAX, ALPHA_MIN, T_MIN
+from ..tiling import Intersections, depth_ranks, tile_grid, tiles_to_image
 
 
 @jax.custom_vjp

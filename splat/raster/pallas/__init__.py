@@ -1,4 +1,7 @@
-"""Pallas kernels for the rasteriser and their ``jax.custom_vjp`` wiring."""
+"""The Pallas backend (``backend="pallas"``): per-tile kernels for the forward and
+backward passes (:mod:`.forward`, :mod:`.backward`) and their ``jax.custom_vjp`` wiring.
+:func:`rasterize_tiles` has the signature of :func:`splat.raster.reference.rasterize_tiles`
+plus the Pallas options."""
 
 from __future__ import annotations
 
@@ -7,11 +10,11 @@ import functools
 import jax
 import jax.numpy as jnp
 
-from ..tiling import image_to_tiles, tile_grid, tiles_to_image
+from ...tiling import Intersections, image_to_tiles, tile_grid, tiles_to_image
 from .backward import backward_call
 from .forward import forward_call
 
-__all__ = ["rasterize_pallas"]
+__all__ = ["rasterize_tiles"]
 
 
 def _gather_feats(means2d, conics, colors, opacities, gauss_ids):
@@ -76,17 +79,19 @@ def _rasterize_bwd(width, height, tile_size, interpret, gpu_backend, res, cts):
 _rasterize.defvjp(_rasterize_fwd, _rasterize_bwd)
 
 
-def rasterize_pallas(means2d, conics, colors, opacities, absgrad_probe, gauss_ids,
-                     tile_ranges, *, width: int, height: int, tile_size: int,
-                     interpret: bool, gpu_backend: str = "triton"):
-    """Differentiable Pallas rasterisation.
+def rasterize_tiles(means2d, conics, colors, opacities, isect: Intersections, *, width: int,
+                    height: int, tile_size: int, absgrad_probe=None, interpret: bool,
+                    gpu_backend: str = "triton"):
+    """Differentiable Pallas rasterisation of the sorted intersection buffer.
 
-    means2d [C, N, 2], conics [C, N, 3], colors [C, N, D], opacities [C, N],
-    absgrad_probe [C, N, 2] (value unused; its cotangent is the absgrad), gauss_ids [M]
-    and tile_ranges [2, C * T] from :func:`splat.tiling.intersect`.
-    gpu_backend: "triton" (default; both kernels lower to Triton) or "mosaic" (Mosaic GPU;
-    currently rejected by its lowering, see docs/splat.md). Ignored when interpreting.
-    Returns (colors [C, H, W, D], alphas [C, H, W, 1]) without background.
+    means2d [C, N, 2] pixels, conics [C, N, 3], colors [C, N, D], opacities [C, N];
+    isect from :func:`splat.tiling.intersect`; absgrad_probe: optional [C, N, 2] (value
+    unused; its gradient is the absgrad). interpret: run the kernels in Pallas interpret
+    mode (CPU). gpu_backend: "triton" (default; both kernels lower to Triton) or "mosaic"
+    (Mosaic GPU; currently rejected by its lowering, see docs/splat.md), ignored when
+    interpreting. Returns (colors [C, H, W, D], alphas [C, H, W, 1]) without background.
     """
-    return _rasterize(means2d, conics, colors, opacities, absgrad_probe, gauss_ids,
-                      tile_ranges, width, height, tile_size, interpret, gpu_backend)
+    if absgrad_probe is None:
+        absgrad_probe = jnp.zeros(means2d.shape, means2d.dtype)
+    return _rasterize(means2d, conics, colors, opacities, absgrad_probe, isect.gauss_ids,
+                      isect.tile_ranges, width, height, tile_size, interpret, gpu_backend)
