@@ -108,7 +108,6 @@ def rewired(problem):
     """The same graph with one loop-closure edge moved to another pose: a *different*
     sparsity pattern with the same counts, i.e. a new graph of the same size class."""
     from jaxgraph import Problem
-    from jaxgraph.factors import FactorGroup
 
     groups = list(problem.factors)
     k = next(i for i, g in enumerate(groups) if g.name == "edges")
@@ -120,8 +119,7 @@ def rewired(problem):
     idx[e, 1] = (idx[e, 1] + n // 2) % n
     if idx[e, 1] == idx[e, 0]:
         idx[e, 1] = (idx[e, 1] + 1) % n
-    groups[k] = FactorGroup(g.name, g.kind, g.variables, idx, g.measurement, g.noise, g.robust,
-                            g.residual_fn, g.residual_dim)
+    groups[k] = g.replace(indices=idx)
     return Problem(problem.variables, groups, anchor=False)
 
 

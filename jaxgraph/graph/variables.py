@@ -15,10 +15,10 @@ __all__ = ["VariableGroup"]
 class VariableGroup:
     """``count`` variables of one kind: a ``jaxgraph.lie`` group class (``lie.SE3``, ...), a
     Euclidean dimension, or an alias ``"SE2"``, ``"SE3"``, ``"SO3"``, ``"R<n>"`` (see
-    ``graph/manifolds.py`` for the values layout of each).
+    :mod:`jaxgraph.graph.kinds` for the values layout of each), or a :class:`~jaxgraph.graph.kinds.Kind`.
 
     ``fixed`` lists indices held constant by the solver (g2o ``FIX``). ``kind`` stays as
-    declared (``problem.variables[0].kind == "SE2"`` for a g2o file); :attr:`manifold` is its
+    declared (the alias ``"SE2"`` for a g2o file, a class, a dimension); :attr:`manifold` is its
     :class:`~jaxgraph.graph.kinds.Kind` object.
     """
 

@@ -14,8 +14,8 @@ decides the program without building it:
 
 Static data is written out by :func:`encode`, which knows a closed set of types exactly
 (Python scalars and containers, enums, numpy dtypes, jaxgraph's dataclasses, classes and
-functions of jaxgraph found again by import, objects of jaxgraph that define
-``_cache_key``). Anything else (a user's residual function, callback, variable kind or
+functions of jaxgraph found again by import, objects of jaxgraph that follow the
+:class:`CacheKeyed` protocol). Anything else (a user's residual function, callback, variable kind or
 pytree type) makes the arguments :class:`Uncacheable`: such a solve takes the normal path,
 JAX's own caches, instead of risking a key that misses part of the program.
 
@@ -43,13 +43,14 @@ import pickle
 import re
 import sys
 import tempfile
+import typing
 import warnings
 from pathlib import Path
 
 import jax
 import numpy as np
 
-__all__ = ["Uncacheable", "encode", "directory", "disk_key", "lookup", "fresh_compile", "store", "max_size",
+__all__ = ["CacheKeyed", "Uncacheable", "encode", "directory", "disk_key", "lookup", "fresh_compile", "store", "max_size",
            "code_fingerprint"]
 
 FOLDER = "jaxgraph-executables"
@@ -58,6 +59,15 @@ _FORMAT = 1  # bump when the entry layout changes
 
 class Uncacheable(Exception):
     """The arguments hold static data :func:`encode` cannot write out exactly."""
+
+
+class CacheKeyed(typing.Protocol):
+    """Static data of jaxgraph that is neither a dataclass nor a plain container (a problem's
+    size-class layout, index arrays, a product kind) defines ``_cache_key()``: static data that
+    :func:`encode` can write out and that determines the object's ``__eq__``, so two objects
+    with one key trace the same program."""
+
+    def _cache_key(self): ...
 
 
 def _owned(obj) -> bool:
