@@ -1,9 +1,9 @@
 """Image quality metrics in JAX: PSNR and SSIM, and both per view of a set of renders.
 
-SSIM uses a Gaussian window, as in Wang et al. 2004 and 3DGS. The window is an 11 x 11 Gaussian (sigma 1.5) applied separably; only positions where the
-window fits inside the image are used ("valid" filtering, as skimage's
-``gaussian_weights=True`` mode and pytorch-msssim do). Constants C1 = (0.01 L)^2,
-C2 = (0.03 L)^2 with data range L.
+SSIM uses a Gaussian window, as in Wang et al. 2004 and 3DGS: an 11 x 11 Gaussian
+(sigma 1.5) applied separably; only positions where the window fits inside the image
+are used ("valid" filtering, as skimage's ``gaussian_weights=True`` mode and
+pytorch-msssim do). Constants C1 = (0.01 L)^2, C2 = (0.03 L)^2 with data range L.
 """
 
 from __future__ import annotations

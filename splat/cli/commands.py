@@ -51,10 +51,10 @@ def cmd_train(args, scene=None, data_label=None) -> dict:
         data_label = os.path.abspath(args.data)
     if scene.images is None:
         raise ValueError(f"{args.data}: the scene has no images to train on")
+    init_points = getattr(args, "init_points", None)  # not a flag of `splat demo`
     args.capacity = presets.fit_to_machine(
         scene, steps=args.steps, strategy=args.strategy, backend=args.backend,
-        capacity=args.capacity, init_points=getattr(args, "init_points", None),  # not a flag of `splat demo`
-        resume=args.resume, seed=args.seed)
+        capacity=args.capacity, init_points=init_points, resume=args.resume, seed=args.seed)
     print(f"[splat] {len(scene.train_idx)} train / {len(scene.test_idx)} test views of "
           f"{scene.width}x{scene.height}, {len(scene.points)} initial points "
           f"({scene.points_source}), extent {scene.extent:.3f} ({time.time() - t0:.1f} s)")

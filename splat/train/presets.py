@@ -102,7 +102,8 @@ def reference_max_capacity(width: int, height: int, *, isect_per_gaussian: int =
 
 def default_gaussian_capacity(n_init: int, width: int, height: int, steps: int,
                               platform: str, strategy: str = "default") -> int:
-    """Gaussian capacity (``TrainConfig.capacity``, the most Gaussians a run can hold) sized from the scene (pixels per image), the initial count and the steps.
+    """Gaussian capacity (``TrainConfig.capacity``, the most Gaussians a run can hold)
+    sized from the scene (pixels per image), the initial count and the steps.
 
     A power of two: max(n_init, min(2 per pixel (GPU: also >= 4 n_init), n_init x 2^R))
     with R refinements in ``steps``; on CPU at most :data:`CPU_MAX_CAPACITY` (but never
