@@ -99,9 +99,11 @@ def _point_in_pose(params, z):
 def _landmark_problem(landmark_priors):
     poses, points, odo, obs = _read_landmark_file(DATA / "known_landmark_localization_20.g2o")
     P = np.asarray([poses[k] for k in sorted(poses)])
+    P[:, :4] /= np.linalg.norm(P[:, :4], axis=1, keepdims=True)  # as GTSAM's Rot3.Quaternion does
     L = np.asarray([points[k] for k in sorted(points)])
     i, j, zo, io = zip(*odo)
     zo = np.asarray([[m[6], m[3], m[4], m[5], m[0], m[1], m[2]] for m in zo])  # g2o: x y z qx qy qz qw
+    zo[:, :4] /= np.linalg.norm(zo[:, :4], axis=1, keepdims=True)
     # g2o's SE3 information is (translation, rotation), jaxgraph's tangent order too
     fs = [factors.between("poses", i, j, zo, noise.information(np.stack([_information(u, 6) for u in io])), name="odo")]
     pi, lj, zl, il = zip(*obs)
@@ -150,3 +152,62 @@ def test_an_added_anchor_is_reported(_landmark_solves):
     problem, _, _, info = _landmark_solves["none"]
     assert problem.anchored == ("poses", 0)
     assert bool(info.anchored)
+
+
+def _gtsam_optimum():
+    """GTSAM's LM optimum of the same problem: BetweenFactorPose3 (information permuted to GTSAM's
+    (rotation, translation) order), the point-in-pose-frame error as a CustomFactor with
+    Pose3.transformTo's Jacobians, PriorFactorPoint3 on every landmark."""
+    gtsam = pytest.importorskip("gtsam")
+    poses, points, odo, obs = _read_landmark_file(DATA / "known_landmark_localization_20.g2o")
+
+    def pose3(qw, qx, qy, qz, x, y, z):
+        q = np.array([qw, qx, qy, qz]) / np.linalg.norm([qw, qx, qy, qz])
+        return gtsam.Pose3(gtsam.Rot3.Quaternion(*q), gtsam.Point3(x, y, z))
+
+    def X(k):
+        return gtsam.symbol("x", k)
+
+    def L(k):
+        return gtsam.symbol("l", k)
+
+    graph, values = gtsam.NonlinearFactorGraph(), gtsam.Values()
+    for k, p in poses.items():
+        values.insert(X(k), pose3(*p))
+    for k, p in points.items():
+        values.insert(L(k), np.array(p))
+    swap = np.zeros((6, 6))
+    swap[:3, 3:] = swap[3:, :3] = np.eye(3)
+    for i, j, (x, y, z, qx, qy, qz, qw), u in odo:
+        info = swap @ _information(u, 6) @ swap
+        graph.add(gtsam.BetweenFactorPose3(X(i), X(j), pose3(qw, qx, qy, qz, x, y, z),
+                                           gtsam.noiseModel.Gaussian.Information(info)))
+
+    def point_error(z):
+        def error(factor, vals, H):
+            H1, H2 = np.zeros((3, 6), order="F"), np.zeros((3, 3), order="F")
+            e = vals.atPose3(factor.keys()[0]).transformTo(vals.atPoint3(factor.keys()[1]), H1, H2) - z
+            if H is not None:
+                H[0], H[1] = H1, H2
+            return e
+        return error
+
+    for i, j, z, u in obs:
+        graph.add(gtsam.CustomFactor(gtsam.noiseModel.Gaussian.Information(_information(u, 3)), [X(i), L(j)],
+                                     point_error(np.array(z))))
+    for k, p in points.items():
+        graph.add(gtsam.PriorFactorPoint3(L(k), np.array(p), gtsam.noiseModel.Isotropic.Sigma(3, 1e-6)))
+    params = gtsam.LevenbergMarquardtParams()
+    params.setRelativeErrorTol(1e-12)
+    params.setAbsoluteErrorTol(1e-12)
+    return graph.error(gtsam.LevenbergMarquardtOptimizer(graph, values, params).optimize())
+
+
+def test_landmark_priors_reach_gtsams_optimum(_landmark_solves):
+    """The same problem in GTSAM (its own factors, one CustomFactor): our optimum with the priors
+    written with factors.prior equals GTSAM's cost (float64)."""
+    reference = _gtsam_optimum()
+    problem, start, _, _ = _landmark_solves["prior"]
+    _, info = jaxgraph.solve(problem, start, max_iterations=100, tolerance=1e-12, absolute_tolerance=1e-12)
+    assert bool(info.converged)
+    np.testing.assert_allclose(float(info.cost), reference, rtol=1e-9)
