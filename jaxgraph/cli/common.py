@@ -161,7 +161,9 @@ def use_compile_cache(disabled: bool) -> None:
 
 def count_between(problem) -> int:
     """Number of between factors (the graph's edges) in ``problem``."""
-    return sum(g.count for g in problem.factors if g.kind == "between")
+    from ..graph import Between
+
+    return sum(g.count for g in problem.factors if isinstance(g.type, Between))
 
 
 @dataclass(frozen=True)

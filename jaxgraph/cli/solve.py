@@ -15,6 +15,7 @@ from .common import (
     check_output_paths,
     error,
     exit_code,
+    note,
     print_progress,
     read_input,
     solver_flags,
@@ -65,6 +66,9 @@ def run_solve(input_path, output=None, report=None, *, plot=None, marginals=Fals
     if verbose:
         print(f"{input_path}: {inp.poses} poses, {inp.edges} edges ({problem.variables[0].kind}), method {opts.method}", flush=True)
         print(f"compiling for {inp.poses} poses, {nfactors} factors...", flush=True)
+    if graph.anchored is not None:  # said even without --verbose: the solution is of a held problem
+        group, index = graph.anchored
+        note(f"no factor fixes the gauge: {group}[{index}] is held at its initial value (add a prior to free it)")
     (compiled, args), compile_seconds = timed(compile_solve, graph, start, config)
     if verbose:
         print(f"compiled in {compile_seconds:.2f} s; solving", flush=True)

@@ -30,10 +30,9 @@ Tangents use right perturbations ``X <- X Exp(d)`` in the classes' order: SE2 ``
 theta)``, SE3 ``(v, w)`` (translation first, also g2o's information-matrix order).
 
 A user-defined kind subclasses :class:`Kind` and implements :meth:`Kind.retract` (the
-solver's step) and, for between and prior factors, the matrix form (:meth:`Kind.to_matrix`,
-:meth:`Kind.from_matrix`, :meth:`Kind.inverse_matrix`, :meth:`Kind.log`,
-:meth:`Kind.right_jacobian_inverse`, :meth:`Kind.adjoint`); :meth:`Kind.invalid_rows`
-adds a validity test of its own rows to the finiteness test every kind gets.
+solver's step) and, for between and prior factors, the matrix form (the methods named in
+:data:`MATRIX_FORM`); :meth:`Kind.invalid_rows` adds a validity test of its own rows to the
+finiteness test every kind gets.
 """
 
 from __future__ import annotations
@@ -47,7 +46,7 @@ import numpy as np
 
 from .. import lie, smallmat
 
-__all__ = ["Kind", "GroupKind", "XYThetaKind", "EuclideanKind", "ProductKind", "KindSpec", "kind_of"]
+__all__ = ["MATRIX_FORM", "Kind", "GroupKind", "XYThetaKind", "EuclideanKind", "ProductKind", "KindSpec", "kind_of"]
 
 _NO_ROWS = np.zeros(0, np.int64)
 
@@ -78,11 +77,6 @@ class Kind:
         """Names of the tangent coordinates, in order (reports, e.g. marginals)."""
         return tuple(f"x{i}" for i in range(self.tangent_dim))
 
-    @property
-    def matrix_dim(self) -> int:
-        """Size of the square matrices of :meth:`to_matrix`."""
-        raise NotImplementedError(f"kind {self.name} has no matrix form")
-
     def identity_row(self, dtype) -> np.ndarray:
         """The identity's row ``[param_dim]`` as a numpy array (no XLA op: padding a new
         problem should not compile anything); zeros here."""
@@ -96,6 +90,8 @@ class Kind:
         """``X Exp(d)`` in rows; ``p[..., param_dim]``, ``d[..., tangent_dim]`` -> ``[..., param_dim]``."""
         raise NotImplementedError(f"kind {self.name} must implement retract")
 
+    # The matrix form (MATRIX_FORM below) is implemented by the kinds that have one.
+
     def invalid_rows(self, rows: np.ndarray) -> tuple[np.ndarray, str]:
         """Rows of finite numbers ``rows[M, param_dim]`` (numpy) that are not points of this
         kind: ``(indices, what is wrong)``; none here. Finiteness is tested for every kind
@@ -105,38 +101,23 @@ class Kind:
     def random_rows(self, rng: np.random.Generator, count: int, like: np.ndarray) -> np.ndarray:
         """``count`` random rows (float64), positions spread over the extent of ``like``'s
         rows (synthetic outliers); here uniform in the box of ``like``."""
-        extent = float(np.ptp(like, axis=0).max()) if like.size else 1.0
-        return rng.uniform(-extent or -1.0, extent or 1.0, (count, self.param_dim))
-
-    # -- matrix form (between and prior factors) ------------------------------------------
-    def to_matrix(self, p):
-        """Rows ``[..., param_dim]`` -> matrices ``[..., matrix_dim, matrix_dim]``."""
-        raise NotImplementedError(f"kind {self.name} has no matrix form")
-
-    def from_matrix(self, T):
-        """Matrices ``[..., matrix_dim, matrix_dim]`` -> rows ``[..., param_dim]``."""
-        raise NotImplementedError(f"kind {self.name} has no matrix form")
-
-    def inverse_matrix(self, T):
-        """Inverse of matrices ``T[..., matrix_dim, matrix_dim]``, exact."""
-        raise NotImplementedError(f"kind {self.name} has no matrix form")
-
-    def log(self, T):
-        """Logarithm of matrices ``T`` -> tangent vectors ``[..., tangent_dim]``."""
-        raise NotImplementedError(f"kind {self.name} has no matrix form")
-
-    def right_jacobian_inverse(self, xi):
-        """``Jr(xi)^-1`` ``[..., tangent_dim, tangent_dim]``."""
-        raise NotImplementedError(f"kind {self.name} has no matrix form")
-
-    def adjoint(self, T):
-        """Adjoint of matrices ``T`` ``[..., tangent_dim, tangent_dim]``."""
-        raise NotImplementedError(f"kind {self.name} has no matrix form")
+        extent = (float(np.ptp(like, axis=0).max()) if like.size else 0.0) or 1.0
+        return rng.uniform(-extent, extent, (count, self.param_dim))
 
     @property
     def has_matrix_form(self) -> bool:
-        """True when between and prior factors apply (the matrix form is implemented)."""
-        return type(self).to_matrix is not Kind.to_matrix
+        """True when between and prior factors apply: the kind implements every method of
+        :data:`MATRIX_FORM`."""
+        return all(callable(getattr(self, name, None)) for name in MATRIX_FORM)
+
+
+#: The matrix form of a kind, the methods between and prior factors use (a kind without them
+#: is fine for custom factors): ``matrix_dim`` (property) and
+#: ``to_matrix(p)`` rows ``[..., param_dim]`` -> matrices ``[..., matrix_dim, matrix_dim]``;
+#: ``from_matrix(T)`` the inverse of that; ``inverse_matrix(T)`` the group inverse, exact;
+#: ``log(T)`` -> tangent vectors ``[..., tangent_dim]``; ``right_jacobian_inverse(xi)`` ->
+#: ``Jr(xi)^-1 [..., tangent_dim, tangent_dim]``; ``adjoint(T)`` -> ``[..., tangent_dim, tangent_dim]``.
+MATRIX_FORM = ("to_matrix", "from_matrix", "inverse_matrix", "log", "right_jacobian_inverse", "adjoint")
 
 
 @dataclass(frozen=True)

@@ -76,7 +76,20 @@ class IndexData:
         return cls(*children)
 
 
-class Structure:
+class _Keyed:
+    """Static data compared and hashed by its ``key`` (a string of everything that shapes the
+    compiled code), so jit caches hit for equal structures."""
+
+    key: str
+
+    def __hash__(self):
+        return hash(self.key)
+
+    def __eq__(self, other):
+        return type(other) is type(self) and self.key == other.key
+
+
+class Structure(_Keyed):
     """Static structure of a problem; hashable by content so jit caches hit."""
 
     def __init__(self, variables, factor_groups, metadata, anchored=None):
@@ -125,12 +138,6 @@ class Structure:
             h.update(val.tobytes() if isinstance(val, np.ndarray) else repr(val).encode())
         self.key = h.hexdigest()
         self._linear_cache: dict = {}
-
-    def __hash__(self):
-        return hash(self.key)
-
-    def __eq__(self, other):
-        return isinstance(other, Structure) and self.key == other.key
 
     def slot_pairs(self, k: int) -> tuple:
         """Slot pairs ``(a, b)``, ``a < b``, of factor group ``k``: its off-diagonal blocks."""
@@ -204,7 +211,7 @@ def _block_offsets(variables) -> tuple[dict, int]:
     return offsets, n
 
 
-class Layout:
+class Layout(_Keyed):
     """Static part of a :meth:`Problem.sized` problem: kinds and padded counts only.
 
     Equal (and equally hashed) for every problem of one size class, so such problems
@@ -226,12 +233,6 @@ class Layout:
         self.anchored = exact.anchored
         self.key = repr((self.variables, self.block_dim, self.group_counts, self.pairs, self.anchored))
         self._linear_cache: dict = {}
-
-    def __hash__(self):
-        return hash(self.key)
-
-    def __eq__(self, other):
-        return isinstance(other, Layout) and self.key == other.key
 
     def slot_pairs(self, k: int) -> tuple:
         """Slot pairs ``(a, b)``, ``a < b``, of factor group ``k``: its off-diagonal blocks."""
