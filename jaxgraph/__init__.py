@@ -65,22 +65,16 @@ def __dir__():
     return sorted(set(globals()) | set(_PUBLIC))
 
 
-# Module paths of earlier releases, importable for one more release. The public modules
-# (``jaxgraph.factors``, ``.noise``, ``.robust``, ``.initialize``, ``.distributed``) stay
-# importable without a warning; the others name their new place in a DeprecationWarning.
-_MODULE_ALIASES = {
-    "jaxgraph.factors": ("jaxgraph.graph.factors", False),
-    "jaxgraph.noise": ("jaxgraph.graph.noise", False),
-    "jaxgraph.robust": ("jaxgraph.graph.robust", False),
-    "jaxgraph.initialize": ("jaxgraph.algorithms.initialize", False),
-    "jaxgraph.distributed": ("jaxgraph.runtime.distributed", False),
-    "jaxgraph.marginals": ("jaxgraph.algorithms.marginals", True),
-    "jaxgraph.gnc": ("jaxgraph.algorithms.gnc", True),
-    "jaxgraph.compile_cache": ("jaxgraph.runtime.compile_cache", True),
-    "jaxgraph.executable_cache": ("jaxgraph.runtime.executable_cache", True),
-    "jaxgraph.host_call": ("jaxgraph.runtime.host_call", True),
-    "jaxgraph.graph.manifolds": ("jaxgraph.graph.kinds", True),
-}
+# Module paths of earlier releases, importable for one more release with a DeprecationWarning
+# that names the new place. The public modules of _PUBLIC (``jaxgraph.factors``, ``.noise``,
+# ``.robust``, ``.initialize``, ``.distributed``) import at their public path without one.
+_MOVED = {f"jaxgraph.{old}": f"jaxgraph.{new}" for old, new in (
+    ("marginals", "algorithms.marginals"), ("gnc", "algorithms.gnc"), ("compile_cache", "runtime.compile_cache"),
+    ("executable_cache", "runtime.executable_cache"), ("host_call", "runtime.host_call"),
+    ("graph.manifolds", "graph.kinds"))}
+_MODULE_ALIASES = {**{path: (new, True) for path, new in _MOVED.items()},
+                   **{f"jaxgraph.{name}": (module, False) for name, (module, attribute) in _PUBLIC.items()
+                      if attribute is None and module != f"jaxgraph.{name}"}}
 
 
 class _AliasLoader(importlib.abc.Loader):

@@ -9,19 +9,8 @@ import os
 from pathlib import Path
 
 from . import cluster
-from .common import (
-    Options,
-    SolveFailed,
-    check_output_paths,
-    error,
-    exit_code,
-    note,
-    print_progress,
-    read_input,
-    solver_flags,
-    timed,
-    use_compile_cache,
-)
+from .common import (Options, SolveFailed, check_output_paths, error, exit_code, note, print_progress, read_input,
+                     solver_flags, timed, use_compile_cache)
 from .report import build_report, finite_or_none, write_report
 from .plot import plot_trajectories
 
