@@ -154,8 +154,8 @@ def check_intrinsics(K, width: int, height: int, where: str) -> None:
 
 def check_viewmat(viewmat, where: str) -> None:
     """A world-to-camera 4x4 (or 3x4) rigid transform: finite (:func:`pose_finite`),
-    rotation block orthonormal
-    with determinant +1 (``ROTATION_TOL``), last row (0, 0, 0, 1)."""
+    rotation block orthonormal with determinant +1 (``ROTATION_TOL``), last row
+    (0, 0, 0, 1)."""
     m = np.asarray(viewmat, np.float64)
     if m.shape not in ((4, 4), (3, 4)):
         raise ValueError(f"{where}: camera pose must be 4x4 or 3x4, got shape {m.shape}")

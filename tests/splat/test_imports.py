@@ -25,3 +25,34 @@ def test_import_splat_loads_no_solver_module(module):
     assert "jaxgraph.lie" in loaded
     solver = [m for m in loaded if any(m == s or m.startswith(s + ".") for s in SOLVER_MODULES)]
     assert solver == [], f"import {module} loaded {solver}"
+
+
+# splat's layers, lowest first; a module may import from its own layer and those below.
+LAYERS = (("constants", "checks"), ("projection", "sh", "tiling"), ("raster",),
+          ("rendering", "grad2d"), ("metrics", "io", "figures"), ("datasets",), ("train",),
+          ("cli",))
+
+
+def test_splat_layers_import_only_downward():
+    import ast
+    from pathlib import Path
+
+    import splat
+
+    root = Path(splat.__file__).parent
+    rank = {name: i for i, layer in enumerate(LAYERS) for name in layer}
+    up = []
+    for path in root.rglob("*.py"):
+        parts = path.relative_to(root).with_suffix("").parts
+        if parts[0] not in rank:  # splat/__init__.py, splat/data/ (a build script)
+            continue
+        package = parts[:-1]
+        for node in ast.walk(ast.parse(path.read_text())):
+            if not (isinstance(node, ast.ImportFrom) and node.level):
+                continue
+            target = package[:len(package) - node.level + 1] + tuple(
+                (node.module or "").split(".")[:1] if node.module else ())
+            assert target, f"{path}: imports from the splat package root"
+            if rank.get(target[0], -1) > rank[parts[0]]:
+                up.append(f"{'.'.join(parts)} imports {'.'.join(target)}")
+    assert up == []
