@@ -68,6 +68,13 @@ def focal_positive(Ks):
     return (Ks[..., 0, 0] > 0) & (Ks[..., 1, 1] > 0)
 
 
+def _now(condition, *arrays) -> np.ndarray:
+    """numpy value of ``condition(*arrays)`` on concrete arrays, also while a function
+    that closes over them is being traced (where jnp operations would be staged)."""
+    with jax.ensure_compile_time_eval():
+        return np.asarray(condition(*arrays))
+
+
 def camera_valid(viewmats, Ks):
     """bool [C]: renderable cameras of viewmats [C, 4, 4] and Ks [C, 3, 3] (jit-safe)."""
     return pose_finite(viewmats) & intrinsics_finite(Ks) & focal_positive(Ks)
@@ -77,14 +84,14 @@ def check_render_cameras(viewmats, Ks) -> None:
     """Raise ValueError naming the first camera of viewmats [C, 4, 4] / Ks [C, 3, 3] that
     is not renderable (:func:`camera_valid`); concrete arrays only."""
     vm, K = np.asarray(viewmats), np.asarray(Ks)
-    bad = np.flatnonzero(~np.asarray(pose_finite(vm)))
+    bad = np.flatnonzero(~_now(pose_finite, vm))
     if bad.size:
         raise ValueError(f"viewmats[{bad[0]}] is not finite (NaN or Inf entries); "
                          f"{bad.size} of {len(vm)} cameras are")
-    bad = np.flatnonzero(~np.asarray(intrinsics_finite(K)))
+    bad = np.flatnonzero(~_now(intrinsics_finite, K))
     if bad.size:
         raise ValueError(f"Ks[{bad[0]}] is not finite: {K[bad[0]].tolist()}")
-    bad = np.flatnonzero(~np.asarray(focal_positive(K)))
+    bad = np.flatnonzero(~_now(focal_positive, K))
     if bad.size:
         i = bad[0]
         raise ValueError(f"Ks[{i}]: focal lengths must be > 0 pixels, got fx={K[i, 0, 0]:g}, "
@@ -133,10 +140,10 @@ def check_intrinsics(K, width: int, height: int, where: str) -> None:
     K = np.asarray(K, np.float64)
     if K.shape != (3, 3):
         raise ValueError(f"{where}: intrinsics must be a 3x3 matrix, got shape {K.shape}")
-    if not bool(intrinsics_finite(K)):
+    if not _now(intrinsics_finite, K):
         raise ValueError(f"{where}: intrinsics are not finite: {K.tolist()}")
     fx, fy = K[0, 0], K[1, 1]
-    if not bool(focal_positive(K)):
+    if not _now(focal_positive, K):
         raise ValueError(f"{where}: focal lengths must be > 0 pixels, got fx={fx:g}, fy={fy:g}")
     ratio = fx / fy
     if not 1 / MAX_PIXEL_ASPECT <= ratio <= MAX_PIXEL_ASPECT:
@@ -159,7 +166,7 @@ def check_viewmat(viewmat, where: str) -> None:
     m = np.asarray(viewmat, np.float64)
     if m.shape not in ((4, 4), (3, 4)):
         raise ValueError(f"{where}: camera pose must be 4x4 or 3x4, got shape {m.shape}")
-    if not bool(pose_finite(m)):
+    if not _now(pose_finite, m):
         raise ValueError(f"{where}: camera pose is not finite (NaN or Inf entries)")
     r = m[:3, :3]
     err = float(np.abs(r.T @ r - np.eye(3)).max())
@@ -214,7 +221,7 @@ def invalid_gaussians(means, quats, log_scales, logit_opacities, sh) -> np.ndarr
     log_scales [N, 3], logit_opacities [N], sh [N, K, 3].
     """
     n = np.asarray(means).shape[0]
-    bad = np.array(nonfinite_gaussians(means, quats, log_scales, logit_opacities, sh))
+    bad = _now(nonfinite_gaussians, means, quats, log_scales, logit_opacities, sh).copy()
     with np.errstate(invalid="ignore"):
         bad |= (np.asarray(log_scales).reshape(n, -1) > MAX_LOG_SCALE).any(axis=1)
     return bad

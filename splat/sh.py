@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import jax.numpy as jnp
 
-_C0 = 0.28209479177387814
+# degree-0 basis value 1 / (2 sqrt(pi)): colour c is stored as (c - 0.5) / SH_C0
+SH_C0 = 0.28209479177387814
 _C1 = 0.4886025119029199
 _C2 = (1.0925484305920792, -1.0925484305920792, 0.31539156525252005,
        -1.0925484305920792, 0.5462742152960396)
@@ -31,7 +32,7 @@ def eval_sh(degree: int, coeffs, dirs):
         raise ValueError(
             f"sh_degree={degree} needs {k_needed} SH bases, colors has {coeffs.shape[-2]}")
     dt = coeffs.dtype
-    res = _C0 * coeffs[..., 0, :]
+    res = SH_C0 * coeffs[..., 0, :]
     if degree == 0:
         return res
     n2 = jnp.sum(dirs * dirs, axis=-1, keepdims=True)

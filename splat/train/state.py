@@ -18,10 +18,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from ..rendering import rasterization
-from ..sh import num_sh_bases
+from ..sh import SH_C0, num_sh_bases
 from .strategy import DefaultStrategy, Strategy, strategy_from_dict
 
-SH_C0 = 0.28209479177387814
 PARAM_NAMES = ("means", "quats", "log_scales", "logit_opacities", "sh0", "shN")
 
 

@@ -262,3 +262,21 @@ def test_invalid_cameras_and_gaussians_flagged_in_meta_under_jit():
     assert a[0].max() > 0.1 and a[1].max() == 0 and a[2].max() == 0
     assert (np.asarray(meta["radii"])[1:] == 0).all() and (np.asarray(meta["radii"])[:, 2] == 0).all()
     assert np.isfinite(np.asarray(img)).all()
+
+
+def test_cameras_closed_over_by_jit_are_checked_while_tracing():
+    """Concrete (JAX) cameras captured by a jitted function are checked eagerly."""
+    sc = random_scene(4, n_cams=2, seed=3, width=W, height=H)
+    sc["viewmats"] = jnp.asarray(sc["viewmats"])
+
+    def render(means, ks):
+        ks = jnp.asarray(ks)
+        return jax.jit(lambda m: splat.rasterization(**{**sc, "means": m, "Ks": ks},
+                                                     backend="reference",
+                                                     isect_capacity=64)[1])(means)
+
+    assert np.asarray(render(sc["means"], sc["Ks"])).max() > 0
+    bad = sc["Ks"].copy()
+    bad[1, 0, 0] = 0.0
+    with pytest.raises(ValueError, match=r"Ks\[1\]: focal lengths must be > 0"):
+        render(sc["means"], bad)

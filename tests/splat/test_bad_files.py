@@ -11,7 +11,7 @@ import pytest
 from splat.datasets import load_colmap, load_nerf, load_npz, load_scene
 from splat.io.ply import read_ply
 
-from ..splat.scenes import colmap_scene, npz_scene, nerf_scene, ply_model
+from .scenes import colmap_scene, npz_scene, nerf_scene, ply_model
 
 pytest.importorskip("PIL")
 
