@@ -44,7 +44,6 @@ import jax.numpy as jnp
 import numpy as np
 
 from ..runtime.compile_cache import entry_point
-from ..graph.kinds import kind_of
 from ..graph.problem import Problem
 from ..solver import solve
 from .gnc_weights import (
@@ -177,7 +176,7 @@ def gnc(
                 f"gnc: factor group {g.name!r} has a robust loss ({type(g.robust).__name__}) and contains "
                 "candidate outliers; GNC supplies the loss itself, so build that group without robust="
             )
-        dim = g.residual_dim if g.kind == "custom" else kind_of(next(v.kind for v in problem.variables if v.name == g.variables[0])).tangent_dim
+        dim = g.type.residual_dim([problem.structure.kinds[v] for v in g.variables])
         thresholds[g.name] = (
             float(inlier_threshold) if inlier_threshold is not None else chi2_quantile(inlier_probability, dim)
         )

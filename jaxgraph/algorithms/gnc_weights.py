@@ -16,6 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from .. import linear, smallmat
+from ..graph.factors import Between, Prior
 from ..graph.problem import Problem
 from ..graph.robust import RobustLoss
 
@@ -70,9 +71,9 @@ def candidate_masks(problem: Problem, known_inliers="odometry") -> dict:
                 )
             out[g.name] = ~trusted
         elif known_inliers == "odometry":
-            if g.kind == "prior":
+            if isinstance(g.type, Prior):
                 out[g.name] = np.zeros(g.count, bool)
-            elif g.kind == "between":
+            elif isinstance(g.type, Between):
                 idx = g.indices.array
                 out[g.name] = np.abs(idx[:, 0] - idx[:, 1]) != 1
             else:
@@ -191,7 +192,7 @@ def flip_scores(problem: Problem, x, w, names) -> dict:
     out = {}
     for n in names:
         k = next(i for i, g in enumerate(problem.factors) if g.name == n)
-        _, e, J, _ = prepared._group_terms(k, x, True)
+        _, e, J, _ = prepared.terms(k, x, True)
         G = jnp.zeros(e.shape + e.shape[-1:], dtype)
         for p, (pn, a, b) in enumerate(pairs):
             if pn != n:

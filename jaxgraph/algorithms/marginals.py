@@ -37,7 +37,7 @@ import numpy as np
 
 from .. import linear
 from ..runtime.compile_cache import entry_point
-from ..graph.problem import Problem
+from ..graph.problem import Problem, values_dtype
 
 __all__ = ["marginals", "marginals_with_info", "MarginalsInfo", "report"]
 
@@ -52,11 +52,6 @@ class MarginalsInfo(NamedTuple):
 
     singular: jax.Array
     min_pivot_ratio: jax.Array
-
-
-def _values_dtype(values):
-    """The computation's dtype: that of the values (dict group -> array, never empty here)."""
-    return jnp.result_type(*jax.tree_util.tree_leaves(values))
 
 
 def _selection(problem: Problem, variables) -> tuple:
@@ -104,7 +99,7 @@ class _Marginals(NamedTuple):
 @entry_point
 def _marginals_jit(problem, values) -> _Marginals:
     """Every variable's covariance at ``values`` (dict group -> ``[count, param_dim]``)."""
-    dtype = _values_dtype(values)
+    dtype = values_dtype(values)
     st = problem.structure
     n, d = st.num_blocks, st.block_dim
     lin = problem.prepared(dtype).linearize(values)
@@ -135,7 +130,7 @@ def _run(problem: Problem, values, variables) -> _Marginals:
         raise TypeError(f"marginals: problem must be a jaxgraph.Problem, got {type(problem).__name__}")
     problem.check_values(values)
     selection = _selection(problem, variables)
-    dtype = _values_dtype(values)
+    dtype = values_dtype(values)
     values = {k: jnp.asarray(v, dtype) for k, v in values.items()}
     # one compiled program per problem structure: subsets are taken from the full result
     full = _marginals_jit(problem, values)
@@ -238,14 +233,9 @@ def _singular_message(problem: Problem, ratio: float, collapsed: np.ndarray) -> 
 
 
 
-def _tangent_names(kind) -> list[str]:
-    named = {"SE2": ["x", "y", "theta"], "SE3": ["vx", "vy", "vz", "wx", "wy", "wz"], "SO3": ["wx", "wy", "wz"]}
-    return named.get(kind.name, [f"x{i}" for i in range(kind.tangent_dim)])
-
-
 def report(problem: Problem, values) -> dict:
     """JSON-ready marginals (the CLI's ``--marginals``): per group its kind, tangent order and covariances."""
     covs = marginals(problem, values)
     kinds = problem.structure.kinds
-    return {name: {"kind": kinds[name].name, "tangent": _tangent_names(kinds[name]),
+    return {name: {"kind": kinds[name].name, "tangent": list(kinds[name].tangent_names),
                    "covariances": np.asarray(c, dtype=np.float64).tolist()} for name, c in covs.items()}

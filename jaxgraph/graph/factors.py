@@ -283,13 +283,6 @@ class FactorGroup:
     def count(self) -> int:
         return int(self.indices.array.shape[0])
 
-    @property
-    def kind(self) -> str:  # transition name while modules move to ``type``; removed before landing
-        return str(self.type)
-
-    @property
-    def residual_dim(self):  # transition name while modules move to ``type``; removed before landing
-        return getattr(self.type, "dim", None)
 
     def tree_flatten(self):
         return (self.measurement, self.noise, self.robust), (self.name, self.type, self.variables, self.indices)

@@ -266,8 +266,6 @@ class Problem:
         call on a :meth:`prepared` problem."""
         return ne.group_terms(self, k, values, with_jacobians)
 
-    _group_terms = terms  # transition name for modules being moved to ``terms``
-
     def cost(self, values) -> jax.Array:
         """Total cost ``sum_f rho_f`` (``0.5 |e|^2`` without robust loss); jit-compiled."""
         self.check_values(values)
@@ -315,5 +313,3 @@ def _terms_jit(problem, values, k, with_jacobians):
 def _cost_jit(problem, values):
     return ne.total_cost(problem.prepared(values_dtype(values)), values)
 
-
-_dtype_of = values_dtype  # transition name for modules being moved to ``values_dtype``

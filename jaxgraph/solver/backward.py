@@ -13,7 +13,7 @@ import numpy as np
 
 from .. import linear
 from ..runtime.compile_cache import entry_point
-from ..graph.problem import Problem, _dtype_of
+from ..graph.problem import Problem, values_dtype
 from .config import SolverConfig
 from .loop import run
 
@@ -46,7 +46,7 @@ def _implicit_cotangent(problem: Problem, x, vbar, config: SolverConfig):
     the cost twice instead gave the same gradients with twice the XLA program (smallGrid3D:
     ``jit(value_and_grad)`` compiled in 50 s, 27 s with this change alone).
     """
-    dtype = _dtype_of(x)
+    dtype = values_dtype(x)
     st = problem.structure
     free = problem.free_mask(dtype)
     zero = jnp.zeros((st.num_blocks, st.block_dim), dtype)
