@@ -1,6 +1,9 @@
-"""Small array helpers shared by the group maps: hat/vee, quaternion products."""
+"""Small array helpers shared by the group files: hat/vee, quaternion products, float casts,
+and the ``custom_jvp`` pattern of the maps."""
 
 from __future__ import annotations
+
+from typing import Callable
 
 import jax
 import jax.numpy as jnp
@@ -45,10 +48,6 @@ def dot(a: jnp.ndarray, b: jnp.ndarray) -> jnp.ndarray:
     return out
 
 
-def transpose(m: jnp.ndarray) -> jnp.ndarray:
-    return jnp.swapaxes(m, -1, -2)
-
-
 def quaternion_multiply(p: jnp.ndarray, q: jnp.ndarray) -> jnp.ndarray:
     """Hamilton product of wxyz quaternions [...,4]."""
     pw, px, py, pz = p[..., 0], p[..., 1], p[..., 2], p[..., 3]
@@ -80,3 +79,32 @@ def float_dtype(x: jnp.ndarray):
     if jnp.issubdtype(x.dtype, jnp.floating):
         return x.dtype
     return default_float() if x.dtype.itemsize == 8 else jnp.dtype(jnp.float32)
+
+
+def as_float(x) -> jnp.ndarray:
+    """``x`` as an array of the floating dtype ``float_dtype`` picks (float input unchanged)."""
+    x = jnp.asarray(x)
+    return x.astype(float_dtype(x))
+
+
+def custom_jvp_with(tangent: Callable) -> Callable:
+    """Decorator: make a map ``y = f(x)`` of one array a ``jax.custom_jvp`` whose derivative is
+    ``dy = tangent(x, y, dx)`` (same shapes and dtypes as ``x``, ``y``, ``dx``).
+
+    The rule takes the primal from the decorated map itself, not from its undecorated body, so
+    JAX differentiates the rule again for Hessians and every order goes through the safe
+    closed-form derivatives.
+    """
+
+    def decorate(value: Callable) -> jax.custom_jvp:
+        f = jax.custom_jvp(value)
+
+        @f.defjvp
+        def jvp(primals, tangents):
+            (x,), (dx,) = primals, tangents
+            y = f(x)
+            return y, tangent(x, y, dx)
+
+        return f
+
+    return decorate

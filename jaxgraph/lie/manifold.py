@@ -55,43 +55,47 @@ def normalize_all(tree):
     return _map(lambda x: x.normalize(), lambda x: x, tree)
 
 
-def value_and_grad(
-    fun: Callable,
-    argnums: Union[int, Sequence[int]] = 0,
-    has_aux: bool = False,
-    holomorphic: bool = False,
-    allow_int: bool = False,
-) -> Callable:
+def _in_tangent_space(transform: Callable, name: str, doc: str) -> Callable:
+    """``transform`` (``jax.grad`` or ``jax.value_and_grad``) with group arguments differentiated
+    in their tangent space: the derivative for a group leaf ``x`` is that of
+    ``d -> fun(x @ exp(d))`` at ``d = 0`` (a tangent vector [..., tangent_dim], the parameters'
+    dtype); other leaves are differentiated as ``transform`` does."""
+
+    def lifted(
+        fun: Callable,
+        argnums: Union[int, Sequence[int]] = 0,
+        has_aux: bool = False,
+        holomorphic: bool = False,
+        allow_int: bool = False,
+    ) -> Callable:
+        def wrapped(*args, **kwargs):
+            def on_tangents(*tangent_args, **tangent_kwargs):
+                return fun(*rplus(args, tangent_args), **rplus(kwargs, tangent_kwargs))
+
+            return transform(on_tangents, argnums, has_aux, holomorphic, allow_int)(
+                *zero_tangents(args), **zero_tangents(kwargs)
+            )
+
+        return wrapped
+
+    # Named as module-level functions, so that import finds them again by name.
+    lifted.__name__ = lifted.__qualname__ = name
+    lifted.__doc__ = doc
+    return lifted
+
+
+value_and_grad = _in_tangent_space(
+    jax.value_and_grad,
+    "value_and_grad",
     """``jax.value_and_grad`` with group arguments differentiated in their tangent space:
-    the gradient of a group leaf ``x`` is that of ``d -> fun(x @ exp(d))`` at ``d = 0``."""
-
-    def wrapped(*args, **kwargs):
-        def on_tangents(*tangent_args, **tangent_kwargs):
-            return fun(*rplus(args, tangent_args), **rplus(kwargs, tangent_kwargs))
-
-        return jax.value_and_grad(on_tangents, argnums, has_aux, holomorphic, allow_int)(
-            *zero_tangents(args), **zero_tangents(kwargs)
-        )
-
-    return wrapped
-
-
-def grad(
-    fun: Callable,
-    argnums: Union[int, Sequence[int]] = 0,
-    has_aux: bool = False,
-    holomorphic: bool = False,
-    allow_int: bool = False,
-) -> Callable:
+    the gradient of a group leaf ``x`` is that of ``d -> fun(x @ exp(d))`` at ``d = 0``.""",
+)
+grad = _in_tangent_space(
+    jax.grad,
+    "grad",
     """``jax.grad`` in the tangent spaces of group arguments (see ``value_and_grad``); with
-    ``has_aux`` it returns ``(gradient, aux)`` like ``jax.grad``."""
-    both = value_and_grad(fun, argnums, has_aux, holomorphic, allow_int)
-
-    def wrapped(*args, **kwargs):
-        value, gradient = both(*args, **kwargs)
-        return (gradient, value[1]) if has_aux else gradient
-
-    return wrapped
+    ``has_aux`` it returns ``(gradient, aux)`` like ``jax.grad``.""",
+)
 
 
 __all__ = [

@@ -1,17 +1,32 @@
-"""SE(2): exponential and logarithm, Jacobians and adjoint.
+"""SE(2): exponential and logarithm, Jacobians and adjoint, and the group class ``SE2``.
 
 Tangent ``xi[..., 3] = (x, y, theta)`` (translation part first, jaxlie's order),
 matrices ``T[..., 3, 3]``. Right Jacobian convention ``Exp(xi + d) ~= Exp(xi) Exp(Jr d)``.
+``SE2`` is jaxlie's class: parameters ``unit_complex_xy[..., 4] = (cos, sin, x, y)``.
 """
 
 from __future__ import annotations
 
+import jax
 import jax.numpy as jnp
 
-from . import _series
-from ._ops import matvec
-from .so2 import so2_exp, so2_log
-from .so3 import _as_float
+from . import _series, hints
+from ._base import SEBase
+from ._ops import as_float, matvec
+from .so2 import SO2, so2_exp, so2_log
+from .utils import register_lie_group
+
+__all__ = [
+    "se2_exp",
+    "se2_log",
+    "se2_inverse",
+    "se2_adjoint",
+    "se2_left_jacobian",
+    "se2_right_jacobian",
+    "se2_left_jacobian_inverse",
+    "se2_right_jacobian_inverse",
+    "SE2",
+]
 
 
 def _coefficients(theta):
@@ -29,7 +44,7 @@ def _matrix3(rows):
 
 def se2_exp(xi: jnp.ndarray) -> jnp.ndarray:
     """Homogeneous T[...,3,3] = Exp(xi) of xi[...,3] = (x, y, theta)."""
-    xi = _as_float(xi)
+    xi = as_float(xi)
     x, y, theta = xi[..., 0], xi[..., 1], xi[..., 2]
     a, b, _, _ = _coefficients(theta)
     tb = theta * b
@@ -42,7 +57,7 @@ def se2_exp(xi: jnp.ndarray) -> jnp.ndarray:
 
 def se2_log(T: jnp.ndarray) -> jnp.ndarray:
     """xi[...,3] = (x, y, theta) = Log(T), with the coupled translation V(theta)^-1 t."""
-    T = _as_float(T)
+    T = as_float(T)
     theta = so2_log(T[..., :2, :2])[..., 0]
     _, _, _, alpha = _coefficients(theta)
     tx, ty = T[..., 0, 2], T[..., 1, 2]
@@ -52,7 +67,7 @@ def se2_log(T: jnp.ndarray) -> jnp.ndarray:
 
 def se2_inverse(T: jnp.ndarray) -> jnp.ndarray:
     """Inverse of homogeneous T[...,3,3]."""
-    T = _as_float(T)
+    T = as_float(T)
     Rt = jnp.swapaxes(T[..., :2, :2], -1, -2)
     t = -matvec(Rt, T[..., :2, 2])
     zero, one = jnp.zeros_like(t[..., 0]), jnp.ones_like(t[..., 0])
@@ -61,7 +76,7 @@ def se2_inverse(T: jnp.ndarray) -> jnp.ndarray:
 
 def se2_adjoint(T: jnp.ndarray) -> jnp.ndarray:
     """Adjoint [...,3,3] of T[...,3,3] for (x, y, theta) tangents: [[R, (ty, -tx)], [0, 1]]."""
-    T = _as_float(T)
+    T = as_float(T)
     zero, one = jnp.zeros_like(T[..., 0, 0]), jnp.ones_like(T[..., 0, 0])
     return _matrix3(
         [[T[..., 0, 0], T[..., 0, 1], T[..., 1, 2]], [T[..., 1, 0], T[..., 1, 1], -T[..., 0, 2]], [zero, zero, one]]
@@ -69,7 +84,7 @@ def se2_adjoint(T: jnp.ndarray) -> jnp.ndarray:
 
 
 def _jacobian(xi, sign):
-    xi = _as_float(xi)
+    xi = as_float(xi)
     r1, r2, theta = xi[..., 0], xi[..., 1], sign * xi[..., 2]
     a, b, c, _ = _coefficients(theta)
     r1, r2 = sign * r1, sign * r2
@@ -80,7 +95,7 @@ def _jacobian(xi, sign):
 
 
 def _jacobian_inverse(xi, sign):
-    xi = _as_float(xi)
+    xi = as_float(xi)
     r1, r2, theta = sign * xi[..., 0], sign * xi[..., 1], sign * xi[..., 2]
     _, b, c, alpha = _coefficients(theta)
     half = 0.5 * theta
@@ -116,15 +131,32 @@ def se2_right_jacobian_inverse(xi: jnp.ndarray) -> jnp.ndarray:
     return _jacobian_inverse(xi, -1.0)
 
 
-__all__ = [
-    "so2_exp",
-    "so2_log",
-    "se2_exp",
-    "se2_log",
-    "se2_inverse",
-    "se2_adjoint",
-    "se2_left_jacobian",
-    "se2_right_jacobian",
-    "se2_left_jacobian_inverse",
-    "se2_right_jacobian_inverse",
-]
+@register_lie_group(matrix_dim=3, parameters_dim=4, tangent_dim=3, space_dim=2)
+class SE2(SEBase[SO2]):
+    """Planar rigid transforms, parameters ``unit_complex_xy[...,4] = (cos, sin, x, y)``;
+    tangents ``(x, y, theta)``."""
+
+    unit_complex_xy: jax.Array
+    _rotation_type = SO2
+
+    @classmethod
+    def _identity_parameters(cls):
+        return (1.0, 0.0, 0.0, 0.0)
+
+    @classmethod
+    def from_xy_theta(cls, x: hints.Scalar, y: hints.Scalar, theta: hints.Scalar) -> "SE2":
+        x, y, theta = jnp.broadcast_arrays(as_float(x), as_float(y), as_float(theta))
+        return cls.from_rotation_and_translation(SO2.from_radians(theta), jnp.stack([x, y], axis=-1))
+
+    @classmethod
+    def exp(cls, tangent) -> "SE2":
+        return cls.from_matrix(se2_exp(tangent))
+
+    def log(self) -> jax.Array:
+        return se2_log(self.as_matrix())
+
+    def adjoint(self) -> jax.Array:
+        return se2_adjoint(self.as_matrix())
+
+    right_jacobian = staticmethod(se2_right_jacobian)
+    right_jacobian_inverse = staticmethod(se2_right_jacobian_inverse)

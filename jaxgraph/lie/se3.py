@@ -1,4 +1,4 @@
-"""SE(3): exponential and logarithm maps, Jacobians and adjoint.
+"""SE(3): exponential and logarithm maps, Jacobians and adjoint, and the group class ``SE3``.
 
 Tangent vectors ``xi[..., 6] = (v, w)``: translation part first, then rotation (jaxlie's
 order). Homogeneous matrices ``T[..., 4, 4]``. Right Jacobian convention:
@@ -6,15 +6,35 @@ order). Homogeneous matrices ``T[..., 4, 4]``. Right Jacobian convention:
 
 The maps are compositions of the SO(3) ``custom_jvp`` maps with coefficients that are
 smooth at every angle, so their derivatives of every order are exact and finite.
+
+``SE3`` is jaxlie's class: parameters ``wxyz_xyz[..., 7]``, the rotation's unit quaternion
+then the translation.
 """
 
 from __future__ import annotations
 
+import jax
 import jax.numpy as jnp
 
 from . import _series
-from ._ops import cross, dot, hat3, matmul, matvec, vee3
-from .so3 import _as_float, so3_exp, so3_left_jacobian, so3_log, so3_right_jacobian_inverse
+from ._base import SEBase
+from ._ops import as_float, cross, dot, hat3, matmul, matvec, vee3
+from .so3 import SO3, so3_exp, so3_left_jacobian, so3_log, so3_right_jacobian_inverse
+from .utils import register_lie_group
+
+__all__ = [
+    "se3_exp",
+    "se3_log",
+    "se3_hat",
+    "se3_vee",
+    "se3_inverse",
+    "se3_adjoint",
+    "se3_left_jacobian",
+    "se3_right_jacobian",
+    "se3_left_jacobian_inverse",
+    "se3_right_jacobian_inverse",
+    "SE3",
+]
 
 
 def _split(xi):
@@ -44,14 +64,14 @@ def _left_jacobian_inverse_apply(w, v):
 
 def se3_exp(xi: jnp.ndarray) -> jnp.ndarray:
     """Homogeneous T[...,4,4] = Exp(xi) of xi[...,6] = (v, w) (translation units, radians)."""
-    xi = _as_float(xi)
+    xi = as_float(xi)
     v, w = _split(xi)
     return _homogeneous(so3_exp(w), _left_jacobian_apply(w, v))
 
 
 def se3_log(T: jnp.ndarray) -> jnp.ndarray:
     """xi[...,6] = (v, w) = Log(T) of T[...,4,4], with the coupled translation v = Jl(w)^-1 t."""
-    T = _as_float(T)
+    T = as_float(T)
     w = so3_log(T[..., :3, :3])
     v = _left_jacobian_inverse_apply(w, T[..., :3, 3])
     return jnp.concatenate([v, w], axis=-1)
@@ -59,7 +79,7 @@ def se3_log(T: jnp.ndarray) -> jnp.ndarray:
 
 def se3_hat(xi: jnp.ndarray) -> jnp.ndarray:
     """The 4x4 Lie-algebra matrix of xi[...,6] = (v, w)."""
-    xi = _as_float(xi)
+    xi = as_float(xi)
     v, w = _split(xi)
     top = jnp.concatenate([hat3(w), v[..., :, None]], axis=-1)
     return jnp.concatenate([top, jnp.zeros(top.shape[:-2] + (1, 4), dtype=xi.dtype)], axis=-2)
@@ -72,14 +92,14 @@ def se3_vee(X: jnp.ndarray) -> jnp.ndarray:
 
 def se3_inverse(T: jnp.ndarray) -> jnp.ndarray:
     """Inverse of homogeneous T[...,4,4] (R^T, -R^T t)."""
-    T = _as_float(T)
+    T = as_float(T)
     Rt = jnp.swapaxes(T[..., :3, :3], -1, -2)
     return _homogeneous(Rt, -matvec(Rt, T[..., :3, 3]))
 
 
 def se3_adjoint(T: jnp.ndarray) -> jnp.ndarray:
     """Adjoint [...,6,6] of T[...,4,4] for (v, w) tangents: [[R, hat(t) R], [0, R]]."""
-    T = _as_float(T)
+    T = as_float(T)
     R, t = T[..., :3, :3], T[..., :3, 3]
     zero = jnp.zeros_like(R)
     return jnp.concatenate(
@@ -109,14 +129,14 @@ def _block_upper(A, Q):
 
 def se3_left_jacobian(xi: jnp.ndarray) -> jnp.ndarray:
     """Left Jacobian [...,6,6] of SE(3)'s exponential: [[Jl(w), Q(v,w)], [0, Jl(w)]]."""
-    xi = _as_float(xi)
+    xi = as_float(xi)
     v, w = _split(xi)
     return _block_upper(so3_left_jacobian(w), _q_left(v, w))
 
 
 def se3_right_jacobian(xi: jnp.ndarray) -> jnp.ndarray:
     """Right Jacobian [...,6,6]: Jr(xi) = Jl(-xi)."""
-    return se3_left_jacobian(-_as_float(xi))
+    return se3_left_jacobian(-as_float(xi))
 
 
 def _block_upper_inverse(A_inv, Q):
@@ -125,25 +145,40 @@ def _block_upper_inverse(A_inv, Q):
 
 def se3_left_jacobian_inverse(xi: jnp.ndarray) -> jnp.ndarray:
     """Jl(xi)^-1 [...,6,6], in closed form (block triangular)."""
-    xi = _as_float(xi)
+    xi = as_float(xi)
     v, w = _split(xi)
     return _block_upper_inverse(so3_right_jacobian_inverse(-w), _q_left(v, w))
 
 
 def se3_right_jacobian_inverse(xi: jnp.ndarray) -> jnp.ndarray:
     """Jr(xi)^-1 [...,6,6] = Jl(-xi)^-1."""
-    return se3_left_jacobian_inverse(-_as_float(xi))
+    return se3_left_jacobian_inverse(-as_float(xi))
 
 
-__all__ = [
-    "se3_exp",
-    "se3_log",
-    "se3_hat",
-    "se3_vee",
-    "se3_inverse",
-    "se3_adjoint",
-    "se3_left_jacobian",
-    "se3_right_jacobian",
-    "se3_left_jacobian_inverse",
-    "se3_right_jacobian_inverse",
-]
+@register_lie_group(matrix_dim=4, parameters_dim=7, tangent_dim=6, space_dim=3)
+class SE3(SEBase[SO3]):
+    """3D rigid transforms, parameters ``wxyz_xyz[...,7]`` (quaternion, then translation);
+    tangents ``(v, w)``, translation part first."""
+
+    wxyz_xyz: jax.Array
+    _rotation_type = SO3
+
+    @classmethod
+    def _identity_parameters(cls):
+        return (1.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0)
+
+    @classmethod
+    def exp(cls, tangent) -> "SE3":
+        tangent = as_float(tangent)
+        v, w = _split(tangent)
+        return cls.from_rotation_and_translation(SO3.exp(w), _left_jacobian_apply(w, v))
+
+    def log(self) -> jax.Array:
+        w = self.rotation().log()
+        return jnp.concatenate([_left_jacobian_inverse_apply(w, self.translation()), w], axis=-1)
+
+    def adjoint(self) -> jax.Array:
+        return se3_adjoint(self.as_matrix())
+
+    right_jacobian = staticmethod(se3_right_jacobian)
+    right_jacobian_inverse = staticmethod(se3_right_jacobian_inverse)

@@ -1,4 +1,4 @@
-"""SO(3): exponential and logarithm maps, quaternions and Jacobians.
+"""SO(3): exponential and logarithm maps, quaternions and Jacobians, and the group class ``SO3``.
 
 Conventions: tangent vectors ``w[..., 3]`` (axis times angle, radians); rotation
 matrices ``R[..., 3, 3]``; quaternions ``q[..., 4]`` in (w, x, y, z) order. Batch
@@ -11,20 +11,35 @@ derivatives of every order are finite at the identity, at tiny angles and at pi.
 Derivatives with respect to a matrix treat it as a rotation: a tangent ``dR`` enters as
 ``delta = vee(skew(R^T dR))``. Components of ``dR`` that leave SO(3) (scale, shear) are
 ignored, which is the derivative of "project to the nearest rotation, then apply".
+
+``SO3`` is jaxlie's class: parameters ``wxyz[..., 4]``, a unit quaternion.
 """
 
 from __future__ import annotations
 
+from typing import Tuple
+
 import jax
 import jax.numpy as jnp
 
-from . import _series
-from ._ops import cross, dot, float_dtype, hat3, matmul, matvec, quaternion_conjugate, quaternion_multiply, transpose, vee3
+from . import _series, hints
+from ._base import SOBase, resolve_dtype
+from ._ops import as_float, cross, custom_jvp_with, dot, hat3, matmul, quaternion_conjugate, quaternion_multiply
+from .utils import register_lie_group
 
-
-def _as_float(x) -> jnp.ndarray:
-    x = jnp.asarray(x)
-    return x.astype(float_dtype(x))
+__all__ = [
+    "so3_exp",
+    "so3_log",
+    "quaternion_from_matrix",
+    "matrix_from_quaternion",
+    "quaternion_exp",
+    "quaternion_log",
+    "so3_right_jacobian",
+    "so3_left_jacobian",
+    "so3_right_jacobian_inverse",
+    "so3_left_jacobian_inverse",
+    "SO3",
+]
 
 
 def _eye(dtype) -> jnp.ndarray:
@@ -37,7 +52,7 @@ def _eye(dtype) -> jnp.ndarray:
 
 def so3_right_jacobian(w: jnp.ndarray) -> jnp.ndarray:
     """Right Jacobian Jr(w)[...,3,3] = I - B W + C W^2 of SO(3)'s exponential."""
-    w = _as_float(w)
+    w = as_float(w)
     t = dot(w, w)
     W = hat3(w)
     b = _series.one_minus_cos_over_theta2(t)[..., None, None]
@@ -47,12 +62,12 @@ def so3_right_jacobian(w: jnp.ndarray) -> jnp.ndarray:
 
 def so3_left_jacobian(w: jnp.ndarray) -> jnp.ndarray:
     """Left Jacobian Jl(w)[...,3,3] = Jr(-w) = I + B W + C W^2 (also SE(3)'s V matrix)."""
-    return so3_right_jacobian(-_as_float(w))
+    return so3_right_jacobian(-as_float(w))
 
 
 def so3_right_jacobian_inverse(w: jnp.ndarray) -> jnp.ndarray:
     """Jr(w)^-1 [...,3,3] = I + W/2 + D W^2, finite up to |w| = pi (and beyond, below 2 pi)."""
-    w = _as_float(w)
+    w = as_float(w)
     t = dot(w, w)
     W = hat3(w)
     d = _series.inverse_jacobian_coefficient(t)[..., None, None]
@@ -61,7 +76,7 @@ def so3_right_jacobian_inverse(w: jnp.ndarray) -> jnp.ndarray:
 
 def so3_left_jacobian_inverse(w: jnp.ndarray) -> jnp.ndarray:
     """Jl(w)^-1 [...,3,3] = Jr(-w)^-1."""
-    return so3_right_jacobian_inverse(-_as_float(w))
+    return so3_right_jacobian_inverse(-as_float(w))
 
 
 def _right_jacobian_apply(w, v):
@@ -83,7 +98,7 @@ def _right_jacobian_inverse_apply(w, v):
 # exp
 
 
-@jax.custom_jvp
+@custom_jvp_with(lambda w, R, dw: matmul(R, hat3(_right_jacobian_apply(w, dw))))
 def _so3_exp(w):
     t = dot(w, w)
     a = _series.sin_over_theta(t)[..., None, None]
@@ -93,16 +108,9 @@ def _so3_exp(w):
     return (1.0 - b * t[..., None, None]) * _eye(w.dtype) + a * hat3(w) + b * outer
 
 
-@_so3_exp.defjvp
-def _so3_exp_jvp(primals, tangents):
-    (w,), (dw,) = primals, tangents
-    R = _so3_exp(w)
-    return R, matmul(R, hat3(_right_jacobian_apply(w, dw)))
-
-
 def so3_exp(w: jnp.ndarray) -> jnp.ndarray:
     """Rotation matrix R[...,3,3] = Exp(w) of axis-angle w[...,3] (radians)."""
-    return _so3_exp(_as_float(w))
+    return _so3_exp(as_float(w))
 
 
 # ----------------------------------------------------------------------------------------
@@ -154,18 +162,13 @@ def _normalize_positive(q):
     return jnp.where(q[..., :1] < 0, -q, q)
 
 
-@jax.custom_jvp
-def _quaternion_from_matrix(R):
-    return _quaternion_from_rotation(R)
-
-
-@_quaternion_from_matrix.defjvp
-def _quaternion_from_matrix_jvp(primals, tangents):
-    (R,), (dR,) = primals, tangents
-    q = _quaternion_from_matrix(R)
+def _quaternion_from_matrix_tangent(R, q, dR):
     delta = _vee_rt(R, dR)
     pure = jnp.concatenate([jnp.zeros_like(delta[..., :1]), delta], axis=-1)
-    return q, 0.5 * quaternion_multiply(q, pure)
+    return 0.5 * quaternion_multiply(q, pure)
+
+
+_quaternion_from_matrix = custom_jvp_with(_quaternion_from_matrix_tangent)(_quaternion_from_rotation)
 
 
 def quaternion_from_matrix(R: jnp.ndarray) -> jnp.ndarray:
@@ -174,7 +177,7 @@ def quaternion_from_matrix(R: jnp.ndarray) -> jnp.ndarray:
     Four-case (Shepperd/Day) conversion: no square root near zero, so the identity is as
     safe as any other rotation. Slightly non-orthonormal input is accepted.
     """
-    return _quaternion_from_matrix(_as_float(R))
+    return _quaternion_from_matrix(as_float(R))
 
 
 def _safe_unit(q):
@@ -207,17 +210,9 @@ def _unit_tangent(q, dq):
     return unit, 2.0 * quaternion_multiply(quaternion_conjugate(unit), d_unit)[..., 1:]
 
 
-@jax.custom_jvp
+@custom_jvp_with(lambda q, R, dq: matmul(R, hat3(_unit_tangent(q, dq)[1])))
 def _matrix_from_quaternion(q):
     return _matrix_from_unit_quaternion(_safe_unit(q)[0])
-
-
-@_matrix_from_quaternion.defjvp
-def _matrix_from_quaternion_jvp(primals, tangents):
-    (q,), (dq,) = primals, tangents
-    R = _matrix_from_quaternion(q)
-    _, delta = _unit_tangent(q, dq)
-    return R, matmul(R, hat3(delta))
 
 
 def matrix_from_quaternion(q: jnp.ndarray) -> jnp.ndarray:
@@ -225,12 +220,12 @@ def matrix_from_quaternion(q: jnp.ndarray) -> jnp.ndarray:
 
     The zero quaternion maps to the identity (with zero derivative) rather than NaN.
     """
-    return _matrix_from_quaternion(_as_float(q))
+    return _matrix_from_quaternion(as_float(q))
 
 
 def quaternion_exp(w: jnp.ndarray) -> jnp.ndarray:
     """Unit quaternion q[...,4] = (cos(theta/2), sin(theta/2) w/theta) of w[...,3]."""
-    w = _as_float(w)
+    w = as_float(w)
     t = dot(w, w)
     return jnp.concatenate(
         [_series.cos_half_theta(t)[..., None], _series.half_sin_over_theta(t)[..., None] * w], axis=-1
@@ -252,40 +247,32 @@ def _quaternion_log_value(q):
     return jnp.where(small, series, exact)[..., None] * v
 
 
-@jax.custom_jvp
-def _quaternion_log(q):
-    return _quaternion_log_value(q)
-
-
-@_quaternion_log.defjvp
-def _quaternion_log_jvp(primals, tangents):
-    (q,), (dq,) = primals, tangents
-    w = _quaternion_log(q)
+def _quaternion_log_tangent(q, w, dq):
     _, delta = _unit_tangent(q, dq)
     # q and -q are the same rotation; the sign flip inside the primal does not change delta.
-    return w, _right_jacobian_inverse_apply(w, delta)
+    return _right_jacobian_inverse_apply(w, delta)
+
+
+_quaternion_log = custom_jvp_with(_quaternion_log_tangent)(_quaternion_log_value)
 
 
 def quaternion_log(q: jnp.ndarray) -> jnp.ndarray:
     """Axis-angle w[...,3] (|w| <= pi) of quaternion q[...,4] (w, x, y, z), normalised first."""
-    return _quaternion_log(_as_float(q))
+    return _quaternion_log(as_float(q))
 
 
 # ----------------------------------------------------------------------------------------
 # log
 
 
-@jax.custom_jvp
+def _so3_log_tangent(R, w, dR):
+    # At |w| = pi this is the one-sided limit: D -> 1/pi^2 (the (1+cos)/(2 theta sin) term -> 0).
+    return _right_jacobian_inverse_apply(w, _vee_rt(R, dR))
+
+
+@custom_jvp_with(_so3_log_tangent)
 def _so3_log(R):
     return _quaternion_log_value(_quaternion_from_rotation(R))
-
-
-@_so3_log.defjvp
-def _so3_log_jvp(primals, tangents):
-    (R,), (dR,) = primals, tangents
-    w = _so3_log(R)
-    # At |w| = pi this is the one-sided limit: D -> 1/pi^2 (the (1+cos)/(2 theta sin) term -> 0).
-    return w, _right_jacobian_inverse_apply(w, _vee_rt(R, dR))
 
 
 def so3_log(R: jnp.ndarray) -> jnp.ndarray:
@@ -295,7 +282,7 @@ def so3_log(R: jnp.ndarray) -> jnp.ndarray:
     pi either of the two valid vectors may be returned; the derivative is the one-sided limit
     ``Jr(w)^-1`` for that vector.
     """
-    return _so3_log(_as_float(R))
+    return _so3_log(as_float(R))
 
 
 def so3_apply_quaternion(q: jnp.ndarray, p: jnp.ndarray) -> jnp.ndarray:
@@ -305,17 +292,106 @@ def so3_apply_quaternion(q: jnp.ndarray, p: jnp.ndarray) -> jnp.ndarray:
     return p + 2.0 * (q[..., :1] * uv + cross(u, uv))
 
 
-__all__ = [
-    "so3_exp",
-    "so3_log",
-    "quaternion_from_matrix",
-    "matrix_from_quaternion",
-    "quaternion_exp",
-    "quaternion_log",
-    "so3_right_jacobian",
-    "so3_left_jacobian",
-    "so3_right_jacobian_inverse",
-    "so3_left_jacobian_inverse",
-    "so3_apply_quaternion",
-    "matvec",
-]
+@register_lie_group(matrix_dim=3, parameters_dim=4, tangent_dim=3, space_dim=3)
+class SO3(SOBase):
+    """3D rotations, parameters ``wxyz[...,4]`` (unit quaternion)."""
+
+    wxyz: jax.Array
+
+    @classmethod
+    def _identity_parameters(cls):
+        return (1.0, 0.0, 0.0, 0.0)
+
+    @classmethod
+    def exp(cls, tangent) -> "SO3":
+        return cls(quaternion_exp(tangent))
+
+    def log(self) -> jax.Array:
+        return quaternion_log(self.wxyz)
+
+    @classmethod
+    def from_matrix(cls, matrix) -> "SO3":
+        return cls(quaternion_from_matrix(matrix))
+
+    def as_matrix(self) -> jax.Array:
+        return matrix_from_quaternion(self.wxyz)
+
+    @classmethod
+    def _about_axis(cls, theta, axis: int) -> "SO3":
+        theta = as_float(theta)
+        zero = jnp.zeros_like(theta)
+        return cls.exp(jnp.stack([theta if i == axis else zero for i in range(3)], axis=-1))
+
+    @classmethod
+    def from_x_radians(cls, theta: hints.Scalar) -> "SO3":
+        return cls._about_axis(theta, 0)
+
+    @classmethod
+    def from_y_radians(cls, theta: hints.Scalar) -> "SO3":
+        return cls._about_axis(theta, 1)
+
+    @classmethod
+    def from_z_radians(cls, theta: hints.Scalar) -> "SO3":
+        return cls._about_axis(theta, 2)
+
+    @classmethod
+    def from_rpy_radians(cls, roll: hints.Scalar, pitch: hints.Scalar, yaw: hints.Scalar) -> "SO3":
+        """``Rz(yaw) Ry(pitch) Rx(roll)`` (ZYX convention: roll applied first)."""
+        return cls.from_z_radians(yaw) @ cls.from_y_radians(pitch) @ cls.from_x_radians(roll)
+
+    def as_rpy_radians(self) -> hints.RollPitchYaw:
+        """Euler angles of ``from_rpy_radians``; pitch in [-pi/2, pi/2]."""
+        return hints.RollPitchYaw(
+            roll=self.compute_roll_radians(), pitch=self.compute_pitch_radians(), yaw=self.compute_yaw_radians()
+        )
+
+    def compute_roll_radians(self) -> jax.Array:
+        w, x, y, z = (self.wxyz[..., i] for i in range(4))
+        return jnp.arctan2(2.0 * (w * x + y * z), 1.0 - 2.0 * (x * x + y * y))
+
+    def compute_pitch_radians(self) -> jax.Array:
+        w, x, y, z = (self.wxyz[..., i] for i in range(4))
+        # Rounding can push |sin(pitch)| past 1 near gimbal lock; clip instead of returning NaN.
+        return jnp.arcsin(jnp.clip(2.0 * (w * y - z * x), -1.0, 1.0))
+
+    def compute_yaw_radians(self) -> jax.Array:
+        w, x, y, z = (self.wxyz[..., i] for i in range(4))
+        return jnp.arctan2(2.0 * (w * z + x * y), 1.0 - 2.0 * (y * y + z * z))
+
+    @classmethod
+    def from_quaternion_xyzw(cls, xyzw: hints.Array) -> "SO3":
+        """Rotation of an (x, y, z, w) quaternion [..., 4] (the field ``wxyz`` is w first)."""
+        return cls(jnp.roll(jnp.asarray(xyzw), shift=1, axis=-1))
+
+    def as_quaternion_xyzw(self) -> jax.Array:
+        return jnp.roll(self.wxyz, shift=-1, axis=-1)
+
+    def multiply(self, other: "SO3") -> "SO3":
+        return SO3(quaternion_multiply(self.wxyz, other.wxyz))
+
+    def inverse(self) -> "SO3":
+        return SO3(quaternion_conjugate(self.wxyz))
+
+    def apply(self, target) -> jax.Array:
+        return so3_apply_quaternion(self.wxyz, jnp.asarray(target))
+
+    def adjoint(self) -> jax.Array:
+        return self.as_matrix()
+
+    def normalize(self) -> "SO3":
+        return SO3(self.wxyz / jnp.linalg.norm(self.wxyz, axis=-1, keepdims=True))
+
+    right_jacobian = staticmethod(so3_right_jacobian)
+    right_jacobian_inverse = staticmethod(so3_right_jacobian_inverse)
+
+    def rplus_jacobian_parameters_wrt_delta(self) -> jax.Array:
+        # d(q * (1, d/2)) / dd at d = 0: half of q's left-multiplication matrix, columns x, y, z.
+        w, x, y, z = (self.wxyz[..., i] for i in range(4))
+        rows = [[-x, -y, -z], [w, -z, y], [z, w, -x], [-y, x, w]]
+        return 0.5 * jnp.stack([jnp.stack(r, axis=-1) for r in rows], axis=-2)
+
+    @classmethod
+    def sample_uniform(cls, key, batch_axes: Tuple[int, ...] = (), dtype=None) -> "SO3":
+        # A normal 4-vector has a uniformly distributed direction: uniform rotations.
+        q = jax.random.normal(key, tuple(batch_axes) + (4,), resolve_dtype(dtype))
+        return cls(q / jnp.linalg.norm(q, axis=-1, keepdims=True))
