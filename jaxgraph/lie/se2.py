@@ -145,6 +145,7 @@ class SE2(SEBase[SO2]):
 
     @classmethod
     def from_xy_theta(cls, x: hints.Scalar, y: hints.Scalar, theta: hints.Scalar) -> "SE2":
+        """Transform of translation ``(x, y)`` and angle ``theta`` (radians); the three broadcast."""
         x, y, theta = jnp.broadcast_arrays(as_float(x), as_float(y), as_float(theta))
         return cls.from_rotation_and_translation(SO2.from_radians(theta), jnp.stack([x, y], axis=-1))
 

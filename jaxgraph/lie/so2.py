@@ -67,10 +67,12 @@ class SO2(SOBase):
 
     @classmethod
     def from_radians(cls, theta: hints.Scalar) -> "SO2":
+        """Rotation by angle ``theta[...]`` (radians; batch axes are theta's)."""
         theta = as_float(theta)
         return cls(jnp.stack([jnp.cos(theta), jnp.sin(theta)], axis=-1))
 
     def as_radians(self) -> jax.Array:
+        """Angle [...] in (-pi, pi], the parameters' dtype."""
         return self.log()[..., 0]
 
     @classmethod

@@ -324,14 +324,17 @@ class SO3(SOBase):
 
     @classmethod
     def from_x_radians(cls, theta: hints.Scalar) -> "SO3":
+        """Rotation by ``theta[...]`` radians about the x axis."""
         return cls._about_axis(theta, 0)
 
     @classmethod
     def from_y_radians(cls, theta: hints.Scalar) -> "SO3":
+        """Rotation by ``theta[...]`` radians about the y axis."""
         return cls._about_axis(theta, 1)
 
     @classmethod
     def from_z_radians(cls, theta: hints.Scalar) -> "SO3":
+        """Rotation by ``theta[...]`` radians about the z axis."""
         return cls._about_axis(theta, 2)
 
     @classmethod
@@ -346,15 +349,18 @@ class SO3(SOBase):
         )
 
     def compute_roll_radians(self) -> jax.Array:
+        """Roll [...] (radians) of ``as_rpy_radians``."""
         w, x, y, z = (self.wxyz[..., i] for i in range(4))
         return jnp.arctan2(2.0 * (w * x + y * z), 1.0 - 2.0 * (x * x + y * y))
 
     def compute_pitch_radians(self) -> jax.Array:
+        """Pitch [...] in [-pi/2, pi/2] (radians) of ``as_rpy_radians``."""
         w, x, y, z = (self.wxyz[..., i] for i in range(4))
         # Rounding can push |sin(pitch)| past 1 near gimbal lock; clip instead of returning NaN.
         return jnp.arcsin(jnp.clip(2.0 * (w * y - z * x), -1.0, 1.0))
 
     def compute_yaw_radians(self) -> jax.Array:
+        """Yaw [...] (radians) of ``as_rpy_radians``."""
         w, x, y, z = (self.wxyz[..., i] for i in range(4))
         return jnp.arctan2(2.0 * (w * z + x * y), 1.0 - 2.0 * (y * y + z * z))
 
@@ -364,6 +370,7 @@ class SO3(SOBase):
         return cls(jnp.roll(jnp.asarray(xyzw), shift=1, axis=-1))
 
     def as_quaternion_xyzw(self) -> jax.Array:
+        """The quaternion [..., 4] in (x, y, z, w) order."""
         return jnp.roll(self.wxyz, shift=-1, axis=-1)
 
     def multiply(self, other: "SO3") -> "SO3":
