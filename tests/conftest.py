@@ -3,7 +3,7 @@
 Four host devices are forced before JAX is imported so that the multi-device
 (pmap / sharding) tests run on CPU, and float64 is enabled so that float64
 references can be built; float32 tests pass float32 arrays explicitly. The CLI's persistent
-compilation cache is off (tests/graph/test_cli.py checks it in a subprocess).
+compilation cache is off (tests/cli/test_cli.py checks it in a subprocess).
 """
 
 import os
