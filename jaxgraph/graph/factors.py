@@ -294,6 +294,12 @@ class FactorGroup:
         obj.measurement, obj.noise, obj.robust = children
         return obj
 
+    def residual_and_jacobians(self, kinds: Sequence[Kind], params: Sequence[jax.Array], with_jacobians=True):
+        """Unwhitened residuals ``r[M, rdim]`` and per-slot Jacobians ``[M, rdim, tangent_dim_a]``
+        of this group's factors (``params[a]``: ``[M, param_dim_a]``, the value of slot ``a`` of
+        every factor; ``kinds[a]`` its kind); see :meth:`FactorType.residual_and_jacobians`."""
+        return self.type.residual_and_jacobians(self, kinds, params, with_jacobians)
+
     def replace(self, **changes) -> "FactorGroup":
         """A copy with some leaves (``measurement``, ``noise``, ``robust``) or its ``indices``
         replaced."""
