@@ -51,6 +51,12 @@ __all__ = ["MATRIX_FORM", "Kind", "GroupKind", "XYThetaKind", "EuclideanKind", "
 _NO_ROWS = np.zeros(0, np.int64)
 
 
+def _extent(rows: np.ndarray) -> float:
+    """The largest side of the bounding box of ``rows [M, k]`` (1 when empty or flat): the half
+    width of the box that :meth:`Kind.random_rows` draws positions from."""
+    return (float(np.ptp(rows, axis=0).max()) if rows.size else 0.0) or 1.0
+
+
 @dataclass(frozen=True)
 class Kind:
     """A variable kind: sizes, retraction, row validity and the matrix form of its points.
@@ -101,7 +107,7 @@ class Kind:
     def random_rows(self, rng: np.random.Generator, count: int, like: np.ndarray) -> np.ndarray:
         """``count`` random rows (float64), positions spread over the extent of ``like``'s
         rows (synthetic outliers); here uniform in the box of ``like``."""
-        extent = (float(np.ptp(like, axis=0).max()) if like.size else 0.0) or 1.0
+        extent = _extent(like)
         return rng.uniform(-extent, extent, (count, self.param_dim))
 
     @property
@@ -206,9 +212,8 @@ class GroupKind(Kind):
         u /= np.linalg.norm(u, axis=1, keepdims=True)
         u *= np.where(u[:, :1] < 0, -1.0, 1.0)
         rest = self.param_dim - self.unit_dim
-        t = like[:, self.unit_dim :]
-        extent = float(np.ptp(t, axis=0).max()) if t.size else 1.0
-        return np.concatenate([u, rng.uniform(-(extent or 1.0), extent or 1.0, (count, rest))], 1)
+        extent = _extent(like[:, self.unit_dim :])
+        return np.concatenate([u, rng.uniform(-extent, extent, (count, rest))], 1)
 
     def to_matrix(self, p):
         return self.to_group(p).as_matrix()
@@ -253,8 +258,7 @@ class XYThetaKind(GroupKind):
 
     def random_rows(self, rng, count, like):
         """Positions uniform in the box of ``like``'s, headings uniform in ``[-pi, pi)``."""
-        extent = float(np.ptp(like[:, :2], axis=0).max()) if like.size else 1.0
-        extent = extent or 1.0
+        extent = _extent(like[:, :2])
         return np.stack([rng.uniform(-extent, extent, count), rng.uniform(-extent, extent, count),
                          rng.uniform(-np.pi, np.pi, count)], 1)
 

@@ -13,7 +13,7 @@ from .colmap import find_sparse_dir, load_colmap
 from ..io.images import read_image, undistort_image, write_png
 from .nerf import load_nerf
 from .npz import load_npz, npz_image_size
-from .scene import (Scene, camera_centers, orbit_cameras, random_points, scene_extent,
+from .scene import (Scene, camera_centers, look_at, orbit_cameras, random_points, scene_extent,
                     split_indices)
 
 # The small scene bundled with the package (`splat demo`; see splat/data/README.md).
@@ -45,4 +45,4 @@ def load_scene(path, **kwargs) -> Scene:
 
 __all__ = ["Scene", "load_scene", "load_nerf", "load_colmap", "load_npz", "npz_image_size",
            "split_indices", "scene_extent", "camera_centers", "random_points",
-           "orbit_cameras", "read_image", "write_png", "undistort_image", "DEMO_SCENE"]
+           "look_at", "orbit_cameras", "read_image", "write_png", "undistort_image", "DEMO_SCENE"]

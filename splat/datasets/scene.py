@@ -72,6 +72,23 @@ def scene_extent(viewmats) -> float:
     return float(d) if d > 0 else 1.0
 
 
+def look_at(eye, target, up=(0.0, -1.0, 0.0)) -> np.ndarray:
+    """World-to-camera matrix ``[4, 4]`` (float64, OpenCV axes: x right, y down, z forward)
+    of a camera at ``eye [3]`` looking at ``target [3]`` (world units), with ``up [3]`` the
+    world direction that appears upward in the image (default ``-y``: y down in the image)."""
+    eye = np.asarray(eye, np.float64)
+    fwd = np.asarray(target, np.float64) - eye
+    fwd /= np.linalg.norm(fwd)
+    right = np.cross(up, fwd)
+    right /= np.linalg.norm(right)
+    down = np.cross(fwd, right)
+    rot = np.stack([right, down, fwd])
+    vm = np.eye(4)
+    vm[:3, :3] = rot
+    vm[:3, 3] = -rot @ eye
+    return vm
+
+
 def orbit_cameras(points, n: int, width: int, height: int, fov_deg: float = 60.0):
     """n cameras on a circle around a point cloud, looking at it: (viewmats [n, 4, 4]
     world-to-camera (OpenCV axes), Ks [n, 3, 3] pixels), float64.
@@ -86,19 +103,8 @@ def orbit_cameras(points, n: int, width: int, height: int, fov_deg: float = 60.0
     radius = max(2.5 * float(np.percentile(np.linalg.norm(pts - center, axis=1), 90)), 1e-3)
     f = 0.5 * width / math.tan(math.radians(fov_deg) / 2)
     K = np.array([[f, 0, width / 2], [0, f, height / 2], [0, 0, 1]])
-    vms = []
-    for i in range(n):
-        a = 2 * math.pi * i / n
-        eye = center + radius * np.array([math.cos(a), 0.3, math.sin(a)])
-        fwd = (center - eye) / np.linalg.norm(center - eye)
-        right = np.cross(fwd, [0, 1, 0])
-        right /= np.linalg.norm(right)
-        down = np.cross(fwd, right)
-        r = np.stack([right, down, fwd])
-        vm = np.eye(4)
-        vm[:3, :3] = r
-        vm[:3, 3] = -r @ eye
-        vms.append(vm)
+    angles = 2 * math.pi * np.arange(n) / n
+    vms = [look_at(center + radius * np.array([math.cos(a), 0.3, math.sin(a)]), center) for a in angles]
     return np.stack(vms), np.repeat(K[None], n, axis=0)
 
 

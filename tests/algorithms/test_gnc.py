@@ -6,7 +6,6 @@ sphere2500 with 10 % random false loop closures (``add_random_loop_closures``), 
 solution scored on the clean graph must be within 1 % of the clean optimum.
 """
 
-from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -19,14 +18,7 @@ from jaxgraph.algorithms.gnc import chi2_quantile, gnc
 from jaxgraph.io.synthetic import add_random_loop_closures
 from jaxgraph.graph import Problem, VariableGroup
 
-DATA = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "posegraph"
-
-
-def _read(name):
-    path = DATA / f"{name}.g2o"
-    if not path.exists():
-        pytest.skip("shared data not available")
-    return jaxgraph.io.read_g2o(path, dtype=jnp.float64)
+from ..shared_data import read_posegraph as _read
 
 
 def _loop_graph(seed=0, n=60):

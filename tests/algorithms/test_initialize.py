@@ -10,7 +10,6 @@ than GTSAM's chordal + LM result (12117.64, from the issue).
 import subprocess
 import sys
 import textwrap
-from pathlib import Path
 
 import jax.numpy as jnp
 import numpy as np
@@ -22,14 +21,7 @@ from jaxgraph.graph import Problem, VariableGroup
 from jaxgraph.graph.kinds import kind_of
 from jaxgraph.initialize import chordal
 
-DATA = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "posegraph"
-
-
-def _read(name):
-    path = DATA / f"{name}.g2o"
-    if not path.exists():
-        pytest.skip("shared data not available")
-    return jaxgraph.io.read_g2o(path, dtype=jnp.float64)
+from ..shared_data import read_posegraph as _read
 
 
 def _random_poses(kind, n, rng):

@@ -8,24 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from splat.datasets.scene import look_at
 from splat.io import write_ply, write_png
 
 DATA = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "splat"
-
-
-def look_at(eye, target, up=(0.0, -1.0, 0.0)):
-    """World-to-camera matrix (OpenCV axes: x right, y down, z forward)."""
-    eye = np.asarray(eye, float)
-    fwd = np.asarray(target, float) - eye
-    fwd /= np.linalg.norm(fwd)
-    right = np.cross(up, fwd)
-    right /= np.linalg.norm(right)
-    down = np.cross(fwd, right)
-    rot = np.stack([right, down, fwd])
-    vm = np.eye(4)
-    vm[:3, :3] = rot
-    vm[:3, 3] = -rot @ eye
-    return vm
 
 
 def random_scene(n, n_cams=1, width=32, height=24, seed=0, dtype=np.float32, sh_degree=None,

@@ -121,30 +121,15 @@ def test_colmap_bad_quaternion_names_file_line_and_image(tmp_path, q):
         load_colmap(tmp_path)
 
 
-def test_colmap_malformed_line(tmp_path):
-    colmap_scene(tmp_path, cam="1 PINHOLE twenty 10 30 30 10 5")
-    with pytest.raises(ValueError, match=r"cameras\.txt:2: malformed line, expected "
-                                         r"CAMERA_ID MODEL WIDTH HEIGHT"):
-        load_colmap(tmp_path)
-
-
-def test_colmap_wrong_parameter_count(tmp_path):
-    colmap_scene(tmp_path, cam="1 PINHOLE 20 10 30 10 5")
-    with pytest.raises(ValueError, match=r"camera 1: COLMAP camera model PINHOLE has 4 "
-                                         r"parameters, got 3"):
-        load_colmap(tmp_path)
-
-
-def test_colmap_camera_aspect_contradicts_image(tmp_path):
-    colmap_scene(tmp_path, cam="1 PINHOLE 10 20 30 30 5 10")
-    with pytest.raises(ValueError, match=r"\(a\.png\): image is 20x10 .* camera says 10x20"):
-        load_colmap(tmp_path)
-
-
-def test_colmap_focal_contradicting_aspect(tmp_path):
-    colmap_scene(tmp_path, cam="1 PINHOLE 20 10 30 15 10 5")
-    with pytest.raises(ValueError, match=r"fx/fy = 30/15 = 2\.000 equals the image's "
-                                         r"width/height"):
+@pytest.mark.parametrize("cam, message", [
+    ("1 PINHOLE twenty 10 30 30 10 5", r"cameras\.txt:2: malformed line, expected CAMERA_ID MODEL WIDTH HEIGHT"),
+    ("1 PINHOLE 20 10 30 10 5", r"camera 1: COLMAP camera model PINHOLE has 4 parameters, got 3"),
+    ("1 PINHOLE 10 20 30 30 5 10", r"\(a\.png\): image is 20x10 .* camera says 10x20"),
+    ("1 PINHOLE 20 10 30 15 10 5", r"fx/fy = 30/15 = 2\.000 equals the image's width/height"),
+], ids=["malformed-line", "parameter-count", "aspect-contradicts-image", "focal-contradicts-aspect"])
+def test_colmap_bad_camera_names_file_line_and_camera(tmp_path, cam, message):
+    colmap_scene(tmp_path, cam=cam)
+    with pytest.raises(ValueError, match=message):
         load_colmap(tmp_path)
 
 

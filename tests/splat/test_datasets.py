@@ -197,17 +197,10 @@ def test_loader_errors(tmp_path):
 
 
 def _look_at_viewmat(eye, target):
-    """World-to-camera (OpenCV: z forward, y down) of a camera at eye looking at target."""
-    eye, target = np.asarray(eye, float), np.asarray(target, float)
-    z = target - eye
-    z /= np.linalg.norm(z)
-    x = np.cross(z, [0.0, 0.0, -1.0])
-    x /= np.linalg.norm(x)
-    y = np.cross(z, x)
-    vm = np.eye(4)
-    vm[:3, :3] = np.stack([x, y, z])
-    vm[:3, 3] = -vm[:3, :3] @ eye
-    return vm
+    """A camera at eye looking at target with world +z up in the image."""
+    from splat.datasets.scene import look_at
+
+    return look_at(eye, target, up=(0.0, 0.0, 1.0))
 
 
 def test_random_points_cover_what_an_arc_of_cameras_looks_at():
