@@ -17,6 +17,8 @@ DATA = Path(__file__).resolve().parents[3] / "shared" / "data" / "landmarks"
 # The same SE3 rotation kind declared four ways; the product kind is a user-defined camera-like
 # kind (pose, then three numbers) whose validity comes from its SE3 part.
 QUATERNION_KINDS = [("SE3", 7), (lie.SE3, 7), (lie.SO3, 4), (ProductKind(lie.SE3, 3, name="camera"), 10)]
+# and the kinds whose rows start with a unit complex number
+COMPLEX_KINDS = [lie.SE2, lie.SO2, ProductKind(lie.SE2, 1, name="planar camera")]
 
 
 def _identity_rows(spec, n):
@@ -41,6 +43,43 @@ def test_zero_quaternion_measurement_is_a_clear_error_for_every_kind(spec, width
                  lambda: factors.prior("x", [0, 2], z, noise.isotropic(0.1), name="odo")):
         with pytest.raises(ValueError, match=r"factor group 'odo', factor 1: zero quaternion( in its lie.SE3 part)? in the measurement"):
             Problem([VariableGroup("x", spec, 3)], [make()])
+
+
+@pytest.mark.parametrize("spec", COMPLEX_KINDS, ids=["lie.SE2", "lie.SO2", "product"])
+def test_zero_unit_complex_number_is_a_clear_error_for_every_kind(spec):
+    values = _identity_rows(spec, 3)
+    values[1, :2] = 0.0
+    problem = Problem([VariableGroup("x", spec, 3)],
+                      [factors.between("x", [0, 1], [1, 2], _identity_rows(spec, 2), noise.isotropic(0.1))])
+    with pytest.raises(ValueError, match=r"initial values\['x'\]\[1\] .* has a zero unit complex number"):
+        jaxgraph.solve(problem, {"x": jnp.asarray(values)})
+    with pytest.raises(ValueError, match=r"factor group 'p', factor 1: zero unit complex number"):
+        Problem([VariableGroup("x", spec, 3)], [factors.prior("x", [0, 1], values[:2], noise.isotropic(0.1),
+                                                              name="p")])
+
+
+def test_the_g2o_alias_has_no_unit_part():
+    """``"SE2"`` rows are (x, y, theta): every finite row is a pose, zeros included."""
+    assert kind_of("SE2").invalid_rows(np.zeros((2, 3)))[0].size == 0
+
+
+def test_product_kind_priors_and_betweens_compose_part_by_part():
+    """A chain of (SE2 pose, focal length) cameras with exact measurements: the solution is the
+    composition, part by part (SE2 product, sum of the lengths), from the prior on camera 0."""
+    camera = ProductKind(lie.SE2, 1, name="planar camera")
+    x0 = lie.SE2.from_xy_theta(1.0, -2.0, 0.4)
+    z = lie.SE2.from_xy_theta(0.5, 0.1, -0.3)
+    prior = np.concatenate([np.asarray(x0.parameters()), [500.0]])[None]
+    step = np.concatenate([np.asarray(z.parameters()), [2.0]])[None]
+    problem = Problem([VariableGroup("cams", camera, 2)], [
+        factors.prior("cams", [0], prior, noise.isotropic(1e-3)),
+        factors.between("cams", [0], [1], step, noise.isotropic(0.1)),
+    ])
+    assert problem.anchored is None
+    out, info = jaxgraph.solve(problem, {"cams": jnp.asarray(np.repeat(camera.identity_row(np.float64)[None], 2, 0))})
+    assert bool(info.converged) and float(info.cost) < 1e-12
+    expected = np.concatenate([np.asarray((x0 @ z).parameters()), [502.0]])
+    np.testing.assert_allclose(np.asarray(out["cams"][1]), expected, atol=1e-8)
 
 
 def test_euclidean_priors_and_betweens_solve_the_linear_least_squares_problem():
