@@ -20,7 +20,7 @@ _PUBLIC = {
     "linear": ("jaxgraph.linear", None),
     "io": ("jaxgraph.io", None),
     "data": ("jaxgraph.data", None),
-    "factors": ("jaxgraph.graph.factors", None),
+    "factors": ("jaxgraph.graph.catalog", None),
     "noise": ("jaxgraph.graph.noise", None),
     "robust": ("jaxgraph.graph.robust", None),
     "initialize": ("jaxgraph.algorithms.initialize", None),
