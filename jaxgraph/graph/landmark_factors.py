@@ -176,7 +176,7 @@ def _unit3_error_and_range(pc, n, rng):
     ``theta = acos(p.n)`` and ``B(p)`` :func:`_unit3_basis`. Here ``theta = atan2(|p x n|,
     p.n)``, the same value without ``acos``'s loss of precision near 0, and the series
     ``1 + s^2 / 6`` for small ``s = sin(theta)``; an antipodal ``n`` gives GTSAM's
-    ``-(pi, 0)``."""
+    ``-(pi, 0)``. Returns the residual ``[3]`` twice (value and ``jacfwd``'s aux)."""
     dtype = pc.dtype
     r2 = jnp.sum(pc * pc)
     dist = jnp.sqrt(jnp.where(r2 > 0, r2, 1))
@@ -190,7 +190,8 @@ def _unit3_error_and_range(pc, n, rng):
     ratio = jnp.where(small, 1 + s2 / 6, jnp.arctan2(s, c) / s)
     e = -ratio * jnp.sum(_unit3_basis(p) * (n - c * p)[:, None], 0)
     e = jnp.where(antipodal, jnp.asarray([-jnp.pi, 0], dtype), e)
-    return jnp.concatenate([e, (jnp.where(r2 > 0, dist, 0) - rng)[None]])
+    out = jnp.concatenate([e, (jnp.where(r2 > 0, dist, 0) - rng)[None]])
+    return out, out
 
 
 def _unit3_basis(n):
@@ -259,10 +260,10 @@ class BearingRange(FactorType):
             D = jnp.stack([jnp.stack([-y / r2s, x / r2s], -1), jnp.stack([x * inv, y * inv], -1)], -2)  # [M, 2, 2]
         else:
             n = bearing / jnp.linalg.norm(bearing, axis=-1, keepdims=True)
-            r = jax.vmap(_unit3_error_and_range)(pc, n, rng)
             if not with_jacobians:
-                return r, None
-            D = jax.vmap(jax.jacfwd(_unit3_error_and_range))(pc, n, rng)  # [M, 3, 3]
+                return jax.vmap(_unit3_error_and_range)(pc, n, rng)[0], None
+            # one pass for the value and its derivative along the 3 directions of pc
+            D, r = jax.vmap(jax.jacfwd(_unit3_error_and_range, has_aux=True))(pc, n, rng)  # [M, 3, 3], [M, 3]
         return r, (matmul(D, Jx), matmul(D, Jp))
 
 
