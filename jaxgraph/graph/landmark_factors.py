@@ -167,42 +167,62 @@ class RelativePoint(FactorType):
 
 # -- bearing and range -------------------------------------------------------------------------
 
-def _unit3_error_and_range(pc, n, rng):
-    """GTSAM's ``(-Unit3(pc).localCoordinates(Unit3(n)), |pc| - range)`` for one factor:
-    ``pc[3]`` the point in the pose frame, ``n[3]`` the measured unit bearing.
+def _dot(a, b):
+    return jnp.sum(a * b, -1)  # elementwise sums over the last axis, not tiny dots (smallmat.matmul)
+
+
+def _unit3_error_and_range(pc, n, rng, with_jacobians):
+    """GTSAM's ``(-Unit3(pc).localCoordinates(Unit3(n)), |pc| - range)`` ``[M, 3]`` and its
+    derivative with respect to ``pc`` ``[M, 3, 3]`` (``None`` without ``with_jacobians``):
+    ``pc[M, 3]`` the point in the pose frame, ``n[M, 3]`` the measured unit bearing.
 
     GTSAM's expression factors return ``-Local(predicted, measured)``, in the tangent plane of
-    the prediction ``p = pc / |pc|``: ``-theta / sin(theta) * B(p)^T (n - (p.n) p)`` with
-    ``theta = acos(p.n)`` and ``B(p)`` :func:`_unit3_basis`. Here ``theta = atan2(|p x n|,
-    p.n)``, the same value without ``acos``'s loss of precision near 0, and the series
-    ``1 + s^2 / 6`` for small ``s = sin(theta)``; an antipodal ``n`` gives GTSAM's
-    ``-(pi, 0)``. Returns the residual ``[3]`` twice (value and ``jacfwd``'s aux)."""
+    the prediction ``p = pc / |pc|``: ``-rho B(p)^T (n - c p) = -rho B(p)^T n`` with
+    ``c = p.n``, ``rho = theta / sin(theta)``, ``theta = acos(c)`` and ``B(p) = [b1, b2]``
+    GTSAM's ``Unit3::basis`` (``b1 = normalize(p x a)``, ``b2 = p x b1``, ``a`` the axis of
+    ``p``'s smallest absolute coordinate, x first on ties, then y). Here ``theta = atan2(|p x
+    n|, c)``, the same value without ``acos``'s loss of precision near 0, with the series
+    ``rho = 1 + s^2 / 6`` for small ``s = sin(theta)``; an antipodal ``n`` gives GTSAM's
+    ``-(pi, 0)`` (zero derivative).
+
+    Derivative: of any extension of the error off the unit sphere (the formulas above with
+    ``p`` free), times ``dp/dpc = (I - p p^T) / |pc|``; ``drho/dc = (c rho - 1) / s^2``
+    (series ``-1/3 - 2 s^2 / 15``), ``d(b1.n)/dp = a x (n - (b1.n) b1) / |p x a|``,
+    ``d(b2.n)/dp = b1 x n + a x (w - (b1.w) b1) / |p x a|`` with ``w = n x p``."""
     dtype = pc.dtype
-    r2 = jnp.sum(pc * pc)
-    dist = jnp.sqrt(jnp.where(r2 > 0, r2, 1))
-    p = pc / dist
-    c = jnp.sum(n * p)  # elementwise sums, not tiny (vmapped) dots: see smallmat.matmul
-    w = jnp.cross(p, n)
-    s2 = jnp.sum(w * w)  # sin(theta)^2; the square keeps forward derivatives finite at 0
+    r2 = _dot(pc, pc)
+    pos = r2 > 0
+    dist = jnp.sqrt(jnp.where(pos, r2, 1))
+    p = pc / dist[:, None]
+    c = _dot(n, p)
+    w = jnp.cross(n, p)
+    s2 = _dot(w, w)  # sin(theta)^2
     small = (s2 < 1e-8) & (c > 0)
     antipodal = (s2 < jnp.finfo(dtype).eps) & (c < 0)
-    s = jnp.sqrt(jnp.where(small | antipodal, 1, s2))
-    ratio = jnp.where(small, 1 + s2 / 6, jnp.arctan2(s, c) / s)
-    e = -ratio * jnp.sum(_unit3_basis(p) * (n - c * p)[:, None], 0)
-    e = jnp.where(antipodal, jnp.asarray([-jnp.pi, 0], dtype), e)
-    out = jnp.concatenate([e, (jnp.where(r2 > 0, dist, 0) - rng)[None]])
-    return out, out
-
-
-def _unit3_basis(n):
-    """GTSAM's ``Unit3::basis()`` ``[3, 2]``: ``b1 = normalize(n x a)``, ``b2 = n x b1`` with ``a``
-    the axis of ``n``'s smallest absolute coordinate (x first on ties, then y)."""
-    m = jnp.abs(n)
-    ax = jnp.where((m[0] <= m[1]) & (m[0] <= m[2]), 0, jnp.where((m[1] <= m[0]) & (m[1] <= m[2]), 1, 2))
-    axis = (jnp.arange(3) == ax).astype(n.dtype)
-    b1 = jnp.cross(n, axis)
-    b1 = b1 / jnp.sqrt(jnp.sum(b1 * b1))
-    return jnp.stack([b1, jnp.cross(n, b1)], 1)
+    s2_safe = jnp.where(small | antipodal, 1, s2)
+    s = jnp.sqrt(s2_safe)
+    rho = jnp.where(small, 1 + s2 / 6, jnp.arctan2(s, c) / s)
+    mag = jnp.abs(p)
+    first = (mag[:, 0] <= mag[:, 1]) & (mag[:, 0] <= mag[:, 2])
+    second = ~first & (mag[:, 1] <= mag[:, 2])
+    axis = jnp.stack([first, second, ~first & ~second], -1).astype(dtype)
+    u = jnp.cross(p, axis)
+    inv_u = 1 / jnp.sqrt(_dot(u, u))  # >= sqrt(2/3): a is p's smallest coordinate
+    b1 = u * inv_u[:, None]
+    b2 = jnp.cross(p, b1)
+    bn = jnp.stack([_dot(b1, n), _dot(b2, n)], -1)  # B^T n
+    e = jnp.where(antipodal[:, None], jnp.asarray([-jnp.pi, 0], dtype), -rho[:, None] * bn)
+    r = jnp.concatenate([e, (jnp.where(pos, dist, 0) - rng)[:, None]], -1)
+    if not with_jacobians:
+        return r, None
+    drho = jnp.where(small, -1 / 3 - 2 * s2 / 15, (c * rho - 1) / s2_safe)
+    g1 = jnp.cross(axis, n - bn[:, :1] * b1) * inv_u[:, None]
+    g2 = jnp.cross(b1, n) + jnp.cross(axis, w - _dot(b1, w)[:, None] * b1) * inv_u[:, None]
+    G = -(drho[:, None, None] * bn[:, :, None] * n[:, None, :] + rho[:, None, None] * jnp.stack([g1, g2], 1))
+    G = G * ~antipodal[:, None, None]
+    # times (I - p p^T) / |pc|
+    De = (G - _dot(G, p[:, None, :])[:, :, None] * p[:, None, :]) / dist[:, None, None]
+    return r, jnp.concatenate([De, p[:, None, :]], 1)
 
 
 @dataclass(frozen=True)
@@ -215,9 +235,8 @@ class BearingRange(FactorType):
     expression factor's ``-Local(value, measured)``): 2-D ``(wrap(bearing_pred - bearing),
     range_pred - range)`` with the angle in ``[-pi, pi)``; 3-D ``(e1, e2, range_pred -
     range)`` with ``(e1, e2)`` the Unit3 error in the tangent basis of the *predicted*
-    direction (GTSAM's ``Unit3::basis``). Jacobians: analytic in 2-D, forward
-    autodiff of the 3-D error with respect to ``pc`` (3 directions), chained with the
-    analytic ``dpc``."""
+    direction (GTSAM's ``Unit3::basis``). Jacobians: analytic, the error's derivative with
+    respect to ``pc`` chained with ``dpc``."""
 
     def __str__(self):
         return "bearing_range"
@@ -259,11 +278,10 @@ class BearingRange(FactorType):
             inv = 1 / jnp.sqrt(r2s)
             D = jnp.stack([jnp.stack([-y / r2s, x / r2s], -1), jnp.stack([x * inv, y * inv], -1)], -2)  # [M, 2, 2]
         else:
-            n = bearing / jnp.linalg.norm(bearing, axis=-1, keepdims=True)
+            n = bearing / jnp.sqrt(_dot(bearing, bearing))[:, None]
+            r, D = _unit3_error_and_range(pc, n, rng, with_jacobians)
             if not with_jacobians:
-                return jax.vmap(_unit3_error_and_range)(pc, n, rng)[0], None
-            # one pass for the value and its derivative along the 3 directions of pc
-            D, r = jax.vmap(jax.jacfwd(_unit3_error_and_range, has_aux=True))(pc, n, rng)  # [M, 3, 3], [M, 3]
+                return r, None
         return r, (matmul(D, Jx), matmul(D, Jp))
 
 
