@@ -1,4 +1,4 @@
-"""g2o pose-graph files: reading and writing (see ``docs/g2o.md``).
+"""g2o files: pose graphs, and poses with landmarks (see ``docs/g2o.md`` and ``docs/formats.md``).
 
 Supported lines::
 
@@ -8,34 +8,34 @@ Supported lines::
     EDGE_SE3:QUAT i j x y z qx qy qz qw I11 I12 .. I16 I22 .. I66   (21 numbers)
     FIX id [id ...]
 
-Blank lines and lines starting with ``#`` are skipped. Information matrices are upper
+and the landmark lines of :mod:`jaxgraph.io.g2o_landmarks` (``VERTEX_XY``, ``EDGE_SE2_XY``,
+``VERTEX_TRACKXYZ``, ``EDGE_SE3_TRACKXYZ``, ``PARAMS_SE3OFFSET``, ``LANDMARK``, ``LANDMARK2``,
+``BR``). Blank lines and lines starting with ``#`` are skipped. Information matrices are upper
 triangles, row by row, in the file's order (SE3: translation, then rotation — the same
 order as :mod:`jaxgraph`'s SE3 tangent). The edge ``i j Z`` measures ``Z = X_i^-1 X_j``.
 """
 
 from __future__ import annotations
 
-import math
+import itertools
 import os
-import warnings
-from typing import Sequence
+from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ..graph import factors as F
 from .. import lie
+from ..graph import factors as F
 from ..graph import noise as N
 from ..graph.kinds import kind_of
 from ..graph.problem import Problem, VariableGroup
+from ._convert import PD_FLOOR_RELATIVE, repair_information, upper_to_full
+from ._text import G2OFormatError, parse_floats, parse_int
+from ._text import err as _text_err
+from .g2o_landmarks import LANDMARK_SPEC, LandmarkLines, landmark_lines
 
-__all__ = ["read_g2o", "write_g2o", "G2OFormatError", "PD_FLOOR_RELATIVE"]
-
-#: Repair rule for information matrices that are not positive definite: eigenvalues
-#: are raised to at least ``PD_FLOOR_RELATIVE * max|eigenvalue|`` of the same matrix
-#: (an all-zero matrix becomes ``PD_FLOOR_RELATIVE * I``), keeping the eigenvectors.
-PD_FLOOR_RELATIVE = 1e-6
+__all__ = ["PD_FLOOR_RELATIVE", "G2OFormatError", "read_g2o", "write_g2o"]
 
 _SPEC = {
     # tag: (dimension, number of tokens including the tag)
@@ -46,45 +46,21 @@ _SPEC = {
 }
 
 
-class G2OFormatError(ValueError):
-    """Malformed g2o input; the message names the file, the line and the problem."""
-
-
 def _err(path, lineno, msg):
-    return G2OFormatError(f"{path}:{lineno}: {msg}")
+    return _text_err(path, lineno, msg, G2OFormatError)
 
 
 def _parse_int(tok, path, lineno, what, pos):
-    try:
-        return int(tok)
-    except ValueError:
-        raise _err(path, lineno, f"{what} (token {pos}) {tok!r} is not an integer id") from None
+    return parse_int(tok, path, lineno, what, pos, G2OFormatError)
 
 
 def _parse_floats(toks, path, lineno, tag, first_pos):
-    out = []
-    for k, tok in enumerate(toks):
-        try:
-            v = float(tok)
-        except ValueError:
-            raise _err(path, lineno, f"{tag}: token {first_pos + k} {tok!r} is not a number") from None
-        if not math.isfinite(v):
-            raise _err(path, lineno, f"{tag}: token {first_pos + k} is non-finite ({tok!r})")
-        out.append(v)
-    return out
+    return parse_floats(toks, path, lineno, tag, first_pos, G2OFormatError)
 
 
 def _check_quaternion(q, path, lineno, tag, what):
-    if math.sqrt(sum(x * x for x in q)) < 1e-12:
+    if np.sqrt(sum(x * x for x in q)) < 1e-12:
         raise _err(path, lineno, f"{tag} ({what}): zero quaternion (qx qy qz qw = {' '.join(map(repr, q))})")
-
-
-def _upper_to_full(upper: np.ndarray, d: int) -> np.ndarray:
-    iu = np.triu_indices(d)
-    m = np.zeros(upper.shape[:-1] + (d, d))
-    m[..., iu[0], iu[1]] = upper
-    m[..., iu[1], iu[0]] = upper
-    return m
 
 
 def _g2o_kind(dim: int):
@@ -104,7 +80,7 @@ def _compose_odometry(path, dim, ids, ei, ej, meas):
     Z = np.asarray(kind.to_matrix(jnp.asarray(meas)), np.float64)
     T = np.eye(dim + 1)
     out = [T]
-    for a, b in zip(ids[:-1], ids[1:]):
+    for a, b in itertools.pairwise(ids):
         if (a, b) in first:
             step = Z[first[(a, b)]]
         elif (b, a) in first:
@@ -119,8 +95,8 @@ def _compose_odometry(path, dim, ids, ei, ej, meas):
     return np.asarray(kind.from_matrix(jnp.asarray(np.stack(out))), np.float64)
 
 
-def read_g2o(path, *, strict: bool = False, dtype=None, anchor: bool = True):
-    """Read a g2o pose graph.
+def read_g2o(path, *, strict: bool = False, dtype=None, anchor: bool = True, trackxyz: str = "relative_point"):
+    """Read a g2o file: a pose graph, or poses with landmarks.
 
     Args:
       path: file path.
@@ -131,6 +107,10 @@ def read_g2o(path, *, strict: bool = False, dtype=None, anchor: bool = True):
       anchor: add GTSAM's gauge prior: pose 0 (lowest id) at its initial value with
         isotropic sigma 1e-6 (factor group ``"anchor"``). Skipped when the file has FIX
         lines (those vertices are held fixed instead).
+      trackxyz: how ``EDGE_SE3_TRACKXYZ`` lines are read: ``"relative_point"`` (g2o's own
+        meaning: ``X_i^-1 p_j - z`` with the file's information) or ``"bearing_range"``
+        (GTSAM's reader: a 3D bearing-range factor whose information is the file's mapped
+        into bearing-range coordinates, see :func:`jaxgraph.io.g2o_landmarks.bearing_range_information`).
 
     Returns:
       ``(problem, values)``: a :class:`jaxgraph.Problem` with variable group ``"poses"``
@@ -139,16 +119,97 @@ def read_g2o(path, *, strict: bool = False, dtype=None, anchor: bool = True):
       ``{"poses": [N, 3]}`` (SE2 ``x, y, theta``) or ``{"poses": [N, 7]}`` (SE3
       ``qw, qx, qy, qz, x, y, z``) holding the file's numbers exactly. A file without vertices
       is initialised by composing the odometry edges id_k -> id_k+1 from the identity.
+      A file with landmark lines adds variable group ``"landmarks"`` (2 or 3 numbers, ids in
+      increasing order, a namespace of their own: ``problem.metadata["landmark_ids"]``),
+      initialised from its vertex line or else from its first observation, and factor groups
+      ``"observations"`` (relative points) and/or ``"bearing_range"`` (docs/formats.md).
 
     Raises:
       G2OFormatError (a ValueError) naming the file, line and problem for: unknown line type,
       wrong number of fields, non-numeric or non-finite field, duplicate vertex id, edge or
       FIX referring to an unknown vertex, a file mixing 2D and 3D lines, an empty file, a
-      non-positive-definite information matrix with ``strict=True``.
+      non-positive-definite information matrix with ``strict=True``, a landmark edge with a
+      sensor offset that is not the identity.
     """
     path = os.fspath(path)
     if dtype is None:
         dtype = jnp.float64 if jax.config.jax_enable_x64 else jnp.float32
+    lm = LandmarkLines(path, trackxyz)
+    dim, vert_ids, vert_vals, vert_line, edges, fix = _read_lines(path, lm)
+    e_i, e_j, e_vals, e_lines = edges
+    tdim = 3 if dim == 2 else 6
+    nmeas = 3 if dim == 2 else 7
+    ei = np.asarray(e_i, np.int64)
+    ej = np.asarray(e_j, np.int64)
+    ev = np.asarray(e_vals, np.float64).reshape(len(e_vals), nmeas + tdim * (tdim + 1) // 2)
+    meas = ev[:, :nmeas]
+    upper = ev[:, nmeas:]
+    if dim == 3:  # file order x y z qx qy qz qw -> (qw, qx, qy, qz, x, y, z)
+        meas = np.concatenate([meas[:, 6:7], meas[:, 3:6], meas[:, 0:3]], 1)
+    info = upper_to_full(upper, tdim)
+
+    if vert_ids:
+        ids = np.asarray(vert_ids, np.int64)
+        order = np.argsort(ids, kind="stable")
+        ids = ids[order]
+        vals = np.asarray(vert_vals, np.float64)[order]
+        if dim == 3:
+            vals = np.concatenate([vals[:, 6:7], vals[:, 3:6], vals[:, 0:3]], 1)
+        known = set(vert_line)
+        for k in range(len(ei)):
+            for v in (int(ei[k]), int(ej[k])):
+                if v not in known:
+                    raise _err(path, e_lines[k], f"edge refers to unknown vertex {v} (no VERTEX line defines it)")
+    else:
+        if len(ei) == 0:
+            raise G2OFormatError(f"{path}: no pose vertices and no pose edges" if not lm.empty
+                                 else f"{path}: no vertices and no edges")
+        ids = np.unique(np.concatenate([ei, ej]))
+        vals = _compose_odometry(path, dim, ids.tolist(), ei, ej, meas)
+    index_of = {int(v): k for k, v in enumerate(ids)}
+    fixed = []
+    for vid, lineno in fix:
+        if vid not in index_of:
+            raise _err(path, lineno, f"FIX refers to unknown vertex {vid}")
+        fixed.append(index_of[vid])
+    info = repair_information(path, info, e_lines, strict, G2OFormatError)
+
+    kind = "SE2" if dim == 2 else "SE3"
+    n = len(ids)
+    gi = np.asarray([index_of[int(v)] for v in ei], np.int64)
+    gj = np.asarray([index_of[int(v)] for v in ej], np.int64)
+    groups = []
+    if len(gi):
+        groups.append(
+            F.between(
+                "poses", gi, gj, jnp.asarray(meas, dtype), N.Information(jnp.asarray(info, dtype)), name="edges"
+            )
+        )
+    variables = [VariableGroup("poses", kind, n, tuple(sorted(set(fixed))))]
+    values = {"poses": jnp.asarray(vals, dtype)}
+    metadata = {"format": "g2o", "dim": dim, "vertex_ids": ids.copy()}
+    if not lm.empty:
+        var, lgroups, lvals, lids = lm.build(dim, index_of, vals, dtype, strict)
+        variables.append(var)
+        groups.extend(lgroups)
+        values["landmarks"] = jnp.asarray(lvals, dtype)
+        metadata["landmark_ids"] = lids
+    if anchor and not fixed:
+        groups.append(
+            F.prior(
+                "poses",
+                np.zeros(1, np.int64),
+                jnp.asarray(vals[:1], dtype),
+                N.Isotropic(jnp.asarray(1e-6, dtype)),
+                name="anchor",
+            )
+        )
+    return Problem(variables, groups, anchor=anchor, metadata=metadata), values
+
+
+def _read_lines(path, lm: LandmarkLines):
+    """Parse the file: ``(dim, vertex ids, vertex rows, vertex lines, (edge i, j, numbers, lines),
+    FIX entries)``; landmark lines go to ``lm``."""
     dim = None
     dim_line = None
     vert_ids: list[int] = []
@@ -171,11 +232,11 @@ def read_g2o(path, *, strict: bool = False, dtype=None, anchor: bool = True):
                 for k, t in enumerate(toks[1:], 2):
                     fix.append((_parse_int(t, path, lineno, "FIX vertex id", k), lineno))
                 continue
-            if tag not in _SPEC:
-                raise _err(
-                    path, lineno, f"unsupported line type {tag!r} (supported: {', '.join(list(_SPEC) + ['FIX'])})"
-                )
-            d, ntok = _SPEC[tag]
+            spec = _SPEC.get(tag) or LANDMARK_SPEC.get(tag)
+            if spec is None:
+                raise _err(path, lineno, f"unsupported line type {tag!r} (supported: "
+                                         f"{', '.join(list(_SPEC) + list(LANDMARK_SPEC) + ['FIX'])})")
+            d, ntok = spec
             if len(toks) != ntok:
                 raise _err(path, lineno, f"{tag} needs {ntok - 1} fields after the tag, got {len(toks) - 1}")
             if dim is None:
@@ -184,9 +245,11 @@ def read_g2o(path, *, strict: bool = False, dtype=None, anchor: bool = True):
                 raise _err(
                     path,
                     lineno,
-                    f"{tag} is {d}D but line {dim_line} was {dim}D; a file must not mix SE2 and SE3 lines",
+                    f"{tag} is {d}D but line {dim_line} was {dim}D; a file must not mix 2D and 3D lines",
                 )
-            if tag.startswith("VERTEX"):
+            if tag in LANDMARK_SPEC:
+                lm.add(tag, toks, lineno)
+            elif tag.startswith("VERTEX"):
                 vid = _parse_int(toks[1], path, lineno, "vertex id", 2)
                 if vid in vert_line:
                     raise _err(path, lineno, f"duplicate vertex id {vid} (first defined on line {vert_line[vid]})")
@@ -208,95 +271,7 @@ def read_g2o(path, *, strict: bool = False, dtype=None, anchor: bool = True):
                     _check_quaternion(e_vals[-1][3:7], path, lineno, tag, f"edge {i} -> {j}")
     if dim is None:
         raise G2OFormatError(f"{path}: no VERTEX_SE2/EDGE_SE2/VERTEX_SE3:QUAT/EDGE_SE3:QUAT lines found")
-    tdim = 3 if dim == 2 else 6
-    nmeas = 3 if dim == 2 else 7
-    ei = np.asarray(e_i, np.int64)
-    ej = np.asarray(e_j, np.int64)
-    ev = np.asarray(e_vals, np.float64).reshape(len(e_vals), -1)
-    meas = ev[:, :nmeas]
-    upper = ev[:, nmeas:]
-    if dim == 3:  # file order x y z qx qy qz qw -> (qw, qx, qy, qz, x, y, z)
-        meas = np.concatenate([meas[:, 6:7], meas[:, 3:6], meas[:, 0:3]], 1)
-    info = _upper_to_full(upper, tdim)
-
-    if vert_ids:
-        ids = np.asarray(vert_ids, np.int64)
-        order = np.argsort(ids, kind="stable")
-        ids = ids[order]
-        vals = np.asarray(vert_vals, np.float64)[order]
-        if dim == 3:
-            vals = np.concatenate([vals[:, 6:7], vals[:, 3:6], vals[:, 0:3]], 1)
-        known = set(vert_line)
-        for k in range(len(ei)):
-            for v in (int(ei[k]), int(ej[k])):
-                if v not in known:
-                    raise _err(path, e_lines[k], f"edge refers to unknown vertex {v} (no VERTEX line defines it)")
-    else:
-        if len(ei) == 0:
-            raise G2OFormatError(f"{path}: no vertices and no edges")
-        ids = np.unique(np.concatenate([ei, ej]))
-        vals = _compose_odometry(path, dim, ids.tolist(), ei, ej, meas)
-    index_of = {int(v): k for k, v in enumerate(ids)}
-    fixed = []
-    for vid, lineno in fix:
-        if vid not in index_of:
-            raise _err(path, lineno, f"FIX refers to unknown vertex {vid}")
-        fixed.append(index_of[vid])
-
-    # Positive definiteness of the information matrices.
-    if len(info):
-        eig = np.linalg.eigvalsh(info)
-        scale = np.max(np.abs(eig), axis=-1)
-        bad = np.nonzero(~(eig[:, 0] > 1e-12 * scale))[0]
-        if bad.size:
-            first = int(bad[0])
-            if strict:
-                raise _err(
-                    path,
-                    e_lines[first],
-                    f"information matrix is not positive definite (smallest eigenvalue {eig[first, 0]!r}); "
-                    f"{bad.size} such edge(s) in the file",
-                )
-            w, V = np.linalg.eigh(info[bad])
-            floor = PD_FLOOR_RELATIVE * np.where(scale[bad] > 0, scale[bad], 1.0)
-            w = np.maximum(w, floor[:, None])
-            fixed_info = np.einsum("mij,mj,mkj->mik", V, w, V)
-            info[bad] = 0.5 * (fixed_info + np.swapaxes(fixed_info, -1, -2))
-            warnings.warn(
-                f"{path}: {bad.size} information matrices are not positive definite (first on line "
-                f"{e_lines[first]}); repaired by raising eigenvalues to {PD_FLOOR_RELATIVE:g} x the largest "
-                "|eigenvalue| of each matrix (read_g2o(..., strict=True) rejects them instead)",
-                stacklevel=2,
-            )
-
-    kind = "SE2" if dim == 2 else "SE3"
-    n = len(ids)
-    gi = np.asarray([index_of[int(v)] for v in ei], np.int64)
-    gj = np.asarray([index_of[int(v)] for v in ej], np.int64)
-    groups = []
-    if len(gi):
-        groups.append(
-            F.between(
-                "poses", gi, gj, jnp.asarray(meas, dtype), N.Information(jnp.asarray(info, dtype)), name="edges"
-            )
-        )
-    if anchor and not fixed:
-        groups.append(
-            F.prior(
-                "poses",
-                np.zeros(1, np.int64),
-                jnp.asarray(vals[:1], dtype),
-                N.Isotropic(jnp.asarray(1e-6, dtype)),
-                name="anchor",
-            )
-        )
-    problem = Problem(
-        [VariableGroup("poses", kind, n, tuple(sorted(set(fixed))))],
-        groups,
-        anchor=anchor,
-        metadata={"format": "g2o", "dim": dim, "vertex_ids": ids.copy()},
-    )
-    return problem, {"poses": jnp.asarray(vals, dtype)}
+    return dim, vert_ids, vert_vals, vert_line, (e_i, e_j, e_vals, e_lines), fix
 
 
 def _information_of(noise, M: int, d: int) -> np.ndarray:
@@ -309,7 +284,7 @@ def _information_of(noise, M: int, d: int) -> np.ndarray:
 
 
 def write_g2o(path, problem: Problem, values, *, group: str = "poses", edges: Sequence[str] | None = None) -> None:
-    """Write poses and between edges as a g2o file.
+    """Write poses and between edges (and landmarks with their observations) as a g2o file.
 
     Every pose of variable group ``group`` is written as a VERTEX line with ``repr`` (shortest
     round-trip) float64 digits, so reading the file back gives bit-identical values; vertex
@@ -317,8 +292,10 @@ def write_g2o(path, problem: Problem, values, *, group: str = "poses", edges: Se
     ``0..N-1``. Fixed variables get FIX lines. Edges: every between factor group on
     ``group`` (or the groups named in ``edges``), with the information matrix of its noise
     model (upper triangle). Other factor groups (e.g. the ``"anchor"`` prior) are not
-    representable in g2o and are not written. Raises ``ValueError`` naming the first pose
-    with a non-finite number (nothing is written then).
+    representable in g2o and are not written. A variable group ``"landmarks"`` is written as
+    ``VERTEX_XY``/``VERTEX_TRACKXYZ`` lines with its observations (docs/formats.md). Raises
+    ``ValueError`` naming the first pose or landmark with a non-finite number (nothing is
+    written then).
     """
     path = os.fspath(path)
     var = next((v for v in problem.variables if v.name == group), None)
@@ -371,5 +348,15 @@ def write_g2o(path, problem: Problem, values, *, group: str = "poses", edges: Se
             if not se2:
                 m = m[4:] + m[1:4] + m[:1]
             lines.append(f"{tag} {a} {b} " + " ".join(map(rep, m)) + " " + " ".join(map(rep, u)))
+    lvar = next((v for v in problem.variables if v.name == "landmarks"), None)
+    if lvar is not None:
+        lids = np.asarray(problem.metadata.get("landmark_ids", np.arange(lvar.count)), np.int64)
+        L = np.asarray(values["landmarks"], np.float64)
+        bad = np.nonzero(~np.all(np.isfinite(L), axis=1))[0]
+        if bad.size:
+            k = int(bad[0])
+            raise ValueError(f"write_g2o: landmarks {k} (landmark id {int(lids[k])}) is not finite ({L[k].tolist()}); "
+                             f"{bad.size} such landmark(s); {path} not written")
+        lines += landmark_lines(problem, values, ids, lids, group)
     with open(path, "w") as fh:
         fh.write("\n".join(lines) + "\n")

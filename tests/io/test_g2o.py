@@ -40,7 +40,7 @@ EDGE_SE2 1 2 1 0 0.1 {E_INFO}
         (GOOD2D + "VERTEX_SE2 1 5 5 5\n", 6, r"duplicate vertex id 1 \(first defined on line 2\)"),
         (GOOD2D.replace("EDGE_SE2 0 1 1 0 0", "EDGE_SE2 0 1 nan 0 0"), 4, r"token 4 is non-finite \('nan'\)"),
         (GOOD2D.replace("VERTEX_SE2 2 2 0 0.1", "VERTEX_SE2 2 2 inf 0.1"), 3, r"non-finite \('inf'\)"),
-        (GOOD2D + "VERTEX_XY 9 1 2\n", 6, r"unsupported line type 'VERTEX_XY'"),
+        (GOOD2D + "VERTEX_FOO 9 1 2\n", 6, r"unsupported line type 'VERTEX_FOO'"),
         (GOOD2D + "VERTEX_SE3:QUAT 5 0 0 0 0 0 0 1\n", 6, r"is 3D but line 1 was 2D"),
         (GOOD2D + "FIX 42\n", 6, r"FIX refers to unknown vertex 42"),
         (GOOD2D + "FIX\n", 6, r"FIX needs at least one vertex id"),
