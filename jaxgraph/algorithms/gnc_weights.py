@@ -149,9 +149,9 @@ def decision_weights(score, c2, masks, dtype) -> dict:
 
 
 def _variable_blocks(problem: Problem, g):
-    """Static: global block ids ``[M]`` of each variable slot of factor group ``g``."""
+    """Static: global block ids ``[M, b_a]`` of each variable slot of factor group ``g``."""
     st = problem.structure
-    return [st.offsets[v] + np.asarray(g.indices.array[:, a], np.int64) for a, v in enumerate(g.variables)]
+    return [st.variable_blocks(v, g.indices.array[:, a]) for a, v in enumerate(g.variables)]
 
 
 def flip_scores(problem: Problem, x, w, names) -> dict:
@@ -182,12 +182,14 @@ def flip_scores(problem: Problem, x, w, names) -> dict:
     groups = {n: problem.group(n) for n in names}
     ids = {n: _variable_blocks(problem, g) for n, g in groups.items()}
     pairs = [(n, a, b) for n in names for a in range(len(ids[n])) for b in range(len(ids[n]))]
-    rows = np.concatenate([ids[n][a] for n, a, _ in pairs])
-    cols = np.concatenate([ids[n][b] for n, _, b in pairs])
+    # per pair, every sub-block pair of the two variables: [M, b_a, b_b] (factor-major)
+    rows = np.concatenate([np.repeat(ids[n][a], ids[n][b].shape[1], axis=1).reshape(-1) for n, a, b in pairs])
+    cols = np.concatenate([np.tile(ids[n][b], (1, ids[n][a].shape[1])).reshape(-1) for n, a, b in pairs])
     plan = linear.selected_inverse_plan(st.num_blocks, st.block_dim, st.off_rows, st.off_cols)
     sigma, sinfo = linear.selected_inverse(plan, lin.diag, lin.offdiag, pairs=(rows, cols))
-    start = np.cumsum([0] + [groups[n].count for n, _, _ in pairs])
+    start = np.cumsum([0] + [ids[n][a].size * ids[n][b].shape[1] for n, a, b in pairs])
     free = jnp.asarray(st.free_blocks, dtype)
+    d = st.block_dim
     prepared = problem.prepared(dtype)
     out = {}
     for n in names:
@@ -198,7 +200,9 @@ def flip_scores(problem: Problem, x, w, names) -> dict:
             if pn != n:
                 continue
             ta, tb = J[a].shape[-1], J[b].shape[-1]
-            S = sigma[start[p]:start[p + 1], :ta, :tb] * (free[ids[n][a]] * free[ids[n][b]])[:, None, None]
+            S = sigma[start[p]:start[p + 1]].reshape(-1, ta // d, tb // d, d, d)
+            S = jnp.swapaxes(S, 2, 3).reshape(-1, ta, tb)
+            S = S * (free[ids[n][a][:, 0]] * free[ids[n][b][:, 0]])[:, None, None]
             G = G + jnp.einsum("mri,mij,msj->mrs", J[a], S, J[b])
         G = 0.5 * (G + jnp.swapaxes(G, -1, -2))
         wk = jnp.clip(w[n], 0.0, 1.0)[:, None, None]

@@ -104,18 +104,25 @@ def _marginals_jit(problem, values) -> _Marginals:
     n, d = st.num_blocks, st.block_dim
     lin = problem.prepared(dtype).linearize(values)
     plan = linear.selected_inverse_plan(n, d, st.off_rows, st.off_cols)
-    ids = np.arange(n)
-    blocks, sinfo = linear.selected_inverse(plan, lin.diag, lin.offdiag, pairs=(ids, ids))
+    # every d x d block of every variable's t x t covariance: b x b pairs of its own blocks
+    rows, cols = [], []
+    for v in problem.variables:
+        blocks = st.variable_blocks(v.name, np.arange(v.count))  # [count, b]
+        rows.append(np.repeat(blocks, blocks.shape[1], axis=1).reshape(-1))
+        cols.append(np.tile(blocks, (1, blocks.shape[1])).reshape(-1))
+    S, sinfo = linear.selected_inverse(plan, lin.diag, lin.offdiag, pairs=(np.concatenate(rows), np.concatenate(cols)))
     ratio = jnp.min(sinfo.pivot_ratio)
     # round-off leaves an exactly dependent direction a pivot of a few eps (growing slowly with
     # the size); genuine pivots of pose graphs stay far above (intel: 5.3e-4 of H_kk)
     tol = 10 * np.sqrt(n * d) * jnp.finfo(dtype).eps
     singular = sinfo.clamped | ~(ratio > tol)
-    out = {}
+    out, start = {}, 0
     for v in problem.variables:
-        name, t, o = v.name, st.kinds[v.name].tangent_dim, st.offsets[v.name]
-        cov = blocks[o:o + v.count, :t, :t]
-        free = st.free_blocks[o:o + v.count]
+        name, t, b = v.name, st.kinds[v.name].tangent_dim, st.blocks_per[v.name]
+        stop = start + v.count * b * b
+        cov = jnp.swapaxes(S[start:stop].reshape(v.count, b, b, d, d), 2, 3).reshape(v.count, t, t)
+        start = stop
+        free = st.free_blocks[st.offsets[name]:st.offsets[name] + v.count * b:b]
         if not free.all():
             cov = cov * jnp.asarray(free, dtype)[:, None, None]
         singular = singular | ~jnp.all(jnp.isfinite(cov))
@@ -184,14 +191,12 @@ def marginals(problem: Problem, values, variables: Mapping[str, Sequence[int]] |
 def _names(problem: Problem, ids: np.ndarray, limit: int = 12) -> str:
     st = problem.structure
     parts = []
-    for v in problem.variables:
-        o = st.offsets[v.name]
-        local = np.sort(ids[(ids >= o) & (ids < o + v.count)] - o)
+    for name, local in st.block_variable(ids):
         if not local.size:
             continue
         runs = np.split(local, np.nonzero(np.diff(local) != 1)[0] + 1)
         for r in runs:
-            parts.append(f"{v.name}[{r[0]}]" if r.size == 1 else f"{v.name}[{r[0]}..{r[-1]}]")
+            parts.append(f"{name}[{r[0]}]" if r.size == 1 else f"{name}[{r[0]}..{r[-1]}]")
     more = f" and {len(parts) - limit} more ranges" if len(parts) > limit else ""
     return ", ".join(parts[:limit]) + more
 

@@ -109,41 +109,78 @@ def linearize(problem, values, accumulate=None) -> Linearization:
     ``accumulate``: dtype of the result (default: the values' dtype). Residuals and
     Jacobians are computed in the values' dtype and widened before their products
     and sums are formed, so float32 Jacobians give an H that is positive
-    semi-definite to float64 precision.
+    semi-definite to float64 precision. Blocks are ``d x d`` with ``d`` the structure's
+    block size (see :mod:`jaxgraph.graph.structure`): a variable of tangent size ``t``
+    fills ``t / d`` diagonal blocks and the off-diagonal blocks between them.
     """
     st = problem.structure
     idx = problem.index_data()
-    d, n = st.block_dim, st.num_blocks
+    d = st.block_dim
     dtype = values_dtype(values)
     acc = dtype if accumulate is None else jnp.dtype(accumulate)
     cost = jnp.zeros((), acc)
-    diag_parts, grad_parts, off_parts = [], [], []
+    # per variable group: the [M, t, t] / [M, t] contributions of every slot on it, and their rows
+    hess = {v.name: [] for v in st.variables}
+    grad = {v.name: [] for v in st.variables}
+    rows = {v.name: [] for v in st.variables}
+    off_parts = []
     unwhitened = _matrix_factor_terms(problem, values)
     for k, g in enumerate(problem.factors):
         _, e, J, costs = group_terms(problem, k, values, True, unwhitened.get(k))
         e, costs = e.astype(acc), costs.astype(acc)
         cost = cost + jnp.sum(costs)
-        padded = []
+        masked = []
         for a, Ja in enumerate(J):
-            if Ja.shape[-1] < d:
-                Ja = jnp.pad(Ja, ((0, 0), (0, 0), (0, d - Ja.shape[-1])))
             free = _mask(idx.slot_free[k][:, a], dtype)
             if free is not None:  # fixed variables (and padded factors) get no step
                 Ja = Ja * free[:, None, None]
-            padded.append(Ja.astype(acc))
-        Js = jnp.stack(padded, 1)  # [M, k, r, d]
+            masked.append(Ja.astype(acc))
+        if len(set(g.variables)) == 1 and len({Ja.shape[-1] for Ja in masked}) == 1:
+            # slots of one group: one product over the stacked slots [M, k, r, t]
+            Js = jnp.stack(masked, 1)
+            t = masked[0].shape[-1]
+            hess[g.variables[0]].append(_tdot(Js, Js).reshape(-1, t, t))
+            grad[g.variables[0]].append(_tdot(Js, e[:, None, :, None]).reshape(-1, t))
+            rows[g.variables[0]].append(jnp.asarray(idx.local_index[k]).reshape(-1))
+        else:
+            for a, Ja in enumerate(masked):
+                v = g.variables[a]
+                hess[v].append(_tdot(Ja, Ja))
+                grad[v].append(_tdot(Ja, e[:, :, None])[..., 0])
+                rows[v].append(jnp.asarray(idx.local_index[k][:, a]))
         # J^T J and J^T e as broadcast products summed over r, not as batched dots:
         # XLA:CPU runs a dot per tiny (r x d) matrix, elementwise fusions vectorise
-        diag_parts.append(_tdot(Js, Js).reshape(-1, d, d))
-        grad_parts.append(_tdot(Js, e[:, None, :, None]).reshape(-1, d))
         for a, b in st.slot_pairs(k):
-            off_parts.append(_tdot(padded[a], padded[b]))
-    ids = jnp.asarray(idx.diag_ids)
-    diag = jax.ops.segment_sum(jnp.concatenate(diag_parts), ids, num_segments=n)
+            off_parts.append(_split_blocks(_tdot(masked[a], masked[b]), d).reshape(-1, d, d))
+    diag_parts, grad_parts, intra_parts = [], [], []
+    for v in st.variables:
+        t = st.kinds[v.name].tangent_dim
+        ids = jnp.concatenate(rows[v.name]) if rows[v.name] else jnp.zeros(0, jnp.int32)
+        H = (jax.ops.segment_sum(jnp.concatenate(hess[v.name]), ids, num_segments=v.count) if hess[v.name]
+             else jnp.zeros((v.count, t, t), acc))
+        G = (jax.ops.segment_sum(jnp.concatenate(grad[v.name]), ids, num_segments=v.count) if grad[v.name]
+             else jnp.zeros((v.count, t), acc))
+        grad_parts.append(G.reshape(-1, d))
+        if t == d:  # one block per variable
+            diag_parts.append(H)
+            continue
+        blocks = _split_blocks(H, d)  # [count, b, b, d, d]
+        b = t // d
+        diag_parts.append(blocks[:, np.arange(b), np.arange(b)].reshape(-1, d, d))
+        s, u = st.intra_pairs(v.name)
+        intra_parts.append(blocks[:, s, u].reshape(-1, d, d))
+    diag = jnp.concatenate(diag_parts)
     diag = diag + jnp.asarray(idx.pad_diag).astype(acc)[:, :, None] * jnp.eye(d, dtype=acc)
-    grad = jax.ops.segment_sum(jnp.concatenate(grad_parts), ids, num_segments=n)
-    off = jnp.concatenate(off_parts) if off_parts else jnp.zeros((0, d, d), acc)
-    return Linearization(cost, diag, off, grad)
+    gradient = jnp.concatenate(grad_parts)
+    off = off_parts + intra_parts
+    off = jnp.concatenate(off) if off else jnp.zeros((0, d, d), acc)
+    return Linearization(cost, diag, off, gradient)
+
+
+def _split_blocks(A, d: int):
+    """``[..., t, u]`` -> ``[..., t/d, u/d, d, d]``: the ``d x d`` blocks of a matrix."""
+    *lead, t, u = A.shape
+    return jnp.swapaxes(A.reshape(*lead, t // d, d, u // d, d), -3, -2)
 
 
 def _matrix_factor_terms(problem, values) -> dict:

@@ -236,15 +236,17 @@ class Problem:
         return {v.name: self.structure.kinds[v.name].identity(v.count, dtype) for v in self.variables}
 
     def retract(self, values, dx):
-        """``X Exp(dx)`` for every variable; ``dx[N, block_dim]`` (fixed variables unchanged)."""
+        """``X Exp(dx)`` for every variable; ``dx[num_blocks, block_dim]`` holds each variable's
+        tangent step in its consecutive blocks (fixed variables unchanged)."""
         st = self.structure
         out = {}
         for v in self.variables:
             k = st.kinds[v.name]
-            o = st.offsets[v.name]
+            o, b = st.offsets[v.name], st.blocks_per[v.name]
             p = values[v.name]
-            moved = k.retract(p, dx[o : o + v.count, : k.tangent_dim].astype(p.dtype))
-            free = self.index_data().free_blocks[o : o + v.count]
+            step = dx[o : o + v.count * b].reshape(v.count, k.tangent_dim)
+            moved = k.retract(p, step.astype(p.dtype))
+            free = self.index_data().free_blocks[o : o + v.count * b : b]
             out[v.name] = moved if isinstance(free, np.ndarray) and free.all() else jnp.where(free[:, None], moved, p)
         return out
 

@@ -1,10 +1,18 @@
 """Static structure of a problem: block offsets, which factor touches which block, the
 off-diagonal pattern of the normal equations, and size-class padding (numpy, computed once
-when a problem is built; see :class:`jaxgraph.graph.Problem`)."""
+when a problem is built; see :class:`jaxgraph.graph.Problem`).
+
+Blocks without padding: the normal equations are split into square blocks of
+``d = gcd`` of the variable groups' tangent sizes, and a variable of tangent size ``t`` owns
+``t / d`` consecutive blocks (SE3 poses with 3-D points: ``d = 3``, two blocks per pose, one
+per point; SE2 poses with 2-D points: ``d = 1``). Unknowns and stored entries are then the
+true counts; a problem whose groups share one tangent size has one block per variable.
+"""
 
 from __future__ import annotations
 
 import hashlib
+import math
 from dataclasses import dataclass
 
 import jax
@@ -34,7 +42,7 @@ def size_class(count: int) -> int:
 
 @dataclass(frozen=True, eq=False)
 class _GroupStructure:
-    global_index: np.ndarray  # [M, k] block index of every slot
+    global_index: np.ndarray  # [M, k] first block of every slot's variable
     local_index: np.ndarray  # [M, k] index inside the slot's variable group
     free: np.ndarray  # [M, k] float 0/1: slot variable is not fixed
     pairs: tuple  # ((a, b), ...) slot pairs a < b giving off-diagonal blocks
@@ -51,24 +59,22 @@ class IndexData:
     local_index: per group ``[M, k]`` int32, variable index inside the slot's group.
     slot_free: per group ``[M, k]`` bool, slot variable is free and the factor is real.
     valid: per group ``[M]`` bool, the factor is real (False: padding).
-    diag_ids: ``[sum_g M_g k_g]`` int32, block of each slot (diagonal contributions).
     off_rows, off_cols: ``[K]`` int32 off-diagonal block pattern (padding: rows == cols).
     free_blocks: ``[N]`` bool, the block is optimised (False: fixed or padding).
-    pad_diag: ``[N, d]`` bool, unit diagonal of unused tangent coordinates and blocks.
+    pad_diag: ``[N, d]`` bool, unit diagonal of fixed and padding blocks.
     """
 
-    def __init__(self, local_index, slot_free, valid, diag_ids, off_rows, off_cols, free_blocks, pad_diag):
+    def __init__(self, local_index, slot_free, valid, off_rows, off_cols, free_blocks, pad_diag):
         self.local_index = tuple(local_index)
         self.slot_free = tuple(slot_free)
         self.valid = tuple(valid)
-        self.diag_ids = diag_ids
         self.off_rows = off_rows
         self.off_cols = off_cols
         self.free_blocks = free_blocks
         self.pad_diag = pad_diag
 
     def tree_flatten(self):
-        return (self.local_index, self.slot_free, self.valid, self.diag_ids, self.off_rows, self.off_cols,
+        return (self.local_index, self.slot_free, self.valid, self.off_rows, self.off_cols,
                 self.free_blocks, self.pad_diag), None
 
     @classmethod
@@ -89,41 +95,100 @@ class _Keyed:
         return type(other) is type(self) and self.key == other.key
 
 
-class Structure(_Keyed):
+class _Blocks:
+    """Block layout shared by :class:`Structure` and :class:`Layout`: block size ``d``, blocks
+    per variable of each group, each group's first block, and the pattern built from them."""
+
+    def _set_blocks(self, variables, kinds):
+        self.kinds = kinds
+        dims = [kinds[v.name].tangent_dim for v in variables]
+        self.block_dim = math.gcd(*dims) if dims else 1
+        self.blocks_per = {v.name: t // self.block_dim for v, t in zip(variables, dims)}
+        self.offsets, n = {}, 0
+        for v in variables:
+            self.offsets[v.name] = n
+            n += v.count * self.blocks_per[v.name]
+        self.num_blocks = n
+
+    def variable_blocks(self, name: str, index) -> np.ndarray:
+        """Block ids ``[..., b]`` of variables ``index`` (``[...]``, static) of group ``name``."""
+        b = self.blocks_per[name]
+        return self.offsets[name] + np.asarray(index, np.int64)[..., None] * b + np.arange(b)
+
+    def block_variable(self, ids) -> list:
+        """``(group name, local indices)`` of the variables owning block ids ``ids`` (static)."""
+        ids = np.asarray(ids, np.int64)
+        out = []
+        for v in self.variables:
+            o, b = self.offsets[v.name], self.blocks_per[v.name]
+            mine = ids[(ids >= o) & (ids < o + v.count * b)]
+            out.append((v.name, np.unique((mine - o) // b)))
+        return out
+
+    def _pattern(self, slot_blocks, valid, variable_valid):
+        """Off-diagonal pattern ``(rows, cols)``: per factor group and slot pair ``(a, b)``
+        every sub-block pair of the two variables (factor-major), then per variable group
+        with several blocks per variable the pairs ``s < s'`` inside each variable.
+        ``slot_blocks``: per group a list of ``[M, b_a]`` block ids; ``valid``: per group
+        ``[M]`` (padding: rows == cols); ``variable_valid``: per variable group ``[count]``."""
+        rows, cols = [], []
+        for blocks, va, pairs in zip(slot_blocks, valid, self._pairs()):
+            for a, b in pairs:
+                r = np.broadcast_to(blocks[a][:, :, None], blocks[a].shape + blocks[b].shape[1:2])
+                c = np.broadcast_to(blocks[b][:, None, :], r.shape)
+                c = np.where(va[:, None, None], c, r)
+                rows.append(r.reshape(-1))
+                cols.append(c.reshape(-1))
+        for v, vv in zip(self.variables, variable_valid):
+            s, t = self.intra_pairs(v.name)
+            if s.size:
+                first = self.offsets[v.name] + np.arange(v.count) * self.blocks_per[v.name]
+                r = first[:, None] + s
+                rows.append(r.reshape(-1))
+                cols.append(np.where(vv[:, None], first[:, None] + t, r).reshape(-1))
+        cat = lambda xs: np.concatenate(xs).astype(np.int64) if xs else np.zeros(0, np.int64)  # noqa: E731
+        return cat(rows), cat(cols)
+
+    def intra_pairs(self, name: str):
+        """Sub-block pairs ``(s, t)``, ``s < t``, inside one variable of group ``name``."""
+        s, t = np.triu_indices(self.blocks_per[name], 1)
+        return s, t
+
+    def _offdiag_count(self, group_counts, slot_groups) -> int:
+        """Length of :meth:`_pattern`'s arrays for factor groups of ``group_counts`` factors."""
+        bp = self.blocks_per
+        n = sum(M * bp[names[a]] * bp[names[b]]
+                for M, names, pairs in zip(group_counts, slot_groups, self._pairs()) for a, b in pairs)
+        return n + sum(v.count * len(self.intra_pairs(v.name)[0]) for v in self.variables)
+
+
+class Structure(_Keyed, _Blocks):
     """Static structure of a problem; hashable by content so jit caches hit."""
 
     def __init__(self, variables, factor_groups, metadata, anchored=None):
         self.variables = tuple(variables)
-        self.kinds = {v.name: kind_of(v.kind) for v in self.variables}
-        self.offsets, self.num_blocks = _block_offsets(self.variables)
-        self.block_dim = max(self.kinds[v.name].tangent_dim for v in self.variables)
-        d, n = self.block_dim, self.num_blocks
-        free_blocks = np.ones(n, dtype=bool)
-        pad = np.zeros((n, d))
+        self._set_blocks(self.variables, {v.name: kind_of(v.kind) for v in self.variables})
+        free_blocks = np.ones(self.num_blocks, dtype=bool)
         for v in self.variables:
-            o, t = self.offsets[v.name], self.kinds[v.name].tangent_dim
-            pad[o : o + v.count, t:] = 1.0
             if v.fixed:
-                free_blocks[o + np.asarray(v.fixed)] = False
-        pad[~free_blocks] = 1.0
+                free_blocks[self.variable_blocks(v.name, v.fixed).reshape(-1)] = False
         self.free_blocks = free_blocks
-        self.pad_diag = pad
-        groups, diag_ids, rows, cols = [], [], [], []
+        self.pad_diag = np.repeat(~free_blocks[:, None], self.block_dim, axis=1).astype(np.float64)
+        groups, slot_blocks = [], []
+        self.slot_groups = tuple(g.variables for g in factor_groups)  # variable group of each slot
         for g in factor_groups:
             local = g.indices.array
-            glob = np.stack([local[:, a] + self.offsets[v] for a, v in enumerate(g.variables)], 1)
+            blocks = [self.variable_blocks(v, local[:, a]) for a, v in enumerate(g.variables)]
+            glob = np.stack([bl[:, 0] for bl in blocks], 1)
             free = free_blocks[glob].astype(np.float64)
             k = glob.shape[1]
             pairs = tuple((a, b) for a in range(k) for b in range(a + 1, k))
             groups.append(_GroupStructure(glob, local, free, pairs))
-            diag_ids.append(glob.reshape(-1))
-            for a, b in pairs:
-                rows.append(glob[:, a])
-                cols.append(glob[:, b])
+            slot_blocks.append(blocks)
         self.groups = tuple(groups)
-        self.diag_ids = np.concatenate(diag_ids) if diag_ids else np.zeros(0, np.int64)
-        self.off_rows = np.concatenate(rows).astype(np.int64) if rows else np.zeros(0, np.int64)
-        self.off_cols = np.concatenate(cols).astype(np.int64) if cols else np.zeros(0, np.int64)
+        self.off_rows, self.off_cols = self._pattern(
+            slot_blocks, [np.ones(gs.local_index.shape[0], bool) for gs in groups],
+            [np.ones(v.count, bool) for v in self.variables])
         self.num_offdiag = int(self.off_rows.shape[0])
         self.metadata = dict(metadata or {})
         self.anchored = anchored  # (group, index) the Problem fixed for the gauge, or None
@@ -139,6 +204,9 @@ class Structure(_Keyed):
         self.key = h.hexdigest()
         self._linear_cache: dict = {}
 
+    def _pairs(self):
+        return [gs.pairs for gs in self.groups]
+
     def slot_pairs(self, k: int) -> tuple:
         """Slot pairs ``(a, b)``, ``a < b``, of factor group ``k``: its off-diagonal blocks."""
         return self.groups[k].pairs
@@ -152,8 +220,8 @@ class Structure(_Keyed):
                     [gs.local_index.astype(np.int32) for gs in self.groups],
                     [gs.free.astype(bool) for gs in self.groups],
                     [np.ones(gs.local_index.shape[0], bool) for gs in self.groups],
-                    self.diag_ids.astype(np.int32), self.off_rows.astype(np.int32),
-                    self.off_cols.astype(np.int32), self.free_blocks.copy(), self.pad_diag.astype(bool))
+                    self.off_rows.astype(np.int32), self.off_cols.astype(np.int32), self.free_blocks.copy(),
+                    self.pad_diag.astype(bool))
             return self._linear_cache["index"]
         key = ("index", sizes.key)
         if key not in self._linear_cache:
@@ -166,32 +234,28 @@ class Structure(_Keyed):
         d = sizes.block_dim
         block = np.empty(self.num_blocks, np.int64)  # exact block -> padded block
         for v in self.variables:
-            o, po = self.offsets[v.name], sizes.offsets[v.name]
-            block[o : o + v.count] = po + np.arange(v.count)
-        local, sfree, valid, diag_ids, rows, cols = [], [], [], [], [], []
-        for gs, Mp, pairs in zip(self.groups, sizes.group_counts, sizes.pairs):
+            o, po, b = self.offsets[v.name], sizes.offsets[v.name], self.blocks_per[v.name]
+            block[o : o + v.count * b] = po + np.arange(v.count * b)
+        local, sfree, valid, slot_blocks = [], [], [], []
+        for names, gs, Mp in zip(self.slot_groups, self.groups, sizes.group_counts):
             M, k = gs.local_index.shape
-            li = np.zeros((Mp, k), np.int32)
+            li = np.zeros((Mp, k), np.int64)
             li[:M] = gs.local_index
             fr = np.zeros((Mp, k), bool)
             fr[:M] = gs.free > 0
             va = np.zeros(Mp, bool)
             va[:M] = True
-            glob = np.zeros((Mp, k), np.int64)
-            glob[:M] = block[gs.global_index]
-            local.append(li)
+            local.append(li.astype(np.int32))
             sfree.append(fr)
             valid.append(va)
-            diag_ids.append(glob.reshape(-1))
-            for a, b in pairs:
-                rows.append(glob[:, a])
-                cols.append(np.where(va, glob[:, b], glob[:, a]))  # padding: rows == cols
+            slot_blocks.append([sizes.variable_blocks(names[a], li[:, a]) for a in range(k)])
+        rows, cols = sizes._pattern(slot_blocks, valid, [np.arange(v.count) < u.count
+                                                         for v, u in zip(sizes.variables, self.variables)])
         free = np.zeros(sizes.num_blocks, bool)
         free[block] = self.free_blocks
         pad = np.ones((sizes.num_blocks, d), bool)
         pad[block] = self.pad_diag > 0
-        cat = lambda xs: np.concatenate(xs).astype(np.int32) if xs else np.zeros(0, np.int32)  # noqa: E731
-        return IndexData(local, sfree, valid, cat(diag_ids), cat(rows), cat(cols), free, pad)
+        return IndexData(local, sfree, valid, rows.astype(np.int32), cols.astype(np.int32), free, pad)
 
     def linear_structure(self, method: str):
         """Symbolic analysis of the normal equations for ``method``, computed once."""
@@ -202,16 +266,7 @@ class Structure(_Keyed):
         return self._linear_cache[method]
 
 
-def _block_offsets(variables) -> tuple[dict, int]:
-    """First block of each variable group (groups stacked in order) and the block count."""
-    offsets, n = {}, 0
-    for v in variables:
-        offsets[v.name] = n
-        n += v.count
-    return offsets, n
-
-
-class Layout(_Keyed):
+class Layout(_Keyed, _Blocks):
     """Static part of a :meth:`Problem.sized` problem: kinds and padded counts only.
 
     Equal (and equally hashed) for every problem of one size class, so such problems
@@ -223,16 +278,17 @@ class Layout(_Keyed):
         self.variables = tuple(
             VariableGroup(v.name, v.kind, max(size_class(v.count), int(min_sizes.get(v.name, 0))))
             for v in exact.variables)
-        self.kinds = exact.kinds
-        self.offsets, self.num_blocks = _block_offsets(self.variables)
-        self.block_dim = exact.block_dim
+        self._set_blocks(self.variables, exact.kinds)
         self.group_counts = tuple(max(size_class(g.count), int(min_sizes.get(g.name, 0))) for g in factor_groups)
         self.pairs = tuple(gs.pairs for gs in exact.groups)
-        self.num_offdiag = sum(M * len(p) for M, p in zip(self.group_counts, self.pairs))
+        self.num_offdiag = self._offdiag_count(self.group_counts, exact.slot_groups)
         self.metadata = {}
         self.anchored = exact.anchored
         self.key = repr((self.variables, self.block_dim, self.group_counts, self.pairs, self.anchored))
         self._linear_cache: dict = {}
+
+    def _pairs(self):
+        return list(self.pairs)
 
     def slot_pairs(self, k: int) -> tuple:
         """Slot pairs ``(a, b)``, ``a < b``, of factor group ``k``: its off-diagonal blocks."""

@@ -21,8 +21,7 @@ def perturbed_copies(problem, values, batch: int, sigma: float, seed: int):
     Every variable is perturbed (fixed ones stay put: ``Problem.retract`` leaves them).
     Returns a dict of ``[batch, count, param_dim]`` arrays.
     """
-    total = sum(v.count for v in problem.variables)
-    block = problem.structure.block_dim
+    total, block = problem.structure.num_blocks, problem.structure.block_dim
     dtype = next(iter(values.values())).dtype
     keys = jax.random.split(jax.random.PRNGKey(seed), batch)
     noise = jax.vmap(lambda k: sigma * jax.random.normal(k, (total, block), dtype))(keys)

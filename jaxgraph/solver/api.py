@@ -103,5 +103,6 @@ def _sized(args):
 
 
 def _in_size_class(problem: Problem, linear_solver: str) -> bool:
-    n = sum(size_class(v.count) for v in problem.variables) * problem.structure.block_dim
+    kinds = problem.structure.kinds
+    n = sum(size_class(v.count) * kinds[v.name].tangent_dim for v in problem.variables)
     return linear.resolve_method(linear_solver, n) in linear.DYNAMIC_METHODS
