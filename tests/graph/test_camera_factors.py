@@ -83,7 +83,15 @@ def test_snavely_jacobians_are_central_differences():
     rng = np.random.default_rng(11)
     cams, X, pixels = bal_scene(rng)
     g = factors.snavely_reprojection("cameras", np.arange(M), "points", np.arange(M), pixels, noise.isotropic(2.0))
-    assert_jacobians(g, (factors.BAL_CAMERA, kind_of("R3")), [jnp.asarray(cams), jnp.asarray(X)])
+    kinds = (factors.BAL_CAMERA, kind_of("R3"))
+    assert_jacobians(g, kinds, [jnp.asarray(cams), jnp.asarray(X)])
+    # float32 values give float32 residuals and Jacobians (BAL problems solve in float32)
+    r32, J32 = evaluate(g, kinds, [jnp.asarray(cams, jnp.float32), jnp.asarray(X, jnp.float32)])
+    r64, J64 = evaluate(g, kinds, [jnp.asarray(cams), jnp.asarray(X)])
+    assert r32.dtype == jnp.float32 and all(Ja.dtype == jnp.float32 for Ja in J32)
+    np.testing.assert_allclose(np.asarray(r32), np.asarray(r64), rtol=1e-4, atol=1e-2)
+    for a, b in zip(J32, J64):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-3, atol=1e-3 * float(jnp.max(jnp.abs(b))))
 
 
 def test_small_bal_solve_recovers_the_points():
