@@ -160,8 +160,10 @@ def float32_copy(src, dst):
     """``src`` with every number rounded to float32, as GTSAM's SfmData readers read them."""
     out = []
     for line in Path(src).read_text().splitlines():
-        out.append(" ".join(t if re.fullmatch(r"-?\d+", t) or t.startswith("#") else repr(float(np.float32(t)))
-                            for t in line.split()))
+        if line.startswith("#"):
+            out.append(line)
+            continue
+        out.append(" ".join(t if re.fullmatch(r"-?\d+", t) else repr(float(np.float32(t))) for t in line.split()))
     Path(dst).write_text("\n".join(out) + "\n")
     return dst
 
