@@ -13,6 +13,7 @@ are the field names (or the ``flat`` alias recorded in the field's metadata).
 from __future__ import annotations
 
 import dataclasses
+import math
 import numbers
 from dataclasses import dataclass, field
 from typing import Callable
@@ -98,7 +99,16 @@ class DampingConfig:
 class TerminationConfig:
     """When the loop stops (``info.status`` says which rule fired).
 
-    ``max_iterations``: loop trips (linear solves), accepted or rejected; static.
+    ``max_iterations``: the most *trials*, i.e. loop trips = linear solves, accepted or
+    rejected (static: the length of the ``info.history_*`` arrays). GTSAM counts iterations of
+    its outer loop instead, each one ending with an accepted step, so GTSAM's
+    ``maxIterations`` is ``max_accepted_iterations`` here.  The default, 2000, lets
+    dubrovnik-3-7 reach GTSAM's optimum with LM's default damping (1267 trials, 633 accepted:
+    GTSAM's 633 iterations); under the default damping rules ``A`` accepted steps take at most
+    ``2 A + 11`` trials, so it allows about 1000 GTSAM iterations (GTSAM's default is 100).
+    ``max_accepted_iterations``: stop after that many accepted steps (status 8, not
+    converged); ``None`` (default): no cap but ``max_iterations``.  Traced: changing it does
+    not recompile.
     ``tolerance``: stop when an accepted step has ``cost - new_cost <= tolerance * cost``.
     ``absolute_tolerance``: stop when ``cost - new_cost <= absolute_tolerance``; ``None`` uses
     ``tolerance`` (GTSAM's defaults are both 1e-5), so ``tolerance=0.0`` disables both.
@@ -106,7 +116,8 @@ class TerminationConfig:
     ``step_tolerance``: stop when an accepted step has ``|dx|_2 <= step_tolerance``.
     """
 
-    max_iterations: int = _static(100)
+    max_iterations: int = _static(2000)
+    max_accepted_iterations: int | None = _traced(None)
     tolerance: float = _traced(1e-5)
     absolute_tolerance: float | None = _traced(None)
     gradient_tolerance: float = _traced(0.0)
@@ -117,6 +128,11 @@ class TerminationConfig:
         if isinstance(m, bool) or not isinstance(m, numbers.Integral) or m < 1:
             raise ValueError(f"max_iterations must be a positive integer, got {m!r}")
         object.__setattr__(self, "max_iterations", int(m))
+        a = self.max_accepted_iterations
+        # Python numbers are checked; arrays (the traced form, math.inf once resolved) pass.
+        if isinstance(a, bool) or isinstance(a, numbers.Number) and not (
+                isinstance(a, numbers.Integral) and a >= 1 or a == math.inf):
+            raise ValueError(f"max_accepted_iterations must be a positive integer or None, got {a!r}")
         _check_nonnegative(
             "TerminationConfig",
             tolerance=self.tolerance,
@@ -127,10 +143,14 @@ class TerminationConfig:
             _check_nonnegative("TerminationConfig", absolute_tolerance=self.absolute_tolerance)
 
     def resolved(self) -> "TerminationConfig":
-        """``absolute_tolerance=None`` replaced by ``tolerance`` (one compiled program for both)."""
-        if self.absolute_tolerance is not None:
-            return self
-        return dataclasses.replace(self, absolute_tolerance=self.tolerance)
+        """``absolute_tolerance=None`` replaced by ``tolerance`` and ``max_accepted_iterations=None``
+        by infinity (one compiled program for all of them)."""
+        changes = {}
+        if self.absolute_tolerance is None:
+            changes["absolute_tolerance"] = self.tolerance
+        if self.max_accepted_iterations is None:
+            changes["max_accepted_iterations"] = math.inf
+        return dataclasses.replace(self, **changes) if changes else self
 
 
 @_config

@@ -9,6 +9,7 @@ linearisation, so a trial costs one linearisation and one linear solve.
 
 from __future__ import annotations
 
+import math
 from typing import NamedTuple
 
 import jax
@@ -63,6 +64,10 @@ class _Verdict(NamedTuple):
     step_finite: jax.Array  # the step itself is finite
     actual: jax.Array  # actual cost decrease
     predicted: jax.Array  # decrease predicted by the quadratic model
+
+
+# Unrolled loops of more trips run as a scan of checkpointed chunks (see Loop.scan).
+_FLAT_TRIPS = 256
 
 
 def _select(pred, a, b):
@@ -162,8 +167,10 @@ class Loop:
         if not self.lm:
             bad = bad | (trial & ~v.finite)
         singular = trial & s.clamped if not self.lm else no
+        # The cap on accepted steps (GTSAM's iterations): not convergence, so last.
+        capped = trial & v.ok & (s.accepted_steps + 1 >= t.max_accepted_iterations)
         return jnp.select(
-            [bad, singular, increased, conv_cost, conv_grad, conv_step, limit], [6, 7, 5, 1, 2, 3, 4], 0
+            [bad, singular, increased, conv_cost, conv_grad, conv_step, limit, capped], [6, 7, 5, 1, 2, 3, 4, 8], 0
         ).astype(jnp.int32)
 
     def report(self, s: _State, v: _Verdict, cost):
@@ -172,7 +179,9 @@ class Loop:
             progress.report(self.config.callback, s.first, s.it, cost, s.lam_used, s.step_norm, v.ok)
 
     # -- the loop ------------------------------------------------------------------------
-    def body(self, s: _State) -> _State:
+    def trip(self, s: _State):
+        """One trip: ``(state, record)``, the record being this trip's history entry
+        ``(cost, damping, step_norm, accepted, ran)`` (``ran`` False on trip 0)."""
         lin_c = self.problem.linearize(s.cand, self.acc)
         v = self.judge(s, lin_c)
         lam = self.next_damping(s, v)
@@ -191,12 +200,7 @@ class Loop:
             lambda _: _Step(s.cand, zero, zero, zero, jnp.zeros((), bool)),
             None,
         )
-        k = jnp.maximum(s.it, 0)
-
-        def record(h, x):
-            return jnp.where(trial, h.at[k].set(jnp.asarray(x).astype(h.dtype)), h)
-
-        return _State(
+        state = s._replace(
             values=new_values,
             lin=new_lin,
             cand=step.cand,
@@ -213,15 +217,29 @@ class Loop:
             status=status,
             running=running,
             first=jnp.zeros((), bool),
-            h_cost=record(s.h_cost, new_lin.cost),
-            h_lam=record(s.h_lam, s.lam_used),
-            h_step=record(s.h_step, s.step_norm),
-            h_acc=record(s.h_acc, v.ok),
-            h_mask=record(s.h_mask, True),
         )
+        dt = self.dtype
+        record = (new_lin.cost.astype(dt), jnp.asarray(s.lam_used).astype(dt), s.step_norm.astype(dt),
+                  v.ok & trial, trial)
+        return state, record
 
-    def initial_state(self, values) -> _State:
-        n, zero = self.config.termination.max_iterations, self.zero
+    def body(self, s: _State) -> _State:
+        """One trip of the while loop: the trip, its record written into the history arrays."""
+        state, record = self.trip(s)
+        k = jnp.maximum(s.it, 0)
+        ran = record[-1]
+
+        def put(h, x):  # one element: O(1) per trip, not a select over the whole array
+            return h.at[k].set(jnp.where(ran, x, h[k]))
+
+        hist = (s.h_cost, s.h_lam, s.h_step, s.h_acc, s.h_mask)
+        h_cost, h_lam, h_step, h_acc, h_mask = (put(h, x) for h, x in zip(hist, record))
+        return state._replace(h_cost=h_cost, h_lam=h_lam, h_step=h_step, h_acc=h_acc, h_mask=h_mask)
+
+    def initial_state(self, values, history: bool = True) -> _State:
+        """The state before trip 0; ``history=False``: empty history arrays (the scan keeps
+        its records as outputs, not in the carry that reverse mode saves per trip)."""
+        n, zero = self.config.termination.max_iterations if history else 0, self.zero
         zeros = jnp.zeros((n,), self.dtype)
         return _State(
             values=values,
@@ -247,26 +265,57 @@ class Loop:
             h_mask=jnp.zeros((n,), bool),
         )
 
+    def scan(self, values):
+        """The loop as a fixed-length ``lax.scan`` of ``max_iterations + 1`` trips: ``(state,
+        history)``. A stopped state is carried through unchanged, so the result equals the
+        while-loop's.
+
+        ``lax.cond``, not a select: the trips after convergence cost nothing (under vmap JAX
+        turns it into a select). ``jax.checkpoint``: reverse mode stacks only the carry of each
+        trip and recomputes an active trip's forward pass. Without it the scan stacked every
+        trip's residuals (Jacobians, factor data), zeros for stopped trips included: 101 trips
+        of which 7 active on smallGrid3D. Unroll value_and_grad in benchmarks/theseus.py:
+        3.3-3.9x faster on intel, smallGrid3D and sphere2500; truncated (all trips active): same
+        time, far less memory. The history is the scan's output, not part of the carry (in the
+        carry, reverse mode saved all of it at every trip: memory quadratic in the trips).
+
+        More than ``_FLAT_TRIPS`` trips run as a scan of checkpointed chunks of about
+        ``sqrt(trips)`` trips each: reverse mode then keeps one carry per chunk plus the
+        carries of one chunk (about ``2 sqrt(trips)`` in all, e.g. 90 for the default 2000
+        trials instead of 2001) and recomputes an active trip's forward pass twice instead of
+        once.
+        """
+        trips = self.config.termination.max_iterations + 1
+
+        @jax.checkpoint
+        def one(s, _):
+            zero, no = jnp.zeros((), self.dtype), jnp.zeros((), bool)
+            return jax.lax.cond(s.running, self.trip, lambda s: (s, (zero, zero, zero, no, no)), s)
+
+        s0 = self.initial_state(values, history=False)
+        if trips <= _FLAT_TRIPS:
+            s, rec = jax.lax.scan(one, s0, None, length=trips)
+        else:
+            size = math.isqrt(trips - 1) + 1  # ceil(sqrt(trips)) chunks of that many trips
+            count = -(-trips // size)
+
+            @jax.checkpoint
+            def chunk(s, _):
+                return jax.lax.scan(one, s, None, length=size)
+
+            s, rec = jax.lax.scan(chunk, s0, None, length=count)
+            rec = jax.tree_util.tree_map(lambda r: r.reshape((count * size,) + r.shape[2:]), rec)
+        # trip 0 linearises the initial values; trip j > 0 is trial j - 1 (trials are consecutive,
+        # a stopped trip records zeros as the while loop leaves its unused entries)
+        return s, tuple(r[1:trips] for r in rec)
+
     def run(self, values, *, unrolled: bool = False):
         """``(values, SolveInfo)``; ``unrolled``: a fixed-length scan (reverse-differentiable)."""
-        s0 = self.initial_state(values)
         if unrolled:
-            # A stopped state is carried through unchanged, so the result equals the while-loop's.
-            # lax.cond, not a select: the trials after convergence (most of max_iterations)
-            # then cost nothing (under vmap JAX turns it into a select).
-            # jax.checkpoint: reverse mode stacks only the carry of each trip and recomputes an
-            # active trip's forward pass. Without it the scan stacked every trip's residuals
-            # (Jacobians, factor data), zeros for stopped trips included: 101 trips of which 7
-            # active on smallGrid3D. Unroll value_and_grad in benchmarks/theseus.py: 3.3-3.9x
-            # faster on intel, smallGrid3D and sphere2500; truncated (all trips active): same
-            # time, far less memory.
-            @jax.checkpoint
-            def scan_body(s, _):
-                return jax.lax.cond(s.running, self.body, lambda s: s, s), None
-
-            s, _ = jax.lax.scan(scan_body, s0, None, length=self.config.termination.max_iterations + 1)
+            s, history = self.scan(values)
         else:
-            s = jax.lax.while_loop(lambda s: s.running, self.body, s0)
+            s = jax.lax.while_loop(lambda s: s.running, self.body, self.initial_state(values))
+            history = (s.h_cost, s.h_lam, s.h_step, s.h_acc, s.h_mask)
         # A promise: "converged" only with a finite cost and finite values.
         finite = jnp.isfinite(s.lin.cost)
         for leaf in jax.tree_util.tree_leaves(s.values):
@@ -283,11 +332,11 @@ class Loop:
             linear_clamped=s.clamped_trials,
             damping=s.lam,
             gradient_norm=jnp.max(jnp.abs(s.lin.gradient)).astype(self.dtype),
-            history_cost=s.h_cost,
-            history_damping=s.h_lam,
-            history_step_norm=s.h_step,
-            history_accepted=s.h_acc,
-            history_mask=s.h_mask,
+            history_cost=history[0],
+            history_damping=history[1],
+            history_step_norm=history[2],
+            history_accepted=history[3],
+            history_mask=history[4],
             anchored=jnp.asarray(self.st.anchored is not None),
         )
         return s.values, info

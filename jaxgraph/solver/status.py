@@ -10,7 +10,7 @@ __all__ = ["STATUS", "SolveInfo"]
 
 # ``info.status`` -> meaning. ``info.converged`` is True exactly for 1-4.
 STATUS = {
-    0: "running (max_iterations reached)",
+    0: "running (max_iterations reached: the trial budget, accepted and rejected steps)",
     1: "converged: relative or absolute cost decrease below tolerance",
     2: "converged: gradient norm below gradient_tolerance",
     3: "converged: step norm below step_tolerance",
@@ -19,6 +19,7 @@ STATUS = {
     6: "stopped: non-finite cost or step (e.g. a NaN initial value, a zero quaternion, sigma 0)",
     7: "stopped: Gauss-Newton system singular or indefinite (a pivot block had to be clamped; "
     "the step was not taken): add a prior or use LM",
+    8: "running (max_accepted_iterations reached: the cap on accepted steps, GTSAM's iterations)",
 }
 CONVERGED = (1, 2, 3, 4)
 
@@ -29,8 +30,10 @@ class SolveInfo(NamedTuple):
     Attributes:
       cost: final cost ``sum rho(|W r|)`` (``0.5 |W r|^2`` per factor without robust loss).
       initial_cost: cost at the initial values.
-      iterations: loop trips = linear solves (accepted and rejected LM trials).
-      accepted_steps: number of accepted steps.
+      iterations: loop trips = linear solves (accepted and rejected LM trials), the count
+        ``max_iterations`` bounds.
+      accepted_steps: number of accepted steps, the count ``max_accepted_iterations`` bounds
+        (GTSAM's iteration count: each GTSAM iteration ends with one accepted step).
       converged: True for status 1-4 with a finite cost and finite values.
       status: int code, see ``jaxgraph.solver.STATUS``.
       linear_clamped: number of trials whose linear system was not numerically positive
