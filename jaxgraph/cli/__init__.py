@@ -1,11 +1,13 @@
 """Command-line interface.
 
-``jaxgraph solve INPUT.g2o [--output OUT.g2o] [--report REPORT.json] [--plot OUT.png]
-[--method lm|gn] [--linear-solver auto|host|cholesky|dense|pcg] [--max-iterations N]
-[--init file|chordal] [--gnc tls|gm] ...``
-optimises a g2o pose graph once: it checks the output paths, reads the graph, prints
-``compiling for N poses, M factors...``, compiles ahead of time, then solves, printing one
-progress line per iteration; compile and solve seconds are those of that one run.
+``jaxgraph solve INPUT [--format g2o|bal|bundler|stereo] [--output OUT] [--report REPORT.json]
+[--plot OUT.png] [--method lm|gn] [--linear-solver auto|host|cholesky|dense|pcg]
+[--max-iterations N] [--(no-)diagonal-damping] [--init file|chordal] [--gnc tls|gm] ...``
+optimises a problem once (a g2o pose or landmark graph, a BAL or Bundler bundle adjustment,
+GTSAM's stereo visual odometry files; docs/formats.md): it checks the output paths, reads the
+file, prints ``compiling for N poses, M factors...``, compiles ahead of time, then solves,
+printing one progress line per iteration, and writes the result in the input's format;
+compile and solve seconds are those of that one run.
 ``jaxgraph solve INPUT.g2o --batch B [--noise SIGMA] [--seed S]`` solves ``B`` perturbed
 copies in one batched call instead (docs/batching.md).
 
@@ -35,12 +37,30 @@ import argparse
 
 from . import cluster
 from .batch import batch_command, run_batch
-from .common import NOT_CONVERGED, OK, USER_ERROR, SolveFailed, positive_int, print_progress
+from .common import (
+    FORMATS,
+    NOT_CONVERGED,
+    OK,
+    USER_ERROR,
+    SolveFailed,
+    positive_int,
+    print_progress,
+)
 from .demo import bundled_intel, demo_command
 from .solve import run_solve, solve_command
 
-__all__ = ["main", "build_parser", "run_solve", "run_batch", "print_progress", "bundled_intel", "SolveFailed",
-           "OK", "NOT_CONVERGED", "USER_ERROR"]
+__all__ = [
+    "NOT_CONVERGED",
+    "OK",
+    "USER_ERROR",
+    "SolveFailed",
+    "build_parser",
+    "bundled_intel",
+    "main",
+    "print_progress",
+    "run_batch",
+    "run_solve",
+]
 
 
 def _solve(args: argparse.Namespace) -> int:
@@ -64,9 +84,16 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="jaxgraph", description="Pose-graph optimisation in JAX.")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    s = sub.add_parser("solve", help="optimise a g2o pose graph", description="Optimise a g2o pose graph (solved once, compiled ahead of time).")
-    s.add_argument("input", help="input .g2o file")
-    s.add_argument("--output", "-o", help="write the optimised graph here (.g2o) (default: not written)")
+    s = sub.add_parser("solve", help="optimise a g2o graph or a bundle-adjustment / stereo problem",
+                       description="Optimise a g2o pose or landmark graph, a BAL or Bundler bundle adjustment, or "
+                       "GTSAM's stereo visual odometry files (solved once, compiled ahead of time).")
+    s.add_argument("input", help="input file: .g2o, .bal, Bundler .out, or a file named by --format (a stereo "
+                   "problem: the VO_stereo_factors*.txt file, with its calibration and poses files beside it)")
+    s.add_argument("--format", choices=list(FORMATS), default=None,
+                   help="input format (default: by the extension: .g2o g2o, .bal bal, .out bundler; a .txt file "
+                   "needs --format bal or --format stereo); --output is written in the same format")
+    s.add_argument("--output", "-o", help="write the optimised problem here, in the input's format (stereo: also "
+                   "its _poses/_calibration files beside it) (default: not written)")
     s.add_argument("--report", help="write a JSON report here (default: not written)")
     s.add_argument("--plot", help="write a before/after top-view PNG here, needs matplotlib (default: no plot)")
     s.add_argument("--overwrite", action="store_true", help="allow --output to be the input file (default: refused)")
@@ -80,12 +107,17 @@ def build_parser() -> argparse.ArgumentParser:
         "see docs/linear.md (default: auto)",
     )
     s.add_argument("--max-iterations", type=positive_int, default=100, help="maximum loop trips = linear solves (default: 100)")
+    s.add_argument("--diagonal-damping", action=argparse.BooleanOptionalAction, default=None,
+                   help="LM damping lambda * diag(H) (clamped >= 1e-6) instead of lambda * I (default: on for "
+                   "bundle adjustment, bal and bundler; off otherwise)")
     s.add_argument("--float32", action="store_true", help="solve in float32 (default: float64)")
-    s.add_argument("--strict", action="store_true", help="reject non-positive-definite information matrices (default: repair them and warn)")
+    s.add_argument("--strict", action="store_true", help="g2o: reject non-positive-definite information matrices (default: repair them and warn)")
     s.add_argument("--init", choices=["file", "chordal"], default="file",
-                   help="initial values: the file's, or chordal initialisation (rotation averaging + linear translations) (default: file)")
+                   help="initial values: the file's, or chordal initialisation (rotation averaging + linear "
+                   "translations; g2o files) (default: file)")
     s.add_argument("--gnc", choices=["tls", "gm"], default=None,
-                   help="reject outlier loop closures by graduated non-convexity with this loss first, docs/robust.md (default: off)")
+                   help="reject outlier loop closures by graduated non-convexity with this loss first, g2o files, "
+                   "docs/robust.md (default: off)")
     s.add_argument("--batch", type=int, default=None, metavar="B",
                    help="solve B copies with perturbed initial values in one batched call, Monte Carlo (default: one solve)")
     s.add_argument("--noise", type=float, default=0.01, metavar="SIGMA",

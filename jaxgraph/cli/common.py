@@ -13,7 +13,7 @@ import argparse
 import os
 import sys
 import time
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +53,32 @@ def exit_code(fn, *args, **kwargs) -> int:
     return OK
 
 
+#: Input formats of ``jaxgraph solve --format`` (docs/formats.md).
+FORMATS = ("g2o", "bal", "bundler", "stereo")
+#: Formats whose problems are bundle adjustment: LM with diagonal damping by default.
+BUNDLE_FORMATS = ("bal", "bundler")
+_BY_SUFFIX = {".g2o": "g2o", ".bal": "bal", ".out": "bundler"}
+
+
+def input_format(input_path, given: str | None = None) -> str:
+    """The format of ``input_path``: ``given`` (``--format``), else by its name: ``.g2o`` g2o,
+    ``.bal`` bal, ``.out`` bundler. Raises ``ValueError`` saying which ``--format`` to pass for
+    any other name (``.txt`` is used by both BAL and stereo files)."""
+    if given is not None:
+        if given not in FORMATS:
+            raise ValueError(f"unknown format {given!r}; expected one of {', '.join(FORMATS)}")
+        return given
+    p = Path(input_path)
+    suffix = p.suffix.lower()
+    if suffix in _BY_SUFFIX:
+        return _BY_SUFFIX[suffix]
+    if p.name.startswith("VO_stereo_factors") or suffix == ".txt":
+        raise ValueError(f"{input_path}: a .txt file may be a BAL file or stereo visual odometry factors; "
+                         "pass --format bal or --format stereo")
+    raise ValueError(f"{input_path}: cannot tell the format from the file name (.g2o is g2o, .bal bal, .out "
+                     f"bundler); pass --format {'|'.join(FORMATS)}")
+
+
 @dataclass(frozen=True)
 class Options:
     """The settings that ``run_solve`` and ``run_batch`` share: keyword arguments of both, and
@@ -64,10 +90,22 @@ class Options:
     float32: bool = False  # --float32: solve in float32 (default float64)
     strict: bool = False  # --strict: reject non-positive-definite information matrices
     overwrite: bool = False  # --overwrite: --output may be the input file
+    format: str | None = None  # --format: "g2o", "bal", "bundler", "stereo"; None: by the file name
+    diagonal_damping: bool | None = None  # --(no-)diagonal-damping; None: on for bal and bundler
+
+    def resolved(self, input_path) -> Options:
+        """These options with ``format`` (from the file name when not given) and
+        ``diagonal_damping`` (on for bundle adjustment when not given) filled in; raises
+        ``ValueError`` when the format cannot be told."""
+        fmt = input_format(input_path, self.format)
+        damping = self.diagonal_damping if self.diagonal_damping is not None else fmt in BUNDLE_FORMATS
+        return replace(self, format=fmt, diagonal_damping=damping)
 
     def solver_settings(self) -> dict:
         """The keyword arguments of :func:`jaxgraph.solve` among these options."""
-        return dict(method=self.method, linear_solver=self.linear_solver, max_iterations=self.max_iterations)
+        damping = self.diagonal_damping if self.diagonal_damping is not None else self.format in BUNDLE_FORMATS
+        return {"method": self.method, "linear_solver": self.linear_solver, "max_iterations": self.max_iterations,
+                "diagonal_damping": bool(damping)}
 
 
 def solver_flags(args) -> dict:
@@ -123,9 +161,9 @@ def check_output_paths(input_path, *, overwrite: bool = False, **paths) -> None:
         seen[key] = name
         if p.is_dir():
             raise ValueError(f"{name} {path} is a folder, expected a file path")
-        if src is not None and p.exists() and src.exists() and os.path.samefile(p, src):
-            if flag != "output" or not overwrite:
-                raise ValueError(f"{name} {path} is the input file; pass --overwrite to replace the input with the result")
+        if (src is not None and p.exists() and src.exists() and os.path.samefile(p, src)
+                and (flag != "output" or not overwrite)):
+            raise ValueError(f"{name} {path} is the input file; pass --overwrite to replace the input with the result")
         folder = p.parent if str(p.parent) else Path(".")
         if not folder.is_dir():
             raise ValueError(f"{name} {path}: folder {folder} does not exist")
@@ -168,36 +206,81 @@ def count_between(problem) -> int:
 
 @dataclass(frozen=True)
 class Input:
-    """A graph read from a g2o file, with what the commands print and report about it."""
+    """A problem read from a file, with what the commands print and report about it."""
 
     path: Any  # as given on the command line (str or Path)
     problem: Any  # jaxgraph Problem
     values: dict  # variable group name -> [count, param_dim] array
     dtype: Any  # numpy dtype of the values
-    poses: int  # variables of the first (pose) group
+    poses: int  # variables of the first group (poses; cameras for bundle adjustment)
     edges: int  # between factors
+    format: str = "g2o"  # the file's format (FORMATS)
+
+    @property
+    def variables(self) -> dict:
+        """Variable group name -> count."""
+        return {v.name: int(v.count) for v in self.problem.variables}
+
+    def describe(self) -> str:
+        """``N poses, M edges (SE2)`` for a pose graph; every variable and factor group otherwise."""
+        problem = self.problem
+        if len(problem.variables) == 1:
+            return f"{self.poses} poses, {self.edges} edges ({problem.variables[0].kind})"
+        vs = ", ".join(f"{v.count} {v.name} ({v.manifold.name})" for v in problem.variables)
+        fs = ", ".join(f"{g.count} {g.name} ({g.type})" for g in problem.factors)
+        return f"{vs}; {fs}"
+
+    def sizes(self) -> str:
+        """``N poses`` for a pose graph, ``N cameras, P points`` and the like otherwise."""
+        if len(self.problem.variables) == 1:
+            return f"{self.poses} poses"
+        return ", ".join(f"{v.count} {v.name}" for v in self.problem.variables)
 
 
 def read_input(input_path, options: Options) -> Input:
-    """Read the g2o file ``input_path`` for a command.
+    """Read ``input_path`` in ``options.format`` (by the file name when None) for a command.
 
     ``options.float32``: solve in float32; otherwise JAX's float64 mode (``jax_enable_x64``)
     is turned on first and the values are float64. ``options.strict``: reject information
-    matrices that are not positive definite instead of repairing them (:func:`jaxgraph.io.read_g2o`).
-    Raises ``ValueError`` (``jaxgraph.io.G2OFormatError``) or ``OSError`` for a bad file.
+    matrices that are not positive definite instead of repairing them (g2o files,
+    :func:`jaxgraph.io.read_g2o`). Raises ``ValueError`` (``jaxgraph.io.FormatError``) or
+    ``OSError`` for a bad file.
     """
+    fmt = input_format(input_path, options.format)
     import jax
 
     if not options.float32:
         jax.config.update("jax_enable_x64", True)
     import jax.numpy as jnp
 
-    from ..io import read_g2o
+    from .. import io
 
     scalar = jnp.float32 if options.float32 else jnp.float64
-    problem, values = read_g2o(input_path, strict=options.strict, dtype=scalar)
+    if fmt == "g2o":
+        problem, values = io.read_g2o(input_path, strict=options.strict, dtype=scalar)
+    else:
+        reader = {"bal": io.read_bal, "bundler": io.read_bundler, "stereo": io.read_stereo_vo}[fmt]
+        problem, values = reader(input_path, dtype=scalar)
     return Input(path=input_path, problem=problem, values=values, dtype=jnp.dtype(scalar),
-                 poses=int(problem.variables[0].count), edges=int(count_between(problem)))
+                 poses=int(problem.variables[0].count), edges=int(count_between(problem)), format=fmt)
+
+
+def write_output(fmt: str, path, problem, values) -> None:
+    """Write ``values`` of ``problem`` to ``path`` in the input's format ``fmt`` (a stereo problem
+    also writes its poses and calibration files beside it, :func:`jaxgraph.io.stereo_vo_paths`)."""
+    from .. import io
+
+    writer = {"g2o": io.write_g2o, "bal": io.write_bal, "bundler": io.write_bundler, "stereo": io.write_stereo_vo}[fmt]
+    writer(path, problem, values)
+
+
+def variable_id(problem, group: str, index: int):
+    """The file's id of variable ``index`` of ``group`` (vertex, pose or landmark id), or ``index``."""
+    key = {"poses": ("vertex_ids", "pose_ids"), "landmarks": ("landmark_ids",)}.get(group, ())
+    for k in key:
+        if k in problem.metadata:
+            return int(problem.metadata[k][index])
+    return index
 
 
 def timed(fn, *args, **kwargs):

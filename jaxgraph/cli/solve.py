@@ -1,6 +1,7 @@
-"""``jaxgraph solve INPUT.g2o``: one solve, compiled ahead of time; ``--init chordal`` and
-``--gnc`` choose its start, ``--marginals`` adds covariances to the report. With ``--batch``
-the command is :mod:`jaxgraph.cli.batch` instead."""
+"""``jaxgraph solve INPUT [--format g2o|bal|bundler|stereo]``: one solve, compiled ahead of
+time, the result written in the input's format; ``--init chordal`` and ``--gnc`` choose its
+start (g2o files), ``--marginals`` adds covariances to the report. With ``--batch`` the
+command is :mod:`jaxgraph.cli.batch` instead."""
 
 from __future__ import annotations
 
@@ -9,10 +10,23 @@ import os
 from pathlib import Path
 
 from . import cluster
-from .common import (Options, SolveFailed, check_output_paths, error, exit_code, note, print_progress, read_input,
-                     solver_flags, timed, use_compile_cache)
-from .report import build_report, finite_or_none, write_report
+from .common import (
+    Options,
+    SolveFailed,
+    check_output_paths,
+    error,
+    exit_code,
+    note,
+    print_progress,
+    read_input,
+    solver_flags,
+    timed,
+    use_compile_cache,
+    variable_id,
+    write_output,
+)
 from .plot import plot_trajectories
+from .report import build_report, finite_or_none, write_report
 
 
 def run_solve(input_path, output=None, report=None, *, plot=None, marginals=False, init="file", gnc=None,
@@ -20,9 +34,9 @@ def run_solve(input_path, output=None, report=None, *, plot=None, marginals=Fals
     """Check the paths, read, compile ahead of time, solve once, write; returns the report dict.
 
     Args:
-      input_path: the g2o file.
-      output, report, plot: where to write the optimised graph (g2o), the JSON report
-        and the before/after PNG; None writes none.
+      input_path: the input file (g2o, BAL, Bundler or stereo factors; ``format``).
+      output, report, plot: where to write the optimised problem (in the input's format),
+        the JSON report and the before/after PNG (problems with poses); None writes none.
       marginals: add every variable's marginal covariance at the solution to the report
         (``jaxgraph.marginals``; key ``"marginals"``).
       verbose: print the graph's size, one progress line per trial and a summary.
@@ -31,18 +45,22 @@ def run_solve(input_path, output=None, report=None, *, plot=None, marginals=Fals
       gnc: ``"tls"`` or ``"gm"`` first runs :func:`jaxgraph.gnc` and then solves the graph
         with its final weights (rejected loop closures weigh 0) from its solution.
       options: :class:`jaxgraph.cli.common.Options` fields (``method``, ``linear_solver``,
-        ``max_iterations``, ``float32``, ``strict``, ``overwrite``).
+        ``max_iterations``, ``float32``, ``strict``, ``overwrite``, ``format``: by the file
+        name when None, ``diagonal_damping``: on for bal and bundler when None).
 
     Raises ``ValueError``/``OSError`` for bad input (before any solving when it is about the
     paths) and :class:`SolveFailed` when the solve did not converge (the report is written
     first; the graph too if its values are finite and the solver did not fail).
     """
-    opts = Options(**options)
+    opts = Options(**options).resolved(input_path)
+    if opts.format != "g2o" and (init != "file" or gnc):
+        raise ValueError(f"--init chordal and --gnc need a g2o pose graph, not a {opts.format} file")
+    if plot and opts.format in ("bal", "bundler"):
+        raise ValueError(f"--plot draws poses; a {opts.format} file holds cameras and points")
     check_output_paths(input_path, overwrite=opts.overwrite, output=output, report=report, plot=plot)
     import jax
 
     from ..algorithms.marginals import report as marginals_report
-    from ..io import write_g2o
     from ..solver import STATUS, SolverConfig
     from ..solver.api import compile_solve
 
@@ -51,10 +69,12 @@ def run_solve(input_path, output=None, report=None, *, plot=None, marginals=Fals
     graph, start, extra = _prepare_start(problem, values, init, gnc, opts.solver_settings(), verbose)
     nfactors = sum(g.count for g in problem.factors)
     config = SolverConfig(method=opts.method, linear_solver=opts.linear_solver,
-                          callback=print_progress if verbose else None).replace(max_iterations=opts.max_iterations)
+                          callback=print_progress if verbose else None).replace(
+        max_iterations=opts.max_iterations, diagonal_damping=opts.diagonal_damping)
     if verbose:
-        print(f"{input_path}: {inp.poses} poses, {inp.edges} edges ({problem.variables[0].kind}), method {opts.method}", flush=True)
-        print(f"compiling for {inp.poses} poses, {nfactors} factors...", flush=True)
+        damped = ", diagonal damping" if opts.method == "lm" and opts.diagonal_damping else ""
+        print(f"{input_path}: {inp.describe()}, method {opts.method}{damped}", flush=True)
+        print(f"compiling for {inp.sizes()}, {nfactors} factors...", flush=True)
     if graph.anchored is not None:  # said even without --verbose: the solution is of a held problem
         group, index = graph.anchored
         note(f"no factor fixes the gauge: {group}[{index}] is held at its initial value (add a prior to free it)")
@@ -81,6 +101,9 @@ def run_solve(input_path, output=None, report=None, *, plot=None, marginals=Fals
         "linear_clamped": int(info.linear_clamped),
         "compile_cache": jax.config.jax_compilation_cache_dir if jax.config.jax_enable_compilation_cache else None,
         "factors": int(nfactors),
+        "format": inp.format,
+        "variables": inp.variables,
+        "diagonal_damping": bool(opts.diagonal_damping),
         "init": init,
         **extra,
     }, opts, compile_seconds=compile_seconds, solve_seconds=solve_seconds)
@@ -90,7 +113,7 @@ def run_solve(input_path, output=None, report=None, *, plot=None, marginals=Fals
     if marginals and writable:
         rep["marginals"], rep["marginals_seconds"] = timed(marginals_report, graph, out)
     if output and writable:
-        write_g2o(output, problem, out)
+        write_output(inp.format, output, problem, out)
         rep["output"] = os.fspath(output)
     if plot and writable:
         drawn = plot_trajectories(plot, values["poses"], out["poses"], Path(input_path).stem)
@@ -107,8 +130,8 @@ def run_solve(input_path, output=None, report=None, *, plot=None, marginals=Fals
     if not rep["converged"]:
         if bad is not None:
             group, k = bad
-            vid = int(problem.metadata["vertex_ids"][k]) if group == "poses" else k
-            why = f"{group} {k} (vertex id {vid}) is not finite"
+            label = "vertex id" if group == "poses" and "vertex_ids" in problem.metadata else "id"
+            why = f"{group} {k} ({label} {variable_id(problem, group, k)}) is not finite"
         else:
             why = STATUS[status]
         kept = f"; wrote {output} anyway (finite, last iterate)" if output and writable else (f"; {output} not written" if output else "")
@@ -141,7 +164,8 @@ def _prepare_start(problem, values, init, gnc, solve_options, verbose):
         return problem, start, extra
     import numpy as np
 
-    from ..algorithms.gnc import GNC_STATUS, gnc as run_gnc, weighted_problem
+    from ..algorithms.gnc import GNC_STATUS, weighted_problem
+    from ..algorithms.gnc import gnc as run_gnc
 
     (start, weights, info), seconds = timed(run_gnc, problem, start, gnc, **solve_options)
     ids = problem.metadata["vertex_ids"]

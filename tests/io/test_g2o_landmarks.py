@@ -278,7 +278,6 @@ def test_known_landmarks_read_as_gtsam(tmp_path):
     _assert_same(p1, v1, *read_g2o(out, dtype=jnp.float64))
 
 
-@pytest.mark.slow
 def test_known_landmarks_solve_reaches_gtsams_cost():
     if not KNOWN.exists():
         pytest.skip("shared data not available")
