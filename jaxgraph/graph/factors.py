@@ -201,13 +201,32 @@ class Prior(MatrixFactor):
 @dataclass(frozen=True)
 class Custom(FactorType):
     """A user residual ``fn(params, data) -> r[dim]`` for one factor; a factor of one slot
-    fixes absolute values (it is a prior in all but name)."""
+    fixes absolute values (it is a prior in all but name).
+
+    Compiled solves of problems with custom factors are kept on disk like any other
+    (:mod:`jaxgraph.runtime.executable_cache`), keyed by :meth:`_cache_key`: the function's
+    code (bytecode, constants, names, nested functions), module, qualified name, default
+    arguments, closure cells and the globals it names, when all of these are plain data
+    (numbers, strings, tuples, numpy/JAX arrays by their bytes), functions keyed the same way,
+    or modules and objects of the standard library, jax, numpy and jaxgraph. A closure or
+    global holding anything else (an instance of a user class, a user module, a ``jax.jit``
+    or ``custom_jvp`` wrapper) makes the function unkeyable: such solves are not stored and
+    compile in every new process (JAX's own caches still serve them).
+    """
 
     fn: Callable
     dim: int
 
     def __str__(self):
         return "custom"
+
+    def _cache_key(self):
+        """The function's key and ``dim`` (:func:`jaxgraph.runtime.executable_cache.function_key`;
+        raises ``Uncacheable`` for a function it cannot key). Equal keys trace equal programs;
+        ``__eq__`` stays stricter (the same function object)."""
+        from ..runtime.executable_cache import function_key
+
+        return (function_key(self.fn), self.dim)
 
     def residual_dim(self, kinds):
         return self.dim

@@ -88,8 +88,10 @@ class entry_point:
                 avals.append(x.aval)
             elif isinstance(x, np.ndarray):
                 avals.append(jax.core.ShapedArray(x.shape, x.dtype))
+            elif type(x) in (float, int, bool):
+                avals.append(jax.typeof(x))  # a Python number (noise.isotropic(1.0)): jit's weak scalar
             else:
-                return None  # Python scalars and other leaves: let jit decide their types
+                return None  # other leaves: let jit decide their types
         from jax._src import config as jax_config
 
         context = jax_config.trace_context()

@@ -15,9 +15,11 @@ decides the program without building it:
 Static data is written out by :func:`encode`, which knows a closed set of types exactly
 (Python scalars and containers, enums, numpy dtypes, jaxgraph's dataclasses, classes and
 functions of jaxgraph found again by import, objects of jaxgraph that follow the
-:class:`CacheKeyed` protocol). Anything else (a user's residual function, callback, variable kind or
-pytree type) makes the arguments :class:`Uncacheable`: such a solve takes the normal path,
-JAX's own caches, instead of risking a key that misses part of the program.
+:class:`CacheKeyed` protocol; a custom factor's residual by :func:`function_key`, its code and
+constants). Anything else (a user's callback, variable kind or pytree type, a residual holding
+an object that cannot be written out) makes the arguments :class:`Uncacheable`: such a solve
+takes the normal path, JAX's own caches, instead of risking a key that misses part of the
+program.
 
 The cache lives in ``jaxgraph-executables/`` inside JAX's compilation cache folder and is on
 when that cache is (:func:`jaxgraph.enable_compilation_cache`, the CLI by default) and the
@@ -43,6 +45,7 @@ import pickle
 import re
 import sys
 import tempfile
+import types
 import typing
 import warnings
 from pathlib import Path
@@ -50,8 +53,8 @@ from pathlib import Path
 import jax
 import numpy as np
 
-__all__ = ["CacheKeyed", "Uncacheable", "encode", "directory", "disk_key", "lookup", "fresh_compile", "store", "max_size",
-           "code_fingerprint"]
+__all__ = ["CacheKeyed", "Uncacheable", "encode", "function_key", "directory", "disk_key", "lookup", "fresh_compile",
+           "store", "max_size", "code_fingerprint"]
 
 FOLDER = "jaxgraph-executables"
 _FORMAT = 1  # bump when the entry layout changes
@@ -125,6 +128,113 @@ def encode(obj) -> str:
     if _axis_env_is_empty(obj):
         return "AxisEnv()"
     raise Uncacheable(f"cannot encode static data of type {t.__module__}.{t.__qualname__}")
+
+
+# Modules whose code is part of every key already: jaxgraph's sources are hashed, and the
+# versions of Python (its standard library), jax, jaxlib and numpy are in the key.
+_VERSIONED = frozenset({"jax", "jaxlib", "numpy", "jaxgraph"})
+
+
+def _versioned(module) -> bool:
+    top = (module or "").split(".")[0]
+    return top in _VERSIONED or top in sys.stdlib_module_names
+
+
+def _imports_back(obj) -> bool:
+    module, qualname = getattr(obj, "__module__", None), getattr(obj, "__qualname__", None)
+    if not (isinstance(module, str) and isinstance(qualname, str)) or "<" in qualname:
+        return False
+    try:
+        found = importlib.import_module(module)
+        for part in qualname.split("."):
+            found = getattr(found, part)
+    except (ImportError, AttributeError):
+        return False
+    return found is obj
+
+
+def function_key(fn) -> str:
+    """Hex digest of what user function ``fn`` traces to: its code (bytecode ``co_code``,
+    constants with nested code objects, names, argument layout), module and qualified name,
+    default arguments, closure cell contents and the globals its code names, each written out
+    exactly: Python numbers, strings, bytes, containers of them, numpy and JAX arrays (dtype,
+    shape, bytes), functions (recursively, the same way), ``functools.partial`` objects,
+    modules and module-level objects of the standard library, jax, numpy and jaxgraph (by
+    name: their versions or sources are in every key), and jaxgraph's static data
+    (:func:`encode`). Raises :class:`Uncacheable` for anything else a closure or global
+    holds (an object of a user class, a user module, a traced value, a jitted or
+    ``custom_jvp`` function): such a function is not keyed, and its solves are not stored."""
+    return hashlib.sha256(_FunctionKey().value(fn).encode()).hexdigest()
+
+
+class _FunctionKey:
+    def __init__(self):
+        self.seen: dict = {}  # id(function) -> its number: recursion and shared helpers
+
+    def value(self, obj) -> str:
+        t = type(obj)
+        if obj is None or t in (bool, int, float, str, bytes) or isinstance(obj, np.dtype):
+            return encode(obj)
+        if t is complex:
+            return f"complex:{obj.real.hex()},{obj.imag.hex()}"
+        if obj is Ellipsis:
+            return "Ellipsis"
+        if t in (tuple, list):
+            return f"{t.__name__}(" + ",".join(self.value(x) for x in obj) + ")"
+        if t in (set, frozenset):
+            return "set(" + ",".join(sorted(self.value(x) for x in obj)) + ")"
+        if t is dict:  # in key order, so that functions are numbered alike in every process
+            items = sorted(((self.value(k), v) for k, v in obj.items()), key=lambda kv: kv[0])
+            return "dict(" + ",".join(f"{k}={self.value(v)}" for k, v in items) + ")"
+        if isinstance(obj, jax.core.Tracer):
+            raise Uncacheable("a traced value")
+        if isinstance(obj, (np.ndarray, np.generic, jax.Array)):
+            a = np.asarray(obj)
+            if a.dtype.hasobject:
+                raise Uncacheable("an array of Python objects")
+            digest = hashlib.sha256(np.ascontiguousarray(a).tobytes()).hexdigest()
+            return f"array:{a.dtype.str}:{a.shape}:{digest}"
+        if isinstance(obj, types.CodeType):
+            return self.code(obj)
+        if isinstance(obj, types.ModuleType):
+            if _versioned(obj.__name__):
+                return f"module:{obj.__name__}"
+            raise Uncacheable(f"module {obj.__name__} (its code is not hashed)")
+        if _versioned(getattr(obj, "__module__", None)) and _imports_back(obj):
+            return f"ref:{obj.__module__}:{obj.__qualname__}"  # a library function or class
+        if isinstance(obj, types.FunctionType):
+            return self.function(obj)
+        if isinstance(obj, functools.partial):
+            return f"partial({self.value(obj.func)},{self.value(obj.args)},{self.value(obj.keywords)})"
+        if _owned(t):
+            return encode(obj)  # jaxgraph's static data (or Uncacheable)
+        raise Uncacheable(f"cannot key an object of type {t.__module__}.{t.__qualname__}")
+
+    def code(self, co) -> str:
+        parts = (co.co_qualname, co.co_argcount, co.co_posonlyargcount, co.co_kwonlyargcount, co.co_flags,
+                 co.co_code, co.co_exceptiontable, co.co_names, co.co_varnames, co.co_freevars, co.co_cellvars)
+        return f"code({encode(parts)},{self.value(co.co_consts)})"
+
+    def function(self, fn) -> str:
+        if id(fn) in self.seen:
+            return f"function#{self.seen[id(fn)]}"
+        self.seen[id(fn)] = len(self.seen)
+        names, stack = set(), [fn.__code__]
+        while stack:  # every name of the code and of the code objects nested in it
+            co = stack.pop()
+            names.update(co.co_names)
+            stack.extend(c for c in co.co_consts if isinstance(c, types.CodeType))
+        scope = fn.__globals__
+        used = {name: scope[name] for name in names if name in scope}
+        cells = []
+        for cell in fn.__closure__ or ():
+            try:
+                cells.append(cell.cell_contents)
+            except ValueError:  # not yet assigned
+                cells.append(Ellipsis)
+        return "function(" + ",".join((
+            encode((fn.__module__, fn.__qualname__)), self.code(fn.__code__), self.value(fn.__defaults__),
+            self.value(fn.__kwdefaults__), self.value(tuple(cells)), self.value(used))) + ")"
 
 
 def _encode_treedef(treedef) -> str:
