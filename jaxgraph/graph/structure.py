@@ -257,13 +257,45 @@ class Structure(_Keyed, _Blocks):
         pad[block] = self.pad_diag > 0
         return IndexData(local, sfree, valid, rows.astype(np.int32), cols.astype(np.int32), free, pad)
 
-    def linear_structure(self, method: str):
-        """Symbolic analysis of the normal equations for ``method``, computed once."""
-        if method not in self._linear_cache:
-            self._linear_cache[method] = linear.analyze(
-                self.num_blocks, self.block_dim, self.off_rows, self.off_cols, method=method
-            )
-        return self._linear_cache[method]
+    def linear_structure(self, method: str, schur: bool = True):
+        """Symbolic analysis of the normal equations for ``method``, computed once. With
+        ``schur`` and variable groups worth eliminating (:meth:`schur_groups`), a
+        :func:`jaxgraph.linear.analyze_schur` plan whose reduced system uses ``method``."""
+        key = (method, schur)
+        if key not in self._linear_cache:
+            groups = self.schur_groups() if schur else ()
+            if groups:
+                eliminate = np.concatenate([self.variable_blocks(g, np.arange(self.count(g))) for g in groups])
+                self._linear_cache[key] = linear.analyze_schur(self.num_blocks, self.block_dim, self.off_rows,
+                                                               self.off_cols, eliminate, method=method)
+            else:
+                self._linear_cache[key] = linear.analyze(self.num_blocks, self.block_dim, self.off_rows,
+                                                         self.off_cols, method=method)
+        return self._linear_cache[key]
+
+    def count(self, name: str) -> int:
+        """Number of variables of group ``name``."""
+        return next(v.count for v in self.variables if v.name == name)
+
+    def schur_groups(self) -> tuple:
+        """Variable groups to eliminate first by a Schur complement (points, landmarks): groups
+        of which no factor touches two variables (so their block of ``H`` is block diagonal),
+        largest first while no factor touches two eliminated variables, kept only when they
+        hold at least as many unknowns as the rest (bundle adjustment, visual odometry; not a
+        pose graph with a few landmarks, whose reduced system would only be denser)."""
+        slots = [names for names in self.slot_groups]
+        def unknowns(name):
+            return self.count(name) * self.kinds[name].tangent_dim
+        chosen = []
+        for v in sorted(self.variables, key=lambda v: -unknowns(v.name)):
+            trial = set(chosen) | {v.name}
+            if all(sum(n in trial for n in names) <= 1 for names in slots):
+                chosen.append(v.name)
+        total = sum(unknowns(v.name) for v in self.variables)
+        eliminated = sum(unknowns(n) for n in chosen)
+        if not chosen or eliminated == total or 2 * eliminated < total:
+            return ()
+        return tuple(n for n in (v.name for v in self.variables) if n in chosen)
 
 
 class Layout(_Keyed, _Blocks):
@@ -299,8 +331,9 @@ class Layout(_Keyed, _Blocks):
         return (self.variables, self.block_dim, self.group_counts, self.pairs, tuple(sorted(self.kinds.items())),
                 self.anchored)
 
-    def linear_structure(self, method: str):
-        """``jaxgraph.linear.size_class`` structure for ``method`` (pattern passed per call)."""
+    def linear_structure(self, method: str, schur: bool = True):
+        """``jaxgraph.linear.size_class`` structure for ``method`` (pattern passed per call; a
+        size class has no fixed pattern to plan a Schur complement on, so ``schur`` is unused)."""
         if method not in self._linear_cache:
             self._linear_cache[method] = linear.size_class(self.num_blocks, self.block_dim, self.num_offdiag,
                                                            method=method)

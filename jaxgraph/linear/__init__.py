@@ -21,6 +21,8 @@ Usage::
     # info.residual_norm (||Hx - b|| / ||b||)
     plan = linear.selected_inverse_plan(n, d, rows, cols)    # numpy, once per pattern
     S, sinfo = linear.selected_inverse(plan, diag, offdiag, pairs=(i, j))  # (H^-1)[i[k], j[k]]
+    schur = linear.analyze_schur(n, d, rows, cols, eliminate)  # points first (bundle adjustment)
+    x, info = linear.solve_with_info(schur, diag, offdiag, rhs)   # unbatched: vmap for batches
     x, k, rel = linear.conjugate_gradient(apply_a, b, precondition, max_iterations=100,
                                           tolerance=1e-10)   # any SPD operator (callables)
 
@@ -73,6 +75,7 @@ from ._inverse import (
     selected_inverse_plan,
 )
 from ._numeric import conjugate_gradient
+from ._schur import SchurStructure, analyze_schur
 from ._api import (
     DENSE_MAX_UNKNOWNS,
     DYNAMIC_METHODS,
@@ -102,8 +105,10 @@ __all__ = [
     "Factorization",
     "SelectedInverseInfo",
     "SelectedInversePlan",
+    "SchurStructure",
     "SolveInfo",
     "analyze",
+    "analyze_schur",
     "conjugate_gradient",
     "default_sparse_method",
     "factor",

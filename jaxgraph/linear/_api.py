@@ -35,9 +35,14 @@ def default_sparse_method() -> str:
 
 
 def resolve_method(method: str, num_unknowns: int) -> str:
-    """The concrete method ``"auto"`` stands for at ``num_unknowns = n * d`` scalar unknowns."""
+    """The concrete method ``"auto"`` stands for at ``num_unknowns = n * d`` scalar unknowns.
+
+    Raises ValueError for ``"dense"`` above 16,384 unknowns (a 2 GiB float64 matrix)."""
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}, expected one of {METHODS}")
+    if method == "dense" and num_unknowns > 16384:
+        raise ValueError(f"method 'dense' on {num_unknowns} unknowns needs a {num_unknowns}^2 matrix "
+                         f"({8 * num_unknowns ** 2 / 2 ** 30:.1f} GiB in float64); use 'host', 'cholesky' or 'pcg'")
     if method != "auto":
         return method
     return "dense" if num_unknowns <= DENSE_MAX_UNKNOWNS else default_sparse_method()
@@ -401,6 +406,8 @@ def factor(structure: BlockStructure, diag_blocks, offdiag_blocks, *, pattern=No
       factor itself stays on the host (cached per pattern); the Factorization holds the
       blocks, and :func:`solve_factored` reuses the host factor while they match.
     """
+    if not isinstance(structure, BlockStructure):  # a plan that solves itself (analyze_schur)
+        return structure.factor(diag_blocks, offdiag_blocks)
     diag_blocks = jnp.asarray(diag_blocks)
     offdiag_blocks = jnp.asarray(offdiag_blocks)
     rows, cols = _check(structure, diag_blocks, offdiag_blocks, who="factor", pattern=pattern)
@@ -413,6 +420,8 @@ def solve_factored(structure: BlockStructure, factorization: Factorization, rhs,
     Batch axes of ``rhs`` beyond those of the factorisation are vmapped over
     with the factorisation shared.
     """
+    if not isinstance(structure, BlockStructure):
+        return structure.solve_factored(factorization, rhs)
     rhs = jnp.asarray(rhs)
     rows, cols = _check(structure, vec=rhs, who="solve_factored", pattern=pattern)
     fb = jnp.ndim(factorization.clamped)
@@ -438,6 +447,8 @@ def solve_factored(structure: BlockStructure, factorization: Factorization, rhs,
 
 def solve_with_info(structure: BlockStructure, diag_blocks, offdiag_blocks, rhs, *, pattern=None):
     """Like :func:`solve` but also returns a :class:`SolveInfo`."""
+    if not isinstance(structure, BlockStructure):
+        return structure.solve_with_info(diag_blocks, offdiag_blocks, rhs)
     diag_blocks = jnp.asarray(diag_blocks)
     offdiag_blocks = jnp.asarray(offdiag_blocks)
     rhs = jnp.asarray(rhs)

@@ -96,13 +96,15 @@ def _sized(args):
     """``args`` on the problem padded to its size class when the linear solver takes the
     pattern as data (host / dense / PCG): graphs of one size class then share code."""
     problem, values, config = args
-    if problem.is_sized or not _in_size_class(problem, config.linear_solver):
+    if problem.is_sized or not _in_size_class(problem, config.linear_solver, config.schur):
         return args
     sized = problem.sized()
     return sized, sized.pad_values(values), config
 
 
-def _in_size_class(problem: Problem, linear_solver: str) -> bool:
+def _in_size_class(problem: Problem, linear_solver: str, schur: bool = False) -> bool:
+    if schur and problem.structure.schur_groups():
+        return False  # points eliminated first: a fixed plan (jaxgraph.linear.analyze_schur)
     kinds = problem.structure.kinds
     n = sum(size_class(v.count) * kinds[v.name].tangent_dim for v in problem.variables)
     return linear.resolve_method(linear_solver, n) in linear.DYNAMIC_METHODS

@@ -78,7 +78,7 @@ def _implicit_cotangent(problem: Problem, x, vbar, config: SolverConfig):
     _, hvp, lin = jax.linearize(gradient_at, zero, has_aux=True)
 
     # Preconditioner: the factorised Gauss-Newton system at the solution.
-    lstruct = st.linear_structure(config.linear_solver)
+    lstruct = st.linear_structure(config.linear_solver, config.schur)
     pattern = problem.linear_pattern() if lstruct.dynamic else None
     fac = linear.factor(lstruct, lin.diag, lin.offdiag, pattern=pattern)
 

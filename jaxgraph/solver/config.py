@@ -189,6 +189,11 @@ class SolverConfig:
     CHOLMOD on CPU and the JAX multifrontal Cholesky elsewhere); static.  With ``"host"``,
     ``"dense"`` or ``"pcg"`` the problem is solved in its size class
     (:meth:`jaxgraph.Problem.sized`): one compiled program per size class, not per graph.
+    ``schur``: eliminate point-like variable groups first by a Schur complement when the
+    structure finds some worth it (:meth:`jaxgraph.graph.Structure.schur_groups`: bundle
+    adjustment, visual odometry), solving the reduced system with ``linear_solver``; such
+    problems are not solved in a size class. ``False``: one sparse solve of the whole
+    system. Static.
     ``callback``: optional ``callback(iteration, cost, damping, step_norm, accepted)`` called
     from inside the compiled loop after every trial (a host call, see
     ``jaxgraph/solver/progress.py``; not called under reverse-mode differentiation); static, so keep
@@ -203,6 +208,7 @@ class SolverConfig:
 
     method: str = _static("lm")
     linear_solver: str = _static("auto")
+    schur: bool = _static(True)
     damping: DampingConfig = field(default_factory=DampingConfig, metadata={"static": False})
     termination: TerminationConfig = field(default_factory=TerminationConfig, metadata={"static": False})
     backward: BackwardConfig = field(default_factory=BackwardConfig, metadata={"static": False})

@@ -92,7 +92,7 @@ class Loop:
         self.stop = stop
         self.lm = config.method == "lm"
         # Symbolic analysis happens here, at trace time, once per structure and method.
-        self.lstruct = self.st.linear_structure(config.linear_solver)
+        self.lstruct = self.st.linear_structure(config.linear_solver, config.schur)
         # a size-class problem passes its sparsity pattern to the linear solver as data
         self.pattern = self.problem.linear_pattern() if self.lstruct.dynamic else None
         self.free = self.problem.free_mask(self.dtype)
