@@ -1,7 +1,8 @@
 """Block-sparse symmetric linear solvers for the normal equations ``H x = b``.
 
-H has ``n`` variable blocks of uniform size ``d`` (3 for SE2, 6 for SE3; the
-caller pads smaller variables).  It is given as
+H has ``n`` blocks of uniform size ``d`` (``jaxgraph.graph`` uses the gcd of the
+variables' tangent sizes: a variable owns ``t / d`` consecutive blocks, nothing padded).
+It is given as
 
 * ``diag_blocks [n, d, d]``: H_ii (the solver uses the symmetric part),
 * ``offdiag_blocks [M, d, d]``: ``offdiag_blocks[k] = H[rows[k], cols[k]]`` for the
