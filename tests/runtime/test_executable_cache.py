@@ -8,6 +8,7 @@ contract (different static data, different text; user code refused).
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -25,7 +26,9 @@ ROOT = Path(__file__).resolve().parents[2]
 DATA = ROOT / ".." / "shared" / "data" / "posegraph"
 
 # One process: solve a graph with the cache in argv[1] on or off; print cost, iterations,
-# a digest of the values, whether the solve was traced here, and the cache entries.
+# a digest of the values, whether the solve was traced here, and the cache entries. With a
+# second graph in argv[5], solve it afterwards with the program of the first, freshly compiled
+# in this process (no disk involved), and print the same numbers of it under "other".
 _WORKER = r"""
 import hashlib, json, sys, warnings
 import jax
@@ -38,6 +41,7 @@ jax.monitoring.register_event_duration_secs_listener(
     lambda event, duration, fun_name=None, **_: traces.append(fun_name)
     if event == "/jax/core/compile/jaxpr_trace_duration" and fun_name == "_dispatch" else None)
 cache, graph, dtype, callback = sys.argv[1:5]
+other_graph = sys.argv[5] if len(sys.argv) > 5 else None
 if cache != "off":
     jaxgraph.enable_compilation_cache(cache)
 problem, values = jaxgraph.io.read_g2o(graph, dtype=np.dtype(dtype))
@@ -51,26 +55,31 @@ with warnings.catch_warnings(record=True) as caught:
     warnings.simplefilter("always")
     out, info = jaxgraph.solve(problem, values, **settings)
     out, info = jaxgraph.solve(problem, values, **settings)  # the second call: the in-process path
-x = np.asarray(out[problem.variables[0].name])
+def numbers(out, info):
+    x = np.asarray(out[problem.variables[0].name])
+    return {"cost": float(info.cost), "iterations": int(info.iterations), "converged": bool(info.converged),
+            "digest": hashlib.sha256(x.tobytes()).hexdigest(), "dtype": str(x.dtype)}
+result = numbers(out, info)
+if other_graph is not None:
+    problem, values = jaxgraph.io.read_g2o(other_graph, dtype=np.dtype(dtype))
+    result["other"] = numbers(*jaxgraph.solve(problem, values, **settings))
 folder = executable_cache.directory()
-print("RESULT " + json.dumps({
-    "cost": float(info.cost), "iterations": int(info.iterations), "converged": bool(info.converged),
-    "digest": hashlib.sha256(x.tobytes()).hexdigest(), "dtype": str(x.dtype),
+print("RESULT " + json.dumps(dict(result, **{
     "traced": len(traces),
     "entries": sorted(p.name for p in folder.glob("*.pkl")) if folder and folder.exists() else [],
     "warnings": [str(w.message) for w in caught],
-}))
+})))
 """
 
 
-def _run(cache, graph, dtype="float64", callback="none", max_size=None):
+def _run(cache, graph, dtype="float64", callback="none", max_size=None, other=None):
     env = {k: v for k, v in os.environ.items()
            if k not in ("JAXGRAPH_NO_COMPILE_CACHE", "JAX_COMPILATION_CACHE_DIR", "JAX_COMPILATION_CACHE_MAX_SIZE")}
     env["PYTHONPATH"] = str(ROOT)
     if max_size is not None:
         env["JAX_COMPILATION_CACHE_MAX_SIZE"] = str(max_size)
-    done = subprocess.run([sys.executable, "-c", _WORKER, str(cache), str(graph), dtype, callback],
-                          env=env, capture_output=True, text=True, timeout=600)
+    argv = [str(cache), str(graph), dtype, callback] + ([str(other)] if other is not None else [])
+    done = subprocess.run([sys.executable, "-c", _WORKER, *argv], env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     line = next(ln for ln in done.stdout.splitlines() if ln.startswith("RESULT "))
     return json.loads(line[len("RESULT "):])
@@ -93,31 +102,49 @@ def _ring(path, n, closure, dim3=False):
     return path
 
 
-@pytest.mark.parametrize("n, dim3", [(150, False), (12, True)], ids=["host-cholmod-se2", "dense-lapack-se3"])
+# The dense LAPACK path is slow here: tests/runtime/test_custom_cache.py covers it in the fast
+# suite (a new process loads the dense LAPACK program of a different graph of the size class,
+# trace count 0, bit-identical to the program compiled in the first process).
+@pytest.mark.parametrize("n, dim3", [(150, False), pytest.param(12, True, marks=pytest.mark.slow)],
+                         ids=["host-cholmod-se2", "dense-lapack-se3"])
 def test_a_new_process_loads_the_solve_without_tracing_and_gets_the_same_answer(tmp_path, n, dim3):
     """150 SE2 poses run CHOLMOD (a jaxgraph custom call); 12 SE3 poses the dense path (jaxlib's
     LAPACK kernels, which a loaded program needs set up): both found again by a new process
-    on a *different* graph of the same size class, with results bit-identical to no cache."""
+    on a *different* graph of the same size class, with results bit-identical to no cache (the
+    first process solves that graph too, with the program it compiled itself)."""
     cache = tmp_path / "cache"
-    first = _run(cache, _ring(tmp_path / "a.g2o", n, (0, n - 10), dim3))
-    assert first["traced"] == 1 and len(first["entries"]) == 1
     other = _ring(tmp_path / "b.g2o", n, (5, n - 3), dim3)
+    first = _run(cache, _ring(tmp_path / "a.g2o", n, (0, n - 10), dim3), other=other)
+    assert first["traced"] == 1 and len(first["entries"]) == 1  # one program for both graphs
     loaded = _run(cache, other)
     assert loaded["traced"] == 0, "the new process traced the solve instead of loading it"
     assert loaded["entries"] == first["entries"]
     assert not [w for w in loaded["warnings"] if "cached executable" in w]  # the entry loaded cleanly
-    fresh = _run("off", other)
-    assert fresh["traced"] == 1
     for key in ("cost", "iterations", "converged", "digest"):
-        assert loaded[key] == fresh[key], key
+        assert loaded[key] == first["other"][key], key
     assert loaded["converged"]
 
 
+@pytest.fixture(scope="module")
+def seeded(tmp_path_factory):
+    """A cache holding the solve of a 20-pose ring, the graph and that first run's result,
+    shared by the tests that start from one stored entry (each copies the folder)."""
+    root = tmp_path_factory.mktemp("seeded")
+    graph = _ring(root / "a.g2o", 20, (0, 15))
+    first = _run(root / "cache", graph)
+    assert first["traced"] == 1 and len(first["entries"]) == 1
+    return root / "cache", graph, first
+
+
+def _copy(seeded, tmp_path):
+    cache, graph, first = seeded
+    shutil.copytree(cache, tmp_path / "cache")
+    return tmp_path / "cache", graph, first
+
+
 @pytest.mark.slow  # six processes; the fast tests cover its parts in-process (keys, encoder) and in test_cli.py
-def test_programs_differ_by_dtype_and_a_callback_of_user_code_is_not_stored(tmp_path):
-    cache = tmp_path / "cache"
-    graph = _ring(tmp_path / "a.g2o", 20, (0, 15))
-    f64 = _run(cache, graph)
+def test_programs_differ_by_dtype_and_a_callback_of_user_code_is_not_stored(seeded, tmp_path):
+    cache, graph, f64 = _copy(seeded, tmp_path)
     f32 = _run(cache, graph, dtype="float32")
     assert f32["dtype"] == "float32" and f32["traced"] == 1  # not the float64 program
     assert len(f32["entries"]) == 2
@@ -130,10 +157,8 @@ def test_programs_differ_by_dtype_and_a_callback_of_user_code_is_not_stored(tmp_
     assert lam["traced"] == 1 and len(lam["entries"]) == 3 and lam["cost"] == f64["cost"]
 
 
-def test_an_unreadable_entry_is_reported_and_replaced(tmp_path):
-    cache = tmp_path / "cache"
-    graph = _ring(tmp_path / "a.g2o", 20, (0, 15))
-    first = _run(cache, graph)
+def test_an_unreadable_entry_is_reported_and_replaced(seeded, tmp_path):
+    cache, graph, first = _copy(seeded, tmp_path)
     (entry,) = (cache / xc.FOLDER).glob("*.pkl")
     entry.write_bytes(b"not a pickle")
     second = _run(cache, graph)
@@ -204,10 +229,8 @@ def test_the_folder_is_bounded_by_evicting_the_least_recently_used_entries(tmp_p
     assert sorted(p.name for p in folder.glob("*.pkl")) == ["0.pkl", "3.pkl"]
 
 
-def test_a_hit_marks_the_entry_used_and_an_entry_over_the_bound_is_not_stored(tmp_path):
-    cache = tmp_path / "cache"
-    graph = _ring(tmp_path / "a.g2o", 20, (0, 15))
-    first = _run(cache, graph)
+def test_a_hit_marks_the_entry_used_and_an_entry_over_the_bound_is_not_stored(seeded, tmp_path):
+    cache, graph, first = _copy(seeded, tmp_path)
     (entry,) = (cache / xc.FOLDER).glob("*.pkl")
     os.utime(entry, (1e9, 1e9))  # 2001
     again = _run(cache, graph)
@@ -219,15 +242,17 @@ def test_a_hit_marks_the_entry_used_and_an_entry_over_the_bound_is_not_stored(tm
     assert tight["cost"] == first["cost"] and tight["converged"]
 
 
-def test_the_bound_defaults_to_one_gib_or_jax_s_environment_variable():
-    from jaxgraph.runtime.compile_cache import enable_compilation_cache
+def test_the_bound_defaults_to_one_gib_or_jax_s_environment_variable(monkeypatch):
+    from jaxgraph.runtime.compile_cache import default_max_size, enable_compilation_cache
 
+    monkeypatch.delenv("JAX_COMPILATION_CACHE_MAX_SIZE", raising=False)
+    assert default_max_size() == 2 ** 30  # unset: here, in this process
+    # set: JAX parses (and checks) it when imported, so each value needs its own process
     code = "from jaxgraph.runtime.compile_cache import default_max_size; print(default_max_size())"
     env = {k: v for k, v in os.environ.items() if k != "JAX_COMPILATION_CACHE_MAX_SIZE"}
     env["PYTHONPATH"] = str(ROOT)
-    for value, expected in ((None, 2 ** 30), ("12345", 12345), ("-1", -1)):
-        if value is not None:
-            env["JAX_COMPILATION_CACHE_MAX_SIZE"] = value
+    for value, expected in (("12345", 12345), ("-1", -1)):
+        env["JAX_COMPILATION_CACHE_MAX_SIZE"] = value
         done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
         assert done.returncode == 0, done.stderr[-2000:]
         assert int(done.stdout.split()[-1]) == expected, value
