@@ -87,9 +87,14 @@ def generator_columns(kind: Kind, x, dtype):
     (``x_h = (x, 1)``)."""
     n = x.shape[-1]
     G = jnp.asarray(generators(kind), dtype)  # [t, n+1, n+1]
-    # broadcast products summed over n (no tiny batched dots, see smallmat.matmul)
-    cols = jnp.sum(G[None, :, :n, :n] * x[:, None, None, :], -1) + G[None, :, :n, n]  # [M, t, n]
-    return jnp.swapaxes(cols, -1, -2)
+    # products summed over n unrolled (no tiny batched dots, see smallmat.matmul). Not
+    # jnp.sum over a broadcast product: in float32 XLA:CPU (jax 0.10.2) compiled that sum,
+    # plus the translation column and the transpose, to wrong numbers for most of 33,511
+    # rows (the eager result and float64 were right; tests/graph/test_camera_factors.py
+    # checks the jit-compiled float32 Jacobian against float64 on a large batch).
+    Gt = jnp.swapaxes(G[:, :n, :], 0, 1)  # [n, t, n+1]: row i of every generator
+    cols = Gt[None, :, :, n] + sum(Gt[None, :, :, j] * x[:, None, None, j] for j in range(n))
+    return cols  # [M, n, t]
 
 
 def in_pose_frame(kind: Kind, pose, point, with_jacobians: bool = True):
