@@ -38,6 +38,7 @@ import argparse
 from . import cluster
 from .batch import batch_command, run_batch
 from .common import (
+    LIBRARY_TRIALS,
     FORMATS,
     NOT_CONVERGED,
     OK,
@@ -106,7 +107,11 @@ def build_parser() -> argparse.ArgumentParser:
         "Cholesky in JAX, dense, pcg; auto = dense up to 300 unknowns, else host on the CPU, "
         "see docs/linear.md (default: auto)",
     )
-    s.add_argument("--max-iterations", type=positive_int, default=100, help="maximum loop trips = linear solves (default: 100)")
+    s.add_argument("--max-iterations", type=positive_int, default=LIBRARY_TRIALS,
+                   help="most trials, accepted and rejected LM steps (= linear solves) "
+                   f"(default: {LIBRARY_TRIALS}, the library's)")
+    s.add_argument("--max-accepted-iterations", type=positive_int, default=None,
+                   help="most accepted steps, the iterations GTSAM counts (default: no such cap)")
     s.add_argument("--diagonal-damping", action=argparse.BooleanOptionalAction, default=None,
                    help="LM damping lambda * diag(H) (clamped >= 1e-6) instead of lambda * I (default: on for "
                    "bundle adjustment, bal and bundler; off otherwise)")

@@ -79,6 +79,12 @@ def input_format(input_path, given: str | None = None) -> str:
                      f"bundler); pass --format {'|'.join(FORMATS)}")
 
 
+# the library's trial budget (TerminationConfig.max_iterations), so that a file solves alike
+# from Python and from the command line; a literal, because importing the solver here would
+# import JAX for `--help` (tests/cli/test_formats.py checks it equals the library's)
+LIBRARY_TRIALS = 2000
+
+
 @dataclass(frozen=True)
 class Options:
     """The settings that ``run_solve`` and ``run_batch`` share: keyword arguments of both, and
@@ -86,7 +92,8 @@ class Options:
 
     method: str = "lm"  # --method: "lm" (Levenberg-Marquardt) or "gn" (Gauss-Newton)
     linear_solver: str = "auto"  # --linear-solver: "auto", "host", "cholesky", "dense" or "pcg"
-    max_iterations: int = 100  # --max-iterations: most loop trips (= linear solves)
+    max_iterations: int = LIBRARY_TRIALS  # --max-iterations: most trials (accepted + rejected steps)
+    max_accepted_iterations: int | None = None  # --max-accepted-iterations: most accepted steps (GTSAM's count)
     float32: bool = False  # --float32: solve in float32 (default float64)
     strict: bool = False  # --strict: reject non-positive-definite information matrices
     overwrite: bool = False  # --overwrite: --output may be the input file
@@ -105,7 +112,7 @@ class Options:
         """The keyword arguments of :func:`jaxgraph.solve` among these options."""
         damping = self.diagonal_damping if self.diagonal_damping is not None else self.format in BUNDLE_FORMATS
         return {"method": self.method, "linear_solver": self.linear_solver, "max_iterations": self.max_iterations,
-                "diagonal_damping": bool(damping)}
+                "max_accepted_iterations": self.max_accepted_iterations, "diagonal_damping": bool(damping)}
 
 
 def solver_flags(args) -> dict:

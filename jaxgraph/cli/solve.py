@@ -70,7 +70,8 @@ def run_solve(input_path, output=None, report=None, *, plot=None, marginals=Fals
     nfactors = sum(g.count for g in problem.factors)
     config = SolverConfig(method=opts.method, linear_solver=opts.linear_solver,
                           callback=print_progress if verbose else None).replace(
-        max_iterations=opts.max_iterations, diagonal_damping=opts.diagonal_damping)
+        max_iterations=opts.max_iterations, max_accepted_iterations=opts.max_accepted_iterations,
+        diagonal_damping=opts.diagonal_damping)
     if verbose:
         damped = ", diagonal damping" if opts.method == "lm" and opts.diagonal_damping else ""
         print(f"{input_path}: {inp.describe()}, method {opts.method}{damped}", flush=True)

@@ -137,3 +137,10 @@ def test_g2o_landmarks_end_to_end(tmp_path, capsys):
     assert [g.name for g in problem.factors] == ["edges", "bearing_range", "anchor"]
     original, _ = jaxgraph.io.read_g2o(VICTORIA, dtype=jnp.float64)
     np.testing.assert_allclose(float(original.cost(solved)), report["final_cost"], rtol=1e-6)
+
+
+def test_cli_trial_budget_is_the_library_default():
+    from jaxgraph.cli.common import LIBRARY_TRIALS
+    from jaxgraph.solver.config import TerminationConfig
+
+    assert LIBRARY_TRIALS == TerminationConfig().max_iterations
