@@ -34,6 +34,12 @@ Compiled programs are kept in JAX's persistent compilation cache
 from __future__ import annotations
 
 import argparse
+import os
+
+# One OpenBLAS thread, set before numpy, SciPy or jaxlib load their BLAS: with two threads on
+# a busy 2-core machine a 156 x 156 Cholesky took 250 ms instead of 0.25 ms (OpenBLAS waits for
+# a second thread that the solver's own threads keep busy). The user's own setting wins.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 from . import cluster
 from .batch import batch_command, run_batch

@@ -72,8 +72,8 @@ def analyze_schur(num_blocks: int, block_dim: int, rows, cols, eliminate, *, met
                   **analyze_options) -> SchurStructure:
     """Plan the elimination of the variables ``eliminate`` (``int[Ne, b]`` block ids, one row
     per variable) from the pattern ``rows, cols`` (as :func:`analyze` takes it); the reduced
-    system is analysed by :func:`analyze` with ``method`` (``"auto"`` on its own size) and
-    ``analyze_options``.
+    system is analysed by :func:`analyze` with ``method`` (``"auto"``: the host CHOLMOD on the
+    CPU, the JAX multifrontal Cholesky elsewhere, whatever the size) and ``analyze_options``.
 
     Raises ValueError when an off-diagonal block links two different eliminated variables
     (``P`` would not be block diagonal) or when nothing would be kept.
@@ -123,6 +123,10 @@ def analyze_schur(num_blocks: int, block_dim: int, rows, cols, eliminate, *, met
     has_diag = fill.size and fill[0] == -1
     slot = np.where(diagonal, a, slot - int(has_diag))  # diagonal: the kept block; else its fill slot
     fill = fill[int(has_diag):]
+    if method == "auto":
+        # not "dense" for a small reduced system: LAPACK's threaded Cholesky of a few hundred
+        # unknowns can stall for 250 ms on a busy CPU (docs/linear.md); CHOLMOD does not
+        method = _api.default_sparse_method()
     reduced = _api.analyze(kept.size, d, np.concatenate([red[rows[kk]], fill // kept.size]),
                            np.concatenate([red[cols[kk]], fill % kept.size]), method=method, **analyze_options)
     # pad the pairs to whole chunks with a pair of the zero cross entry (index E), slot 0
