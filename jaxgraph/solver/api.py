@@ -27,7 +27,8 @@ def solve(problem: Problem, initial_values: dict, config: SolverConfig | None = 
         ``config.replace(**settings)``: ``method``, ``linear_solver``, ``callback``;
         ``initial_damping``, ``damping_factor``, ``max_damping``, ``min_damping``,
         ``min_model_fidelity``, ``diagonal_damping`` (:class:`DampingConfig`);
-        ``max_iterations``, ``tolerance``, ``absolute_tolerance``, ``gradient_tolerance``,
+        ``max_iterations`` (trials), ``max_accepted_iterations`` (accepted steps, GTSAM's
+        iterations), ``tolerance``, ``absolute_tolerance``, ``gradient_tolerance``,
         ``step_tolerance`` (:class:`TerminationConfig`); ``backward``,
         ``backward_iterations``, ``implicit_max_iterations`` (:class:`BackwardConfig`).
 
