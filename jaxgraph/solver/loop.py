@@ -168,7 +168,8 @@ class Loop:
             bad = bad | (trial & ~v.finite)
         singular = trial & s.clamped if not self.lm else no
         # The cap on accepted steps (GTSAM's iterations): not convergence, so last.
-        capped = trial & v.ok & (s.accepted_steps + 1 >= t.max_accepted_iterations)
+        cap = t.max_accepted_iterations  # infinity unless set (TerminationConfig.resolved)
+        capped = trial & v.ok & (s.accepted_steps + 1 >= cap) if cap is not None else no
         return jnp.select(
             [bad, singular, increased, conv_cost, conv_grad, conv_step, limit, capped], [6, 7, 5, 1, 2, 3, 4, 8], 0
         ).astype(jnp.int32)
