@@ -8,7 +8,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .. import smallmat
 from .factors import MatrixFactor
 
 __all__ = ["Linearization", "values_dtype", "group_terms", "linearize", "total_cost", "zero_linearization"]
@@ -41,11 +40,16 @@ def _mask(x, dtype):
 
 def _tdot(A, B):
     """``A^T B`` over the last two axes, ``[..., r, i] x [..., r, j] -> [..., i, j]``: a
-    broadcast product summed over ``r`` in float64, unrolled over ``r`` otherwise (see
-    smallmat.matmul: the float32 reduction is as slow as a float32 batched dot)."""
-    if jnp.result_type(A, B) == jnp.float64:
+    broadcast product summed over ``r`` in float64 for ``r > 3``, unrolled over ``r``
+    otherwise (see smallmat.matmul: the float32 reduction is as slow as a float32 batched
+    dot; in float64 the unrolled sum of a 2-row reprojection Jacobian's 9 x 9 products took
+    3.8 ms for 33,511 factors against 7.7 ms for the reduction)."""
+    if jnp.result_type(A, B) == jnp.float64 and A.shape[-2] > 3:
         return jnp.sum(A[..., :, :, None] * B[..., :, None, :], axis=-3)
-    return smallmat.matmul(jnp.swapaxes(A, -1, -2), B)
+    out = A[..., 0, :, None] * B[..., 0, None, :]
+    for r in range(1, A.shape[-2]):
+        out = out + A[..., r, :, None] * B[..., r, None, :]
+    return out
 
 
 
