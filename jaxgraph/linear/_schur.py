@@ -165,6 +165,15 @@ def _blocks(s: SchurStructure, diag, offdiag):
     return Pinv, W, clamped
 
 
+def _mm(a, b):
+    """``a @ b`` for batches of small matrices as products unrolled over the inner size: XLA:CPU
+    runs a batched float64 dot of 3 x 3 matrices several times slower (see smallmat.matmul)."""
+    out = a[..., :, 0:1] * b[..., 0:1, :]
+    for k in range(1, a.shape[-1]):
+        out = out + a[..., :, k : k + 1] * b[..., k : k + 1, :]
+    return out
+
+
 def _pinv_block(s, Pinv, var, sa, sb):
     """``(P_var^-1)[sa, sb]`` d x d blocks (gathered)."""
     d = s.block_dim
@@ -185,7 +194,7 @@ def _factor(s: SchurStructure, diag, offdiag):
     def step(acc, chunk):
         li, ri, sl, dg = chunk
         # W_l P^-1[s_l, s_r] W_r^T: the coupling the eliminated variable adds between kept blocks
-        prod = W[li] @ _pinv_block(s, Pinv, cv[li], cs[li], cs[ri]) @ jnp.swapaxes(W[ri], -1, -2)
+        prod = _mm(_mm(W[li], _pinv_block(s, Pinv, cv[li], cs[li], cs[ri])), jnp.swapaxes(W[ri], -1, -2))
         sd, so = acc
         # a diagonal block receives both orders of each pair (both are listed), an
         # off-diagonal slot (kept(l) < kept(r)) one
