@@ -21,7 +21,7 @@ are free, the optimum is a 7-dimensional family and the derivative of "the" solu
 exist (H is singular). As with a calibrated stereo rig, cameras 0 and 1 are held fixed at
 their true values (``VariableGroup(..., fixed=(0, 1))``), which fixes all seven.
 
-    python examples/differentiate_bundle_adjustment.py [--cameras 6 --points 40 --step 1e-3]
+    python examples/differentiate_bundle_adjustment.py [--cameras 6 --points 40 --step 1e-2]
 """
 
 from __future__ import annotations
@@ -76,7 +76,7 @@ def make_loss(problem, initial, true_points):
     return loss
 
 
-def gradient_check(num_cameras=6, num_points=40, step=1e-3, seed=2):
+def gradient_check(num_cameras=6, num_points=40, step=1e-2, seed=2):
     """``(loss at 0, implicit gradient [2], central differences [2])`` at ``delta = 0``."""
     problem, initial, true_points = make_scene(num_cameras, num_points, seed)
     loss = make_loss(problem, initial, true_points)
@@ -91,8 +91,9 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--cameras", type=int, default=6, help="number of cameras, at least 3 (default: 6)")
     parser.add_argument("--points", type=int, default=40, help="number of points (default: 40)")
-    parser.add_argument("--step", type=float, default=1e-3,
-                        help="finite-difference step of the pixel offset, in pixels (default: 1e-3)")
+    parser.add_argument("--step", type=float, default=1e-2,
+                        help="finite-difference step of the pixel offset, in pixels (default: 1e-2; at 1e-3 "
+                        "the re-solves' own precision shows, about 1e-4 relative)")
     parser.add_argument("--seed", type=int, default=2, help="random seed of the synthetic scene (default: 2)")
     args = parser.parse_args(argv)
     if args.cameras < 3:
