@@ -140,18 +140,25 @@ GTSAM_DUBROVNIK = {  # GTSAM 4.3.0 LM (default parameters but maxIterations): fi
     "default": (0.03181304864, 633),  # ../shared/data/README.md; lambda I damping
     "diagonal": (0.0024622501043605988, 386),  # the same with setDiagonalDamping(True)
 }
+GTSAM_DUBROVNIK_100 = 0.04613939058  # GTSAM's default maxIterations = 100 (../shared/data/README.md)
 
 
-@pytest.mark.slow  # 35-50 s on the busy 2-core machine (two solves, 2037 LM trials); test_trial_cap_... covers the caps
+@pytest.mark.slow  # 30-50 s on the 2-core machine (three solves, 2238 LM trials); test_trial_cap_... covers the caps
 def test_default_solve_of_dubrovnik_reaches_gtsam_s_optimum():
     """GTSAM needs 633 iterations (1267 trials here: 633 accepted, as GTSAM's iterations) to
     reach its optimum, beyond its default of 100: the default trial budget reaches it, in
-    both damping modes, each at GTSAM's own optimum for that mode."""
+    both damping modes, each at GTSAM's own optimum for that mode; capped at 100 accepted
+    steps it stops where GTSAM's default stops."""
     problem, values = dubrovnik()
-    for mode, diagonal in (("default", False), ("diagonal", True)):
+    # 770 trials crawling along a valley: the Schur-complement solves here and GTSAM's
+    # elimination differ by 1e-6 at the end with diagonal damping (2.5e-8 without Schur)
+    for mode, diagonal, rtol in (("default", False, 1e-6), ("diagonal", True, 1e-5)):
         _, info = jaxgraph.solve(problem, values, diagonal_damping=diagonal)
         cost, iterations = GTSAM_DUBROVNIK[mode]
         assert bool(info.converged) and int(info.status) == 1, mode
-        assert abs(float(info.cost) - cost) <= 1e-6 * cost, (mode, float(info.cost))
+        assert abs(float(info.cost) - cost) <= rtol * cost, (mode, float(info.cost))
         assert int(info.accepted_steps) == iterations, mode
         assert int(info.iterations) < jaxgraph.TerminationConfig().max_iterations
+    _, info = jaxgraph.solve(problem, values, max_accepted_iterations=100)
+    assert (int(info.accepted_steps), int(info.status), bool(info.converged)) == (100, 8, False)
+    assert abs(float(info.cost) - GTSAM_DUBROVNIK_100) <= 1e-6 * GTSAM_DUBROVNIK_100, float(info.cost)
