@@ -103,6 +103,12 @@ def test_blocks_are_the_gcd_and_counts_are_true(dim, block):
     assert st.blocks_per == {"poses": tangent // block, "points": dim // block}
 
 
+# Slow (22-25 s each: the linearisation and the dense Jacobian run op by op, eagerly). Covered
+# in the fast suite by test_marginals_equal_the_dense_inverse (H, through every variable's
+# block of H^-1 against the same dense reference, 1e-8) and by
+# test_solve_reaches_a_stationary_point_with_every_linear_solver (g: the dense J^T e vanishes
+# where our g does), both dims. Under jax.jit this test takes 6-15 s.
+@pytest.mark.slow
 @pytest.mark.parametrize("dim", [2, 3])
 def test_normal_equations_equal_the_dense_jacobian(dim):
     problem, values = _problem(dim)
