@@ -95,6 +95,10 @@ import sys
 import sysconfig
 import tempfile
 import time
+
+# One OpenBLAS thread for every solver, as the jaxgraph CLI sets it (a threaded LAPACK call of a
+# few hundred unknowns stalls on a busy 2-core machine); children inherit it.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 from pathlib import Path
 
 import numpy as np
@@ -777,7 +781,8 @@ def main(argv=None):
     summary["gtsam_costs_match_references"] = all(refs) if refs else None
     doc = {
         "benchmark": "beyond_poses",
-        "machine": {**machine_info(), "load_average_1_5_15min": load_start, "versions": _versions()},
+        "machine": {**machine_info(), "load_average_1_5_15min": load_start, "versions": _versions(),
+                    "openblas_num_threads": os.environ.get("OPENBLAS_NUM_THREADS")},
         "settings": {"repeats": args.repeats, "quick": args.quick,
                      "synthetic_bal": {**syn_settings, "observations": syn_observations},
                      "ceres_build_command": build_cmd if build_cmd else module,
