@@ -18,8 +18,8 @@ import numpy as np
 import pytest
 
 import jaxgraph
-from jaxgraph.runtime import executable_cache as xc
 from jaxgraph.graph.kinds import kind_of
+from jaxgraph.runtime import executable_cache as xc
 from jaxgraph.solver import SolverConfig
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -243,7 +243,10 @@ def test_a_hit_marks_the_entry_used_and_an_entry_over_the_bound_is_not_stored(se
 
 
 def test_the_bound_defaults_to_one_gib_or_jax_s_environment_variable(monkeypatch):
-    from jaxgraph.runtime.compile_cache import default_max_size, enable_compilation_cache
+    from jaxgraph.runtime.compile_cache import (
+        default_max_size,
+        enable_compilation_cache,
+    )
 
     monkeypatch.delenv("JAX_COMPILATION_CACHE_MAX_SIZE", raising=False)
     assert default_max_size() == 2 ** 30  # unset: here, in this process
