@@ -109,8 +109,9 @@ def run_solve(input_path, output=None, report=None, *, plot=None, marginals=Fals
         **extra,
     }, opts, compile_seconds=compile_seconds, solve_seconds=solve_seconds)
     bad = first_non_finite(out)
-    # Written only when finite and the loop ended normally (converged or max_iterations).
-    writable = bad is None and (rep["converged"] or status == 0)
+    # Written only when finite and the loop ended normally (converged, max_iterations or
+    # max_accepted_iterations).
+    writable = bad is None and (rep["converged"] or status in (0, 8))
     if marginals and writable:
         rep["marginals"], rep["marginals_seconds"] = timed(marginals_report, graph, out)
     if output and writable:

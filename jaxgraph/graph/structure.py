@@ -176,6 +176,7 @@ class Structure(_Keyed, _Blocks):
         self.pad_diag = np.repeat(~free_blocks[:, None], self.block_dim, axis=1).astype(np.float64)
         groups, slot_blocks = [], []
         self.slot_groups = tuple(g.variables for g in factor_groups)  # variable group of each slot
+        self._names = tuple(g.name for g in factor_groups)
         for g in factor_groups:
             local = g.indices.array
             blocks = [self.variable_blocks(v, local[:, a]) for a, v in enumerate(g.variables)]
@@ -202,7 +203,23 @@ class Structure(_Keyed, _Blocks):
             h.update(key.encode())
             h.update(val.tobytes() if isinstance(val, np.ndarray) else repr(val).encode())
         self.key = h.hexdigest()
+        self._types = tuple(g.type for g in factor_groups)
         self._linear_cache: dict = {}
+
+    def _cache_key(self):
+        """What shapes the compiled solve, for ``jaxgraph.runtime.executable_cache``: the
+        variable groups, each factor group's name, type (keyed by its own fields or
+        ``_cache_key``; a custom residual by its code) and slots, digests of the index arrays
+        and of the metadata, and the gauge anchor. (:attr:`key` hashes the same data with
+        ``repr``, which for a custom residual holds its memory address: good for one process.)"""
+        meta = hashlib.sha1()
+        for key in sorted(self.metadata):
+            val = self.metadata[key]
+            meta.update(key.encode())
+            meta.update(val.tobytes() if isinstance(val, np.ndarray) else repr(val).encode())
+        groups = tuple((gs_name, t, names, hashlib.sha1(gs.global_index.tobytes()).hexdigest())
+                       for gs_name, t, names, gs in zip(self._names, self._types, self.slot_groups, self.groups))
+        return (self.variables, groups, meta.hexdigest(), self.anchored)
 
     def _pairs(self):
         return [gs.pairs for gs in self.groups]
