@@ -297,14 +297,16 @@ class Structure(_Keyed, _Blocks):
     def schur_groups(self) -> tuple:
         """Variable groups to eliminate first by a Schur complement (points, landmarks): groups
         of which no factor touches two variables (so their block of ``H`` is block diagonal),
-        largest first while no factor touches two eliminated variables, kept only when they
+        smallest tangent first while no factor touches two eliminated variables, kept only when they
         hold at least as many unknowns as the rest (bundle adjustment, visual odometry; not a
         pose graph with a few landmarks, whose reduced system would only be denser)."""
         slots = [names for names in self.slot_groups]
         def unknowns(name):
             return self.count(name) * self.kinds[name].tangent_dim
         chosen = []
-        for v in sorted(self.variables, key=lambda v: -unknowns(v.name)):
+        # smallest variables first (points before cameras): their blocks of H are inverted
+        # one by one, and a 9 x 9 camera block compiled a large unrolled inverse for nothing
+        for v in sorted(self.variables, key=lambda v: (self.kinds[v.name].tangent_dim, -unknowns(v.name))):
             trial = set(chosen) | {v.name}
             if all(sum(n in trial for n in names) <= 1 for names in slots):
                 chosen.append(v.name)
