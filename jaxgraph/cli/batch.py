@@ -47,7 +47,7 @@ def run_batch(input_path, batch: int, sigma: float, seed: int, output=None, repo
     Raises ``ValueError``/``OSError`` for bad arguments or input and :class:`SolveFailed`
     when no copy converged (the report is written first).
     """
-    opts = Options(**options)
+    opts = Options(**options).resolved(input_path)  # format from the file name, diagonal damping for BA
     if run is not None and run.process_index != 0:
         output = report = None
         verbose = False
