@@ -73,11 +73,13 @@ print("RESULT " + json.dumps(dict(result, traced=len(traces),
 """
 
 
-def _run(cache, *seeds):
+def _run(cache, *seeds, worker=_WORKER):
+    """Run ``worker`` (a script) in a new process with the cache folder and ``seeds`` as its
+    arguments; its ``RESULT`` line as a dict."""
     env = {k: v for k, v in os.environ.items()
            if k not in ("JAXGRAPH_NO_COMPILE_CACHE", "JAX_COMPILATION_CACHE_DIR", "JAX_COMPILATION_CACHE_MAX_SIZE")}
     env["PYTHONPATH"] = str(ROOT)
-    done = subprocess.run([sys.executable, "-c", _WORKER, str(cache), *map(str, seeds)], env=env, capture_output=True, text=True,
+    done = subprocess.run([sys.executable, "-c", worker, str(cache), *map(str, seeds)], env=env, capture_output=True, text=True,
                           timeout=600, check=False)
     assert done.returncode == 0, done.stderr[-3000:]
     line = next(ln for ln in done.stdout.splitlines() if ln.startswith("RESULT "))

@@ -2,13 +2,7 @@
 in the executable cache and loaded by a new process: JAX's trace count there is 0 and the
 result is bit-identical to the first process's."""
 
-import json
-import os
-import subprocess
-import sys
-from pathlib import Path
-
-ROOT = Path(__file__).resolve().parents[2]
+from .test_custom_cache import _run
 
 _WORKER = r"""
 import hashlib, json, sys
@@ -33,20 +27,9 @@ print("RESULT " + json.dumps({"traced": len(traces), "cost": float(info.cost), "
 """
 
 
-def _run(cache):
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("JAXGRAPH_NO_COMPILE_CACHE", "JAX_COMPILATION_CACHE_DIR", "JAX_COMPILATION_CACHE_MAX_SIZE")}
-    env["PYTHONPATH"] = str(ROOT)
-    done = subprocess.run([sys.executable, "-c", _WORKER, str(cache)], env=env, capture_output=True, text=True,
-                          timeout=600, check=False)
-    assert done.returncode == 0, done.stderr[-3000:]
-    line = next(ln for ln in done.stdout.splitlines() if ln.startswith("RESULT "))
-    return json.loads(line[len("RESULT "):])
-
-
 def test_a_new_process_loads_a_schur_solve(tmp_path):
-    first = _run(tmp_path / "cache")
+    first = _run(tmp_path / "cache", worker=_WORKER)
     assert first["traced"] >= 1 and first["converged"]
-    second = _run(tmp_path / "cache")
+    second = _run(tmp_path / "cache", worker=_WORKER)
     assert second["traced"] == 0, "the new process traced the Schur solve instead of loading it"
     assert second["digest"] == first["digest"] and second["cost"] == first["cost"]
