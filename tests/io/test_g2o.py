@@ -48,7 +48,11 @@ EDGE_SE2 1 2 1 0 0.1 {E_INFO}
     ],
 )
 def test_malformed_input_names_file_line_and_problem(tmp_path, text, line, pattern):
-    p = _write(tmp_path, text)
+    expect_format_error(_write(tmp_path, text), line, pattern)
+
+
+def expect_format_error(p, line, pattern):
+    """``read_g2o(p)`` raises a G2OFormatError starting ``p:line:`` and matching ``pattern``."""
     with pytest.raises(G2OFormatError) as exc:
         read_g2o(p)
     msg = str(exc.value)
