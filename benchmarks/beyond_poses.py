@@ -110,7 +110,7 @@ CACHE = BENCH / ".cache" / "ceres_snavely"  # git-ignored (benchmarks/.cache/)
 sys.path.insert(0, str(BENCH))
 sys.path.insert(0, str(ROOT))
 
-from posegraph import _CompileClock, _timed  # noqa: E402  (benchmarks/ is on sys.path above)
+from posegraph import _CompileClock, _timed
 
 PROBLEMS = ("victoriaPark", "known_landmark_localization_20", "dubrovnik", "balbianello", "vo_large",
             "synthetic_bal")
@@ -485,22 +485,13 @@ def ceres_worker(name, setting, repeats, synthetic_file, solution_file, module_d
 def load_ours(name, synthetic_file, dtype):
     """``(problem, values)`` of a problem read with ``jaxgraph.io``'s readers, with the gauge of
     the GTSAM set-up where the reader leaves one to the caller."""
-    import jax.numpy as jnp
-
     import jaxgraph
-    from jaxgraph.graph import factors as F
-    from jaxgraph.graph import noise as N
 
     io = jaxgraph.io
     if name == "victoriaPark":  # LANDMARK2 read as GTSAM reads LANDMARK; prior on pose 0, sigma 1e-6
         return io.read_g2o(FILES[name], dtype=dtype)
     if name == "known_landmark_localization_20":  # GTSAM's bearing-range reading, priors on the landmarks
-        problem, values = io.read_g2o(FILES[name], dtype=dtype, anchor=False, trackxyz="bearing_range")
-        n = values["landmarks"].shape[0]
-        prior = F.prior("landmarks", np.arange(n), values["landmarks"], N.isotropic(jnp.asarray(1e-6, dtype)),
-                        name="landmark_priors")
-        return jaxgraph.Problem(problem.variables, [*problem.factors, prior], anchor=False,
-                                metadata=problem.metadata), values
+        return io.read_g2o(FILES[name], dtype=dtype, trackxyz="bearing_range", landmark_prior=1e-6)
     if name in ("dubrovnik", "synthetic_bal"):  # no prior (anchor=False): the gauge is left to the damping
         return io.read_bal(synthetic_file if name == "synthetic_bal" else FILES[name], dtype=dtype)
     if name == "balbianello":

@@ -44,12 +44,13 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 from . import cluster
 from .batch import batch_command, run_batch
 from .common import (
-    LIBRARY_TRIALS,
     FORMATS,
+    LIBRARY_TRIALS,
     NOT_CONVERGED,
     OK,
     USER_ERROR,
     SolveFailed,
+    positive_float,
     positive_int,
     print_progress,
 )
@@ -121,6 +122,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--diagonal-damping", action=argparse.BooleanOptionalAction, default=None,
                    help="LM damping lambda * diag(H) (clamped >= 1e-6) instead of lambda * I (default: on for "
                    "bundle adjustment, bal and bundler; off otherwise)")
+    s.add_argument("--trackxyz", choices=["relative_point", "bearing_range"], default="relative_point",
+                   help="g2o: read EDGE_SE3_TRACKXYZ as g2o means it (relative_point) or as GTSAM's reader does, "
+                   "a bearing-range factor (default: relative_point)")
+    s.add_argument("--landmark-prior", type=positive_float, default=None, metavar="SIGMA",
+                   help="g2o: known landmarks: hold every landmark at its value in the file with this sigma in "
+                   "metres (GTSAM's known-landmark reference uses 1e-6); pose 0 is then not anchored "
+                   "(default: no prior, pose 0 anchored)")
     s.add_argument("--float32", action="store_true", help="solve in float32 (default: float64)")
     s.add_argument("--strict", action="store_true", help="g2o: reject non-positive-definite information matrices (default: repair them and warn)")
     s.add_argument("--init", choices=["file", "chordal"], default="file",

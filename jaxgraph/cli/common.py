@@ -99,6 +99,8 @@ class Options:
     overwrite: bool = False  # --overwrite: --output may be the input file
     format: str | None = None  # --format: "g2o", "bal", "bundler", "stereo"; None: by the file name
     diagonal_damping: bool | None = None  # --(no-)diagonal-damping; None: on for bal and bundler
+    trackxyz: str = "relative_point"  # --trackxyz: g2o EDGE_SE3_TRACKXYZ as "relative_point" or "bearing_range"
+    landmark_prior: float | None = None  # --landmark-prior: sigma holding g2o landmarks at the file's values
 
     def resolved(self, input_path) -> Options:
         """These options with ``format`` (from the file name when not given) and
@@ -129,6 +131,17 @@ def positive_int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    """``argparse`` type: ``text`` as a finite number > 0, else an error naming what was given."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
+    if not (value > 0 and value < float("inf")):
+        raise argparse.ArgumentTypeError(f"expected a finite number > 0, got {text}")
     return value
 
 
@@ -247,7 +260,8 @@ class Input:
 def read_input(input_path, options: Options) -> Input:
     """Read ``input_path`` in ``options.format`` (by the file name when None) for a command.
 
-    ``options.float32``: solve in float32; otherwise JAX's float64 mode (``jax_enable_x64``)
+    ``options.trackxyz`` and ``options.landmark_prior``: how a g2o file's landmarks are read
+    (:func:`jaxgraph.io.read_g2o`; refused for other formats). ``options.float32``: solve in float32; otherwise JAX's float64 mode (``jax_enable_x64``)
     is turned on first and the values are float64. ``options.strict``: reject information
     matrices that are not positive definite instead of repairing them (g2o files,
     :func:`jaxgraph.io.read_g2o`). Raises ``ValueError`` (``jaxgraph.io.FormatError``) or
@@ -264,8 +278,13 @@ def read_input(input_path, options: Options) -> Input:
 
     scalar = jnp.float32 if options.float32 else jnp.float64
     if fmt == "g2o":
-        problem, values = io.read_g2o(input_path, strict=options.strict, dtype=scalar)
+        problem, values = io.read_g2o(input_path, strict=options.strict, dtype=scalar, trackxyz=options.trackxyz,
+                                      landmark_prior=options.landmark_prior)
     else:
+        for flag, value, default in (("--trackxyz", options.trackxyz, "relative_point"),
+                                     ("--landmark-prior", options.landmark_prior, None)):
+            if value != default:
+                raise ValueError(f"{flag} applies to g2o files; {input_path} is read as {fmt}")
         reader = {"bal": io.read_bal, "bundler": io.read_bundler, "stereo": io.read_stereo_vo}[fmt]
         problem, values = reader(input_path, dtype=scalar)
     return Input(path=input_path, problem=problem, values=values, dtype=jnp.dtype(scalar),

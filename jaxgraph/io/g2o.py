@@ -95,7 +95,8 @@ def _compose_odometry(path, dim, ids, ei, ej, meas):
     return np.asarray(kind.from_matrix(jnp.asarray(np.stack(out))), np.float64)
 
 
-def read_g2o(path, *, strict: bool = False, dtype=None, anchor: bool = True, trackxyz: str = "relative_point"):
+def read_g2o(path, *, strict: bool = False, dtype=None, anchor: bool | None = None, trackxyz: str = "relative_point",
+             landmark_prior: float | None = None):
     """Read a g2o file: a pose graph, or poses with landmarks.
 
     Args:
@@ -106,11 +107,15 @@ def read_g2o(path, *, strict: bool = False, dtype=None, anchor: bool = True, tra
         else float32.
       anchor: add GTSAM's gauge prior: pose 0 (lowest id) at its initial value with
         isotropic sigma 1e-6 (factor group ``"anchor"``). Skipped when the file has FIX
-        lines (those vertices are held fixed instead).
+        lines (those vertices are held fixed instead). ``None`` (default): anchored unless
+        ``landmark_prior`` is given (known landmarks fix the gauge themselves).
       trackxyz: how ``EDGE_SE3_TRACKXYZ`` lines are read: ``"relative_point"`` (g2o's own
         meaning: ``X_i^-1 p_j - z`` with the file's information) or ``"bearing_range"``
         (GTSAM's reader: a 3D bearing-range factor whose information is the file's mapped
         into bearing-range coordinates, see :func:`jaxgraph.io.g2o_landmarks.bearing_range_information`).
+      landmark_prior: known landmarks: a prior holding every landmark at its value in the
+        file, isotropic with this sigma (metres, > 0; factor group ``"landmark_prior"``), as
+        GTSAM's known-landmark localisation reference adds with sigma 1e-6. ``None``: none.
 
     Returns:
       ``(problem, values)``: a :class:`jaxgraph.Problem` with variable group ``"poses"``
@@ -134,6 +139,10 @@ def read_g2o(path, *, strict: bool = False, dtype=None, anchor: bool = True, tra
     path = os.fspath(path)
     if dtype is None:
         dtype = jnp.float64 if jax.config.jax_enable_x64 else jnp.float32
+    if landmark_prior is not None and not (np.isfinite(landmark_prior) and landmark_prior > 0):
+        raise ValueError(f"read_g2o: landmark_prior must be a finite sigma > 0 (metres), got {landmark_prior!r}")
+    if anchor is None:
+        anchor = landmark_prior is None
     lm = LandmarkLines(path, trackxyz)
     dim, vert_ids, vert_vals, vert_line, edges, fix = _read_lines(path, lm)
     e_i, e_j, e_vals, e_lines = edges
@@ -194,6 +203,11 @@ def read_g2o(path, *, strict: bool = False, dtype=None, anchor: bool = True, tra
         groups.extend(lgroups)
         values["landmarks"] = jnp.asarray(lvals, dtype)
         metadata["landmark_ids"] = lids
+        if landmark_prior is not None:
+            groups.append(F.prior("landmarks", np.arange(len(lids)), values["landmarks"],
+                                  N.Isotropic(jnp.asarray(landmark_prior, dtype)), name="landmark_prior"))
+    elif landmark_prior is not None:
+        raise G2OFormatError(f"{path}: landmark_prior was given but the file has no landmarks")
     if anchor and not fixed:
         groups.append(
             F.prior(

@@ -21,6 +21,7 @@ SHARED = Path(__file__).resolve().parents[2] / ".." / "shared" / "data"
 BALBIANELLO = SHARED / "bundle_adjustment" / "Balbianello.out"
 DUBROVNIK = SHARED / "bundle_adjustment" / "dubrovnik-3-7-pre.txt"
 VICTORIA = SHARED / "landmarks" / "victoriaPark_reduced_1k.g2o"
+KNOWN = SHARED / "landmarks" / "known_landmark_localization_20.g2o"
 
 
 def test_format_from_name_or_flag():
@@ -137,6 +138,28 @@ def test_g2o_landmarks_end_to_end(tmp_path, capsys):
     assert [g.name for g in problem.factors] == ["edges", "bearing_range", "anchor"]
     original, _ = jaxgraph.io.read_g2o(VICTORIA, dtype=jnp.float64)
     np.testing.assert_allclose(float(original.cost(solved)), report["final_cost"], rtol=1e-6)
+
+
+def test_known_landmarks_as_gtsam_from_the_command_line(tmp_path, capsys):
+    if not KNOWN.exists():
+        pytest.skip("shared data not available")
+    rep = tmp_path / "rep.json"
+    assert main(["solve", str(KNOWN), "--trackxyz", "bearing_range", "--landmark-prior", "1e-6",
+                 "--report", str(rep)]) == 0
+    report = _report(rep)
+    assert report["converged"] and report["variables"] == {"poses": 20, "landmarks": 4}
+    assert abs(report["final_cost"] - 114.8644379) <= 1e-6 * 114.8644379  # GTSAM 4.3.0, ../shared/data/README.md
+    capsys.readouterr()
+    # the landmark flags belong to g2o files; a file without landmarks cannot take a landmark prior
+    bal = small_bal(tmp_path, "small.bal")
+    assert main(["solve", str(bal), "--trackxyz", "bearing_range"]) == 2
+    assert f"--trackxyz applies to g2o files; {bal} is read as bal" in capsys.readouterr().err
+    graph = tmp_path / "poses.g2o"
+    graph.write_text("VERTEX_SE2 0 0 0 0\nVERTEX_SE2 1 1 0 0\nEDGE_SE2 0 1 1 0 0 1 0 0 1 0 1\n")
+    assert main(["solve", str(graph), "--landmark-prior", "0.1"]) == 2
+    assert f"{graph}: landmark_prior was given but the file has no landmarks" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["solve", str(graph), "--landmark-prior", "inf"])
 
 
 def test_cli_trial_budget_is_the_library_default():
