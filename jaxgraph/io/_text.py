@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import math
 import os
+import re
 
-__all__ = ["FormatError", "G2OFormatError", "Reader", "err", "fmt", "parse_floats", "parse_int"]
+__all__ = ["FormatError", "G2OFormatError", "Reader", "err", "fmt", "parse_floats", "parse_int", "text_lines"]
 
 
 class FormatError(ValueError):
@@ -26,12 +27,27 @@ def err(path, lineno, msg, cls=FormatError) -> FormatError:
     return cls(f"{path}:{lineno}: {msg}")
 
 
+_INT = re.compile(r"[+-]?[0-9]+")
+INT64_MAX = 2**63 - 1
+
+
+def _float(tok: str) -> float:
+    """``float(tok)``, but refusing digit-group underscores (Python reads ``1_0`` as 10)."""
+    if "_" in tok:
+        raise ValueError(tok)
+    return float(tok)
+
+
 def parse_int(tok, path, lineno, what, pos, cls=FormatError) -> int:
-    """``tok`` as an integer id; else ``path:lineno: what (token pos) 'tok' is not an integer id``."""
-    try:
-        return int(tok)
-    except ValueError:
-        raise err(path, lineno, f"{what} (token {pos}) {tok!r} is not an integer id", cls) from None
+    """``tok`` as an integer id (ASCII digits with an optional sign, within int64); else
+    ``path:lineno: what (token pos) 'tok' is not an integer id`` (Python's ``int`` would also
+    take ``3_0`` as 30 and numbers too large for the int64 id arrays)."""
+    if not _INT.fullmatch(tok):
+        raise err(path, lineno, f"{what} (token {pos}) {tok!r} is not an integer id", cls)
+    v = int(tok)
+    if abs(v) > INT64_MAX:
+        raise err(path, lineno, f"{what} (token {pos}) {tok!r} is outside the int64 range of ids", cls)
+    return v
 
 
 def parse_floats(toks, path, lineno, tag, first_pos, cls=FormatError) -> list:
@@ -39,7 +55,7 @@ def parse_floats(toks, path, lineno, tag, first_pos, cls=FormatError) -> list:
     out = []
     for k, tok in enumerate(toks):
         try:
-            v = float(tok)
+            v = _float(tok)
         except ValueError:
             raise err(path, lineno, f"{tag}: token {first_pos + k} {tok!r} is not a number", cls) from None
         if not math.isfinite(v):
@@ -53,6 +69,25 @@ def fmt(x: float) -> str:
     return float.__repr__(float(x))
 
 
+def text_lines(path, cls=FormatError) -> list:
+    """The lines of a UTF-8 text file. A line that is not UTF-8 raises ``path:line: ...``
+    naming the byte and column, unless it is a ``#`` comment (decoded with replacement
+    characters: a latin-1 comment is harmless)."""
+    with open(path, "rb") as fh:
+        data = fh.read()
+    out = []
+    for lineno, raw in enumerate(data.splitlines(), 1):
+        try:
+            out.append(raw.decode("utf-8"))
+        except UnicodeDecodeError as e:
+            if raw.lstrip().startswith(b"#"):
+                out.append(raw.decode("utf-8", errors="replace"))
+                continue
+            raise err(path, lineno, f"not UTF-8 text: byte 0x{raw[e.start]:02x} at column {e.start + 1} "
+                      f"(the file must be UTF-8 or ASCII)", cls) from None
+    return out
+
+
 class Reader:
     """The non-blank lines of a text file, read as whole lines or as a stream of tokens.
 
@@ -61,8 +96,7 @@ class Reader:
 
     def __init__(self, path, *, skip_comments: bool = False):
         self.path = os.fspath(path)
-        with open(self.path, "r") as fh:
-            raw = fh.read().splitlines()
+        raw = text_lines(self.path)
         self.last_line = len(raw)
         self._lines = []
         for lineno, line in enumerate(raw, 1):
@@ -123,7 +157,7 @@ class Reader:
     def number(self, tok, lineno, what) -> float:
         """``tok`` as a finite float, else an error naming ``what`` and the token."""
         try:
-            v = float(tok)
+            v = _float(tok)
         except ValueError:
             raise self.error(lineno, f"{what}: expected a number, found {tok!r}") from None
         if not math.isfinite(v):
@@ -132,10 +166,9 @@ class Reader:
 
     def integer(self, tok, lineno, what, *, low=0, high=None) -> int:
         """``tok`` as an integer in ``[low, high)`` (None: no bound on that side), else an error."""
-        try:
-            v = int(tok)
-        except ValueError:
-            raise self.error(lineno, f"{what}: expected an integer, found {tok!r}") from None
+        if not _INT.fullmatch(tok):
+            raise self.error(lineno, f"{what}: expected an integer, found {tok!r}")
+        v = int(tok)
         if (low is not None and v < low) or (high is not None and v >= high):
             bound = f"[{low}, {high})" if high is not None else f">= {low}"
             raise self.error(lineno, f"{what}: expected an integer in {bound}, found {v}")

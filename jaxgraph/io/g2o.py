@@ -31,7 +31,7 @@ from ..graph import noise as N
 from ..graph.kinds import kind_of
 from ..graph.problem import Problem, VariableGroup
 from ._convert import PD_FLOOR_RELATIVE, repair_information, upper_to_full
-from ._text import G2OFormatError, parse_floats, parse_int
+from ._text import G2OFormatError, parse_floats, parse_int, text_lines
 from ._text import err as _text_err
 from .g2o_landmarks import LANDMARK_SPEC, LandmarkLines, landmark_lines
 
@@ -139,6 +139,8 @@ def read_g2o(path, *, strict: bool = False, dtype=None, anchor: bool | None = No
     path = os.fspath(path)
     if dtype is None:
         dtype = jnp.float64 if jax.config.jax_enable_x64 else jnp.float32
+    elif not jnp.issubdtype(dtype, jnp.floating):
+        raise TypeError(f"read_g2o: dtype must be a floating dtype (float32 or float64), got {np.dtype(dtype).name}")
     if landmark_prior is not None and not (np.isfinite(landmark_prior) and landmark_prior > 0):
         raise ValueError(f"read_g2o: landmark_prior must be a finite sigma > 0 (metres), got {landmark_prior!r}")
     if anchor is None:
@@ -234,55 +236,54 @@ def _read_lines(path, lm: LandmarkLines):
     e_vals: list[list[float]] = []
     e_lines: list[int] = []
     fix: list[tuple[int, int]] = []
-    with open(path, "r") as fh:
-        for lineno, line in enumerate(fh, 1):
-            toks = line.split()
-            if not toks or toks[0].startswith("#"):
-                continue
-            tag = toks[0]
-            if tag == "FIX":
-                if len(toks) < 2:
-                    raise _err(path, lineno, "FIX needs at least one vertex id")
-                for k, t in enumerate(toks[1:], 2):
-                    fix.append((_parse_int(t, path, lineno, "FIX vertex id", k), lineno))
-                continue
-            spec = _SPEC.get(tag) or LANDMARK_SPEC.get(tag)
-            if spec is None:
-                raise _err(path, lineno, f"unsupported line type {tag!r} (supported: "
-                                         f"{', '.join(list(_SPEC) + list(LANDMARK_SPEC) + ['FIX'])})")
-            d, ntok = spec
-            if len(toks) != ntok:
-                raise _err(path, lineno, f"{tag} needs {ntok - 1} fields after the tag, got {len(toks) - 1}")
-            if dim is None:
-                dim, dim_line = d, lineno
-            elif dim != d:
-                raise _err(
-                    path,
-                    lineno,
-                    f"{tag} is {d}D but line {dim_line} was {dim}D; a file must not mix 2D and 3D lines",
-                )
-            if tag in LANDMARK_SPEC:
-                lm.add(tag, toks, lineno)
-            elif tag.startswith("VERTEX"):
-                vid = _parse_int(toks[1], path, lineno, "vertex id", 2)
-                if vid in vert_line:
-                    raise _err(path, lineno, f"duplicate vertex id {vid} (first defined on line {vert_line[vid]})")
-                vert_line[vid] = lineno
-                vert_ids.append(vid)
-                vert_vals.append(_parse_floats(toks[2:], path, lineno, tag, 3))
-                if d == 3:
-                    _check_quaternion(vert_vals[-1][3:7], path, lineno, tag, f"vertex {vid}")
-            else:
-                i = _parse_int(toks[1], path, lineno, "edge vertex id", 2)
-                j = _parse_int(toks[2], path, lineno, "edge vertex id", 3)
-                if i == j:
-                    raise _err(path, lineno, f"edge connects vertex {i} to itself")
-                e_i.append(i)
-                e_j.append(j)
-                e_vals.append(_parse_floats(toks[3:], path, lineno, tag, 4))
-                e_lines.append(lineno)
-                if d == 3:
-                    _check_quaternion(e_vals[-1][3:7], path, lineno, tag, f"edge {i} -> {j}")
+    for lineno, line in enumerate(text_lines(path, G2OFormatError), 1):
+        toks = line.split()
+        if not toks or toks[0].startswith("#"):
+            continue
+        tag = toks[0]
+        if tag == "FIX":
+            if len(toks) < 2:
+                raise _err(path, lineno, "FIX needs at least one vertex id")
+            for k, t in enumerate(toks[1:], 2):
+                fix.append((_parse_int(t, path, lineno, "FIX vertex id", k), lineno))
+            continue
+        spec = _SPEC.get(tag) or LANDMARK_SPEC.get(tag)
+        if spec is None:
+            raise _err(path, lineno, f"unsupported line type {tag!r} (supported: "
+                                     f"{', '.join(list(_SPEC) + list(LANDMARK_SPEC) + ['FIX'])})")
+        d, ntok = spec
+        if len(toks) != ntok:
+            raise _err(path, lineno, f"{tag} needs {ntok - 1} fields after the tag, got {len(toks) - 1}")
+        if dim is None:
+            dim, dim_line = d, lineno
+        elif dim != d:
+            raise _err(
+                path,
+                lineno,
+                f"{tag} is {d}D but line {dim_line} was {dim}D; a file must not mix 2D and 3D lines",
+            )
+        if tag in LANDMARK_SPEC:
+            lm.add(tag, toks, lineno)
+        elif tag.startswith("VERTEX"):
+            vid = _parse_int(toks[1], path, lineno, "vertex id", 2)
+            if vid in vert_line:
+                raise _err(path, lineno, f"duplicate vertex id {vid} (first defined on line {vert_line[vid]})")
+            vert_line[vid] = lineno
+            vert_ids.append(vid)
+            vert_vals.append(_parse_floats(toks[2:], path, lineno, tag, 3))
+            if d == 3:
+                _check_quaternion(vert_vals[-1][3:7], path, lineno, tag, f"vertex {vid}")
+        else:
+            i = _parse_int(toks[1], path, lineno, "edge vertex id", 2)
+            j = _parse_int(toks[2], path, lineno, "edge vertex id", 3)
+            if i == j:
+                raise _err(path, lineno, f"edge connects vertex {i} to itself")
+            e_i.append(i)
+            e_j.append(j)
+            e_vals.append(_parse_floats(toks[3:], path, lineno, tag, 4))
+            e_lines.append(lineno)
+            if d == 3:
+                _check_quaternion(e_vals[-1][3:7], path, lineno, tag, f"edge {i} -> {j}")
     if dim is None:
         raise G2OFormatError(f"{path}: no VERTEX_SE2/EDGE_SE2/VERTEX_SE3:QUAT/EDGE_SE3:QUAT lines found")
     return dim, vert_ids, vert_vals, vert_line, (e_i, e_j, e_vals, e_lines), fix

@@ -45,6 +45,13 @@ EDGE_SE2 1 2 1 0 0.1 {E_INFO}
         (GOOD2D + "FIX 42\n", 6, r"FIX refers to unknown vertex 42"),
         (GOOD2D + "FIX\n", 6, r"FIX needs at least one vertex id"),
         (GOOD2D + f"EDGE_SE2 2 2 1 0 0 {E_INFO}\n", 6, r"edge connects vertex 2 to itself"),
+        # Python's int() and float() read digit groups: 3_0 would be vertex 30, 1_0 the number 10
+        (GOOD2D.replace("VERTEX_SE2 2 2 0 0.1", "VERTEX_SE2 3_0 2 0 0.1"), 3, r"'3_0' is not an integer id"),
+        (GOOD2D.replace("EDGE_SE2 1 2", "EDGE_SE2 1 2_0"), 5, r"edge vertex id \(token 3\) '2_0' is not an integer id"),
+        (GOOD2D.replace("VERTEX_SE2 2 2 0 0.1", "VERTEX_SE2 2 1_0 0 0.1"), 3, r"token 3 '1_0' is not a number"),
+        (GOOD2D + "FIX 0x1\n", 6, r"FIX vertex id \(token 2\) '0x1' is not an integer id"),
+        (GOOD2D.replace("VERTEX_SE2 2 2 0 0.1", "VERTEX_SE2 99999999999999999999 2 0 0.1"), 3,
+         r"'99999999999999999999' is outside the int64 range of ids"),
     ],
 )
 def test_malformed_input_names_file_line_and_problem(tmp_path, text, line, pattern):
@@ -58,6 +65,21 @@ def expect_format_error(p, line, pattern):
     msg = str(exc.value)
     assert msg.startswith(f"{p}:{line}: "), msg
     assert re.search(pattern, msg), msg
+
+
+def test_non_utf8_bytes_named_by_line_and_column_latin1_comment_skipped(tmp_path):
+    p = tmp_path / "latin1.g2o"
+    p.write_bytes(b"# caf\xe9 (latin-1 comment)\n" + GOOD2D.replace("VERTEX_SE2 2 2 0 0.1", "VERTEX_SE2 2 2 0 0.1 \xe9")
+                  .encode("latin-1"))
+    expect_format_error(p, 4, r"not UTF-8 text: byte 0xe9 at column 22")
+    p.write_bytes(b"# caf\xe9 (latin-1 comment)\n" + GOOD2D.encode())
+    problem, values = read_g2o(p)
+    assert values["poses"].shape == (3, 3)
+
+
+def test_non_float_dtype_refused(tmp_path):
+    with pytest.raises(TypeError, match="read_g2o: dtype must be a floating dtype .*got int32"):
+        read_g2o(_write(tmp_path, GOOD2D), dtype=np.int32)
 
 
 def test_empty_file_and_missing_odometry(tmp_path):
