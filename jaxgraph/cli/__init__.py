@@ -42,7 +42,7 @@ import os
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 from . import cluster
-from .batch import batch_command, run_batch
+from .batch import DEFAULT_NOISE, batch_command, run_batch
 from .common import (
     FORMATS,
     LIBRARY_TRIALS,
@@ -50,6 +50,7 @@ from .common import (
     OK,
     USER_ERROR,
     SolveFailed,
+    nonnegative_float,
     positive_float,
     positive_int,
     print_progress,
@@ -117,6 +118,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--max-iterations", type=positive_int, default=LIBRARY_TRIALS,
                    help="most trials, accepted and rejected LM steps (= linear solves) "
                    f"(default: {LIBRARY_TRIALS}, the library's)")
+    s.add_argument("--tolerance", type=nonnegative_float, default=None, metavar="TOL",
+                   help="stop when an accepted step lowers the cost by at most TOL times the cost (relative) or by "
+                   "at most TOL (absolute); 0 turns both rules off (default: 1e-5, the library's and GTSAM's)")
     s.add_argument("--max-accepted-iterations", type=positive_int, default=None,
                    help="most accepted steps, the iterations GTSAM counts (default: no such cap)")
     s.add_argument("--diagonal-damping", action=argparse.BooleanOptionalAction, default=None,
@@ -137,11 +141,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--gnc", choices=["tls", "gm"], default=None,
                    help="reject outlier loop closures by graduated non-convexity with this loss first, g2o files, "
                    "docs/robust.md (default: off)")
-    s.add_argument("--batch", type=int, default=None, metavar="B",
+    s.add_argument("--batch", type=positive_int, default=None, metavar="B",
                    help="solve B copies with perturbed initial values in one batched call, Monte Carlo (default: one solve)")
-    s.add_argument("--noise", type=float, default=0.01, metavar="SIGMA",
-                   help="with --batch: std. dev. of the tangent-space perturbation of every pose (default: 0.01)")
-    s.add_argument("--seed", type=int, default=0, metavar="S", help="with --batch: random seed (default: 0)")
+    s.add_argument("--noise", type=nonnegative_float, default=None, metavar="SIGMA",
+                   help=f"with --batch: std. dev. of the tangent-space perturbation of every pose (default: {DEFAULT_NOISE}; "
+                   "refused without --batch)")
+    s.add_argument("--seed", type=int, default=None, metavar="S",
+                   help="with --batch: random seed (default: 0; refused without --batch)")
     s.add_argument("--marginals", action="store_true",
                    help="with --report: add every pose's marginal covariance at the solution (default: off)")
     cluster.add_flags(s)

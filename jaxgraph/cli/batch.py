@@ -22,6 +22,10 @@ from .common import (
 from .report import build_report, finite_or_none, write_report
 
 
+#: ``--noise`` when not given: the tangent-space standard deviation of the perturbations.
+DEFAULT_NOISE = 0.01
+
+
 def run_batch(input_path, batch: int, sigma: float, seed: int, output=None, report=None, *, run=None, verbose=True,
               **options) -> dict:
     """Solve ``batch`` perturbed copies of a graph in one vmapped call; returns the report dict.
@@ -53,8 +57,8 @@ def run_batch(input_path, batch: int, sigma: float, seed: int, output=None, repo
         verbose = False
     if batch < 1:
         raise ValueError(f"--batch must be a positive integer, got {batch}")
-    if not sigma >= 0.0:
-        raise ValueError(f"--noise must be a non-negative standard deviation, got {sigma}")
+    if not 0.0 <= sigma < float("inf"):
+        raise ValueError(f"--noise must be a finite non-negative standard deviation, got {sigma}")
     check_output_paths(input_path, overwrite=opts.overwrite, output=output, report=report)
     import jax
     import numpy as np
@@ -112,6 +116,7 @@ def run_batch(input_path, batch: int, sigma: float, seed: int, output=None, repo
     if output and converged.any():
         best = int(np.argmin(np.where(converged, costs, np.inf)))
         write_g2o(output, problem, jax.tree_util.tree_map(lambda x: x[best], out))
+        rep["output"] = str(output)
         rep["output_problem_index"] = best
     write_report(report, rep)
     if verbose:
@@ -122,6 +127,9 @@ def run_batch(input_path, batch: int, sigma: float, seed: int, output=None, repo
             f"({seconds:.3f} s per batched call, compile {compile_seconds:.1f} s)",
             flush=True,
         )
+        written = [rep.get("output"), str(report) if report else None]
+        if any(written):
+            print("wrote " + ", ".join(p for p in written if p), flush=True)
     if not converged.any():
         raise SolveFailed(f"none of the {batch} solves converged" + (f"; {output} not written" if output else ""))
     return rep
@@ -141,5 +149,7 @@ def batch_command(args: argparse.Namespace) -> int:
     except (ValueError, RuntimeError) as exc:  # bad flags, or no cluster found / unreachable coordinator
         return error(str(exc))
     use_compile_cache(args.no_compile_cache)
-    return exit_code(run_batch, args.input, args.batch, args.noise, args.seed, args.output, args.report, run=run,
+    noise = DEFAULT_NOISE if args.noise is None else args.noise
+    seed = 0 if args.seed is None else args.seed
+    return exit_code(run_batch, args.input, args.batch, noise, seed, args.output, args.report, run=run,
                      **solver_flags(args))

@@ -47,7 +47,12 @@ def join_run(args: argparse.Namespace):
         if any(x is not None for x in _manual(args)):
             raise ValueError("--distributed auto takes the process layout from the cluster; "
                              "drop --coordinator/--num-processes/--process-id")
-        return distributed.initialize()
+        try:
+            return distributed.initialize()
+        except (ValueError, RuntimeError) as exc:  # JAX: "coordinator_address should be defined."
+            raise RuntimeError(f"--distributed auto found no multi-process cluster (JAX detects SLURM and Open MPI "
+                               f"jobs from their environment variables; JAX said: {exc}); drop --distributed for "
+                               "one process, or give --coordinator, --num-processes and --process-id") from None
     if any(x is None for x in _manual(args)):
         raise ValueError("--coordinator, --num-processes and --process-id go together")
     return distributed.initialize(args.coordinator, args.num_processes, args.process_id)

@@ -101,6 +101,7 @@ class Options:
     diagonal_damping: bool | None = None  # --(no-)diagonal-damping; None: on for bal and bundler
     trackxyz: str = "relative_point"  # --trackxyz: g2o EDGE_SE3_TRACKXYZ as "relative_point" or "bearing_range"
     landmark_prior: float | None = None  # --landmark-prior: sigma holding g2o landmarks at the file's values
+    tolerance: float | None = None  # --tolerance: relative cost decrease that stops the solve; None: the library's
 
     def resolved(self, input_path) -> Options:
         """These options with ``format`` (from the file name when not given) and
@@ -113,8 +114,11 @@ class Options:
     def solver_settings(self) -> dict:
         """The keyword arguments of :func:`jaxgraph.solve` among these options."""
         damping = self.diagonal_damping if self.diagonal_damping is not None else self.format in BUNDLE_FORMATS
-        return {"method": self.method, "linear_solver": self.linear_solver, "max_iterations": self.max_iterations,
-                "max_accepted_iterations": self.max_accepted_iterations, "diagonal_damping": bool(damping)}
+        out = {"method": self.method, "linear_solver": self.linear_solver, "max_iterations": self.max_iterations,
+               "max_accepted_iterations": self.max_accepted_iterations, "diagonal_damping": bool(damping)}
+        if self.tolerance is not None:
+            out["tolerance"] = self.tolerance
+        return out
 
 
 def solver_flags(args) -> dict:
@@ -123,14 +127,32 @@ def solver_flags(args) -> dict:
     return {f.name: getattr(args, f.name) for f in fields(Options)}
 
 
+#: The largest count a flag takes: the solver's loop counters are int32.
+INT32_MAX = 2**31 - 1
+
+
 def positive_int(text: str) -> int:
-    """``argparse`` type: ``text`` as an integer >= 1, else an error naming what was given."""
+    """``argparse`` type: ``text`` as an integer in ``[1, 2**31 - 1]`` (the solver counts in
+    int32), else an error naming what was given."""
     try:
         value = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    if value > INT32_MAX:
+        raise argparse.ArgumentTypeError(f"expected a positive integer at most {INT32_MAX} (int32), got {value}")
+    return value
+
+
+def nonnegative_float(text: str) -> float:
+    """``argparse`` type: ``text`` as a finite number >= 0, else an error naming what was given."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}") from None
+    if not (value >= 0 and value < float("inf")):
+        raise argparse.ArgumentTypeError(f"expected a finite number >= 0, got {text}")
     return value
 
 

@@ -25,7 +25,7 @@ from .common import (
     variable_id,
     write_output,
 )
-from .plot import plot_trajectories
+from .plot import MISSING, have_matplotlib, plot_trajectories
 from .report import build_report, finite_or_none, write_report
 
 
@@ -58,6 +58,8 @@ def run_solve(input_path, output=None, report=None, *, plot=None, marginals=Fals
     if plot and opts.format in ("bal", "bundler"):
         raise ValueError(f"--plot draws poses; a {opts.format} file holds cameras and points")
     check_output_paths(input_path, overwrite=opts.overwrite, output=output, report=report, plot=plot)
+    if plot and not have_matplotlib():
+        raise ValueError(f"--plot {plot}: {MISSING}")
     import jax
 
     from ..algorithms.marginals import report as marginals_report
@@ -71,7 +73,7 @@ def run_solve(input_path, output=None, report=None, *, plot=None, marginals=Fals
     config = SolverConfig(method=opts.method, linear_solver=opts.linear_solver,
                           callback=print_progress if verbose else None).replace(
         max_iterations=opts.max_iterations, max_accepted_iterations=opts.max_accepted_iterations,
-        diagonal_damping=opts.diagonal_damping)
+        diagonal_damping=opts.diagonal_damping, **({} if opts.tolerance is None else {"tolerance": opts.tolerance}))
     if verbose:
         damped = ", diagonal damping" if opts.method == "lm" and opts.diagonal_damping else ""
         print(f"{input_path}: {inp.describe()}, method {opts.method}{damped}", flush=True)
@@ -129,6 +131,10 @@ def run_solve(input_path, output=None, report=None, *, plot=None, marginals=Fals
             f"compile {compile_seconds:.2f} s, solve {solve_seconds:.4f} s on {rep['device']}",
             flush=True,
         )
+        # only the files this run wrote (the plot is skipped without matplotlib)
+        written = [rep.get("output"), rep.get("plot"), os.fspath(report) if report else None]
+        if any(written):
+            print("wrote " + ", ".join(p for p in written if p), flush=True)
     if not rep["converged"]:
         if bad is not None:
             group, k = bad
@@ -195,6 +201,10 @@ def solve_command(args: argparse.Namespace) -> int:
     """``jaxgraph solve`` without ``--batch``: check the flag combinations, solve; the exit code."""
     if args.marginals and not args.report:
         return error("--marginals needs --report and no --batch")
+    for flag, value in (("--noise", args.noise), ("--seed", args.seed)):
+        if value is not None:
+            return error(f"{flag} applies to --batch (the perturbation of the batch's copies); "
+                         "a single solve starts from the file's values")
     if cluster.flags_given(args):
         return error("--distributed / --coordinator need --batch (a multi-process run splits a batch)")
     use_compile_cache(args.no_compile_cache)

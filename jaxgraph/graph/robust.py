@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 __all__ = ["RobustLoss", "Huber", "Cauchy", "Tukey", "GemanMcClure"]
 
@@ -50,9 +51,22 @@ class RobustLoss:
         raise NotImplementedError
 
     def check(self, count: int) -> str | None:
+        """A message when ``k`` does not fit ``count`` factors: its shape is not ``()`` or
+        ``(count,)``, or (when ``k`` is concrete, not traced) a value is not finite and > 0 (a
+        threshold of 0 or below makes every cost 0 or negative)."""
         shape = tuple(jnp.shape(self.k))
         if shape not in ((), (count,)):
             return f"{type(self).__name__} threshold k must have shape () or ({count},), got {shape}"
+        if isinstance(self.k, jax.core.Tracer):
+            return None
+        k = np.asarray(self.k)
+        if not jnp.issubdtype(k.dtype, jnp.number) or jnp.issubdtype(k.dtype, jnp.complexfloating):
+            return f"{type(self).__name__} threshold k must be a real number, got dtype {k.dtype}"
+        bad = np.nonzero(~(np.isfinite(k) & (k > 0)).reshape(-1))[0]
+        if bad.size:
+            where = f"k[{int(bad[0])}]" if k.ndim else "k"
+            return (f"{type(self).__name__} threshold {where} must be finite and > 0 (whitened units), "
+                    f"got {float(k.reshape(-1)[int(bad[0])])!r}")
         return None
 
     def __repr__(self):

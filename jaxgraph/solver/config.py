@@ -93,6 +93,10 @@ class DampingConfig:
         _check_nonnegative("DampingConfig", initial_damping=self.initial_damping, min_damping=self.min_damping)
         if _is_number(self.damping_factor) and not self.damping_factor > 1:
             raise ValueError(f"DampingConfig.damping_factor must be > 1, got {self.damping_factor}")
+        # a step is accepted when actual/predicted decrease > min_model_fidelity; at 1 or above no
+        # step can pass on a quadratic cost, and the solve stopped "converged" at its start
+        if _is_number(self.min_model_fidelity) and not 0 <= self.min_model_fidelity < 1:
+            raise ValueError(f"DampingConfig.min_model_fidelity must be in [0, 1), got {self.min_model_fidelity}")
 
 
 @_config

@@ -35,5 +35,7 @@ def test_cli_batch_reports_cost_spread_and_throughput(tmp_path, capsys):
 
 
 def test_cli_batch_rejects_bad_arguments(capsys):
-    assert main(["solve", str(DATA / "tinyGrid3D.g2o"), "--batch", "0"]) == 2
-    assert "--batch must be a positive integer" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exc:  # refused by the parser, as every count flag is
+        main(["solve", str(DATA / "tinyGrid3D.g2o"), "--batch", "0"])
+    assert exc.value.code == 2
+    assert "argument --batch: expected a positive integer, got 0" in capsys.readouterr().err
