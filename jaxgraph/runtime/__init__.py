@@ -1,7 +1,9 @@
 """Compiled programs kept across calls and processes, and multi-process set-up.
 
-- :mod:`.compile_cache`: the jit entry point of every jaxgraph program (``entry_point``) and
-  JAX's persistent compilation cache (``enable_compilation_cache``).
+- :mod:`.compile_cache`: the jit entry point of every jaxgraph program (``entry_point``),
+  the same for a user's own function over the solve (``jit``: a training step compiled with
+  jaxgraph's options and kept on disk), and JAX's persistent compilation cache
+  (``enable_compilation_cache``).
 - :mod:`.executable_cache`: compiled programs on disk under a key computed before tracing.
 - :mod:`.host_call`: Python functions as named XLA custom calls, so programs that call the
   host (CHOLMOD, progress lines) can be cached.
@@ -9,3 +11,7 @@
 
 This layer imports nothing of jaxgraph but :mod:`jaxgraph.smallmat`-free JAX code.
 """
+
+from .compile_cache import jit  # noqa: E402
+
+__all__ = ["jit"]

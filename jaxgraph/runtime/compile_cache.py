@@ -14,7 +14,7 @@ import jax
 import numpy as np
 
 __all__ = ["enable_compilation_cache", "default_cache_dir", "default_max_size", "DEFAULT_MAX_SIZE_BYTES",
-           "COMPILER_OPTIONS", "entry_point"]
+           "COMPILER_OPTIONS", "entry_point", "jit"]
 
 # XLA options of jaxgraph's compiled entry points. XLA:CPU's MLIR fusion emitters spend
 # about twice as long in LLVM on the solver's many small elementwise fusions (Lie-group
@@ -46,15 +46,19 @@ class entry_point:
     tracing or lowering ``fn``.
     """
 
-    def __init__(self, fn, *, executable_cache: bool = False, **jit_kwargs):
+    def __init__(self, fn, *, executable_cache: bool = False, user_code: bool = False, **jit_kwargs):
         if executable_cache and jit_kwargs:
             raise ValueError("entry_point: executable_cache takes no jit arguments (static arguments are not keyed)")
         self.top = jax.jit(fn, compiler_options=COMPILER_OPTIONS, **jit_kwargs)
         self.nested = jax.jit(fn, **jit_kwargs)
         self.__wrapped__ = fn
         self.__doc__ = fn.__doc__
-        self._name = f"{fn.__module__}:{fn.__qualname__}"
+        self._name = f"{getattr(fn, '__module__', None)}:{getattr(fn, '__qualname__', type(fn).__qualname__)}"
         self._executables = {} if executable_cache else None  # in-process: key -> Compiled | None
+        # user code is not in jaxgraph's source hash: its key names what it traces to
+        # (executable_cache.function_key), computed at the first top-level call; False: not keyable
+        self._user_code = user_code
+        self._fn_key = None
 
     def __call__(self, *args, **kwargs):
         if not _top_level():
@@ -101,7 +105,7 @@ class entry_point:
         compiled = None
         try:
             types = [(a.shape, a.dtype, a.weak_type) for a in avals]
-            key = xc.disk_key(self._name, treedef, types, context, COMPILER_OPTIONS)
+            key = xc.disk_key(self._entry_name(), treedef, types, context, COMPILER_OPTIONS)
         except xc.Uncacheable:
             key = None
         if key is not None:
@@ -114,9 +118,52 @@ class entry_point:
         self._executables[memo] = compiled
         return compiled
 
+    def _entry_name(self) -> str:
+        """The entry point's name in disk keys: with user code, that code's
+        :func:`~jaxgraph.runtime.executable_cache.function_key` (raises ``Uncacheable``)."""
+        if not self._user_code:
+            return self._name
+        from . import executable_cache as xc
+
+        if self._fn_key is None:
+            try:
+                self._fn_key = xc.function_key(self.__wrapped__)
+            except xc.Uncacheable:
+                self._fn_key = False
+        if self._fn_key is False:
+            raise xc.Uncacheable(f"{self._name} holds something function_key cannot write out")
+        return f"user {self._name} {self._fn_key}"
+
     def _cache_size(self) -> int:
         """Programs traced so far (both variants), as ``jax.jit``'s ``_cache_size``."""
         return self.top._cache_size() + self.nested._cache_size()
+
+
+def jit(fn):
+    """``jax.jit(fn)`` for a user's own function that calls jaxgraph (a training step, a loss
+    and its gradient through :func:`jaxgraph.solve`), compiled as jaxgraph's entry points are.
+
+    - It compiles with :data:`COMPILER_OPTIONS`, which a plain ``jax.jit`` around the solve
+      cannot get (JAX applies compiler options of the outermost ``jit`` only): about half the
+      XLA time of ``jax.jit(jax.value_and_grad(loss))`` through the solve on the CPU
+      (``benchmarks/backward_compile.py``).
+    - While the persistent cache is on (:func:`enable_compilation_cache`) and the backend is
+      the CPU, the compiled program is kept in :mod:`jaxgraph.runtime.executable_cache` under a
+      key computed before tracing: everything a jaxgraph solve's key holds, plus
+      :func:`~jaxgraph.runtime.executable_cache.function_key` of ``fn`` (its code, constants,
+      defaults, closure contents and the globals it names, recursively: the loss function
+      inside ``jax.value_and_grad`` and the problem, values and arrays it closes over are all
+      written out). A second process that builds the same function over the same data loads
+      the compiled step instead of tracing and compiling it. A closure over anything
+      ``function_key`` cannot write out (a user class, a module of your own, an optax
+      optimizer object) compiles as a plain jit with these options, every process again.
+
+    Arguments are positional pytrees of arrays (no static arguments: close over static
+    settings instead, or use ``functools.partial``); inside another transformation the plain
+    ``jax.jit(fn)`` is used. The first call's function key is kept for the process, as
+    ``jax.jit`` keeps its first trace: change closed-over data, and build a new ``jit``.
+    """
+    return entry_point(fn, executable_cache=True, user_code=True)
 
 
 def default_cache_dir() -> Path:

@@ -208,8 +208,19 @@ class _FunctionKey:
         if isinstance(obj, functools.partial):
             return f"partial({self.value(obj.func)},{self.value(obj.args)},{self.value(obj.keywords)})"
         if _owned(t):
-            return encode(obj)  # jaxgraph's static data (or Uncacheable)
+            try:
+                return encode(obj)  # jaxgraph's static data
+            except Uncacheable:
+                return self.pytree(obj)  # a Problem, factor group or group element a closure holds
         raise Uncacheable(f"cannot key an object of type {t.__module__}.{t.__qualname__}")
+
+    def pytree(self, obj) -> str:
+        """A jaxgraph pytree (a problem, a factor group, a ``lie`` element) by its tree
+        structure with static data (:func:`_encode_treedef`) and its leaves, each written out."""
+        leaves, treedef = jax.tree_util.tree_flatten(obj)
+        if treedef.num_nodes == 1:  # not a pytree node: nothing more to write out
+            raise Uncacheable(f"cannot encode static data of type {type(obj).__module__}.{type(obj).__qualname__}")
+        return f"pytree({_encode_treedef(treedef)};{self.value(leaves)})"
 
     def code(self, co) -> str:
         parts = (co.co_qualname, co.co_argcount, co.co_posonlyargcount, co.co_kwonlyargcount, co.co_flags,
