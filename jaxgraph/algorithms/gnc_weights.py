@@ -9,6 +9,7 @@ squared whitened residual norms ``[M]`` per group, ``masks`` the candidate masks
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Mapping
 
 import jax
@@ -19,6 +20,7 @@ from .. import linear, smallmat
 from ..graph.factors import Between, Prior
 from ..graph.problem import Problem
 from ..graph.robust import RobustLoss
+from .serial_lapack import chained
 
 __all__ = [
     "candidate_masks", "chi2_quantile", "decision_weights", "flip_scores", "initial_mu",
@@ -186,7 +188,9 @@ def flip_scores(problem: Problem, x, w, names) -> dict:
     rows = np.concatenate([np.repeat(ids[n][a], ids[n][b].shape[1], axis=1).reshape(-1) for n, a, b in pairs])
     cols = np.concatenate([np.tile(ids[n][b], (1, ids[n][a].shape[1])).reshape(-1) for n, a, b in pairs])
     plan = linear.selected_inverse_plan(st.num_blocks, st.block_dim, st.off_rows, st.off_cols)
-    sigma, sinfo = linear.selected_inverse(plan, lin.diag, lin.offdiag, pairs=(rows, cols))
+    # chained: the selected inversion's two triangular solves per step must not run side by
+    # side (jaxlib's batched LAPACK kernels deadlock XLA:CPU's pool; serial_lapack's docstring)
+    sigma, sinfo = chained(partial(linear.selected_inverse, plan, pairs=(rows, cols)))(lin.diag, lin.offdiag)
     start = np.cumsum([0] + [ids[n][a].size * ids[n][b].shape[1] for n, a, b in pairs])
     free = jnp.asarray(st.free_blocks, dtype)
     d = st.block_dim
