@@ -3,9 +3,10 @@
 One rule per thing, used by the rasteriser, the scene loaders, the PLY reader, training
 and the ``splat`` CLI:
 
-* Cameras. A camera is *renderable* when its pose is finite, its intrinsics are finite
-  and both focal lengths are > 0 (:func:`pose_finite`, :func:`intrinsics_finite`,
-  :func:`focal_positive`, combined in :func:`camera_valid`): that is what
+* Cameras. A camera is *renderable* when its pose is finite with last row (0, 0, 0, 1),
+  its intrinsics are finite and both focal lengths are > 0 (:func:`pose_finite`,
+  :func:`pose_affine`, :func:`intrinsics_finite`, :func:`focal_positive`, combined in
+  :func:`camera_valid`): that is what
   :func:`splat.rasterization` requires (it raises outside jit, :func:`check_render_cameras`,
   and flags the camera inside jit). Cameras read from files must also be rigid, with
   square-ish pixels (:func:`check_viewmat`, :func:`check_intrinsics`,
@@ -75,9 +76,17 @@ def _now(condition, *arrays) -> np.ndarray:
         return np.asarray(condition(*arrays))
 
 
+def pose_affine(viewmats):
+    """bool [...]: the last row of viewmats [..., 4, 4] is (0, 0, 0, 1) (within 1e-6): the
+    renderer uses the top 3 x 4 block only, so any other last row would be ignored."""
+    vm = jnp.asarray(viewmats)
+    return jnp.all(jnp.abs(vm[..., 3, :] - jnp.asarray([0, 0, 0, 1], vm.dtype)) <= 1e-6, axis=-1)
+
+
 def camera_valid(viewmats, Ks):
-    """bool [C]: renderable cameras of viewmats [C, 4, 4] and Ks [C, 3, 3] (jit-safe)."""
-    return pose_finite(viewmats) & intrinsics_finite(Ks) & focal_positive(Ks)
+    """bool [C]: renderable cameras of viewmats [C, 4, 4] and Ks [C, 3, 3] (jit-safe): finite,
+    last pose row (0, 0, 0, 1), focal lengths > 0."""
+    return pose_finite(viewmats) & pose_affine(viewmats) & intrinsics_finite(Ks) & focal_positive(Ks)
 
 
 def check_render_cameras(viewmats, Ks) -> None:
@@ -88,6 +97,10 @@ def check_render_cameras(viewmats, Ks) -> None:
     if bad.size:
         raise ValueError(f"viewmats[{bad[0]}] is not finite (NaN or Inf entries); "
                          f"{bad.size} of {len(vm)} cameras are")
+    bad = np.flatnonzero(~_now(pose_affine, vm))
+    if bad.size:
+        raise ValueError(f"viewmats[{bad[0]}]: last row must be 0 0 0 1 (a rigid world-to-camera "
+                         f"transform), got {vm[bad[0], 3].tolist()}")
     bad = np.flatnonzero(~_now(intrinsics_finite, K))
     if bad.size:
         raise ValueError(f"Ks[{bad[0]}] is not finite: {K[bad[0]].tolist()}")
@@ -208,7 +221,8 @@ def nonfinite_gaussians(means, quats, scales, opacities, colors):
     n = jnp.shape(means)[0]
     bad = jnp.zeros((n,), bool)
     for a in (means, quats, scales, opacities, colors):
-        bad = bad | ~jnp.all(jnp.isfinite(jnp.reshape(jnp.asarray(a), (n, -1))), axis=-1)
+        a = jnp.asarray(a)  # reshaped with an explicit width: (0, -1) is ambiguous for N = 0
+        bad = bad | ~jnp.all(jnp.isfinite(jnp.reshape(a, (n, math.prod(a.shape[1:])))), axis=-1)
     return bad
 
 

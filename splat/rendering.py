@@ -5,6 +5,7 @@ projection -> SH -> tiling -> compositing backend."""
 from __future__ import annotations
 
 import functools
+import math
 
 import jax
 import jax.numpy as jnp
@@ -52,10 +53,6 @@ def _check_inputs(means, quats, scales, opacities, colors, viewmats, Ks, width, 
                 colors.shape[1] < num_sh_bases(sh_degree):
             shape_err(f"colors (sh_degree={sh_degree})", colors,
                       f"[{n}, K>={num_sh_bases(sh_degree)}, 3]")
-    if int(width) <= 0 or int(height) <= 0:
-        raise ValueError(f"width and height must be positive, got {width}x{height}")
-    if int(tile_size) <= 0:
-        raise ValueError(f"tile_size must be positive, got {tile_size}")
     if render_mode not in RENDER_MODES:
         raise ValueError(f"render_mode must be one of {RENDER_MODES}, got {render_mode!r}")
     if rasterize_mode not in RASTERIZE_MODES:
@@ -72,6 +69,37 @@ def _check_inputs(means, quats, scales, opacities, colors, viewmats, Ks, width, 
             3 if sh_degree is not None else colors.shape[-1])
         if backgrounds.shape not in ((c, d_col), (d_col,)):
             shape_err("backgrounds", backgrounds, f"[{c}, {d_col}] or [{d_col}]")
+
+
+def _check_numbers(width, height, tile_size, near_plane, far_plane, radius_clip, eps2d):
+    """``(width, height, tile_size, {near_plane, far_plane, radius_clip, eps2d})`` as ints and
+    floats; ValueError naming the argument for a fractional size (31.7 was rendered as 31), a
+    near plane <= 0 (Gaussians behind the camera were drawn), far <= near, eps2d < 0 (every
+    Gaussian vanished) or a non-finite value (far_plane may be inf)."""
+    sizes = []
+    for name, v in (("width", width), ("height", height), ("tile_size", tile_size)):
+        try:
+            f = float(v)
+        except (TypeError, ValueError):
+            raise ValueError(f"{name} must be a positive integer (pixels), got {v!r}") from None
+        if not (math.isfinite(f) and f >= 1 and f == int(f)):
+            raise ValueError(f"{name} must be a positive integer (pixels), got {v!r}")
+        sizes.append(int(f))
+    try:
+        near, far, clip, eps = (float(v) for v in (near_plane, far_plane, radius_clip, eps2d))
+    except (TypeError, ValueError):
+        raise ValueError("near_plane, far_plane, radius_clip and eps2d must be Python numbers, got "
+                         f"{near_plane!r}, {far_plane!r}, {radius_clip!r}, {eps2d!r}") from None
+    if not (math.isfinite(near) and near > 0):
+        raise ValueError(f"near_plane must be a finite depth > 0 (camera units; Gaussians nearer are culled), "
+                         f"got {near_plane!r}")
+    if not far > near:
+        raise ValueError(f"far_plane must be > near_plane = {near:g}, got {far_plane!r}")
+    if not math.isfinite(clip):
+        raise ValueError(f"radius_clip must be finite (pixels), got {radius_clip!r}")
+    if not (math.isfinite(eps) and eps >= 0):
+        raise ValueError(f"eps2d must be a finite number >= 0 (pixels^2 added to the 2D covariance), got {eps2d!r}")
+    return (*sizes, dict(near_plane=near, far_plane=far, radius_clip=clip, eps2d=eps))
 
 
 def _check_size(n_cameras, n_gaussians, width, height, n_chan, backend, capacity, tile_size):
@@ -122,16 +150,19 @@ def rasterization(
         coefficients [N, K, 3] with K >= (sh_degree + 1)^2; SH colours are
         max(SH(view dir) + 0.5, 0) as in gsplat.
       viewmats: [C, 4, 4] world-to-camera (OpenCV: x right, y down, z forward).
-      Ks: [C, 3, 3] pinhole intrinsics in pixels. width, height: image size (Python ints).
-        Outside jit, cameras with a non-finite pose or intrinsics or a focal length <= 0
-        raise ValueError (naming the camera); inside jit such a camera renders nothing
+      Ks: [C, 3, 3] pinhole intrinsics in pixels. width, height: image size (positive
+        integers; a fractional size raises ValueError).
+        Outside jit, cameras with a non-finite pose or intrinsics, a pose whose last row is
+        not (0, 0, 0, 1) or a focal length <= 0 raise ValueError (naming the camera); inside
+        jit such a camera renders nothing
         and is flagged in ``meta["invalid_cameras"]``. A width x height beyond int32
         pixel indices, or outputs that cannot fit in the available memory, raise
         ValueError before anything is allocated (inside jit too: sizes are static).
-      near_plane, far_plane: Gaussians whose centre depth is outside (near, far) are culled.
+      near_plane, far_plane: Gaussians whose centre depth is outside (near, far) are culled
+        (0 < near < far; far may be inf).
       radius_clip: Gaussians whose pixel radius is <= this are culled.
-      eps2d: added to the 2D covariance diagonal (pixels^2) (low-pass filter).
-      tile_size: tile edge in pixels.
+      eps2d: added to the 2D covariance diagonal (pixels^2, >= 0) (low-pass filter).
+      tile_size: tile edge in pixels (a positive integer).
       backgrounds: [C, D] or [D] colour added with weight (1 - alpha) to the colour
         channels (not to depth channels).
       render_mode: "RGB" (the D features), "D" (accumulated depth), "ED" (expected depth =
@@ -149,8 +180,9 @@ def rasterization(
         outside jit the call is repeated with enough capacity; inside jit (or grad/vmap)
         the extra intersections are dropped and ``meta["overflow"]`` is True.
       validate: raise ValueError on non-finite Gaussian parameters (when they are
-        concrete). Without it such Gaussians are culled, never produce NaN, and are
-        flagged in ``meta["invalid_gaussians"]``.
+        concrete). Without it such Gaussians (a NaN or Inf in any parameter, colours
+        included) are culled, never produce NaN, and are flagged in
+        ``meta["invalid_gaussians"]``.
       interpret: Pallas interpret mode; default: True unless running on a GPU.
       pallas_gpu_backend: "triton" (default) or "mosaic": Pallas GPU backend when compiled.
 
@@ -171,7 +203,8 @@ def rasterization(
         cast, (quats, scales, opacities, colors, viewmats, Ks))
     backgrounds, means2d_probe, absgrad_probe = map(
         cast, (backgrounds, means2d_probe, absgrad_probe))
-    width, height, tile_size = int(width), int(height), int(tile_size)
+    width, height, tile_size, planes = _check_numbers(width, height, tile_size, near_plane, far_plane,
+                                                      radius_clip, eps2d)
     _check_inputs(means, quats, scales, opacities, colors, viewmats, Ks, width, height,
                   sh_degree, tile_size, backgrounds, render_mode, rasterize_mode, backend,
                   means2d_probe, absgrad_probe, pallas_gpu_backend)
@@ -184,9 +217,7 @@ def rasterization(
         interpret = jax.default_backend() != "gpu"
 
     c, n = viewmats.shape[0], means.shape[0]
-    static = dict(width=width, height=height, near_plane=float(near_plane),
-                  far_plane=float(far_plane), radius_clip=float(radius_clip),
-                  eps2d=float(eps2d), sh_degree=sh_degree, tile_size=tile_size,
+    static = dict(width=width, height=height, **planes, sh_degree=sh_degree, tile_size=tile_size,
                   render_mode=render_mode, antialiased=rasterize_mode == "antialiased",
                   backend=backend, interpret=bool(interpret),
                   pallas_gpu_backend=pallas_gpu_backend)
@@ -253,8 +284,13 @@ def _rasterize_impl(means, quats, scales, opacities, colors, viewmats, Ks, backg
     proj, viewmats_s, cam_ok = _project(means, quats, scales, opacities, viewmats, Ks,
                                         width, height, near_plane, far_plane, radius_clip,
                                         eps2d, antialiased)
-    live = proj["valid"]
-    radii = proj["radii"]
+    # flagged Gaussians (a NaN or Inf anywhere, colours included) are culled, not composited
+    flagged = nonfinite_gaussians(
+        means, quats, scales, opacities,
+        # per-camera colours [C, N, D]: a Gaussian is invalid if any camera's is
+        jnp.moveaxis(colors, 1, 0) if sh_degree is None and colors.ndim == 3 else colors)
+    live = proj["valid"] & ~flagged[None, :]
+    radii = jnp.where(live[..., None], proj["radii"], 0)
 
     if sh_degree is None:
         feats = colors if colors.ndim == 3 else jnp.broadcast_to(colors[None], (c,) + colors.shape)
@@ -301,12 +337,7 @@ def _rasterize_impl(means, quats, scales, opacities, colors, viewmats, Ks, backg
         means2d=means2d[sl], depths=depths[sl], conics=proj["conics"][sl], radii=radii[sl],
         opacities=opac[sl], compensations=proj["compensations"][sl],
         tiles_per_gauss=isect.tiles_per_gauss[sl], isect_count=isect.count,
-        overflow=isect.overflow, invalid_cameras=~cam_ok,
-        invalid_gaussians=nonfinite_gaussians(
-            means, quats, scales, opacities,
-            # per-camera colours [C, N, D]: a Gaussian is invalid if any camera's is
-            jnp.moveaxis(colors, 1, 0) if sh_degree is None and colors.ndim == 3
-            else colors)[:n_orig],
+        overflow=isect.overflow, invalid_cameras=~cam_ok, invalid_gaussians=flagged[:n_orig],
     )
     return img, alpha, meta
 

@@ -41,6 +41,8 @@ def cmd_train(args, scene=None, data_label=None) -> dict:
     prepare_out_dir(args.out)
     if args.resume:
         open_npz(args.resume, "splat checkpoint (--resume)").close()
+    if getattr(args, "init_points", None):
+        presets.check_init_points(args.init_points)  # before the loader draws any
     t0 = time.time()
     if scene is None:
         # one random point if --init-points is left to the preset, which needs the image
@@ -101,6 +103,21 @@ def cmd_train(args, scene=None, data_label=None) -> dict:
     return result
 
 
+#: ``splat render --size`` of an orbit around a .ply when not given.
+ORBIT_SIZE = 256
+
+
+def resize_cameras(Ks, width: int, height: int, size: int):
+    """``(Ks, width, height)`` of cameras rescaled so that the longer image side is ``size``
+    pixels (aspect kept; focal lengths and principal points scaled by the same factor)."""
+    s = size / max(width, height)
+    w, h = max(1, round(width * s)), max(1, round(height * s))
+    Ks = np.array(Ks, np.float64)
+    Ks[:, 0, :] *= w / width
+    Ks[:, 1, :] *= h / height
+    return Ks, w, h
+
+
 def cmd_render(args) -> None:
     """``splat render MODEL``: PNGs of the model seen from --data's test cameras, the
     checkpoint's own, or an orbit (a .ply)."""
@@ -123,14 +140,24 @@ def cmd_render(args) -> None:
     elif meta is not None:
         vms, Ks, w, h = checkpoint_cameras(args.model, meta)
     else:
-        w = h = args.size
+        w = h = args.size or ORBIT_SIZE
         _check_render_size(args.views, w, h, n, what)
         vms, Ks = orbit_cameras(params["means"], args.views, w, h)
+    if args.size and (args.data or meta is not None):
+        Ks, w, h = resize_cameras(Ks, int(w), int(h), args.size)
     _check_render_size(len(vms), int(w), int(h), n, what)
     imgs = render_model(params, cfg, vms, Ks, int(w), int(h))
     check_rendered(imgs, what, warn=warn)
     paths = save_views(args.out, imgs)
     print(f"[splat] rendered {len(paths)} views of {n} Gaussians to {args.out}")
+
+
+def resolve_data(data: str) -> str:
+    """A checkpoint's scene: ``bundled:NAME`` is the bundled file wherever the package now
+    is (:func:`splat.data.resolve`); a path is kept."""
+    from ..data import resolve
+
+    return resolve(data)
 
 
 def cmd_eval(args) -> dict:
@@ -148,6 +175,7 @@ def cmd_eval(args) -> dict:
     if not data:
         raise ValueError(f"{args.model}: eval needs --data DATA (the model does not name "
                          "its scene)")
+    data = resolve_data(data)
     ds = args.downscale or (meta or {}).get("downscale", 1)
     sc = load_scene(data, downscale=ds, warn=warn)
     if not len(sc.test_idx) or sc.images is None:
@@ -173,6 +201,7 @@ def cmd_eval(args) -> dict:
 
 def cmd_demo(args) -> dict:
     """``splat demo``: ``splat train`` on the bundled scene (its flags and outputs)."""
+    from ..data import BUNDLED_PREFIX
     from ..datasets import DEMO_SCENE, load_npz
     from ..io.files import prepare_out_dir
 
@@ -182,6 +211,7 @@ def cmd_demo(args) -> dict:
     scene = load_npz(DEMO_SCENE, warn=warn)
     args.data = DEMO_SCENE
     args.downscale = 1
-    res = cmd_train(args, scene=scene, data_label=DEMO_SCENE)
+    # named as bundled, not by its path: the checkpoint keeps working after a reinstall
+    res = cmd_train(args, scene=scene, data_label=BUNDLED_PREFIX + os.path.basename(DEMO_SCENE))
     print(f"[splat] demo done: see {os.path.join(args.out, 'renders', 'test_000.png')}")
     return res

@@ -91,8 +91,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="with --data: divide the image size by this integer")
     r.add_argument("--views", type=positive_int, default=8,
                    help="orbit views for a .ply without --data")
-    r.add_argument("--size", type=positive_int, default=256,
-                   help="orbit image width and height in pixels")
+    r.add_argument("--size", type=positive_int, default=None,
+                   help="image size in pixels: an orbit's width and height (default 256), or the "
+                   "longer side of the checkpoint's or --data's cameras, intrinsics scaled to match "
+                   "(default: their own size)")
     e = sub.add_parser("eval", help="PSNR/SSIM per test view", **fmt)
     e.add_argument("model", help="checkpoint.npz of 'splat train' or a 3DGS .ply")
     e.add_argument("--data", default=None,

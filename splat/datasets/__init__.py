@@ -12,13 +12,14 @@ import os
 from .colmap import find_sparse_dir, load_colmap
 from ..io.images import read_image, undistort_image, write_png
 from .nerf import load_nerf
+from ..data import path as _data_path
+from ..checks import warn_default
 from .npz import load_npz, npz_image_size
 from .scene import (Scene, camera_centers, look_at, orbit_cameras, random_points, scene_extent,
                     split_indices)
 
 # The small scene bundled with the package (`splat demo`; see splat/data/README.md).
-DEMO_SCENE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "data",
-                          "demo_scene.npz")
+DEMO_SCENE = str(_data_path("demo_scene.npz"))
 
 
 def load_scene(path, **kwargs) -> Scene:
@@ -26,7 +27,20 @@ def load_scene(path, **kwargs) -> Scene:
 
     kwargs go to the loader (downscale, test_every, ...).
     """
-    path = str(path)
+    scene = _load(str(path), kwargs)
+    downscale = kwargs.get("downscale", 1)
+    if scene.images is not None and downscale > 1 and min(scene.width, scene.height) < SMALL_IMAGE:
+        (kwargs.get("warn") or warn_default)(
+            f"{path}: images are only {scene.width}x{scene.height} pixels after downscale {downscale}; "
+            "too small to show detail (a smaller downscale keeps more)")
+    return scene
+
+
+#: Images smaller than this (pixels, either side) after downscaling are warned about.
+SMALL_IMAGE = 16
+
+
+def _load(path: str, kwargs: dict) -> Scene:
     if os.path.isfile(path):
         if not path.endswith(".npz"):
             raise ValueError(f"{path}: a scene is a folder (transforms.json or COLMAP "
@@ -38,7 +52,7 @@ def load_scene(path, **kwargs) -> Scene:
     if os.path.isfile(os.path.join(path, "transforms.json")):
         return load_nerf(path, **kwargs)
     if find_sparse_dir(path) is not None:
-        kwargs.pop("alpha_background", None)
+        kwargs = {k: v for k, v in kwargs.items() if k != "alpha_background"}
         return load_colmap(path, **kwargs)
     raise ValueError(f"{path}: found neither transforms.json nor a COLMAP model (sparse/0)")
 

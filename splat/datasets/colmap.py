@@ -105,9 +105,27 @@ def read_images_text(path):
             i += 1
             continue
         iid, im = _parse(path, no, ln, fields, parse)
+        if iid in ims:
+            raise ValueError(f"{path}:{no}: duplicate IMAGE_ID {iid} (first on {ims[iid]['where']})")
         ims[iid] = dict(im, where=f"{path}:{no}")
-        i += 2  # the next line (possibly empty) lists the 2D points
+        i += 1
+        # the next line (possibly empty) lists the 2D points; a file without it (blank lines
+        # stripped) must not lose the next image, as skipping two lines blindly did
+        if i < len(lines) and _is_points2d(lines[i][1]):
+            i += 1
     return ims
+
+
+def _is_points2d(text: str) -> bool:
+    """Whether ``text`` is a POINTS2D line: empty, or numbers in X Y POINT3D_ID triples."""
+    toks = text.split()
+    if len(toks) % 3:
+        return False
+    try:
+        [float(t) for t in toks]
+    except ValueError:
+        return False
+    return True
 
 
 def read_points3d_text(path):
@@ -146,6 +164,16 @@ def read_cameras_binary(path):
     return cams
 
 
+def _skip(f, path, nbytes: int, what: str) -> None:
+    """Seek ``nbytes`` forward, refusing a count that runs past the end of the file (a
+    garbage count gave Python's "cannot fit 'int' into an offset-sized integer")."""
+    size = os.fstat(f.fileno()).st_size
+    if f.tell() + nbytes > size:
+        raise ValueError(f"{path}: {what} runs past the end of the file (truncated or not a "
+                         "COLMAP binary model)")
+    f.seek(nbytes, 1)
+
+
 def read_images_binary(path):
     ims = {}
     with open(path, "rb") as f:
@@ -159,7 +187,7 @@ def read_images_binary(path):
                     break
                 name += c
             (n2d,) = _read(f, "Q")
-            f.seek(24 * n2d, 1)
+            _skip(f, path, 24 * n2d, f"image {vals[0]}'s list of {n2d} 2D points")
             try:
                 name = name.decode("utf-8")
             except UnicodeDecodeError:
@@ -179,7 +207,7 @@ def read_points3d_binary(path):
             xyz.append(vals[1:4])
             rgb.append(vals[4:7])
             (tl,) = _read(f, "Q")
-            f.seek(8 * tl, 1)
+            _skip(f, path, 8 * tl, f"point {vals[0]}'s track of {tl} entries")
     return np.array(xyz, np.float64).reshape(-1, 3), np.array(rgb, np.uint8).reshape(-1, 3)
 
 

@@ -28,6 +28,15 @@ def _number(g: dict, key: str, where: str) -> float:
     return v
 
 
+def _angle(g: dict, key: str, where: str) -> float:
+    """A field of view in radians, in (0, pi) (0 gave a ZeroDivisionError, pi or more a
+    negative or infinite focal length)."""
+    a = float(g[key])
+    if not 0 < a < math.pi:
+        raise ValueError(f"{where}: {key!r} must be a field of view in (0, pi) radians, got {g[key]!r}")
+    return a
+
+
 def _intrinsics(d: dict, fallback: dict, where: str):
     g = dict(fallback)
     g.update({k: d[k] for k in _INTR_KEYS if k in d})
@@ -39,13 +48,13 @@ def _intrinsics(d: dict, fallback: dict, where: str):
     if "fl_x" in g:
         fx = float(g["fl_x"])
     elif "camera_angle_x" in g:
-        fx = 0.5 * w / math.tan(0.5 * float(g["camera_angle_x"]))
+        fx = 0.5 * w / math.tan(0.5 * _angle(g, "camera_angle_x", where))
     else:
         raise ValueError(f"{where}: no focal length ('fl_x' or 'camera_angle_x')")
     if "fl_y" in g:
         fy = float(g["fl_y"])
     elif "camera_angle_y" in g:
-        fy = 0.5 * h / math.tan(0.5 * float(g["camera_angle_y"]))
+        fy = 0.5 * h / math.tan(0.5 * _angle(g, "camera_angle_y", where))
     else:
         fy = fx
     cx = float(g.get("cx", w / 2))

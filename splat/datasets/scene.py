@@ -45,13 +45,14 @@ class Scene:
 def split_indices(m: int, test_every: int = 8):
     """(train_idx, test_idx): image i is a test view when i % test_every == 0 (3DGS rule).
 
-    With test_every <= 0 every image is a training view and there is no test view.
+    With test_every <= 0 every image is a training view and there is no test view; so it
+    is when the rule would leave no training view (one image, or test_every 1).
     """
     idx = np.arange(m)
     if test_every <= 0:
         return idx, idx[:0]
     test = idx % test_every == 0
-    if m > 1 and test.all():
+    if test.all():
         test[:] = False
     return idx[~test], idx[test]
 

@@ -40,22 +40,40 @@ def write_png(path, img) -> None:
         f.write(chunk(b"IEND", b""))
 
 
+class _Refused(Exception):
+    """An image that opened but cannot be used as asked (message without the path)."""
+
+
 def read_image(path, downscale: int = 1, alpha_background=(0.0, 0.0, 0.0)) -> np.ndarray:
     """Read an image as [H', W', 3] uint8, box-downscaled by an integer factor.
 
     H' = H // downscale, W' = W // downscale. RGBA images are composited onto
-    ``alpha_background`` (RGB in [0, 1]). Needs Pillow.
+    ``alpha_background`` (RGB in [0, 1]); 16-bit grayscale is scaled to 8 bits (65535 -> 255);
+    32-bit integer or float images raise ValueError. Needs Pillow.
     """
     try:
         from PIL import Image
     except ImportError as e:  # pragma: no cover
         raise ImportError("reading images needs Pillow: pip install pillow") from e
+    if isinstance(downscale, bool) or int(downscale) != downscale or downscale < 1:
+        raise ValueError(f"{path}: downscale must be a positive integer, got {downscale!r}")
+    downscale = int(downscale)
     try:
         with Image.open(path) as im:
             w, h = im.size
-            size = (max(1, w // downscale), max(1, h // downscale))
+            if w // downscale < 1 or h // downscale < 1:
+                raise _Refused(f"downscale {downscale} is larger than the image ({w}x{h}); at most "
+                               f"{min(w, h)}")
+            size = (w // downscale, h // downscale)
             if downscale > 1 and im.format == "JPEG":
                 im.draft("RGB", size)  # decode at reduced DCT scale: much faster, same size
+            if im.mode.startswith("I;16") or (im.mode == "I" and im.format == "PNG"):
+                # 16-bit grayscale: convert("RGB") clips every value above 255 to white
+                g = np.asarray(im).astype(np.float64)
+                im = Image.fromarray((np.clip(g, 0, 65535) / 257 + 0.5).astype(np.uint8), "L")
+            elif im.mode in ("I", "F"):
+                raise _Refused(f"{im.mode} mode ({'32-bit integer' if im.mode == 'I' else 'floating-point'}) "
+                               "pixels are not supported; save the image as 8- or 16-bit PNG or JPEG")
             has_alpha = im.mode in ("RGBA", "LA") or "transparency" in im.info
             im = im.convert("RGBA" if has_alpha else "RGB")
             if im.size != size:
@@ -63,6 +81,8 @@ def read_image(path, downscale: int = 1, alpha_background=(0.0, 0.0, 0.0)) -> np
             a = np.asarray(im)
     except FileNotFoundError:
         raise FileNotFoundError(f"{path}: no such image file") from None
+    except _Refused as e:
+        raise ValueError(f"{path}: {e}") from None
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
         # truncated or corrupt files (PIL raises OSError/SyntaxError), unknown formats
         raise ValueError(f"{path}: cannot read image ({e})") from None

@@ -55,7 +55,7 @@ def write_ply(path, means, quats, log_scales, logit_opacities, sh) -> None:
     if int(round(np.sqrt(k))) ** 2 != k:
         raise ValueError(f"sh has K={k} coefficients; K must be (degree + 1)^2")
     cols = [means, np.zeros((n, 3), np.float32), sh[:, 0, :],
-            np.transpose(sh[:, 1:, :], (0, 2, 1)).reshape(n, -1),
+            np.transpose(sh[:, 1:, :], (0, 2, 1)).reshape(n, 3 * (k - 1)),
             np.asarray(logit_opacities, np.float32).reshape(n, 1),
             np.asarray(log_scales, np.float32).reshape(n, 3),
             np.asarray(quats, np.float32).reshape(n, 4)]
@@ -158,6 +158,8 @@ def read_ply(path, *, drop_invalid: bool = True, warn=None) -> GaussianPly:
         fmt, n, props = _header(f, path)
         if n is None:
             raise ValueError(f"{path}: no vertex element")
+        if n == 0:
+            raise ValueError(f"{path}: 'element vertex 0': the PLY holds no Gaussians")
         table = _table(f, path, fmt, n, props)
 
     def cols(names):

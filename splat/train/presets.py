@@ -155,12 +155,37 @@ def train_config(steps: int, capacity: int, sh_degree: int, strategy: str, *,
                        sh_degree_interval=schedule_for(steps)["sh_degree_interval"])
 
 
+def training_state_bytes(capacity: int, sh_degree: int) -> int:
+    """A lower bound on the memory (bytes) of the training state at ``capacity``
+    Gaussians: float32 parameters (mean 3, quaternion 4, log-scale 3, opacity 1, SH
+    3 (sh_degree + 1)^2), their gradients and Adam's two moments."""
+    floats = 3 + 4 + 3 + 1 + 3 * (int(sh_degree) + 1) ** 2
+    return int(capacity) * floats * 4 * 4
+
+
+#: A lower bound on the bytes per initial point while a scene is set up (coordinates and
+#: colours in float64, the 3-nearest-neighbour distances and indices of the initial scales).
+INIT_POINT_BYTES = 2 * 3 * 8 + 4 * 8 * 2
+
+
+def check_init_points(n: int) -> None:
+    """Refuse (ValueError naming ``--init-points``) ``n`` initial points whose set-up
+    cannot fit in the available memory, before any is drawn."""
+    need = int(n) * INIT_POINT_BYTES
+    avail = available_memory_bytes()
+    if need > avail:
+        raise ValueError(f"--init-points {n} needs at least {need / 2**30:.1f} GiB, only "
+                         f"{avail / 2**30:.1f} GiB available; lower --init-points")
+
+
 def check_training_memory(cfg: TrainConfig, width: int, height: int) -> None:
     """Refuse (ValueError) a training run of ``cfg`` on width x height images whose step
-    cannot fit in the available memory (:func:`splat.checks.check_render_size`)."""
+    cannot fit in the available memory (:func:`splat.checks.check_render_size` plus
+    :func:`training_state_bytes`)."""
     check_render_size(
         1, width, height, n_gaussians=cfg.capacity, backend=cfg.backend,
         isect_capacity=cfg.capacity * cfg.isect_per_gaussian, tile_size=cfg.tile_size,
+        extra_bytes=training_state_bytes(cfg.capacity, cfg.sh_degree),
         what=f"training with --backend {cfg.backend} at --capacity {cfg.capacity}",
         hint="lower --capacity" + (" or use --backend pallas"
                                    if cfg.backend == "reference" else ""))
@@ -197,6 +222,9 @@ def fit_to_machine(scene, *, steps: int, strategy: str = "default", backend: str
             log(f"[splat] starting from {most} of the scene's {n_pts} points ({plat} "
                 "preset; --init-points to change)")
     if capacity is not None:
+        if capacity < len(scene.points):
+            log(f"[splat] --capacity {capacity} is below the {len(scene.points)} initial points: "
+                f"training starts from a random {capacity} of them")
         return capacity
     if resume:
         return int(load_checkpoint_arrays(resume)[0]["config"]["capacity"])
@@ -218,4 +246,4 @@ def fit_to_machine(scene, *, steps: int, strategy: str = "default", backend: str
 __all__ = ["schedule_for", "make_strategy", "n_refinements", "default_init_points",
            "max_init_points", "default_gaussian_capacity", "reference_max_capacity",
            "suggest_capacity", "platform_name", "next_pow2", "train_config",
-           "check_training_memory", "fit_to_machine"]
+           "check_training_memory", "check_init_points", "training_state_bytes", "fit_to_machine"]
