@@ -62,7 +62,7 @@ def measure(stem, repeats, modes, options):
     problem, values = jaxgraph.io.read_g2o(DATA / f"{stem}.g2o", dtype=jnp.float64)
     g = problem.group("edges")
     three = problem.variables[0].kind == "SE3"
-    trans = (lambda P: P[:, 4:7]) if three else (lambda P: P[:, :2])  # noqa: E731
+    trans = (lambda P: P[:, 4:7]) if three else (lambda P: P[:, :2])
 
     def forward():
         lowered, _ = jaxgraph.solver.lower(problem, values)

@@ -27,7 +27,13 @@ Needs ``pip install torch==2.13.0`` and Theseus (``pip install --no-build-isolat
 theseus-ai`` after torch; its dependency scikit-sparse builds from source against
 ``libsuitesparse-dev`` and Cython < 3.2).  Not a dependency of jaxgraph.
 
-Usage: python benchmarks/theseus.py [--files intel] [--repeats 3] [--cap 300]
+Compile times (issue 25): per mode, the first call of ``jax.jit(jax.value_and_grad(loss))`` less a
+steady call (``compile_seconds``), the same through ``jaxgraph.runtime.jit`` (jaxgraph's compiler
+options, the program stored in a fresh executable cache: ``compile_seconds_runtime_jit``), and a
+new process that loads it from that cache (``warm_process``: its imports and its first step).
+``--theseus-json`` reuses Theseus' numbers of an earlier run (recorded as ``theseus_from``).
+
+Usage: python benchmarks/theseus.py [--files intel] [--repeats 3] [--cap 300] [--theseus-json FILE]
 """
 
 from __future__ import annotations
@@ -77,15 +83,48 @@ def _median_time(fn, repeats):
 
 
 # ------------------------------------------------------------------------------ ours
-def run_ours(path, repeats):
-    import jax
+def _translations(P, three):
+    return P[:, 4:7] if three else P[:, :2]
+
+
+def make_loss(problem, values, g, mode, extra):
+    """The benchmark's loss of the edge measurements through the solve (module level, so that a
+    second process builds the same function and ``jaxgraph.runtime.jit`` finds its program)."""
     import jax.numpy as jnp
 
     import jaxgraph
 
-    problem, values, g = _graph(path)
     three = problem.variables[0].kind == "SE3"
-    trans = (lambda P: P[:, 4:7]) if three else (lambda P: P[:, :2])  # noqa: E731
+
+    def loss(meas):
+        p = problem.replace_group("edges", g.replace(measurement=meas))
+        x, _ = jaxgraph.solve(p, values, backward=mode, **extra)
+        return jnp.sum(_translations(x["poses"], three))
+
+    return loss
+
+
+def _mode_settings(name):
+    if name in OUR_MODES:
+        return name, {}
+    return EQUAL_STEPS[name]
+
+
+def run_ours(path, repeats, cache=None):
+    """Steady and compile times of the forward solve and of each backward mode.
+
+    Per mode: ``compile_seconds``, the first call of ``jax.jit(jax.value_and_grad(loss))``
+    less a steady call (the user's plain jit); ``compile_seconds_runtime_jit``, the same
+    through ``jaxgraph.runtime.jit`` (jaxgraph's compiler options; stored in the executable
+    cache ``cache``); ``warm_process``, a new process that loads that program: seconds of its
+    imports and of its first step (the call, not the g2o reading)."""
+    import jax
+    import jax.numpy as jnp
+
+    import jaxgraph
+    import jaxgraph.runtime
+
+    problem, values, g = _graph(path)
     out = {}
     solve = lambda: jax.block_until_ready(jaxgraph.solve(problem, values))  # noqa: E731
     t0 = time.perf_counter()
@@ -94,21 +133,58 @@ def run_ours(path, repeats):
     (sol, info), steady = _median_time(solve, repeats)
     out["forward"] = {"seconds": steady, "compile_seconds": max(first - steady, 0.0),
                       "cost": float(info.cost), "iterations": int(info.iterations)}
-    runs = [(m, m, {}) for m in OUR_MODES] + [(name, m, kw) for name, (m, kw) in EQUAL_STEPS.items()]
-    for name, mode, extra in runs:
-        def loss(meas, mode=mode, extra=extra):
-            p = problem.replace_group("edges", g.replace(measurement=meas))
-            x, _ = jaxgraph.solve(p, values, backward=mode, **extra)
-            return jnp.sum(trans(x["poses"]))
-
+    for name in OUR_MODES + tuple(EQUAL_STEPS):
+        mode, extra = _mode_settings(name)
+        loss = make_loss(problem, values, g, mode, extra)
         f = jax.jit(jax.value_and_grad(loss))
         t0 = time.perf_counter()
         jax.block_until_ready(f(g.measurement))
         first = time.perf_counter() - t0
         (val, grad), steady = _median_time(lambda: jax.block_until_ready(f(g.measurement)), repeats)
-        out[name] = {"seconds": steady, "compile_seconds": max(first - steady, 0.0),
-                     "loss": float(val), "grad_norm": float(jnp.linalg.norm(grad))}
+        row = {"seconds": steady, "compile_seconds": max(first - steady, 0.0),
+               "loss": float(val), "grad_norm": float(jnp.linalg.norm(grad))}
+        if cache is not None:
+            ff = jaxgraph.runtime.jit(jax.value_and_grad(make_loss(problem, values, g, mode, extra)))
+            t0 = time.perf_counter()
+            v2, g2 = jax.block_until_ready(ff(g.measurement))
+            first = time.perf_counter() - t0
+            _, steady2 = _median_time(lambda: jax.block_until_ready(ff(g.measurement)), repeats)
+            row["compile_seconds_runtime_jit"] = max(first - steady2, 0.0)
+            row["seconds_runtime_jit"] = steady2
+            row["runtime_jit_matches"] = bool(np.allclose(np.asarray(g2), np.asarray(grad), rtol=1e-9, atol=1e-9))
+            row["warm_process"] = _warm_process(path, name, cache)
+        out[name] = row
+        print(f"   ours {name} {row}", flush=True)
     return out
+
+
+def _warm_process(path, name, cache):
+    r = subprocess.run([sys.executable, __file__, "--warm-worker", str(path), "--mode", name, "--cache", str(cache)],
+                       capture_output=True, text=True, timeout=600)
+    if r.returncode != 0:
+        return {"skipped": "failed: " + (r.stderr.strip().splitlines() or ["?"])[-1][:300]}
+    return json.loads(r.stdout.strip().splitlines()[-1])
+
+
+def warm_worker(path, name, cache):
+    """A new process on a warm cache: imports, then the first gradient step (prints JSON)."""
+    t0 = time.perf_counter()
+    import jax
+
+    import jaxgraph
+    import jaxgraph.runtime
+
+    jaxgraph.enable_compilation_cache(cache)
+    imports = time.perf_counter() - t0
+    problem, values, g = _graph(path)
+    mode, extra = _mode_settings(name)
+    step = jaxgraph.runtime.jit(jax.value_and_grad(make_loss(problem, values, g, mode, extra)))
+    t0 = time.perf_counter()
+    jax.block_until_ready(step(g.measurement))
+    first = time.perf_counter() - t0
+    _, steady = _median_time(lambda: jax.block_until_ready(step(g.measurement)), 1)
+    print(json.dumps({"imports_seconds": imports, "first_step_seconds": first, "steady_seconds": steady,
+                      "traced": step._cache_size()}))
 
 
 # ------------------------------------------------------------------------------ Theseus
@@ -233,31 +309,59 @@ def main(argv=None):
     ap.add_argument("--ours-json", default="",
                     help="reuse our numbers from a JSON file {stem: {mode: ...}} measured earlier in the same "
                          "session instead of running (and compiling) them again (default: run)")
+    ap.add_argument("--theseus-json", default="",
+                    help="reuse Theseus' numbers from an earlier result JSON of this script (its 'theseus' entries) "
+                         "instead of running Theseus again (default: run; recorded as theseus_from)")
+    ap.add_argument("--no-warm", action="store_true",
+                    help="skip jaxgraph.runtime.jit and the warm-cache second process")
     ap.add_argument("--theseus-worker", help=argparse.SUPPRESS)
+    ap.add_argument("--warm-worker", help=argparse.SUPPRESS)
+    ap.add_argument("--cache", help=argparse.SUPPRESS)
     ap.add_argument("--mode", default="forward", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.theseus_worker:
         theseus_worker(args.theseus_worker, args.mode, args.repeats)
         return 0
+    if args.warm_worker:
+        warm_worker(args.warm_worker, args.mode, args.cache)
+        return 0
+    import tempfile
+
+    import jax
+
+    jax.config.update("jax_enable_x64", True)
+    import jaxgraph
+
+    cache = None if args.no_warm else Path(tempfile.mkdtemp(prefix="theseus-bench-cache-"))
+    if cache is not None:
+        jaxgraph.enable_compilation_cache(cache)
+    earlier = {}
+    if args.theseus_json:
+        earlier = {Path(r["file"]).stem: r["theseus"] for r in json.loads(Path(args.theseus_json).read_text())["results"]}
     from _machine import machine_info
 
     rows = []
     for stem in args.files.split(","):
         path = DATA / f"{stem}.g2o"
         print(f"== {stem} (load {os.getloadavg()[0]:.1f})", flush=True)
-        ours = json.loads(Path(args.ours_json).read_text())[stem] if args.ours_json else run_ours(path, args.repeats)
+        ours = (json.loads(Path(args.ours_json).read_text())[stem] if args.ours_json
+                else run_ours(path, args.repeats, cache))
         print("   ours", json.dumps(ours), flush=True)
-        theirs = {"forward": run_theseus(path, "forward", args.repeats, args.cap)}
-        print("   theseus forward", theirs["forward"], flush=True)
-        for mode in THESEUS_MODES:
-            theirs[mode] = run_theseus(path, mode, args.repeats, args.cap)
-            print(f"   theseus {mode}", theirs[mode], flush=True)
+        if stem in earlier:
+            theirs = earlier[stem]
+        else:
+            theirs = {"forward": run_theseus(path, "forward", args.repeats, args.cap)}
+            print("   theseus forward", theirs["forward"], flush=True)
+            for mode in THESEUS_MODES:
+                theirs[mode] = run_theseus(path, mode, args.repeats, args.cap)
+                print(f"   theseus {mode}", theirs[mode], flush=True)
         speedup = {m: theirs[m]["seconds"] / ours[m]["seconds"]
                    for m in ("forward",) + OUR_MODES if "seconds" in theirs.get(m, {})}
         for name, (mode, kw) in EQUAL_STEPS.items():
             if name in ours and theirs.get(mode, {}).get("differentiated_steps") == kw["backward_iterations"]:
                 speedup[f"{mode}_equal_steps"] = theirs[mode]["seconds"] / ours[name]["seconds"]
         rows.append({"file": path.name, "load_average_1min": os.getloadavg()[0], "jaxgraph": ours,
+                     **({"theseus_from": args.theseus_json} if stem in earlier else {}),
                      "theseus": theirs, "speedup_theseus_over_ours": speedup})
         print("   speedup", speedup, flush=True)
     try:
@@ -272,6 +376,10 @@ def main(argv=None):
                         "theseus": "LevenbergMarquardt, CholmodSparseSolver, vectorize, damping 1e-5 fixed, "
                                    "max 100 iterations, abs 2e-5 / rel 1e-5",
                         "loss": "sum of optimised translations; gradient w.r.t. all edge measurements",
+                        "compile": "compile_seconds: first call less a steady call of jax.jit(jax.value_and_grad("
+                                   "loss)); compile_seconds_runtime_jit: the same through jaxgraph.runtime.jit "
+                                   "(jaxgraph's compiler options, stored in the executable cache); warm_process: "
+                                   "a new process loading that program (imports, first step)",
                         "truncated": "ours: backward_iterations 10 (truncated) and 1 (truncated_1); Theseus: "
                                      "backward_num_iterations 10, its gradient loop stopping at convergence "
                                      "(differentiated_steps)"},

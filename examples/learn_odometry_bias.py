@@ -7,7 +7,9 @@ learn the bias b (x, y, theta per step) so that the *solved* trajectory matches 
     loss(b) = mean_k |t_k(b) - t_k^true|^2,   t(b) = translations of solve(problem(Z * Exp(-b)))
 
 The gradient flows through ``jaxgraph.solve(..., backward="implicit")`` (implicit function
-theorem at the optimum), and the whole optax step is one jit-compiled function.
+theorem at the optimum), and the whole optax step is one function compiled by
+``jaxgraph.runtime.jit`` (``jax.jit`` with jaxgraph's compiler options: about half the compile
+time of a plain ``jax.jit`` around the solve).
 
     python examples/learn_odometry_bias.py [--steps 60] [--out examples/odometry_bias.png]
 """
@@ -25,6 +27,7 @@ import optax
 jax.config.update("jax_enable_x64", True)
 
 import jaxgraph  # noqa: E402
+import jaxgraph.runtime  # noqa: E402
 from jaxgraph import factors, lie, noise  # noqa: E402
 from jaxgraph.graph import Problem, VariableGroup  # noqa: E402
 
@@ -87,11 +90,12 @@ def train(steps: int = 60, learning_rate: float = 3e-3, num_poses: int = 40):
     loss = make_loss(problem, initial, truth)
     optimizer = optax.adam(learning_rate)
 
-    @jax.jit
     def step(bias, state):
         value, grad = jax.value_and_grad(loss)(bias)
         updates, state = optimizer.update(grad, state, bias)
         return optax.apply_updates(bias, updates), state, value
+
+    step = jaxgraph.runtime.jit(step)
 
     bias = jnp.zeros(3)
     state = optimizer.init(bias)

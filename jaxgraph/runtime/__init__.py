@@ -12,6 +12,6 @@
 This layer imports nothing of jaxgraph but :mod:`jaxgraph.smallmat`-free JAX code.
 """
 
-from .compile_cache import jit  # noqa: E402
+from .compile_cache import jit
 
 __all__ = ["jit"]

@@ -38,13 +38,25 @@ def _zero_cotangent(tree):
 def _implicit_cotangent(problem: Problem, x, vbar, config: SolverConfig):
     """Problem cotangent of ``vbar`` (cotangent of the solution ``x``) by the IFT.
 
-    At the solution the tangent gradient ``G(x, theta) = grad_d c(x Exp(d); theta)|_0`` is 0,
-    so ``dx = -H^-1 dG/dtheta dtheta`` with ``H`` the Hessian of ``d -> c(x Exp(d))`` at 0.
-    ``G`` is the linearisation's ``J^T W e`` (analytic Jacobians, robust weights included), so
-    ``H v`` and ``dG/dtheta`` are first derivatives of that code; ``H`` is the derivative of
-    ``d -> G(x Exp(d))``, which equals the Hessian above wherever ``G(x) = 0``. Differentiating
-    the cost twice instead gave the same gradients with twice the XLA program (smallGrid3D:
-    ``jit(value_and_grad)`` compiled in 50 s, 27 s with this change alone).
+    At the solution the tangent gradient ``G(x, theta) = grad_d c(x Exp(d); theta)|_0`` is 0
+    for every ``theta``, so ``H dx = -dG/dtheta dtheta`` with ``H`` the derivative of
+    ``d -> G(x Exp(d))`` (the Hessian of ``d -> c(x Exp(d))`` wherever ``G(x) = 0``), and the
+    cotangent is ``theta_bar = -(dG/dtheta)^T lam`` with ``H^T lam = u`` (``u``: ``vbar``
+    pulled back to the tangent space). ``G`` is the linearisation's ``J^T W e`` (analytic
+    Jacobians, robust weights included), so both products are first derivatives of that code;
+    differentiating the cost twice instead gave the same gradients with twice the XLA program
+    (smallGrid3D: ``jit(value_and_grad)`` compiled in 50 s, 27 s with this change alone).
+
+    One reverse-mode linearisation of ``(d, theta) -> G`` serves everything: its primal is the
+    Gauss-Newton system that preconditions CG (factorised once), and its pullback gives
+    ``H^T p`` and ``(dG/dtheta)^T p`` together for every CG direction ``p``. Since ``lam`` is
+    the sum of ``alpha_k p_k`` over the CG steps and the pullback is linear,
+    ``theta_bar = -sum alpha_k (dG/dtheta)^T p_k`` accumulates inside the loop: the
+    linearisation is traced once and its transpose once (before: a ``jax.linearize`` for the
+    CG products, another for the starting residual, and a separate ``jax.vjp`` with its own
+    primal for ``theta``; intel's ``jit(value_and_grad)`` had 5780 jaxpr equations, see
+    ``benchmarks/backward_compile.py``). The pullback's ``theta`` half costs run time in every
+    CG step (1-3 steps as a rule), not compile time.
     """
     dtype = values_dtype(x)
     st = problem.structure
@@ -56,26 +68,16 @@ def _implicit_cotangent(problem: Problem, x, vbar, config: SolverConfig):
     leaves, treedef = jax.tree_util.tree_flatten(problem)
     fidx = [i for i, leaf in enumerate(leaves) if _is_float(leaf)]
 
-    def tangent_gradient(float_leaves, d):
+    def gradient_at(d, float_leaves):
         ls = list(leaves)
         for i, v in zip(fidx, float_leaves):
             ls[i] = v
-        prob = jax.tree_util.tree_unflatten(treedef, ls)
-        return prob.prepared(dtype).linearize(prob.retract(x, d)).gradient * free
-
-    fl = [leaves[i] for i in fidx]
-    prepared = problem.prepared(dtype)  # once, not in every CG iteration
-
-    def gradient_at(d):
-        lin = prepared.linearize(prepared.retract(x, d))
+        prob = jax.tree_util.tree_unflatten(treedef, ls).prepared(dtype)
+        lin = prob.linearize(prob.retract(x, d))
         return lin.gradient * free, lin
 
-    # jax.linearize: one evaluation of the linearisation at the solution gives the CG loop its
-    # tangent map and the preconditioner its Gauss-Newton system (a jvp in the loop plus a
-    # separate linearisation for the preconditioner: smallGrid3D's jit(value_and_grad) had
-    # 9 % more HLO and 39 more dots; XLA hoisted the loop-invariant part either way, so the
-    # run time is the same).
-    _, hvp, lin = jax.linearize(gradient_at, zero, has_aux=True)
+    fl = [leaves[i] for i in fidx]
+    _, pull_g, lin = jax.vjp(gradient_at, zero, fl, has_aux=True)
 
     # Preconditioner: the factorised Gauss-Newton system at the solution.
     lstruct = st.linear_structure(config.linear_solver, config.schur)
@@ -86,14 +88,43 @@ def _implicit_cotangent(problem: Problem, x, vbar, config: SolverConfig):
         return linear.solve_factored(lstruct, fac, r, pattern=pattern) * free
 
     tol = 1e-12 if dtype == jnp.float64 else 1e-6
-    lam, _, _ = linear.conjugate_gradient(hvp, u, precond, x0=precond(u), tolerance=tol,
-                                          max_iterations=config.backward.implicit_max_iterations)
-    _, pull_theta = jax.vjp(lambda f: tangent_gradient(f, zero), fl)
-    (fbar,) = pull_theta(-lam)
+    fbar = _cg_with_pullback(pull_g, u, precond, free, tol, config.backward.implicit_max_iterations)
     cot = list(_zero_cotangent(leaves))
     for i, v in zip(fidx, fbar):
-        cot[i] = v
+        cot[i] = -v
     return jax.tree_util.tree_unflatten(treedef, cot)
+
+
+def _cg_with_pullback(pull_g, u, precond, free, tolerance, max_iterations):
+    """``(dG/dtheta)^T lam`` for ``H^T lam = u`` by preconditioned CG from ``lam = 0``, with
+    ``pull_g(p) = (H^T p, (dG/dtheta)^T p)``. The rules are ``linear.conjugate_gradient``'s:
+    stop when ``|u - H^T lam| <= tolerance |u|``, after ``max_iterations`` steps, or at a
+    direction with ``p^T H p <= 0`` or non-finite (the step is then not taken)."""
+    thresh = tolerance * jnp.sqrt(jnp.sum(u * u))
+    z0 = precond(u)
+    _, f0 = jax.eval_shape(pull_g, u)
+    acc0 = [jnp.zeros(f.shape, f.dtype) for f in f0]
+
+    def cond(state):
+        k, r, p, rz, rnorm, stalled, acc = state
+        return (k < max_iterations) & (rnorm > thresh) & ~stalled
+
+    def body(state):
+        k, r, p, rz, rnorm, stalled, acc = state
+        Ap, Fp = pull_g(p)
+        Ap = Ap * free
+        pAp = jnp.sum(p * Ap)
+        good = (pAp > 0) & jnp.isfinite(pAp)
+        alpha = jnp.where(good, rz / jnp.where(good, pAp, 1.0), 0.0)
+        acc = [a + (alpha * f).astype(a.dtype) for a, f in zip(acc, Fp)]
+        r = r - alpha * Ap
+        z = precond(r)
+        rz_new = jnp.sum(r * z)
+        beta = jnp.where(rz > 0, rz_new / jnp.where(rz > 0, rz, 1.0), 0.0)
+        return k + 1, r, z + beta * p, rz_new, jnp.sqrt(jnp.sum(r * r)), ~good, acc
+
+    state = (jnp.asarray(0, jnp.int32), u, z0, jnp.sum(u * z0), jnp.sqrt(jnp.sum(u * u)), jnp.asarray(False), acc0)
+    return jax.lax.while_loop(cond, body, state)[-1]
 
 
 @jax.custom_vjp

@@ -20,7 +20,8 @@ import pytest
 import jaxgraph
 from jaxgraph import factors, noise
 from jaxgraph.graph import Problem, VariableGroup
-from jaxgraph.runtime import compile_cache, executable_cache as xc
+from jaxgraph.runtime import compile_cache
+from jaxgraph.runtime import executable_cache as xc
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -106,7 +107,7 @@ def _loss_over(problem, values, scale):
 
 def test_the_key_covers_closed_over_problems_values_and_arrays():
     problem, values = _loop()
-    key = lambda *a: xc.function_key(jax.value_and_grad(_loss_over(*a)))  # noqa: E731
+    key = lambda *a: xc.function_key(jax.value_and_grad(_loss_over(*a)))
     base = key(problem, values, np.ones(3))
     assert key(problem, values, np.ones(3)) == base  # rebuilt from the same data
     assert key(problem, values, np.full(3, 1.0 + 1e-12)) != base  # a closed-over array
