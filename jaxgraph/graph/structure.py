@@ -283,8 +283,12 @@ class Structure(_Keyed, _Blocks):
             groups = self.schur_groups() if schur else ()
             if groups:
                 eliminate = np.concatenate([self.variable_blocks(g, np.arange(self.count(g))) for g in groups])
+                # the kept variables (cameras) whole: an iterative solve's Schur-Jacobi blocks
+                kept = [self.variable_blocks(v.name, np.arange(v.count)) for v in self.variables
+                        if v.name not in groups]
                 self._linear_cache[key] = linear.analyze_schur(self.num_blocks, self.block_dim, self.off_rows,
-                                                               self.off_cols, eliminate, method=method)
+                                                               self.off_cols, eliminate, method=method,
+                                                               kept_variables=kept)
             else:
                 self._linear_cache[key] = linear.analyze(self.num_blocks, self.block_dim, self.off_rows,
                                                          self.off_cols, method=method)

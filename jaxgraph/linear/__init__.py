@@ -22,7 +22,9 @@ Usage::
     # info.residual_norm (||Hx - b|| / ||b||)
     plan = linear.selected_inverse_plan(n, d, rows, cols)    # numpy, once per pattern
     S, sinfo = linear.selected_inverse(plan, diag, offdiag, pairs=(i, j))  # (H^-1)[i[k], j[k]]
-    schur = linear.analyze_schur(n, d, rows, cols, eliminate)  # points first (bundle adjustment)
+    schur = linear.analyze_schur(n, d, rows, cols, eliminate)  # points first (bundle adjustment);
+    # method="pcg" (or "auto" from ITERATIVE_MIN_UNKNOWNS kept unknowns): S never formed, CG
+    # with the Schur-Jacobi preconditioner (kept_variables: its blocks)
     x, info = linear.solve_with_info(schur, diag, offdiag, rhs)   # unbatched: vmap for batches
     x, k, rel = linear.conjugate_gradient(apply_a, b, precondition, max_iterations=100,
                                           tolerance=1e-10)   # any SPD operator (callables)
@@ -76,7 +78,7 @@ from ._inverse import (
     selected_inverse_plan,
 )
 from ._numeric import conjugate_gradient
-from ._schur import SchurStructure, analyze_schur
+from ._schur import ITERATIVE_MIN_UNKNOWNS, SchurStructure, analyze_schur
 from ._api import (
     DENSE_MAX_UNKNOWNS,
     DYNAMIC_METHODS,
@@ -100,6 +102,7 @@ from ._api import (
 __all__ = [
     "DENSE_MAX_UNKNOWNS",
     "DYNAMIC_METHODS",
+    "ITERATIVE_MIN_UNKNOWNS",
     "METHODS",
     "ORDERINGS",
     "BlockStructure",

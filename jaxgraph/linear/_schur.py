@@ -11,11 +11,21 @@ by any method of :func:`analyze`, and the eliminated unknowns follow by back-sub
 The products ``W_a P^-1 W_b^T`` of every pair of blocks that one eliminated variable couples
 are summed into the reduced system in chunks (a ``lax.scan``), so memory stays bounded by the
 reduced system plus one chunk, however long the tracks are.
+
+Iterative Schur (``method="pcg"``, and ``"auto"`` for large reduced systems): ``S`` is never
+formed. Conjugate gradients run on ``S v = C v - E (P^-1 (E^T v))`` (products with the stored
+blocks of ``H`` only), preconditioned by Schur-Jacobi, the exact diagonal blocks of ``S`` per
+kept *variable* (a camera's whole 9 x 9 block, not its 3 x 3 pieces), as Ceres'
+``ITERATIVE_SCHUR`` with ``SCHUR_JACOBI`` does. Memory is then linear in the observations
+whatever the covisibility; the price is an inexact step (tolerance ``pcg_tolerance``).
+From ``x = 0`` the CG iterate satisfies ``x^T S x = x^T b`` exactly, so the LM model's
+predicted decrease stays exact for the step it takes.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 
 import jax
 import jax.numpy as jnp
@@ -23,11 +33,17 @@ import numpy as np
 
 from .. import smallmat
 from . import _api
+from . import _numeric as num
 
-__all__ = ["SchurStructure", "analyze_schur"]
+__all__ = ["ITERATIVE_MIN_UNKNOWNS", "SchurStructure", "analyze_schur"]
 
 # pairs of blocks summed into the reduced system per scan step
 _CHUNK = 1 << 15
+
+#: ``method="auto"`` solves the reduced system iteratively (PCG, Schur-Jacobi) from this many
+#: kept unknowns (about 1,100 BAL cameras): the explicit ``S`` grows with the square of the
+#: covisibility, the iterative solve linearly with the observations (docs/linear.md).
+ITERATIVE_MIN_UNKNOWNS = 10_000
 
 
 @dataclass(frozen=True, eq=False)
@@ -46,11 +62,13 @@ class SchurStructure:
     intra: tuple  # (entries, var, s, t): entry k is P_var[s, t] (H[rows, cols] orientation)
     cross: tuple  # (entries, transposed, kept, var, sub): W = H[kept, (var, sub)]
     pairs: tuple  # (left, right, slot, diagonal) cross-entry pairs in chunks [C, _CHUNK]
-    num_fill: int  # off-diagonal slots of S beyond kk
+    num_fill: int  # off-diagonal slots of S beyond kk (explicit) / preconditioner slots (iterative)
+    iterative: tuple | None = None  # iterative Schur: see _iterative_plan; None: S is formed
+    pattern: tuple = ()  # (rows, cols) of H's off-diagonal blocks, for the adjoint
 
     @property
     def method(self) -> str:
-        return self.reduced.method
+        return "iterative" if self.iterative is not None else self.reduced.method
 
     @property
     def dynamic(self) -> bool:
@@ -59,24 +77,39 @@ class SchurStructure:
     # jaxgraph.linear's factor, solve_factored, solve_with_info and solve call these for a
     # structure that is not a BlockStructure. Unbatched: vmap for batches.
     def factor(self, diag, offdiag):
+        if self.iterative is not None:
+            return _iterative_factor(self, diag, offdiag)
         return _factor(self, diag, offdiag)[0]
 
     def solve_factored(self, factorization, rhs):
+        if self.iterative is not None:
+            return _iterative_solve_factored(self, factorization, rhs)[0]
         return _solve_factored(self, factorization, rhs)
 
     def solve_with_info(self, diag, offdiag, rhs):
+        if self.iterative is not None:
+            return _iterative_solve(self, diag, offdiag, rhs)
         return _solve_with_info(self, diag, offdiag, rhs)
 
 
 def analyze_schur(num_blocks: int, block_dim: int, rows, cols, eliminate, *, method: str = "auto",
-                  **analyze_options) -> SchurStructure:
+                  kept_variables=None, **analyze_options) -> SchurStructure:
     """Plan the elimination of the variables ``eliminate`` (``int[Ne, b]`` block ids, one row
-    per variable) from the pattern ``rows, cols`` (as :func:`analyze` takes it); the reduced
-    system is analysed by :func:`analyze` with ``method`` (``"auto"``: the host CHOLMOD on the
-    CPU, the JAX multifrontal Cholesky elsewhere, whatever the size) and ``analyze_options``.
+    per variable) from the pattern ``rows, cols`` (as :func:`analyze` takes it).
+
+    ``method``: how the reduced system ``S`` is solved. ``"pcg"``: iteratively, ``S`` never
+    formed (conjugate gradients with the Schur-Jacobi preconditioner; ``pcg_max_iterations``
+    and ``pcg_tolerance`` of ``analyze_options``); any other method of :func:`analyze`: ``S``
+    is formed and factorised by it. ``"auto"``: ``"pcg"`` from :data:`ITERATIVE_MIN_UNKNOWNS`
+    kept unknowns, else the host CHOLMOD on the CPU and the JAX multifrontal Cholesky
+    elsewhere.
+    ``kept_variables``: the kept variables as a list of ``int[count, c]`` arrays of block ids
+    (one per variable group; ``c`` blocks per variable) whose whole diagonal blocks of ``S``
+    the iterative solve's preconditioner inverts; ``None``: each kept block alone.
 
     Raises ValueError when an off-diagonal block links two different eliminated variables
-    (``P`` would not be block diagonal) or when nothing would be kept.
+    (``P`` would not be block diagonal), when nothing would be kept, or when
+    ``kept_variables`` does not list every kept block once.
     """
     n, d = int(num_blocks), int(block_dim)
     rows = np.asarray(rows, np.int64)
@@ -98,6 +131,8 @@ def analyze_schur(num_blocks: int, block_dim: int, rows, cols, eliminate, *, met
         raise ValueError(f"analyze_schur: off-diagonal block {k} links eliminated blocks {rows[k]} and {cols[k]} "
                          "of different variables; their system is not block diagonal")
     kk = np.flatnonzero(~er & ~ec)
+    if method == "auto" and kept.size * d >= ITERATIVE_MIN_UNKNOWNS:
+        method = "pcg"
     intra_k = np.flatnonzero(both)
     intra = (intra_k, var_of[rows[intra_k]], sub_of[rows[intra_k]], sub_of[cols[intra_k]])
     cross_k = np.flatnonzero(er ^ ec)
@@ -108,12 +143,11 @@ def analyze_schur(num_blocks: int, block_dim: int, rows, cols, eliminate, *, met
     cross_k, transposed, kept_blk, elim_blk = cross_k[order], transposed[order], kept_blk[order], elim_blk[order]
     cvar = var_of[elim_blk]
     cross = (cross_k, transposed, red[kept_blk], cvar, sub_of[elim_blk])
+    if method == "pcg":
+        return _iterative_plan(n, d, rows, cols, kept, red, elim, kk, intra, cross, kept_variables,
+                               analyze_options)
     # every ordered pair (i, j) of cross entries of one variable with kept(i) <= kept(j)
-    counts = np.bincount(cvar, minlength=elim.shape[0])
-    start = np.concatenate([[0], np.cumsum(counts)])[cvar]  # first entry of each entry's variable
-    m = counts[cvar]
-    left = np.repeat(np.arange(cvar.size), m)
-    right = np.repeat(start, m) + (np.arange(left.size) - np.repeat(np.cumsum(m) - m, m))
+    left, right = _same_variable_pairs(cvar)
     a, b = cross[2][left], cross[2][right]
     keep = a <= b
     left, right, a, b = left[keep], right[keep], a[keep], b[keep]
@@ -129,17 +163,32 @@ def analyze_schur(num_blocks: int, block_dim: int, rows, cols, eliminate, *, met
         method = _api.default_sparse_method()
     reduced = _api.analyze(kept.size, d, np.concatenate([red[rows[kk]], fill // kept.size]),
                            np.concatenate([red[cols[kk]], fill % kept.size]), method=method, **analyze_options)
-    # pad the pairs to whole chunks with a pair of the zero cross entry (index E), slot 0
-    total = left.size
-    chunks = max(1, -(-total // _CHUNK))
-    pad = chunks * _CHUNK - total
-    E = cvar.size
+    pairs = _chunked(left, right, slot, diagonal, cvar.size)
+    return SchurStructure(n, d, reduced, kept, elim, kk, intra, cross, pairs, int(fill.size),
+                          pattern=(rows, cols))
+
+
+def _same_variable_pairs(cvar):
+    """``(left, right)``: every ordered pair of cross entries (both orders, and each entry
+    with itself) that belong to one eliminated variable; ``cvar`` sorted."""
+    counts = np.bincount(cvar)
+    start = np.concatenate([[0], np.cumsum(counts)])[cvar]  # first entry of each entry's variable
+    m = counts[cvar]
+    left = np.repeat(np.arange(cvar.size), m)
+    right = np.repeat(start, m) + (np.arange(left.size) - np.repeat(np.cumsum(m) - m, m))
+    return left, right
+
+
+def _chunked(left, right, slot, diagonal, num_cross):
+    """The pair lists padded to whole chunks ``[C, _CHUNK]`` with pairs of the zero cross entry
+    (index ``num_cross``) into slot 0."""
+    chunks = max(1, -(-left.size // _CHUNK))
+    pad = chunks * _CHUNK - left.size
 
     def padded(x, fillv):
         return np.concatenate([x, np.full(pad, fillv, x.dtype)]).reshape(chunks, _CHUNK)
 
-    pairs = (padded(left, E), padded(right, E), padded(slot, 0), padded(diagonal, False))
-    return SchurStructure(n, d, reduced, kept, elim, kk, intra, cross, pairs, int(fill.size))
+    return (padded(left, num_cross), padded(right, num_cross), padded(slot, 0), padded(diagonal, False))
 
 
 def _blocks(s: SchurStructure, diag, offdiag):
@@ -223,9 +272,14 @@ def _reduce_rhs(s: SchurStructure, Pinv, W, rhs):
 def _solve_factored(s: SchurStructure, factorization, rhs):
     """``x [n, d]`` of ``H x = rhs`` from the factorisation of :meth:`SchurStructure.factor`."""
     fac, Pinv, W, _ = factorization
+    xk = _api.solve_factored(s.reduced, fac, _reduce_rhs(s, Pinv, W, rhs))
+    return _back_substitute(s, Pinv, W, rhs, xk)
+
+
+def _back_substitute(s: SchurStructure, Pinv, W, rhs, xk):
+    """The whole ``x [n, d]`` from the kept part ``xk``: ``x_P = P^-1 (b_P - E^T x_C)``."""
     ne, b = s.eliminated.shape
     d = s.block_dim
-    xk = _api.solve_factored(s.reduced, fac, _reduce_rhs(s, Pinv, W, rhs))
     _, _, kept_idx, cvar, csub = s.cross
     # x_P = P^-1 (b_P - E^T x_C)
     back = (jnp.swapaxes(W[:-1], -1, -2) @ xk[kept_idx][..., None])[..., 0]
@@ -245,3 +299,194 @@ def _solve_with_info(s: SchurStructure, diag, offdiag, rhs):
     norm = jnp.sqrt(jnp.sum(rk * rk))
     rel = jnp.where(norm > 0, jnp.sqrt(jnp.sum(res * res)) / jnp.where(norm > 0, norm, 1), 0)
     return x, _api.SolveInfo(clamped, jnp.zeros((), jnp.int32), rel)
+
+
+# --------------------------------------------------------------------------- iterative Schur
+
+
+def _iterative_plan(n, d, rows, cols, kept, red, elim, kk, intra, cross, kept_variables, analyze_options):
+    """The :class:`SchurStructure` of an iterative solve: ``reduced`` is the ``"pcg"``
+    structure of ``C``'s own pattern (its matrix-vector product); ``iterative`` holds the
+    Schur-Jacobi preconditioner's plan ``(groups, c_entries, c_slots, num_slots)``:
+    ``groups`` a tuple of ``(offset, count, c)`` per kept variable group (its slots are
+    ``offset + ((v c + s) c + t)`` for block ``(s, t)`` of variable ``v``), ``c_entries`` /
+    ``c_slots`` the blocks of ``C`` (diagonal blocks first, as kept block ids ``< nk``;
+    then off-diagonal entries ``nk + k`` of ``kk`` and their transposes, ``-(nk + k) - 1``)
+    and the slot each lands in; the pair products land in ``pairs``' slots."""
+    nk = kept.size
+    if kept_variables is None:
+        kept_variables = [kept[:, None]]
+    owner = np.full(nk, -1, np.int64)  # preconditioner slot base of each kept block
+    sub = np.zeros(nk, np.int64)
+    width = np.zeros(nk, np.int64)
+    groups, offset = [], 0
+    for blocks in kept_variables:
+        blocks = np.asarray(blocks, np.int64)
+        if blocks.ndim != 2 or blocks.size == 0:
+            continue
+        count, c = blocks.shape
+        rb = red[blocks]
+        if np.any(rb < 0) or np.any(owner[rb] >= 0):
+            raise ValueError("analyze_schur: kept_variables must list kept blocks, each once")
+        owner[rb] = offset + (np.arange(count)[:, None] * c * c)
+        sub[rb] = np.arange(c)[None, :]
+        width[rb] = c
+        groups.append((offset, count, c))
+        offset += count * c * c
+    if np.any(owner < 0):
+        raise ValueError(f"analyze_schur: kept_variables leaves {int(np.sum(owner < 0))} kept blocks out")
+
+    def slot(a, b):  # slot of block (a, b) of S, a and b kept blocks of one variable
+        return owner[a] + sub[a] * width[a] + sub[b]
+
+    rk, ck = red[rows[kk]], red[cols[kk]]
+    same = owner[rk] == owner[ck]  # C's blocks inside one kept variable
+    k_in = np.flatnonzero(same)
+    c_entries = np.concatenate([np.arange(nk), nk + k_in, -(nk + k_in) - 1])
+    c_slots = np.concatenate([slot(np.arange(nk), np.arange(nk)), slot(rk[k_in], ck[k_in]),
+                              slot(ck[k_in], rk[k_in])])
+    _, _, kept_idx, cvar, _ = cross
+    left, right = _same_variable_pairs(cvar)
+    keep = owner[kept_idx[left]] == owner[kept_idx[right]]
+    left, right = left[keep], right[keep]
+    pslot = slot(kept_idx[left], kept_idx[right])
+    pairs = _chunked(left, right, pslot, np.ones(left.size, bool), cvar.size)
+    options = dict(analyze_options)
+    options.pop("ordering", None)
+    reduced = _api.analyze(nk, d, rk, ck, method="pcg", **options)
+    plan = (tuple(groups), c_entries, c_slots, offset)
+    return SchurStructure(n, d, reduced, kept, elim, kk, intra, cross, pairs, offset, iterative=plan,
+                          pattern=(rows, cols))
+
+
+def _preconditioner(s: SchurStructure, diag, offdiag, Pinv, W):
+    """Lower Cholesky factors of the Schur-Jacobi blocks, one ``[count, c d, c d]`` array per
+    kept variable group: ``S_vv = C_vv - sum W P^-1 W^T`` over the pairs inside variable ``v``."""
+    groups, c_entries, c_slots, num_slots = s.iterative
+    d, nk = s.block_dim, s.kept.size
+    Cd = diag[s.kept]
+    Co = offdiag[s.kk]
+    blocks = jnp.concatenate([Cd, Co, jnp.swapaxes(Co, -1, -2)])
+    # c_entries: kept diagonal blocks, then kk entries (nk + k), then their transposes
+    idx = np.where(c_entries >= 0, c_entries, -c_entries - 1 + Co.shape[0])
+    M = jnp.zeros((num_slots, d, d), diag.dtype).at[c_slots].add(blocks[idx])
+    _, _, _, cvar, csub = s.cross
+    cv = jnp.asarray(np.append(cvar, 0))
+    cs = jnp.asarray(np.append(csub, 0))
+    left, right, slot, _ = s.pairs
+
+    def step(acc, chunk):
+        li, ri, sl = chunk
+        prod = _mm(_mm(W[li], _pinv_block(s, Pinv, cv[li], cs[li], cs[ri])), jnp.swapaxes(W[ri], -1, -2))
+        return acc.at[sl].add(-prod), None
+
+    M, _ = jax.lax.scan(step, M, (left, right, slot))
+    factors = []
+    for offset, count, c in groups:
+        B = M[offset:offset + count * c * c].reshape(count, c, c, d, d)
+        B = jnp.swapaxes(B, 2, 3).reshape(count, c * d, c * d)
+        factors.append(num.guarded_cholesky(0.5 * (B + jnp.swapaxes(B, -1, -2))))
+    return tuple(f[0] for f in factors), jnp.any(jnp.stack([f[1] for f in factors]))
+
+
+def _apply_preconditioner(s: SchurStructure, factors, r):
+    """``M^-1 r`` for the kept residual ``r [nk, d]``: one block solve per kept variable."""
+    out = jnp.zeros_like(r)
+    order = _kept_order(s)
+    for (offset, count, c), L, blocks in zip(s.iterative[0], factors, order):
+        rv = r[blocks].reshape(count, c * s.block_dim)
+        out = out.at[blocks.reshape(-1)].set(num.apply_block_jacobi(L, rv).reshape(count * c, s.block_dim))
+    return out
+
+
+def _kept_order(s: SchurStructure):
+    """Per preconditioner group, ``int[count, c]`` kept (renumbered) block ids in slot order."""
+    groups, _, c_slots, _ = s.iterative
+    nk = s.kept.size
+    base = c_slots[:nk]  # slot of (a, a) for each kept block a = offset + (v c + s) c + s
+    out = []
+    for offset, count, c in groups:
+        inside = np.flatnonzero((base >= offset) & (base < offset + count * c * c))
+        local = base[inside] - offset  # (v c + s) c + s = v c^2 + s (c + 1)
+        v, s_ = local // (c * c), (local % (c * c)) // (c + 1)
+        blocks = np.zeros((count, c), np.int64)
+        blocks[v, s_] = inside
+        out.append(blocks)
+    return out
+
+
+def _apply_s(s: SchurStructure, fac, v):
+    """``S v = C v - W (P^-1 (W^T v))`` from the stored blocks, ``v [nk, d]``."""
+    Cd, Co, Pinv, W = fac[:4]
+    ne, b = s.eliminated.shape
+    d = s.block_dim
+    out = num.matvec(s.reduced.rows, s.reduced.cols, Cd, Co, v)
+    _, _, kept_idx, cvar, csub = s.cross
+    Wc = W[:-1]
+    slot = cvar * b + csub  # sorted: cross entries are grouped by eliminated variable
+    u = _mv(jnp.swapaxes(Wc, -1, -2), v[kept_idx])  # W^T v per cross entry
+    y = jax.ops.segment_sum(u, slot, num_segments=ne * b, indices_are_sorted=True).reshape(ne, b * d)
+    y = _mv(Pinv, y).reshape(ne * b, d)
+    back = _mv(Wc, y[slot])
+    return out - jax.ops.segment_sum(back, kept_idx, num_segments=s.kept.size)
+
+
+def _mv(a, x):
+    """``a @ x`` for batches ``a [..., m, k]``, ``x [..., k]``, unrolled over ``k`` (see _mm)."""
+    out = a[..., :, 0] * x[..., 0:1]
+    for k in range(1, a.shape[-1]):
+        out = out + a[..., :, k] * x[..., k : k + 1]
+    return out
+
+
+def _iterative_factor(s: SchurStructure, diag, offdiag):
+    """``(C_diag, C_off, P^-1, W, preconditioner factors, clamped)``: everything the matrix-free
+    reduced operator and its preconditioner need; ``S`` itself is not formed."""
+    Pinv, W, clamped = _blocks(s, diag, offdiag)
+    # a preconditioner block that needed its guard is reported like a clamped pivot
+    factors, guarded = _preconditioner(s, diag, offdiag, Pinv, W)
+    return (diag[s.kept], offdiag[s.kk], Pinv, W, factors, clamped | guarded)
+
+
+def _iterative_solve_factored(s: SchurStructure, fac, rhs):
+    """``(x, iterations, relative residual of the reduced system)``."""
+    _, _, Pinv, W, factors, _ = fac
+    rk = _reduce_rhs(s, Pinv, W, rhs)
+    xk, k, rel = num.conjugate_gradient(partial(_apply_s, s, fac), rk,
+                                        lambda r: _apply_preconditioner(s, factors, r),
+                                        max_iterations=s.reduced.pcg_max_iterations,
+                                        tolerance=_iterative_tolerance(s, rhs.dtype))
+    return _back_substitute(s, Pinv, W, rhs, xk), k, rel
+
+
+def _iterative_tolerance(s: SchurStructure, dtype) -> float:
+    """``pcg_tolerance`` when given, else 1e-6 (float64) / 1e-5 (float32): an LM step needs
+    no more (Ceres' inexact Newton stops far earlier), and its predicted decrease is exact for
+    any CG iterate."""
+    if s.reduced.pcg_tolerance is not None:
+        return s.reduced.pcg_tolerance
+    return 1e-6 if jnp.dtype(dtype) == jnp.float64 else 1e-5
+
+
+@partial(jax.custom_vjp, nondiff_argnums=(0,))
+def _iterative_solve(s: SchurStructure, diag, offdiag, rhs):
+    """``(x, SolveInfo)`` of ``H x = rhs`` by iterative Schur; reverse mode solves the adjoint
+    system with the same preconditioned operator (CG's loop itself is not differentiated)."""
+    return _iterative_fwd(s, diag, offdiag, rhs)[0]
+
+
+def _iterative_fwd(s, diag, offdiag, rhs):
+    fac = _iterative_factor(s, diag, offdiag)
+    x, k, rel = _iterative_solve_factored(s, fac, rhs)
+    return (x, _api.SolveInfo(fac[-1], k, rel)), (fac, x)
+
+
+def _iterative_bwd(s, res, cts):
+    fac, x = res
+    lam = _iterative_solve_factored(s, fac, cts[0])[0]
+    rows, cols = s.pattern
+    dD, dO = _api.adjoint_blocks(rows, cols, x, lam)
+    return dD, dO.astype(x.dtype), lam
+
+
+_iterative_solve.defvjp(_iterative_fwd, _iterative_bwd)

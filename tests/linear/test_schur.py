@@ -1,7 +1,7 @@
 """Schur complement (jaxgraph.linear.analyze_schur): eliminating independent variables first
 gives the solution of the whole system (numpy's dense float64 solve), for every method of the
-reduced system, under vmap and through reverse mode; a pattern that couples two eliminated
-variables is refused."""
+reduced system (the iterative one too, whose Schur-Jacobi blocks are the dense S's own), under
+vmap and through reverse mode; a pattern that couples two eliminated variables is refused."""
 
 import jax
 import jax.numpy as jnp
@@ -54,8 +54,11 @@ def _system(seed, kept=5, elim=12, b=2, d=3):
 @pytest.mark.parametrize("b", [1, 2])
 def test_schur_solve_equals_the_dense_solve(method, b):
     n, d, rows, cols, eliminate, diag, off, rhs, dense = _system(0, b=b)
-    plan = linear.analyze_schur(n, d, rows, cols, eliminate, method=method)
+    # pcg: the iterative Schur solve, to a tolerance the comparison can see
+    options = {"pcg_tolerance": 1e-13} if method == "pcg" else {}
+    plan = linear.analyze_schur(n, d, rows, cols, eliminate, method=method, **options)
     assert plan.reduced.num_blocks == 5
+    assert plan.method == ("iterative" if method == "pcg" else method)
     x, info = linear.solve_with_info(plan, jnp.asarray(diag), jnp.asarray(off), jnp.asarray(rhs))
     ref = np.linalg.solve(dense, rhs.reshape(-1)).reshape(n, d)
     tol = 1e-8 if method == "pcg" else 1e-11
@@ -89,3 +92,74 @@ def test_coupled_eliminated_variables_are_refused():
     cols = np.append(cols, eliminate[1, 0])
     with pytest.raises(ValueError, match="of different variables"):
         linear.analyze_schur(n, d, rows, cols, eliminate)
+
+
+def _dense_schur(dense, kept, eliminate, d):
+    """``S = C - E P^-1 E^T`` in numpy float64 over the kept blocks."""
+    k = np.concatenate([np.arange(b * d, (b + 1) * d) for b in kept])
+    e = np.concatenate([np.arange(b * d, (b + 1) * d) for b in eliminate.reshape(-1)])
+    return dense[np.ix_(k, k)] - dense[np.ix_(k, e)] @ np.linalg.solve(dense[np.ix_(e, e)], dense[np.ix_(e, k)])
+
+
+def test_iterative_schur_preconditions_whole_kept_variables():
+    from jaxgraph.linear import _schur
+
+    n, d, rows, cols, eliminate, diag, off, rhs, dense = _system(4, kept=6, b=2)
+    kept_vars = [np.arange(6).reshape(3, 2)]  # the kept blocks as 3 variables of 2 blocks
+    plan = linear.analyze_schur(n, d, rows, cols, eliminate, method="pcg", kept_variables=kept_vars,
+                                pcg_tolerance=1e-13)
+    fac = linear.factor(plan, jnp.asarray(diag), jnp.asarray(off))
+    S = _dense_schur(dense, np.arange(6), eliminate, d)
+    (L,) = fac[4]
+    for v in range(3):
+        np.testing.assert_allclose(np.asarray(L[v] @ L[v].T), S[v * 2 * d:(v + 1) * 2 * d, v * 2 * d:(v + 1) * 2 * d],
+                                   rtol=1e-12, atol=1e-12 * np.abs(S).max())
+    x, info = linear.solve_with_info(plan, jnp.asarray(diag), jnp.asarray(off), jnp.asarray(rhs))
+    ref = np.linalg.solve(dense, rhs.reshape(-1)).reshape(n, d)
+    np.testing.assert_allclose(np.asarray(x), ref, rtol=0, atol=1e-10 * np.abs(ref).max())
+    assert 0 < int(info.iterations) <= 6 * d and float(info.residual_norm) <= 1e-13
+    # the matrix-free operator is the dense S
+    v = np.random.default_rng(5).normal(size=(6, d))
+    np.testing.assert_allclose(np.asarray(_schur._apply_s(plan, fac, jnp.asarray(v))).reshape(-1),
+                               S @ v.reshape(-1), rtol=1e-12, atol=1e-12 * np.abs(S).max())
+    with pytest.raises(ValueError, match="leaves 2 kept blocks out"):
+        linear.analyze_schur(n, d, rows, cols, eliminate, method="pcg", kept_variables=[np.arange(4).reshape(2, 2)])
+    with pytest.raises(ValueError, match="must list kept blocks, each once"):
+        linear.analyze_schur(n, d, rows, cols, eliminate, method="pcg", kept_variables=[eliminate[:3]])
+
+
+def test_iterative_schur_under_vmap_and_reverse_mode():
+    n, d, rows, cols, eliminate, diag, off, rhs, dense = _system(6)
+    plan = linear.analyze_schur(n, d, rows, cols, eliminate, method="pcg", pcg_tolerance=1e-13)
+    D, O, b = jnp.asarray(diag), jnp.asarray(off), jnp.asarray(rhs)
+    xs = jax.vmap(lambda s: linear.solve(plan, D * s, O * s, b))(jnp.asarray([1.0, 2.0]))
+    for k, s in enumerate([1.0, 2.0]):
+        ref = np.linalg.solve(dense * s, rhs.reshape(-1)).reshape(n, d)
+        np.testing.assert_allclose(np.asarray(xs[k]), ref, rtol=0, atol=1e-10 * np.abs(ref).max())
+    w = jnp.asarray(np.random.default_rng(7).normal(size=(n, d)))
+
+    def loss(D, O, b):
+        return jnp.sum(w * linear.solve(plan, D, O, b))
+
+    gD, gO, gb = jax.grad(loss, argnums=(0, 1, 2))(D, O, b)
+    np.testing.assert_allclose(np.asarray(gb), np.linalg.solve(dense, np.asarray(w).reshape(-1)).reshape(n, d),
+                               rtol=0, atol=1e-9 * np.abs(np.asarray(gb)).max())
+    # the blocks' cotangents against central differences (float64)
+    for name, arr, g, idx in (("diag", D, gD, (3, 0, 1)), ("offdiag", O, gO, (2, 1, 0))):
+        e = jnp.zeros_like(arr).at[idx].set(1e-6)
+        args = [D, O, b]
+        k = 0 if name == "diag" else 1
+        plus, minus = list(args), list(args)
+        plus[k], minus[k] = arr + e, arr - e
+        fd = (float(loss(*plus)) - float(loss(*minus))) / 2e-6
+        # a diagonal block stands for its symmetric part: the FD of one entry sees half of each side
+        assert abs(float(g[idx]) - fd) <= 1e-6 * max(1.0, abs(fd)), (name, float(g[idx]), fd)
+
+
+def test_auto_solves_large_reduced_systems_iteratively(monkeypatch):
+    from jaxgraph.linear import _schur
+
+    n, d, rows, cols, eliminate, *_ = _system(8)
+    assert linear.analyze_schur(n, d, rows, cols, eliminate).method != "iterative"
+    monkeypatch.setattr(_schur, "ITERATIVE_MIN_UNKNOWNS", 5 * d)  # the 5 kept blocks
+    assert linear.analyze_schur(n, d, rows, cols, eliminate).method == "iterative"

@@ -18,7 +18,7 @@ def bal():
                           dtype=jnp.float64)
 
 
-@pytest.mark.parametrize("linear_solver", ["auto", "cholesky"])
+@pytest.mark.parametrize("linear_solver", ["auto", "cholesky", "pcg"])
 def test_schur_solve_equals_the_whole_system_solve(bal, linear_solver):
     problem, values = bal
     assert problem.structure.schur_groups() == ("points",)
