@@ -51,6 +51,7 @@ from .common import (
     USER_ERROR,
     SolveFailed,
     nonnegative_float,
+    package_version,
     positive_float,
     positive_int,
     print_progress,
@@ -91,6 +92,7 @@ def _add_cache_flag(p: argparse.ArgumentParser) -> None:
 def build_parser() -> argparse.ArgumentParser:
     """The ``jaxgraph`` argument parser: subcommands ``solve`` and ``demo``; each sets ``func``, its handler."""
     parser = argparse.ArgumentParser(prog="jaxgraph", description="Pose-graph optimisation in JAX.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {package_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     s = sub.add_parser("solve", help="optimise a g2o graph or a bundle-adjustment / stereo problem",

@@ -25,6 +25,16 @@ class SolveFailed(RuntimeError):
     """The solve ran but did not give a result that may be written (exit code 1)."""
 
 
+def package_version() -> str:
+    """The installed distribution's version (``jaxgraph --version``, ``splat --version``)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("jaxgraph")
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        return "unknown (not installed)"
+
+
 def error(message: str) -> int:
     """Print ``jaxgraph: error: message`` on stderr; returns :data:`USER_ERROR` (exit code 2)."""
     print(f"jaxgraph: error: {message}", file=sys.stderr)

@@ -8,6 +8,16 @@ import argparse
 DEMO_OUT = "splat_demo"
 
 
+def _version() -> str:
+    """The installed distribution's version (splat ships in the ``jaxgraph`` distribution)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("jaxgraph")
+    except PackageNotFoundError:  # a source tree that was never installed
+        return "unknown (not installed)"
+
+
 def _int_type(lo: int, what: str):
     def parse(text: str) -> int:
         try:
@@ -68,6 +78,8 @@ def build_parser() -> argparse.ArgumentParser:
     """The ``splat`` argument parser (every flag has help text and a default)."""
     fmt = dict(formatter_class=_HelpFormatter)
     ap = argparse.ArgumentParser(prog="splat", description="3D Gaussian Splatting in JAX", **fmt)
+    ap.add_argument("--version", action="version", version=f"%(prog)s {_version()}",
+                    help="print the installed version and exit")
     sub = ap.add_subparsers(dest="cmd", required=True)
     t = sub.add_parser("train", help="train on a scene folder (transforms.json or COLMAP) or npz",
                        **fmt)
