@@ -11,12 +11,16 @@ theorem at the optimum), and the whole optax step is one function compiled by
 ``jaxgraph.runtime.jit`` (``jax.jit`` with jaxgraph's compiler options: about half the compile
 time of a plain ``jax.jit`` around the solve).
 
-    python examples/learn_odometry_bias.py [--steps 60] [--out examples/odometry_bias.png]
+    python examples/learn_odometry_bias.py [--steps 60] [--out odometry_bias.png]
+
+The plot goes to ``odometry_bias.png`` in the current folder unless ``--out`` says otherwise
+(``--out examples/odometry_bias.png`` refreshes the committed figure).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import time
 
 import jax
@@ -114,8 +118,12 @@ def train(steps: int = 60, learning_rate: float = 3e-3, num_poses: int = 40):
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=int, default=60)
-    parser.add_argument("--out", default="examples/odometry_bias.png")
+    parser.add_argument("--out", default="odometry_bias.png",
+                        help="where to write the loss-curve PNG (default: odometry_bias.png in the current folder)")
     args = parser.parse_args(argv)
+    folder = os.path.dirname(os.path.abspath(args.out))
+    if not os.path.isdir(folder):  # said before training, not after
+        parser.error(f"--out {args.out}: folder {folder} does not exist")
     bias, history, per_step = train(args.steps)
     print(f"true bias    {TRUE_BIAS}")
     print(f"learned bias {bias}")

@@ -5,7 +5,8 @@ one after another would), from a copy of the repository root (so relative paths
 such as ``jaxgraph/data/intel.g2o`` and ``../shared/data/...`` resolve and files the
 examples write land in a temporary folder). Tracebacks point at the page and line. A
 block marked ```python no-run is deliberately not runnable (e.g. gsplat's PyTorch code);
-that should be rare.
+that should be rare. A block marked ```python needs=jaxlie,flax runs only where those
+modules are installed (optional extras); it is skipped, not failed, elsewhere.
 
 ```bash blocks: every ``splat`` / ``jaxgraph`` command must parse with the CLI's own
 argument parser (flags exist, values are valid), and every ``python path.py`` script
@@ -51,6 +52,20 @@ def blocks(page: Path, language: str):
             line = text.count("\n", 0, m.start(3)) + 1
             out.append((line, info[1:], textwrap.dedent(m.group(3))))
     return out
+
+
+def _runnable(info) -> bool:
+    """Whether a python block with info words ``info`` runs here: not ``no-run``, and every
+    module of a ``needs=a,b`` word importable."""
+    import importlib.util
+
+    if "no-run" in info:
+        return False
+    for word in info:
+        if word.startswith("needs="):
+            if any(importlib.util.find_spec(m) is None for m in word[len("needs="):].split(",") if m):
+                return False
+    return True
 
 
 def _rel(page: Path) -> str:
@@ -110,7 +125,7 @@ def page_results(request, tmp_path_factory):
                 if getattr(item, "originalname", None) == "test_python_blocks_run"]
     tmp = tmp_path_factory.mktemp("docs")
     spec = {_rel(p): [(line, src) for line, info, src in blocks(p, "python")
-                      if "no-run" not in info] for p in selected}
+                      if _runnable(info)] for p in selected}
     (tmp / "blocks.json").write_text(json.dumps(spec))
     env = {k: v for k, v in os.environ.items() if not k.startswith(("JAX_ENABLE_X64", "XLA_"))}
     # caches the examples may enable (jaxgraph.enable_compilation_cache) stay in tmp
