@@ -16,7 +16,11 @@ with gradients through ``jaxgraph.solve(..., backward="implicit")``. The gradien
 compiling (the optax update is a separate, tiny ``jax.jit``: an optax optimizer object is not
 something the executable cache's key can write out).
 
-    python examples/learn_noise_intel.py [--steps 40] [--poses 400] [--cache DIR] [--out examples/noise_intel.png]
+    python examples/learn_noise_intel.py [--steps 40] [--poses 400] [--cache DIR] [--out noise_intel.png]
+
+``examples/noise_intel.png`` is the loss curve of the default run (40 steps, 400 poses: the mean
+squared position error falls from 0.41 to 0.017 m^2; learned translation sigmas of the loop
+closures 4x those of the odometry, theta 7.6x; simulated 20x and 25x).
 """
 
 from __future__ import annotations
@@ -131,8 +135,12 @@ def main(argv=None) -> int:
     parser.add_argument("--steps", type=int, default=40)
     parser.add_argument("--poses", type=int, default=400, help="first poses of the Intel graph (at most 1728)")
     parser.add_argument("--cache", default="", help="keep the compiled gradient step in this folder (default: off)")
-    parser.add_argument("--out", default="examples/noise_intel.png")
+    parser.add_argument("--out", default="noise_intel.png",
+                        help="where to write the loss-curve PNG (default: noise_intel.png in the current folder)")
     args = parser.parse_args(argv)
+    folder = Path(args.out).resolve().parent
+    if not folder.is_dir():  # said before training, not after
+        parser.error(f"--out {args.out}: folder {folder} does not exist")
     if args.cache:
         jaxgraph.enable_compilation_cache(args.cache)
     sigmas, history, first, per_step = train(args.steps, num_poses=args.poses)
