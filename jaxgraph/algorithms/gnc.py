@@ -67,6 +67,7 @@ GNC_STATUS = {
     2: "converged: GM mu reached 1 (the Geman-McClure loss itself)",
     3: "converged: GM weighted cost changed by less than cost_tolerance (relative)",
     4: "converged: every candidate residual is below the threshold at the least-squares solution",
+    5: "stopped: TLS decisions are not self-consistent (some factors' decisions flip back and forth with their own state)",
 }
 
 
@@ -84,6 +85,8 @@ class GNCInfo(NamedTuple):
       num_candidates: candidate factors.
       converged: True for status 1-4.
       status: int code, see ``jaxgraph.gnc.GNC_STATUS``.
+      inconsistent: candidates whose final weight differs from the TLS decision at the
+        returned values (``[score <= threshold]``; 0 when converged; 0 for GM).
     """
 
     cost: jax.Array
@@ -95,6 +98,7 @@ class GNCInfo(NamedTuple):
     num_candidates: jax.Array
     converged: jax.Array
     status: jax.Array
+    inconsistent: jax.Array
 
 
 def gnc(
@@ -276,12 +280,19 @@ def _gnc_jit(problem, values, params, *, static: _Static):
             polish = s["polish"] | (~first & (near_binary | small))
             score = jax.lax.cond(polish, lambda: tls_scores(x, w, r2), lambda: r2)
             thr = decision_weights(score, c2, masks, dtype)
-            consistent = jnp.all(jnp.concatenate([w[n] == thr[n] for n in names]))
-            conditions, codes = [first & trivial, ~first & near_binary & consistent], [4, 1]
+            differs = jnp.concatenate([masks[n] & (w[n] != thr[n]) for n in names])
+            consistent = ~jnp.any(differs)
+            # Two polishing rounds that undo each other: the weights of the next round
+            # would be those of the previous one; stop and say so (not converged).
+            cycle = (s["polish"] & s["polish_prev"] & ~consistent
+                     & jnp.all(jnp.concatenate([thr[n] == s["w_prev"][n] for n in names])))
+            conditions, codes = [first & trivial, ~first & near_binary & consistent, cycle], [4, 1, 5]
             mu_next = s["mu"] * params["mu_step"]
+            inconsistent = jnp.sum(differs).astype(jnp.int32)
         else:
             polish = s["polish"]
             score = r2
+            inconsistent = jnp.zeros((), jnp.int32)
             conditions, codes = [first & trivial, ~first & (s["mu"] <= 1), small], [4, 2, 3]
             mu_next = jnp.maximum(s["mu"] / params["mu_step"], 1.0)
         status = jnp.select(conditions, codes, 0).astype(jnp.int32)
@@ -299,6 +310,9 @@ def _gnc_jit(problem, values, params, *, static: _Static):
             "status": status,
             "running": (status == 0) & (k <= static.max_outer_iterations),
             "polish": polish,
+            "polish_prev": s["polish"],
+            "w_prev": w,
+            "inconsistent": inconsistent,
         }
 
     zero = jnp.zeros((), dtype)
@@ -315,6 +329,9 @@ def _gnc_jit(problem, values, params, *, static: _Static):
         "status": jnp.zeros((), jnp.int32),
         "running": jnp.ones((), bool),
         "polish": jnp.zeros((), bool),
+        "polish_prev": jnp.zeros((), bool),
+        "w_prev": one,
+        "inconsistent": jnp.zeros((), jnp.int32),
     }
     s = jax.lax.while_loop(cond, body, s0)
     weights = {g.name: s["w"][g.name] if g.name in masks else jnp.ones((g.count,), dtype) for g in problem.factors}
@@ -329,5 +346,6 @@ def _gnc_jit(problem, values, params, *, static: _Static):
         num_candidates=jnp.asarray(sum(int(m.array.sum()) for _, m in static.masks), jnp.int32),
         converged=(s["status"] >= 1) & (s["status"] <= 4),
         status=s["status"],
+        inconsistent=s["inconsistent"],
     )
     return s["x"], weights, info

@@ -216,3 +216,17 @@ def test_cli_gnc_and_init_errors(tmp_path, capsys):
     assert main(["solve", str(chain), "--init", "chordal", "--batch", "2"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "do not combine with --batch" in err[0]
+
+
+def test_gnc_stopped_early_is_not_converged(corrupted):
+    # Two outer iterations cannot finish TLS on this graph (it needs about 20): the report
+    # must say "stopped", not converged, and count the candidates whose weight is not yet
+    # their decision at the returned values.
+    from jaxgraph.algorithms.gnc import GNC_STATUS
+
+    clean, bad, outlier, values, clean_opt = corrupted
+    x, w, info = gnc(bad, values, "tls", max_outer_iterations=2, tolerance=1e-10)
+    assert int(info.status) == 0 and not bool(info.converged)
+    assert GNC_STATUS[int(info.status)].startswith("stopped")
+    assert int(info.iterations) == 2
+    assert int(info.inconsistent) > 0
