@@ -13,6 +13,18 @@ Every result is scored on the CLEAN graph (its cost at the returned values, floa
   inliers (``--skip-gtsam`` to leave it out; it takes minutes on sphere2500).
 
 Usage: python benchmarks/gnc.py [--files intel,sphere2500] [--losses tls,gm] [--skip-gtsam] [--gtsam-cap S]
+
+Sweep (issue 24): ``--sweep --rates 0.1,0.2 --seeds 0-9 --files intel --losses tls
+--gtsam-losses tls`` runs every cell (graph x outlier rate x seed): the corruption is
+``add_random_loop_closures(clean, values, rate, seed=seed)`` (``round(rate M)`` false loop
+closures for ``M`` edges: random pairs ``|i - j| > 1``, uniformly random relative poses,
+translations in a box as large as the map, the information of a randomly chosen real loop
+closure), written as a g2o file and read back by both libraries. Per cell: the clean
+optimum, ours (``jaxgraph.gnc`` with default settings, seconds with compilation) and GTSAM's
+``GncLMOptimizer`` (child process, stopped after ``--gtsam-cap`` seconds), each scored on
+the clean graph with false closures accepted and true ones rejected, and the load average
+before the cell. Rows are appended to ``--out`` (default
+``benchmarks/results/gnc_sweep_cpu.json``) after every cell, so a stopped sweep keeps them.
 """
 
 from __future__ import annotations
@@ -67,7 +79,8 @@ def run_gtsam(corrupted_path, clean, loss, three_d):
         rows = [[result.atPose2(k).x(), result.atPose2(k).y(), result.atPose2(k).theta()] for k in range(n)]
     values = {"poses": jnp.asarray(np.asarray(rows, np.float64))}
     weights = np.asarray(opt.getWeights())
-    return {"clean_cost": float(clean.cost(values)), "seconds": seconds, "inliers": int((weights > 0.5).sum())}
+    return {"clean_cost": float(clean.cost(values)), "seconds": seconds, "inliers": int((weights > 0.5).sum()),
+            "weights": weights.tolist()}
 
 
 def _gtsam_worker(queue, corrupted_path, stem, loss, three_d):
@@ -98,8 +111,80 @@ def run_gtsam_capped(corrupted_path, stem, loss, three_d, cap):
         proc.join()
 
 
+def _seeds(text):
+    if "-" in text:
+        a, b = text.split("-")
+        return list(range(int(a), int(b) + 1))
+    return [int(t) for t in text.split(",")]
+
+
+def sweep(args):
+    """The issue-24 sweep; see the module docstring."""
+    import jax
+
+    jax.config.update("jax_enable_x64", True)
+    import numpy as np
+
+    import jaxgraph
+    from jaxgraph.algorithms.gnc import GNC_STATUS
+    from jaxgraph.io.synthetic import add_random_loop_closures
+
+    out = Path(args.out)
+    report = json.loads(out.read_text()) if out.exists() and args.append else None
+    if report is None:
+        from _machine import machine_info
+
+        report = {"machine": machine_info(), "note": (
+            "2-core machine shared with other work; load_average is os.getloadavg() before each cell: "
+            "times are only comparable at low load"), "rows": []}
+    tmpdir = tempfile.mkdtemp(prefix="jaxgraph_gnc_sweep_")
+    for stem in args.files.split(","):
+        clean, values = jaxgraph.io.read_g2o(DATA / f"{stem}.g2o")
+        clean_opt = float(jaxgraph.solve(clean, values)[1].cost)
+        three_d = clean.variables[0].kind == "SE3"
+        for rate in (float(r) for r in args.rates.split(",")):
+            for seed in _seeds(args.seeds):
+                bad, outlier = add_random_loop_closures(clean, values, rate, seed=seed)
+                path = Path(tmpdir) / f"{stem}_{rate}_{seed}.g2o"
+                jaxgraph.io.write_g2o(path, bad, values)
+                bad, start = jaxgraph.io.read_g2o(path)  # exactly what GTSAM reads
+                row = {"graph": stem, "rate": rate, "seed": seed, "false_loop_closures": int(outlier.sum()),
+                       "edges": int(outlier.size), "clean_optimum": clean_opt,
+                       "load_average": os.getloadavg()}
+                for loss in [x for x in args.losses.split(",") if x]:
+                    (x, w, info), s = _timed(jaxgraph.gnc, bad, start, loss)
+                    inl = np.asarray(w["edges"]) > 0.5
+                    cost = float(clean.cost(x))
+                    row[f"ours_{loss}"] = {
+                        "clean_cost": cost, "relative": cost / clean_opt - 1, "seconds_with_compile": s,
+                        "status": int(info.status), "status_text": GNC_STATUS[int(info.status)],
+                        "iterations": int(info.iterations), "false_accepted": int((inl & outlier).sum()),
+                        "true_rejected": int((~inl & ~outlier).sum()),
+                    }
+                    print(stem, rate, seed, "ours", loss, row[f"ours_{loss}"], flush=True)
+                for loss in [x for x in args.gtsam_losses.split(",") if x]:
+                    g = run_gtsam_capped(path, stem, loss, three_d, args.gtsam_cap)
+                    if "weights" in g:
+                        inl = np.asarray(g.pop("weights")) > 0.5
+                        # GTSAM's factor order: the file's edges, then the added prior
+                        inl = inl[: outlier.size]
+                        g.update(relative=g["clean_cost"] / clean_opt - 1, false_accepted=int((inl & outlier).sum()),
+                                 true_rejected=int((~inl & ~outlier).sum()))
+                    row[f"gtsam_{loss}"] = g
+                    print(stem, rate, seed, "gtsam", loss, g, flush=True)
+                report["rows"].append(row)
+                report["load_average_after_last_row"] = os.getloadavg()
+                out.parent.mkdir(parents=True, exist_ok=True)
+                out.write_text(json.dumps(report, indent=1))
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--sweep", action="store_true", help="run the sweep (rates x seeds) instead of one corruption")
+    ap.add_argument("--rates", default="0.1,0.2,0.3,0.5", help="sweep: outlier rates (default 0.1,0.2,0.3,0.5)")
+    ap.add_argument("--seeds", default="0-9", help="sweep: seeds, 'a-b' or comma-separated (default 0-9)")
+    ap.add_argument("--gtsam-losses", default="tls", help="sweep: GTSAM losses to run, '' for none (default tls)")
+    ap.add_argument("--append", action="store_true", help="sweep: append rows to an existing --out")
     ap.add_argument("--files", default="intel,sphere2500", help="comma-separated stems (default: intel,sphere2500)")
     ap.add_argument("--losses", default="tls,gm", help="comma-separated losses (default: tls,gm)")
     ap.add_argument("--fraction", type=float, default=0.1, help="false loop closures per edge (default: 0.1)")
@@ -108,8 +193,12 @@ def main():
     ap.add_argument("--gtsam-cap", type=float, default=1800.0,
                     help="seconds allowed per GTSAM GncLMOptimizer run; a longer one is stopped and recorded so (default 1800)")
     ap.add_argument("--skip-warm", action="store_true", help="do not time a second (compiled) GNC call")
-    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "gnc_cpu.json"), help="result JSON")
+    ap.add_argument("--out", default=None, help="result JSON (default results/gnc_cpu.json, sweep: gnc_sweep_cpu.json)")
     args = ap.parse_args()
+    if args.out is None:
+        args.out = str(ROOT / "benchmarks" / "results" / ("gnc_sweep_cpu.json" if args.sweep else "gnc_cpu.json"))
+    if args.sweep:
+        return sweep(args)
 
     import jax
 

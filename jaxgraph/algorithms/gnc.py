@@ -29,7 +29,9 @@ warm-started at the previous solution (GTSAM's ``GncOptimizer`` restarts every i
 solve from the initial values). TLS ends with a polishing phase: once the weights are
 (nearly) binary or the cost stalls, the weights become the exact TLS optimum at the
 current solution, ``w = [r^2 <= c^2]`` (which re-admits an inlier dropped too early), and
-it stops when the weights used agree with that rule at the new solution. GM stops when
+it stops when the weights used agree with that rule at the new solution (status 1), or,
+not converged, when two polishing rounds undo each other (status 5: some factor's decision
+flips with its own state). GM stops when
 ``mu`` reaches 1 or its weighted cost changes by less than ``cost_tolerance``; both stop after
 ``max_outer_iterations``. It vmaps over problems that share a structure.
 """

@@ -188,12 +188,14 @@ def _prepare_start(problem, values, init, gnc, solve_options, verbose):
         gnc_iterations=int(info.iterations),
         gnc_candidates=int(info.num_candidates),
         gnc_rejected=[[int(a), int(b)] for a, b in pairs],
+        gnc_inconsistent=int(info.inconsistent),
     )
     if verbose:
         print(f"GNC ({gnc}): {len(rejected)} of {int(info.num_candidates)} candidate edges rejected "
               f"in {int(info.iterations)} iterations ({status})", flush=True)
     if not bool(info.converged):
-        raise SolveFailed(f"GNC did not converge: {status}")
+        raise SolveFailed(f"GNC did not converge: {status}; {int(info.inconsistent)} candidate edges' weights "
+                          "differ from their decision at its last solution")
     return weighted_problem(problem, {k: w for k, w in weights.items() if k == "edges"}), start, extra
 
 
