@@ -25,7 +25,7 @@ def value_and_grad_2d(loss_fn: Callable, probe_shape: Sequence[int], argnums=0,
                       has_aux: bool = False, dtype=jnp.float32):
     """Like ``jax.value_and_grad`` but also returns the 2D-mean gradient and absgrad.
 
-    loss_fn(*args, means2d_probe=..., absgrad_probe=...) must pass both probes on to
+    ``loss_fn(*args, means2d_probe=..., absgrad_probe=...)`` must pass both probes on to
     :func:`splat.rasterization` and return a scalar loss (or (loss, aux) if has_aux).
     probe_shape: (C, N), the number of cameras and Gaussians rendered. dtype: the probes'
     dtype (use the parameters' dtype).

@@ -173,8 +173,8 @@ def rasterization(
       means2d_probe: optional [C, N, 2] added to the projected means; pass zeros and its
         gradient is dL/dmeans2d in pixels.
       absgrad_probe: optional [C, N, 2]; its gradient is gsplat's absgrad: for each camera
-        and Gaussian, sum over pixels of |that pixel's contribution to dL/dmeans2d|, per
-        component. Its value is ignored.
+        and Gaussian, sum over pixels of the absolute value of that pixel's contribution to
+        dL/dmeans2d, per component. Its value is ignored.
       isect_capacity: static size of the tile-intersection buffer. None: measured when
         inputs are concrete, else :func:`default_capacity`. If the true count exceeds it,
         outside jit the call is repeated with enough capacity; inside jit (or grad/vmap)

@@ -77,7 +77,7 @@ def read_image(path, downscale: int = 1, alpha_background=(0.0, 0.0, 0.0)) -> np
             has_alpha = im.mode in ("RGBA", "LA") or "transparency" in im.info
             im = im.convert("RGBA" if has_alpha else "RGB")
             if im.size != size:
-                im = im.resize(size, Image.BOX)
+                im = im.resize(size, Image.Resampling.BOX)
             a = np.asarray(im)
     except FileNotFoundError:
         raise FileNotFoundError(f"{path}: no such image file") from None
