@@ -8,14 +8,20 @@ by any method of :func:`analyze`, and the eliminated unknowns follow by back-sub
 ``x_P = P^-1 (b_P - E^T x_C)``. Every index map is numpy, computed once by
 :func:`analyze_schur`; the numeric part is plain JAX (jit, vmap, grad; GPU).
 
-The products ``W_a P^-1 W_b^T`` of every pair of blocks that one eliminated variable couples
-are summed into the reduced system in chunks (a ``lax.scan``), so memory stays bounded by the
-reduced system plus one chunk, however long the tracks are.
+``E`` is handled per *coupling*: one kept unit (a kept variable, e.g. a camera of ``c``
+blocks, given by ``kept_variables``; else one block) and one eliminated variable that some
+factor links, with its whole ``[c d, b d]`` block ``W``. ``S`` receives ``W_q P^-1 W_q^T``
+on the unit's diagonal block for every coupling ``q``, and ``W_q P^-1 W_r^T`` for every pair
+of couplings of one eliminated variable (two cameras seeing one point). Both sums run in
+chunks (a ``lax.scan``), so memory stays bounded by ``S`` plus one chunk, however long the
+tracks are; per-coupling blocks keep the plan's index arrays (constants of the compiled
+program) small: the synthetic 33,511-observation BAL problem has 33,511 couplings and 58,000
+coupling pairs, against 1.37 million pairs of 3 x 3 blocks.
 
 Iterative Schur (``method="pcg"``, and ``"auto"`` for large reduced systems): ``S`` is never
-formed. Conjugate gradients run on ``S v = C v - E (P^-1 (E^T v))`` (products with the stored
-blocks of ``H`` only), preconditioned by Schur-Jacobi, the exact diagonal blocks of ``S`` per
-kept *variable* (a camera's whole 9 x 9 block, not its 3 x 3 pieces), as Ceres'
+formed. Conjugate gradients run on ``S v = C v - W (P^-1 (W^T v))`` (products with the
+stored blocks of ``H`` only), preconditioned by Schur-Jacobi, the exact diagonal blocks of
+``S`` per kept unit (a camera's whole 9 x 9 block, not its 3 x 3 pieces), as Ceres'
 ``ITERATIVE_SCHUR`` with ``SCHUR_JACOBI`` does. Memory is then linear in the observations
 whatever the covisibility; the price is an inexact step (tolerance ``pcg_tolerance``).
 From ``x = 0`` the CG iterate satisfies ``x^T S x = x^T b`` exactly, so the LM model's
@@ -37,8 +43,8 @@ from . import _numeric as num
 
 __all__ = ["ITERATIVE_MIN_UNKNOWNS", "SchurStructure", "analyze_schur"]
 
-# pairs of blocks summed into the reduced system per scan step
-_CHUNK = 1 << 15
+# d x d block products per scan step of the sums into S (a chunk of couplings or pairs)
+_CHUNK_BLOCKS = 1 << 15
 
 #: ``method="auto"`` solves the reduced system iteratively (PCG, Schur-Jacobi) from this many
 #: kept unknowns (about 1,100 BAL cameras): the explicit ``S`` grows with the square of the
@@ -50,7 +56,8 @@ ITERATIVE_MIN_UNKNOWNS = 10_000
 class SchurStructure:
     """Static plan of a Schur-complement solve (hash/eq by identity); see :func:`analyze_schur`.
 
-    ``reduced`` is the :class:`BlockStructure` of ``S`` (kept blocks renumbered in order).
+    ``reduced`` is the :class:`BlockStructure` of ``S`` (kept blocks renumbered in order), or
+    for an iterative plan the ``"pcg"`` structure of ``C``'s own pattern (its products).
     """
 
     num_blocks: int
@@ -58,17 +65,21 @@ class SchurStructure:
     reduced: object
     kept: np.ndarray  # [Nk] block ids of the kept blocks, increasing
     eliminated: np.ndarray  # [Ne, b] block ids of each eliminated variable
-    kk: np.ndarray  # [Kkk] off-diagonal entries with both blocks kept (reduced pattern order)
+    units: np.ndarray  # [U, c] kept (renumbered) block ids of each kept unit
+    kk: np.ndarray  # [Kkk] off-diagonal entries with both blocks kept
     intra: tuple  # (entries, var, s, t): entry k is P_var[s, t] (H[rows, cols] orientation)
-    cross: tuple  # (entries, transposed, kept, var, sub): W = H[kept, (var, sub)]
-    pairs: tuple  # (left, right, slot, diagonal) cross-entry pairs in chunks [C, _CHUNK]
-    num_fill: int  # off-diagonal slots of S beyond kk (explicit) / preconditioner slots (iterative)
-    iterative: tuple | None = None  # iterative Schur: see _iterative_plan; None: S is formed
-    pattern: tuple = ()  # (rows, cols) of H's off-diagonal blocks, for the adjoint
+    cross: tuple  # (entries, transposed, coupling, unit sub-block, eliminated sub-block)
+    couplings: tuple  # (unit, var) [Q] of each coupling, grouped by var
+    diag_chunks: np.ndarray  # [C, chunk] couplings, padded with Q (the zero coupling)
+    pairs: tuple  # (left, right, unit pair) [C', chunk'] coupling pairs of one var, padded (Q, Q, 0)
+    unit_pairs: int  # F: unit pairs (u < v) with a coupling pair (their c x c blocks of S)
+    c_unit: tuple  # (entries, slots): C's blocks inside one unit and where they land
+    iterative: bool
+    pattern: tuple  # (rows, cols) of H's off-diagonal blocks, for the adjoint
 
     @property
     def method(self) -> str:
-        return "iterative" if self.iterative is not None else self.reduced.method
+        return "iterative" if self.iterative else self.reduced.method
 
     @property
     def dynamic(self) -> bool:
@@ -77,17 +88,17 @@ class SchurStructure:
     # jaxgraph.linear's factor, solve_factored, solve_with_info and solve call these for a
     # structure that is not a BlockStructure. Unbatched: vmap for batches.
     def factor(self, diag, offdiag):
-        if self.iterative is not None:
+        if self.iterative:
             return _iterative_factor(self, diag, offdiag)
         return _factor(self, diag, offdiag)[0]
 
     def solve_factored(self, factorization, rhs):
-        if self.iterative is not None:
+        if self.iterative:
             return _iterative_solve_factored(self, factorization, rhs)[0]
         return _solve_factored(self, factorization, rhs)
 
     def solve_with_info(self, diag, offdiag, rhs):
-        if self.iterative is not None:
+        if self.iterative:
             return _iterative_solve(self, diag, offdiag, rhs)
         return _solve_with_info(self, diag, offdiag, rhs)
 
@@ -104,8 +115,9 @@ def analyze_schur(num_blocks: int, block_dim: int, rows, cols, eliminate, *, met
     kept unknowns, else the host CHOLMOD on the CPU and the JAX multifrontal Cholesky
     elsewhere.
     ``kept_variables``: the kept variables as a list of ``int[count, c]`` arrays of block ids
-    (one per variable group; ``c`` blocks per variable) whose whole diagonal blocks of ``S``
-    the iterative solve's preconditioner inverts; ``None``: each kept block alone.
+    (one per variable group; ``c`` blocks per variable). When every group has the same ``c``
+    they are the units ``S`` is summed in and the iterative solve's preconditioner inverts
+    whole; ``None`` (or groups of different widths): each kept block is a unit.
 
     Raises ValueError when an off-diagonal block links two different eliminated variables
     (``P`` would not be block diagonal), when nothing would be kept, or when
@@ -130,71 +142,152 @@ def analyze_schur(num_blocks: int, block_dim: int, rows, cols, eliminate, *, met
         k = int(np.flatnonzero(both & (var_of[rows] != var_of[cols]))[0])
         raise ValueError(f"analyze_schur: off-diagonal block {k} links eliminated blocks {rows[k]} and {cols[k]} "
                          "of different variables; their system is not block diagonal")
-    kk = np.flatnonzero(~er & ~ec)
+    units = _units(kept, red, kept_variables)
+    U, c = units.shape
+    unit_of = np.zeros(kept.size, np.int64)
+    usub_of = np.zeros(kept.size, np.int64)
+    unit_of[units] = np.arange(U)[:, None]
+    usub_of[units] = np.arange(c)[None, :]
     if method == "auto" and kept.size * d >= ITERATIVE_MIN_UNKNOWNS:
         method = "pcg"
-    intra_k = np.flatnonzero(both)
-    intra = (intra_k, var_of[rows[intra_k]], sub_of[rows[intra_k]], sub_of[cols[intra_k]])
-    cross_k = np.flatnonzero(er ^ ec)
-    transposed = er[cross_k]  # stored as H[elim, kept]: W is its transpose
-    kept_blk = np.where(transposed, cols[cross_k], rows[cross_k])
-    elim_blk = np.where(transposed, rows[cross_k], cols[cross_k])
-    order = np.argsort(var_of[elim_blk], kind="stable")  # group cross entries by variable
-    cross_k, transposed, kept_blk, elim_blk = cross_k[order], transposed[order], kept_blk[order], elim_blk[order]
-    cvar = var_of[elim_blk]
-    cross = (cross_k, transposed, red[kept_blk], cvar, sub_of[elim_blk])
-    if method == "pcg":
-        return _iterative_plan(n, d, rows, cols, kept, red, elim, kk, intra, cross, kept_variables,
-                               analyze_options)
-    # every ordered pair (i, j) of cross entries of one variable with kept(i) <= kept(j)
-    left, right = _same_variable_pairs(cvar)
-    a, b = cross[2][left], cross[2][right]
-    keep = a <= b
-    left, right, a, b = left[keep], right[keep], a[keep], b[keep]
-    diagonal = a == b
-    code = a * kept.size + b
-    fill, slot = np.unique(np.where(diagonal, -1, code), return_inverse=True)
-    has_diag = fill.size and fill[0] == -1
-    slot = np.where(diagonal, a, slot - int(has_diag))  # diagonal: the kept block; else its fill slot
-    fill = fill[int(has_diag):]
     if method == "auto":
         # not "dense" for a small reduced system: LAPACK's threaded Cholesky of a few hundred
         # unknowns can stall for 250 ms on a busy CPU (docs/linear.md); CHOLMOD does not
         method = _api.default_sparse_method()
-    reduced = _api.analyze(kept.size, d, np.concatenate([red[rows[kk]], fill // kept.size]),
-                           np.concatenate([red[cols[kk]], fill % kept.size]), method=method, **analyze_options)
-    pairs = _chunked(left, right, slot, diagonal, cvar.size)
-    return SchurStructure(n, d, reduced, kept, elim, kk, intra, cross, pairs, int(fill.size),
-                          pattern=(rows, cols))
+
+    kk = np.flatnonzero(~er & ~ec)
+    rk, ck = red[rows[kk]], red[cols[kk]]
+    intra_k = np.flatnonzero(both)
+    intra = (intra_k, var_of[rows[intra_k]], sub_of[rows[intra_k]], sub_of[cols[intra_k]])
+    # cross entries (one kept block, one eliminated block) and their couplings (unit, var)
+    cross_k = np.flatnonzero(er ^ ec)
+    transposed = er[cross_k]  # stored as H[elim, kept]: W is its transpose
+    kept_blk = red[np.where(transposed, cols[cross_k], rows[cross_k])]
+    elim_blk = np.where(transposed, rows[cross_k], cols[cross_k])
+    code = var_of[elim_blk] * U + unit_of[kept_blk]  # grouped by var, then unit
+    keys, coupling = np.unique(code, return_inverse=True)
+    q_var, q_unit = keys // U, keys % U
+    cross = (cross_k, transposed, coupling, usub_of[kept_blk], sub_of[elim_blk])
+    Q = keys.size
+    chunk = max(1, _CHUNK_BLOCKS // (c * c))
+    diag_chunks = _chunked([np.arange(Q)], [Q], chunk)[0]
+    # C's blocks inside one unit: kept diagonal blocks (entry a < nk), kk entries (nk + k)
+    # and their transposes (-(nk + k) - 1), each into its (s, t) slot of the unit's block
+    same = unit_of[rk] == unit_of[ck]
+    k_in = np.flatnonzero(same)
+    nk = kept.size
+    a = np.arange(nk)
+    c_entries = np.concatenate([a, nk + k_in, -(nk + k_in) - 1])
+    slot_of = lambda x, y: (unit_of[x] * c + usub_of[x]) * c + usub_of[y]  # noqa: E731
+    c_slots = np.concatenate([slot_of(a, a), slot_of(rk[k_in], ck[k_in]), slot_of(ck[k_in], rk[k_in])])
+    if method == "pcg":
+        options = dict(analyze_options)
+        options.pop("ordering", None)
+        reduced = _api.analyze(nk, d, rk, ck, method="pcg", **options)
+        empty = _chunked([np.zeros(0, np.int64)] * 3, [Q, Q, 0], 1)
+        return SchurStructure(n, d, reduced, *_int32(kept, elim, units, kk, intra, cross, (q_unit, q_var),
+                                                      diag_chunks, tuple(empty)), 0,
+                              _int32((c_entries, c_slots))[0], True, (rows, cols))
+    # every pair of couplings of one variable, units in increasing order (q sorted by (var, unit))
+    left, right = _same_variable_pairs(q_var)
+    keep = left < right
+    left, right = left[keep], right[keep]
+    pair_code, unit_pair = np.unique(q_unit[left] * U + q_unit[right], return_inverse=True)
+    F = pair_code.size
+    pu, pv = pair_code // U, pair_code % U
+    # S's off-diagonal blocks beyond C's pattern: every (s, t) block of each unit pair, then
+    # the upper blocks (s < t) of each unit's own diagonal block
+    s_, t_ = np.divmod(np.arange(c * c), c)
+    fill_r = units[pu][:, s_].reshape(-1)
+    fill_c = units[pv][:, t_].reshape(-1)
+    us, ut = np.triu_indices(c, 1)
+    fill_r = np.concatenate([fill_r, units[:, us].reshape(-1)])
+    fill_c = np.concatenate([fill_c, units[:, ut].reshape(-1)])
+    reduced = _api.analyze(nk, d, np.concatenate([rk, fill_r]), np.concatenate([ck, fill_c]), method=method,
+                           **analyze_options)
+    pairs = tuple(_chunked([left, right, unit_pair], [Q, Q, 0], chunk))
+    return SchurStructure(n, d, reduced, *_int32(kept, elim, units, kk, intra, cross, (q_unit, q_var), diag_chunks,
+                                                  pairs), F, _int32((c_entries, c_slots))[0], False, (rows, cols))
 
 
-def _same_variable_pairs(cvar):
-    """``(left, right)``: every ordered pair of cross entries (both orders, and each entry
-    with itself) that belong to one eliminated variable; ``cvar`` sorted."""
-    counts = np.bincount(cvar)
-    start = np.concatenate([[0], np.cumsum(counts)])[cvar]  # first entry of each entry's variable
-    m = counts[cvar]
-    left = np.repeat(np.arange(cvar.size), m)
+def _units(kept, red, kept_variables):
+    """``int[U, c]`` kept (renumbered) block ids of each unit: ``kept_variables`` when its
+    groups share one width, else every kept block alone."""
+    if kept_variables is None:
+        return np.arange(kept.size)[:, None]
+    groups = [np.asarray(g, np.int64) for g in kept_variables if np.size(g)]
+    seen = np.zeros(kept.size, np.int64)
+    for g in groups:
+        rb = red[g.reshape(-1)]
+        if g.ndim != 2 or np.any(rb < 0):
+            raise ValueError("analyze_schur: kept_variables must list kept blocks, each once")
+        np.add.at(seen, rb, 1)
+    if np.any(seen > 1):
+        raise ValueError("analyze_schur: kept_variables must list kept blocks, each once")
+    if np.any(seen == 0):
+        raise ValueError(f"analyze_schur: kept_variables leaves {int(np.sum(seen == 0))} kept blocks out")
+    if len({g.shape[1] for g in groups}) != 1:
+        return np.arange(kept.size)[:, None]
+    return np.concatenate([red[g] for g in groups])
+
+
+def _same_variable_pairs(var):
+    """``(left, right)``: every ordered pair of entries (both orders, and each entry with
+    itself) that share a variable; ``var`` sorted."""
+    counts = np.bincount(var) if var.size else np.zeros(0, np.int64)
+    start = np.concatenate([[0], np.cumsum(counts)])[var]  # first entry of each entry's variable
+    m = counts[var]
+    left = np.repeat(np.arange(var.size), m)
     right = np.repeat(start, m) + (np.arange(left.size) - np.repeat(np.cumsum(m) - m, m))
     return left, right
 
 
-def _chunked(left, right, slot, diagonal, num_cross):
-    """The pair lists padded to whole chunks ``[C, _CHUNK]`` with pairs of the zero cross entry
-    (index ``num_cross``) into slot 0."""
-    chunks = max(1, -(-left.size // _CHUNK))
-    pad = chunks * _CHUNK - left.size
+def _chunked(arrays, fills, chunk):
+    """Equal-length index arrays padded with ``fills`` to whole chunks, each ``[C, chunk]``."""
+    size = arrays[0].size
+    chunks = max(1, -(-size // chunk))
+    pad = chunks * chunk - size
+    return [np.concatenate([x, np.full(pad, f, np.int64)]).reshape(chunks, chunk) for x, f in zip(arrays, fills)]
 
-    def padded(x, fillv):
-        return np.concatenate([x, np.full(pad, fillv, x.dtype)]).reshape(chunks, _CHUNK)
 
-    return (padded(left, num_cross), padded(right, num_cross), padded(slot, 0), padded(diagonal, False))
+def _int32(*arrays):
+    """The plan's index arrays as int32 (bools kept): they are constants of the compiled
+    program, and int64 doubled its size."""
+    def one(a):
+        if isinstance(a, tuple):
+            return tuple(one(x) for x in a)
+        if isinstance(a, np.ndarray) and a.dtype.kind in "iu":
+            return a.astype(np.int32)
+        return a
+    return tuple(one(a) for a in arrays)
+
+
+# --------------------------------------------------------------------------- numeric parts
+
+
+def _mm(a, b):
+    """``a @ b`` for batches of small matrices as products unrolled over the inner size: XLA:CPU
+    runs a batched float64 dot of 3 x 3 matrices several times slower (see smallmat.matmul)."""
+    out = a[..., :, 0:1] * b[..., 0:1, :]
+    for k in range(1, a.shape[-1]):
+        out = out + a[..., :, k : k + 1] * b[..., k : k + 1, :]
+    return out
+
+
+def _mv(a, x):
+    """``a @ x`` for batches ``a [..., m, k]``, ``x [..., k]``, unrolled over ``k`` (see _mm)."""
+    out = a[..., :, 0] * x[..., 0:1]
+    for k in range(1, a.shape[-1]):
+        out = out + a[..., :, k] * x[..., k : k + 1]
+    return out
 
 
 def _blocks(s: SchurStructure, diag, offdiag):
-    """``(P^-1 [Ne, bd, bd], W [E + 1, d, d], clamped)`` from the blocks of ``H``."""
+    """``(P^-1 [Ne, bd, bd], W [Q + 1, cd, bd], clamped)`` from the blocks of ``H``; ``W[Q]``
+    is the zero coupling that padded chunks point to."""
     d = s.block_dim
     ne, b = s.eliminated.shape
+    c = s.units.shape[1]
     P = jnp.zeros((ne, b, b, d, d), diag.dtype)
     P = P.at[:, np.arange(b), np.arange(b)].set(diag[s.eliminated])
     k, var, sa, sb = s.intra
@@ -207,66 +300,101 @@ def _blocks(s: SchurStructure, diag, offdiag):
     Linv = smallmat.lower_inverse(L)
     Pinv = jnp.swapaxes(Linv, -1, -2) @ Linv
     clamped = ~jnp.all(jnp.isfinite(Pinv))
-    ck, transposed = s.cross[0], s.cross[1]
-    W = offdiag[ck]
-    W = jnp.where(transposed[:, None, None], jnp.swapaxes(W, -1, -2), W)
-    W = jnp.concatenate([W, jnp.zeros((1, d, d), W.dtype)])
+    ck, transposed, q, us, es = s.cross
+    Q = s.couplings[0].size
+    Wb = offdiag[ck]
+    Wb = jnp.where(transposed[:, None, None], jnp.swapaxes(Wb, -1, -2), Wb)
+    W = jnp.zeros((Q + 1, c, b, d, d), diag.dtype).at[q, us, es].add(Wb)
+    W = jnp.swapaxes(W, 2, 3).reshape(Q + 1, c * d, b * d)
     return Pinv, W, clamped
 
 
-def _mm(a, b):
-    """``a @ b`` for batches of small matrices as products unrolled over the inner size: XLA:CPU
-    runs a batched float64 dot of 3 x 3 matrices several times slower (see smallmat.matmul)."""
-    out = a[..., :, 0:1] * b[..., 0:1, :]
-    for k in range(1, a.shape[-1]):
-        out = out + a[..., :, k : k + 1] * b[..., k : k + 1, :]
-    return out
-
-
-def _pinv_block(s, Pinv, var, sa, sb):
-    """``(P_var^-1)[sa, sb]`` d x d blocks (gathered)."""
+def _unit_diagonal(s: SchurStructure, Pinv, W):
+    """``sum_q W_q P^-1 W_q^T`` per kept unit, ``[U, cd, cd]``, in chunks of couplings."""
+    units, var = s.couplings
+    U, c = s.units.shape
     d = s.block_dim
-    b = s.eliminated.shape[1]
-    P5 = Pinv.reshape(-1, b, d, b, d)
-    return P5[var, sa, :, sb, :]
+    qu = jnp.asarray(np.append(units, U))  # the zero coupling lands in a dropped row
+    qv = jnp.asarray(np.append(var, 0))
+
+    def step(acc, q):
+        Wq = W[q]
+        prod = _mm(_mm(Wq, Pinv[qv[q]]), jnp.swapaxes(Wq, -1, -2))
+        return acc.at[qu[q]].add(prod, mode="drop"), None
+
+    acc, _ = jax.lax.scan(step, jnp.zeros((U, c * d, c * d), W.dtype), s.diag_chunks)
+    return acc
 
 
 def _factor(s: SchurStructure, diag, offdiag):
     """``((reduced factorisation, P^-1, W, clamped), (S_diag, S_off))``."""
     Pinv, W, clamped = _blocks(s, diag, offdiag)
-    _, _, _, cvar, csub = s.cross
-    cv = jnp.asarray(np.append(cvar, 0))  # entry E: the zero cross entry of padded pairs
-    cs = jnp.asarray(np.append(csub, 0))
-    nk, d = s.kept.size, s.block_dim
-    left, right, slot, diagonal = s.pairs
+    U, c = s.units.shape
+    d = s.block_dim
+    qv = jnp.asarray(np.append(s.couplings[1], 0))
+    left, right, unit_pair = s.pairs
 
     def step(acc, chunk):
-        li, ri, sl, dg = chunk
-        # W_l P^-1[s_l, s_r] W_r^T: the coupling the eliminated variable adds between kept blocks
-        prod = _mm(_mm(W[li], _pinv_block(s, Pinv, cv[li], cs[li], cs[ri])), jnp.swapaxes(W[ri], -1, -2))
-        sd, so = acc
-        # a diagonal block receives both orders of each pair (both are listed), an
-        # off-diagonal slot (kept(l) < kept(r)) one
-        sd = sd.at[jnp.where(dg, sl, nk)].add(prod, mode="drop")
-        so = so.at[jnp.where(dg, s.num_fill, sl)].add(prod, mode="drop")
-        return (sd, so), None
+        li, ri, f = chunk
+        # W_l P^-1 W_r^T: the coupling one eliminated variable adds between two kept units
+        prod = _mm(_mm(W[li], Pinv[qv[li]]), jnp.swapaxes(W[ri], -1, -2))
+        return acc.at[f].add(prod), None
 
-    zeros = (jnp.zeros((nk, d, d), diag.dtype), jnp.zeros((s.num_fill, d, d), diag.dtype))
-    (sd, so), _ = jax.lax.scan(step, zeros, (left, right, slot, diagonal))
-    S_diag = diag[s.kept] - sd
-    S_off = jnp.concatenate([offdiag[s.kk], -so])
+    off, _ = jax.lax.scan(step, jnp.zeros((max(s.unit_pairs, 1), c * d, c * d), W.dtype), (left, right, unit_pair))
+    off = off[: s.unit_pairs]
+    dg = _unit_diagonal(s, Pinv, W).reshape(U, c, d, c, d)
+    ru, rs = _kept_unit(s)
+    S_diag = diag[s.kept] - dg[ru, rs, :, rs, :]
+    us, ut = np.triu_indices(c, 1)
+    fill_off = jnp.swapaxes(off.reshape(-1, c, d, c, d), 2, 3).reshape(-1, d, d)
+    # two advanced indices split by a slice put their axis first: [T, U, d, d] -> unit-major
+    fill_unit = jnp.swapaxes(dg[:, us, :, ut, :], 0, 1).reshape(-1, d, d)
+    S_off = jnp.concatenate([offdiag[s.kk], -fill_off, -fill_unit])
     fac = _api.factor(s.reduced, S_diag, S_off)
     return (fac, Pinv, W, clamped | fac.clamped), (S_diag, S_off)
 
 
-def _reduce_rhs(s: SchurStructure, Pinv, W, rhs):
-    """``b_C - E P^-1 b_P`` and ``P^-1 b_P`` per eliminated variable."""
-    ne, b = s.eliminated.shape
+def _kept_unit(s: SchurStructure):
+    """``(unit, sub-block)`` of every kept block (numpy, static)."""
+    U, c = s.units.shape
+    unit = np.zeros(s.kept.size, np.int64)
+    sub = np.zeros(s.kept.size, np.int64)
+    unit[s.units] = np.arange(U)[:, None]
+    sub[s.units] = np.arange(c)[None, :]
+    return unit, sub
+
+
+def _to_units(s: SchurStructure, x):
+    """Kept-block rows ``[nk, d]`` -> unit rows ``[U, c d]``."""
+    U, c = s.units.shape
+    return x[s.units].reshape(U, c * s.block_dim)
+
+
+def _from_units(s: SchurStructure, xu):
+    """Unit rows ``[U, c d]`` -> kept-block rows ``[nk, d]``."""
     d = s.block_dim
-    y = (Pinv @ rhs[s.eliminated].reshape(ne, b * d, 1)).reshape(ne, b, d)
-    _, _, kept_idx, cvar, csub = s.cross
-    contrib = (W[:-1] @ y[cvar, csub][..., None])[..., 0]
-    return rhs[s.kept] - jax.ops.segment_sum(contrib, kept_idx, num_segments=s.kept.size)
+    return jnp.zeros((s.kept.size, d), xu.dtype).at[s.units.reshape(-1)].set(xu.reshape(-1, d))
+
+
+def _e_times(s: SchurStructure, W, y):
+    """``E y`` on the kept units from ``y [Ne, b d]`` (one row per eliminated variable)."""
+    units, var = s.couplings
+    U = s.units.shape[0]
+    return jax.ops.segment_sum(_mv(W[:-1], y[var]), units, num_segments=U)
+
+
+def _et_times(s: SchurStructure, W, xu):
+    """``E^T x`` per eliminated variable ``[Ne, b d]`` from unit rows ``xu [U, c d]``."""
+    units, var = s.couplings
+    return jax.ops.segment_sum(_mv(jnp.swapaxes(W[:-1], -1, -2), xu[units]), var,
+                               num_segments=s.eliminated.shape[0], indices_are_sorted=True)
+
+
+def _reduce_rhs(s: SchurStructure, Pinv, W, rhs):
+    """``b_C - E P^-1 b_P`` on the kept blocks."""
+    ne, b = s.eliminated.shape
+    y = _mv(Pinv, rhs[s.eliminated].reshape(ne, -1))
+    return rhs[s.kept] - _from_units(s, _e_times(s, W, y))
 
 
 def _solve_factored(s: SchurStructure, factorization, rhs):
@@ -280,11 +408,8 @@ def _back_substitute(s: SchurStructure, Pinv, W, rhs, xk):
     """The whole ``x [n, d]`` from the kept part ``xk``: ``x_P = P^-1 (b_P - E^T x_C)``."""
     ne, b = s.eliminated.shape
     d = s.block_dim
-    _, _, kept_idx, cvar, csub = s.cross
-    # x_P = P^-1 (b_P - E^T x_C)
-    back = (jnp.swapaxes(W[:-1], -1, -2) @ xk[kept_idx][..., None])[..., 0]
-    rp = rhs[s.eliminated] - jax.ops.segment_sum(back, cvar * b + csub, num_segments=ne * b).reshape(ne, b, d)
-    xp = (Pinv @ rp.reshape(ne, b * d, 1)).reshape(ne * b, d)
+    rp = rhs[s.eliminated].reshape(ne, b * d) - _et_times(s, W, _to_units(s, xk))
+    xp = _mv(Pinv, rp).reshape(ne * b, d)
     x = jnp.zeros(rhs.shape, rhs.dtype).at[s.kept].set(xk)
     return x.at[s.eliminated.reshape(-1)].set(xp)
 
@@ -304,139 +429,28 @@ def _solve_with_info(s: SchurStructure, diag, offdiag, rhs):
 # --------------------------------------------------------------------------- iterative Schur
 
 
-def _iterative_plan(n, d, rows, cols, kept, red, elim, kk, intra, cross, kept_variables, analyze_options):
-    """The :class:`SchurStructure` of an iterative solve: ``reduced`` is the ``"pcg"``
-    structure of ``C``'s own pattern (its matrix-vector product); ``iterative`` holds the
-    Schur-Jacobi preconditioner's plan ``(groups, c_entries, c_slots, num_slots)``:
-    ``groups`` a tuple of ``(offset, count, c)`` per kept variable group (its slots are
-    ``offset + ((v c + s) c + t)`` for block ``(s, t)`` of variable ``v``), ``c_entries`` /
-    ``c_slots`` the blocks of ``C`` (diagonal blocks first, as kept block ids ``< nk``;
-    then off-diagonal entries ``nk + k`` of ``kk`` and their transposes, ``-(nk + k) - 1``)
-    and the slot each lands in; the pair products land in ``pairs``' slots."""
-    nk = kept.size
-    if kept_variables is None:
-        kept_variables = [kept[:, None]]
-    owner = np.full(nk, -1, np.int64)  # preconditioner slot base of each kept block
-    sub = np.zeros(nk, np.int64)
-    width = np.zeros(nk, np.int64)
-    groups, offset = [], 0
-    for blocks in kept_variables:
-        blocks = np.asarray(blocks, np.int64)
-        if blocks.ndim != 2 or blocks.size == 0:
-            continue
-        count, c = blocks.shape
-        rb = red[blocks]
-        if np.any(rb < 0) or np.any(owner[rb] >= 0):
-            raise ValueError("analyze_schur: kept_variables must list kept blocks, each once")
-        owner[rb] = offset + (np.arange(count)[:, None] * c * c)
-        sub[rb] = np.arange(c)[None, :]
-        width[rb] = c
-        groups.append((offset, count, c))
-        offset += count * c * c
-    if np.any(owner < 0):
-        raise ValueError(f"analyze_schur: kept_variables leaves {int(np.sum(owner < 0))} kept blocks out")
-
-    def slot(a, b):  # slot of block (a, b) of S, a and b kept blocks of one variable
-        return owner[a] + sub[a] * width[a] + sub[b]
-
-    rk, ck = red[rows[kk]], red[cols[kk]]
-    same = owner[rk] == owner[ck]  # C's blocks inside one kept variable
-    k_in = np.flatnonzero(same)
-    c_entries = np.concatenate([np.arange(nk), nk + k_in, -(nk + k_in) - 1])
-    c_slots = np.concatenate([slot(np.arange(nk), np.arange(nk)), slot(rk[k_in], ck[k_in]),
-                              slot(ck[k_in], rk[k_in])])
-    _, _, kept_idx, cvar, _ = cross
-    left, right = _same_variable_pairs(cvar)
-    keep = owner[kept_idx[left]] == owner[kept_idx[right]]
-    left, right = left[keep], right[keep]
-    pslot = slot(kept_idx[left], kept_idx[right])
-    pairs = _chunked(left, right, pslot, np.ones(left.size, bool), cvar.size)
-    options = dict(analyze_options)
-    options.pop("ordering", None)
-    reduced = _api.analyze(nk, d, rk, ck, method="pcg", **options)
-    plan = (tuple(groups), c_entries, c_slots, offset)
-    return SchurStructure(n, d, reduced, kept, elim, kk, intra, cross, pairs, offset, iterative=plan,
-                          pattern=(rows, cols))
-
-
 def _preconditioner(s: SchurStructure, diag, offdiag, Pinv, W):
-    """Lower Cholesky factors of the Schur-Jacobi blocks, one ``[count, c d, c d]`` array per
-    kept variable group: ``S_vv = C_vv - sum W P^-1 W^T`` over the pairs inside variable ``v``."""
-    groups, c_entries, c_slots, num_slots = s.iterative
-    d, nk = s.block_dim, s.kept.size
-    Cd = diag[s.kept]
+    """``(lower Cholesky factors [U, cd, cd], guarded)`` of the Schur-Jacobi blocks, ``S``'s
+    diagonal block per kept unit: ``C_uu - sum_q W_q P^-1 W_q^T``."""
+    c_entries, c_slots = s.c_unit
+    U, c = s.units.shape
+    d = s.block_dim
     Co = offdiag[s.kk]
-    blocks = jnp.concatenate([Cd, Co, jnp.swapaxes(Co, -1, -2)])
-    # c_entries: kept diagonal blocks, then kk entries (nk + k), then their transposes
+    blocks = jnp.concatenate([diag[s.kept], Co, jnp.swapaxes(Co, -1, -2)])
+    # c_entries: kept diagonal blocks, then kk entries (nk + k), then their transposes (< 0)
     idx = np.where(c_entries >= 0, c_entries, -c_entries - 1 + Co.shape[0])
-    M = jnp.zeros((num_slots, d, d), diag.dtype).at[c_slots].add(blocks[idx])
-    _, _, _, cvar, csub = s.cross
-    cv = jnp.asarray(np.append(cvar, 0))
-    cs = jnp.asarray(np.append(csub, 0))
-    left, right, slot, _ = s.pairs
-
-    def step(acc, chunk):
-        li, ri, sl = chunk
-        prod = _mm(_mm(W[li], _pinv_block(s, Pinv, cv[li], cs[li], cs[ri])), jnp.swapaxes(W[ri], -1, -2))
-        return acc.at[sl].add(-prod), None
-
-    M, _ = jax.lax.scan(step, M, (left, right, slot))
-    factors = []
-    for offset, count, c in groups:
-        B = M[offset:offset + count * c * c].reshape(count, c, c, d, d)
-        B = jnp.swapaxes(B, 2, 3).reshape(count, c * d, c * d)
-        factors.append(num.guarded_cholesky(0.5 * (B + jnp.swapaxes(B, -1, -2))))
-    return tuple(f[0] for f in factors), jnp.any(jnp.stack([f[1] for f in factors]))
-
-
-def _apply_preconditioner(s: SchurStructure, factors, r):
-    """``M^-1 r`` for the kept residual ``r [nk, d]``: one block solve per kept variable."""
-    out = jnp.zeros_like(r)
-    order = _kept_order(s)
-    for (offset, count, c), L, blocks in zip(s.iterative[0], factors, order):
-        rv = r[blocks].reshape(count, c * s.block_dim)
-        out = out.at[blocks.reshape(-1)].set(num.apply_block_jacobi(L, rv).reshape(count * c, s.block_dim))
-    return out
-
-
-def _kept_order(s: SchurStructure):
-    """Per preconditioner group, ``int[count, c]`` kept (renumbered) block ids in slot order."""
-    groups, _, c_slots, _ = s.iterative
-    nk = s.kept.size
-    base = c_slots[:nk]  # slot of (a, a) for each kept block a = offset + (v c + s) c + s
-    out = []
-    for offset, count, c in groups:
-        inside = np.flatnonzero((base >= offset) & (base < offset + count * c * c))
-        local = base[inside] - offset  # (v c + s) c + s = v c^2 + s (c + 1)
-        v, s_ = local // (c * c), (local % (c * c)) // (c + 1)
-        blocks = np.zeros((count, c), np.int64)
-        blocks[v, s_] = inside
-        out.append(blocks)
-    return out
+    C = jnp.zeros((U * c * c, d, d), diag.dtype).at[c_slots].add(blocks[idx])
+    C = jnp.swapaxes(C.reshape(U, c, c, d, d), 2, 3).reshape(U, c * d, c * d)
+    M = C - _unit_diagonal(s, Pinv, W)
+    return num.guarded_cholesky(0.5 * (M + jnp.swapaxes(M, -1, -2)))
 
 
 def _apply_s(s: SchurStructure, fac, v):
-    """``S v = C v - W (P^-1 (W^T v))`` from the stored blocks, ``v [nk, d]``."""
+    """``S v = C v - E (P^-1 (E^T v))`` from the stored blocks, ``v [nk, d]``."""
     Cd, Co, Pinv, W = fac[:4]
-    ne, b = s.eliminated.shape
-    d = s.block_dim
     out = num.matvec(s.reduced.rows, s.reduced.cols, Cd, Co, v)
-    _, _, kept_idx, cvar, csub = s.cross
-    Wc = W[:-1]
-    slot = cvar * b + csub  # sorted: cross entries are grouped by eliminated variable
-    u = _mv(jnp.swapaxes(Wc, -1, -2), v[kept_idx])  # W^T v per cross entry
-    y = jax.ops.segment_sum(u, slot, num_segments=ne * b, indices_are_sorted=True).reshape(ne, b * d)
-    y = _mv(Pinv, y).reshape(ne * b, d)
-    back = _mv(Wc, y[slot])
-    return out - jax.ops.segment_sum(back, kept_idx, num_segments=s.kept.size)
-
-
-def _mv(a, x):
-    """``a @ x`` for batches ``a [..., m, k]``, ``x [..., k]``, unrolled over ``k`` (see _mm)."""
-    out = a[..., :, 0] * x[..., 0:1]
-    for k in range(1, a.shape[-1]):
-        out = out + a[..., :, k] * x[..., k : k + 1]
-    return out
+    y = _mv(Pinv, _et_times(s, W, _to_units(s, v)))
+    return out - _from_units(s, _e_times(s, W, y))
 
 
 def _iterative_factor(s: SchurStructure, diag, offdiag):
@@ -444,19 +458,8 @@ def _iterative_factor(s: SchurStructure, diag, offdiag):
     reduced operator and its preconditioner need; ``S`` itself is not formed."""
     Pinv, W, clamped = _blocks(s, diag, offdiag)
     # a preconditioner block that needed its guard is reported like a clamped pivot
-    factors, guarded = _preconditioner(s, diag, offdiag, Pinv, W)
-    return (diag[s.kept], offdiag[s.kk], Pinv, W, factors, clamped | guarded)
-
-
-def _iterative_solve_factored(s: SchurStructure, fac, rhs):
-    """``(x, iterations, relative residual of the reduced system)``."""
-    _, _, Pinv, W, factors, _ = fac
-    rk = _reduce_rhs(s, Pinv, W, rhs)
-    xk, k, rel = num.conjugate_gradient(partial(_apply_s, s, fac), rk,
-                                        lambda r: _apply_preconditioner(s, factors, r),
-                                        max_iterations=s.reduced.pcg_max_iterations,
-                                        tolerance=_iterative_tolerance(s, rhs.dtype))
-    return _back_substitute(s, Pinv, W, rhs, xk), k, rel
+    L, guarded = _preconditioner(s, diag, offdiag, Pinv, W)
+    return (diag[s.kept], offdiag[s.kk], Pinv, W, L, clamped | guarded)
 
 
 def _iterative_tolerance(s: SchurStructure, dtype) -> float:
@@ -466,6 +469,20 @@ def _iterative_tolerance(s: SchurStructure, dtype) -> float:
     if s.reduced.pcg_tolerance is not None:
         return s.reduced.pcg_tolerance
     return 1e-6 if jnp.dtype(dtype) == jnp.float64 else 1e-5
+
+
+def _iterative_solve_factored(s: SchurStructure, fac, rhs):
+    """``(x, iterations, relative residual of the reduced system)``."""
+    _, _, Pinv, W, L, _ = fac
+
+    def precondition(r):
+        return _from_units(s, num.apply_block_jacobi(L, _to_units(s, r)))
+
+    rk = _reduce_rhs(s, Pinv, W, rhs)
+    xk, k, rel = num.conjugate_gradient(partial(_apply_s, s, fac), rk, precondition,
+                                        max_iterations=s.reduced.pcg_max_iterations,
+                                        tolerance=_iterative_tolerance(s, rhs.dtype))
+    return _back_substitute(s, Pinv, W, rhs, xk), k, rel
 
 
 @partial(jax.custom_vjp, nondiff_argnums=(0,))
