@@ -190,3 +190,13 @@ def test_edge_direction_and_vertex_ids_preserved(tmp_path):
     lines = out.read_text().splitlines()
     assert lines[0].startswith("VERTEX_SE2 10 ") and lines[2].startswith("VERTEX_SE2 30 ")
     assert lines[3].startswith("EDGE_SE2 30 20 -1.0 0.0 0.0 500.0 0.0 0.0 500.0 0.0 5000.0")
+
+
+def test_vertices_without_edges_read_exactly(tmp_path):
+    # a single vertex, or vertices and no edge, used to fail with "cannot reshape array of size 0"
+    for text in ("VERTEX_SE2 0 1 2 0.3\n", "VERTEX_SE2 0 1 2 0.3\nVERTEX_SE2 4 5 6 0.7\n"):
+        problem, values = read_g2o(_write(tmp_path, text), dtype=np.float64)
+        rows = [[float(x) for x in line.split()[2:]] for line in text.splitlines()]
+        np.testing.assert_array_equal(np.asarray(values["poses"]), rows)
+        assert [g.name for g in problem.factors] == ["anchor"]
+        assert float(problem.cost(values)) < 1e-20  # the anchor holds pose 0 where it is
