@@ -178,8 +178,41 @@ def sweep(args):
                 out.write_text(json.dumps(report, indent=1))
 
 
+def plot(paths, out):  # noqa: C901
+    """Success rate (clean-graph cost within 1 % of the clean optimum) against the outlier
+    rate, ours vs GTSAM, one line per graph and method, from sweep JSON files."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    rows = [r for p in paths for r in json.loads(Path(p).read_text())["rows"]]
+    fig, ax = plt.subplots(figsize=(6, 4))
+    keys = sorted({(r["graph"], k) for r in rows for k in r if k.startswith(("ours_", "gtsam_"))})
+    for graph, key in keys:
+        cells = {}
+        for r in rows:
+            if r["graph"] == graph and key in r:
+                ok = "relative" in r[key] and r[key]["relative"] <= 0.01
+                cells.setdefault(r["rate"], []).append(ok)
+        rates = sorted(cells)
+        label = f"{graph} {key.replace('_', ' ').upper().replace('OURS', 'jaxgraph').replace('GTSAM', 'GTSAM')}"
+        ax.plot([100 * x for x in rates], [100 * np.mean(cells[x]) for x in rates], "o-" if "ours" in key else "s--",
+                label=label + " (" + "/".join(str(len(cells[x])) for x in rates) + " seeds)")
+    ax.set_xlabel("false loop closures (% of edges)")
+    ax.set_ylabel("runs within 1 % of the clean optimum (%)")
+    ax.set_ylim(-5, 105)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    print("wrote", out)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--plot", nargs="+", metavar="JSON", help="plot sweep JSON files (to --out, a .png) and exit")
     ap.add_argument("--sweep", action="store_true", help="run the sweep (rates x seeds) instead of one corruption")
     ap.add_argument("--rates", default="0.1,0.2,0.3,0.5", help="sweep: outlier rates (default 0.1,0.2,0.3,0.5)")
     ap.add_argument("--seeds", default="0-9", help="sweep: seeds, 'a-b' or comma-separated (default 0-9)")
@@ -195,6 +228,8 @@ def main():
     ap.add_argument("--skip-warm", action="store_true", help="do not time a second (compiled) GNC call")
     ap.add_argument("--out", default=None, help="result JSON (default results/gnc_cpu.json, sweep: gnc_sweep_cpu.json)")
     args = ap.parse_args()
+    if args.plot:
+        return plot(args.plot, args.out or str(ROOT / "benchmarks" / "results" / "gnc_sweep.png"))
     if args.out is None:
         args.out = str(ROOT / "benchmarks" / "results" / ("gnc_sweep_cpu.json" if args.sweep else "gnc_cpu.json"))
     if args.sweep:

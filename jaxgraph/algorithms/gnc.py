@@ -116,6 +116,7 @@ def gnc(
     weight_tolerance: float = 1e-4,
     cost_tolerance: float = 1e-5,
     initial_weights: str = "auto",
+    tail_factor: float | None = 3.0,
     **solve_options,
 ):
     """Robust solve by graduated non-convexity.
@@ -140,6 +141,12 @@ def gnc(
         the false loop closures cannot bend the starting point; GM then starts ``mu`` from the
         median residual, see above) or ``"auto"`` (default:
         ``"known"`` when some factor is a known inlier, else ``"ones"``).
+      tail_factor: TLS only: the polishing decides with the threshold ``min(c^2, tail_factor
+        q99)`` (per group in units of its ``c^2``), ``q99`` the 0.99 quantile of the flip
+        scores of the candidates accepted when polishing starts; ``None``: ``c^2``. Where the
+        information matrices are conservative (intel: true loop closures' scores at most
+        1.44, ``c^2`` = 11.3) the plain ``c^2`` lets TLS keep a false loop closure that the
+        map bends itself to fit (scores 3-11 measured); the factor never raises the threshold.
       **solve_options: passed to every inner :func:`jaxgraph.solve` (``method``,
         ``max_iterations``, ``tolerance``, ``linear_solver``, ...).
 
@@ -199,6 +206,7 @@ def gnc(
         "mu_step": jnp.asarray(mu_step, dtype),
         "weight_tolerance": jnp.asarray(weight_tolerance, dtype),
         "cost_tolerance": jnp.asarray(cost_tolerance, dtype),
+        "tail_factor": jnp.asarray(np.inf if tail_factor is None else tail_factor, dtype),
     }
     return _gnc_jit(problem, dict(values), params, static=static)
 
@@ -260,7 +268,7 @@ def _gnc_jit(problem, values, params, *, static: _Static):
             # cost when the factor alone is switched; flip_scores). Re-admits inliers a
             # too-early decision dropped and drops outliers the map bent itself to fit.
             w = jax.tree_util.tree_map(lambda a, b: jnp.where(s["polish"], a, b),
-                                       decision_weights(s["score"], c2, masks, dtype), w)
+                                       decision_weights(s["score"], s["c2_eff"], masks, dtype), w)
         w = jax.tree_util.tree_map(lambda a, b: jnp.where(first, a, b), start, w)
         x, it, cost = weighted_solve(s["x"], w)
         r2 = squared_residuals(problem, x, names)
@@ -281,7 +289,17 @@ def _gnc_jit(problem, values, params, *, static: _Static):
             # (nearly) binary or the cost stalls, polish with exactly those decisions.
             polish = s["polish"] | (~first & (near_binary | small))
             score = jax.lax.cond(polish, lambda: tls_scores(x, w, r2), lambda: r2)
-            thr = decision_weights(score, c2, masks, dtype)
+            # The polishing's threshold: c^2 lowered to tail_factor times the 0.99 quantile
+            # of the accepted candidates' scores, fixed when polishing starts (re-estimated
+            # after each rejection the quantile would only fall and take inliers along).
+            fresh = polish & ~s["polish"]
+            ratio = jnp.concatenate([jnp.where(masks[n] & (w[n] > 0.5), score[n] / c2[n], jnp.nan) for n in names])
+            q99 = jnp.nanquantile(ratio, 0.99)
+            # floor: scores of exactly 0 (noise-free data) must not make every candidate an outlier
+            scale = jnp.where(jnp.isfinite(q99) & jnp.isfinite(params["tail_factor"]),
+                              jnp.clip(params["tail_factor"] * q99, 0.01, 1.0), 1.0)
+            c2_eff = {n: jnp.where(fresh, c2[n] * scale, s["c2_eff"][n]) for n in names}
+            thr = decision_weights(score, c2_eff, masks, dtype)
             differs = jnp.concatenate([masks[n] & (w[n] != thr[n]) for n in names])
             consistent = ~jnp.any(differs)
             # Two polishing rounds that undo each other: the weights of the next round
@@ -295,6 +313,7 @@ def _gnc_jit(problem, values, params, *, static: _Static):
             polish = s["polish"]
             score = r2
             inconsistent = jnp.zeros((), jnp.int32)
+            c2_eff = s["c2_eff"]
             conditions, codes = [first & trivial, ~first & (s["mu"] <= 1), small], [4, 2, 3]
             mu_next = jnp.maximum(s["mu"] / params["mu_step"], 1.0)
         status = jnp.select(conditions, codes, 0).astype(jnp.int32)
@@ -315,6 +334,7 @@ def _gnc_jit(problem, values, params, *, static: _Static):
             "polish_prev": s["polish"],
             "w_prev": w,
             "inconsistent": inconsistent,
+            "c2_eff": c2_eff,
         }
 
     zero = jnp.zeros((), dtype)
@@ -334,6 +354,7 @@ def _gnc_jit(problem, values, params, *, static: _Static):
         "polish_prev": jnp.zeros((), bool),
         "w_prev": one,
         "inconsistent": jnp.zeros((), jnp.int32),
+        "c2_eff": dict(c2),
     }
     s = jax.lax.while_loop(cond, body, s0)
     weights = {g.name: s["w"][g.name] if g.name in masks else jnp.ones((g.count,), dtype) for g in problem.factors}
