@@ -28,7 +28,10 @@ the current residuals and re-solves the weighted problem with :func:`jaxgraph.so
 warm-started at the previous solution (GTSAM's ``GncOptimizer`` restarts every inner
 solve from the initial values). TLS ends with a polishing phase: once the weights are
 (nearly) binary or the cost stalls, the weights become the exact TLS optimum at the
-current solution, ``w = [r^2 <= c^2]`` (which re-admits an inlier dropped too early), and
+current solution, ``w = [score <= c_p^2]`` (``score``: the flip score of
+:func:`jaxgraph.algorithms.gnc_weights.flip_scores`, which re-admits an inlier dropped too
+early and drops an outlier the map bent itself to fit; ``c_p^2 = min(c^2, tail_factor q99)``,
+see :func:`gnc`), and
 it stops when the weights used agree with that rule at the new solution (status 1), or,
 not converged, when two polishing rounds undo each other (status 5: some factor's decision
 flips with its own state). GM stops when
@@ -65,7 +68,7 @@ LOSSES = ("tls", "gm")
 
 GNC_STATUS = {
     0: "stopped: max_outer_iterations reached",
-    1: "converged: TLS weights are binary and equal to [r^2 <= c^2] at the solution",
+    1: "converged: TLS weights are binary and equal to the TLS decisions [flip score <= threshold] at the solution",
     2: "converged: GM mu reached 1 (the Geman-McClure loss itself)",
     3: "converged: GM weighted cost changed by less than cost_tolerance (relative)",
     4: "converged: every candidate residual is below the threshold at the least-squares solution",

@@ -230,3 +230,20 @@ def test_gnc_stopped_early_is_not_converged(corrupted):
     assert GNC_STATUS[int(info.status)].startswith("stopped")
     assert int(info.iterations) == 2
     assert int(info.inconsistent) > 0
+
+
+# Issue 24: TLS must hold on every draw, not one seed. Seeds 1 and 8 kept one false loop
+# closure each before the polishing's threshold followed the accepted scores (26.50 and
+# 24.78, +17.8 % and +10.1 %: flip scores 10.06 and 4.96 below c^2 = 11.3, while intel's true
+# loop closures score at most 1.44). Truth: the clean graph's optimum (LM, float64).
+@pytest.mark.slow
+@pytest.mark.parametrize("seed", [0, 1, 8])
+def test_gnc_tls_intel_ten_percent_across_seeds(seed):
+    clean, values = _read("intel")
+    optimum = float(jaxgraph.solve(clean, values)[1].cost)
+    bad, outlier = add_random_loop_closures(clean, values, 0.1, seed=seed)
+    x, w, info = gnc(bad, values, "tls")
+    assert bool(info.converged), info
+    inlier = np.asarray(w["edges"]) > 0.5
+    assert not np.any(inlier & outlier)
+    assert float(clean.cost(x)) <= 1.01 * optimum, (seed, float(clean.cost(x)), info)
