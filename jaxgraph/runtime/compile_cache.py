@@ -111,8 +111,12 @@ class entry_point:
         if key is not None:
             compiled = xc.lookup(key, jax.tree_util.tree_structure((args, {})))
             if compiled is None:
+                # Tracing may run small eager programs that JAX's cache serves; only the XLA
+                # compile of this program is watched for a cache hit (a hit during tracing
+                # kept every gradient step after the first from being stored).
+                lowered = self.top.lower(*args)
                 with xc.fresh_compile() as fresh:
-                    compiled = self.top.lower(*args).compile()
+                    compiled = lowered.compile()
                 if fresh[0]:
                     xc.store(key, compiled)
         self._executables[memo] = compiled
