@@ -74,7 +74,7 @@ def run_batch(input_path, batch: int, sigma: float, seed: int, output=None, repo
     copies = perturbed_copies(problem, inp.values, batch, sigma, seed)
     if verbose:
         print(
-            f"{input_path}: {inp.poses} poses, {inp.edges} edges; {batch} copies, initial values perturbed by "
+            f"{input_path}: {inp.describe()}; {batch} copies, initial values perturbed by "
             f"Exp(N(0, {sigma}^2)), seed {seed}; compiling the batched solve...",
             flush=True,
         )

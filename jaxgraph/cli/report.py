@@ -21,7 +21,8 @@ def build_report(inp: Input, results: dict, options: Options, compile_seconds: f
     """The report dict: ``input``, then the command's own ``results``, then the keys every run reports.
 
     ``inp``: the graph read; ``options``: the run's settings. The common keys: ``compile_seconds`` and ``solve_seconds`` (wall-clock seconds of the
-    ahead-of-time compilation and of the one compiled call), ``poses``, ``edges``, ``method``,
+    ahead-of-time compilation and of the one compiled call), ``poses``, ``edges``, ``format`` (the
+    input's), ``variables`` (group name -> count), ``diagonal_damping``, ``method``,
     ``linear_solver``, ``dtype``, ``device`` (JAX's first device), ``platform`` (the host's)
     and ``jax_version``.
     """
@@ -34,6 +35,9 @@ def build_report(inp: Input, results: dict, options: Options, compile_seconds: f
         "solve_seconds": solve_seconds,
         "poses": inp.poses,
         "edges": inp.edges,
+        "format": inp.format,
+        "variables": inp.variables,
+        "diagonal_damping": bool(options.solver_settings()["diagonal_damping"]),
         "method": options.method,
         "linear_solver": options.linear_solver,
         "dtype": str(inp.dtype),

@@ -104,9 +104,6 @@ def run_solve(input_path, output=None, report=None, *, plot=None, marginals=Fals
         "linear_clamped": int(info.linear_clamped),
         "compile_cache": jax.config.jax_compilation_cache_dir if jax.config.jax_enable_compilation_cache else None,
         "factors": int(nfactors),
-        "format": inp.format,
-        "variables": inp.variables,
-        "diagonal_damping": bool(opts.diagonal_damping),
         "init": init,
         **extra,
     }, opts, compile_seconds=compile_seconds, solve_seconds=solve_seconds)

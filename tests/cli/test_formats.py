@@ -162,6 +162,16 @@ def test_known_landmarks_as_gtsam_from_the_command_line(tmp_path, capsys):
         build_parser().parse_args(["solve", str(graph), "--landmark-prior", "inf"])
 
 
+def test_batch_of_bundle_adjustment_names_its_variables(tmp_path, capsys):
+    src = small_bal(tmp_path, "small.bal")
+    rep = tmp_path / "rep.json"
+    assert main(["solve", str(src), "--batch", "2", "--noise", "0.001", "--report", str(rep)]) == 0
+    # the progress line names cameras, points and observations, not "2 poses, 0 edges"
+    assert "2 cameras (bal_camera), 3 points (R3); 4 observations (snavely_reprojection); 2 copies" in (
+        capsys.readouterr().out)
+    assert _report(rep)["format"] == "bal"
+
+
 def test_cli_trial_budget_is_the_library_default():
     from jaxgraph.cli.common import LIBRARY_TRIALS
     from jaxgraph.solver.config import TerminationConfig
