@@ -27,4 +27,5 @@ JAXGRAPH_DOCS_FROM_INSTALL=1 "$venv/bin/python" -m pytest -q -p no:cacheprovider
     tests/test_docs.py tests/test_api_reference.py \
     tests/io/test_g2o.py tests/cli/test_bad_flags.py tests/cli/test_version.py \
     tests/graph/test_bad_settings.py tests/splat/test_bad_inputs.py tests/lie/test_dataclass_api.py \
-    "tests/cli/test_cli.py::test_cli_solve_end_to_end"
+    "tests/cli/test_cli.py::test_cli_solve_end_to_end" \
+    "tests/cli/test_cli.py::test_cli_reuses_the_cached_solve_for_a_new_graph_of_the_size_class"
