@@ -77,3 +77,27 @@ def test_wrote_line_names_the_files_written_and_tolerance_is_used(graph, capsys)
     loose = json.loads(rep.read_text())
     assert loose["converged"] and loose["iterations"] < default["iterations"]
     assert loose["final_cost"] > default["final_cost"]
+
+
+@pytest.mark.skipif(not have_matplotlib(), reason="needs matplotlib")
+def test_plot_panels_share_one_window(tmp_path):
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    from jaxgraph.cli import plot
+
+    figures = []
+    real_close = plt.close
+    plt.close = lambda fig=None: figures.append(fig)  # keep the figure to inspect it
+    try:
+        before = np.array([[0.0, 0.0, 0.0], [10.0, 0.0, 0.0], [10.0, 3.0, 0.0]])
+        after = np.array([[0.0, 0.0, 0.0], [1.0, 0.0, 0.0], [1.0, 1.0, 0.0]])
+        assert plot.plot_trajectories(tmp_path / "p.png", before, after, "g")
+    finally:
+        plt.close = real_close
+    (fig,) = figures
+    first, second = fig.axes
+    assert first.get_xlim() == second.get_xlim() and first.get_ylim() == second.get_ylim()
+    assert first.get_xlim()[0] <= 0 and first.get_xlim()[1] >= 10  # both trajectories inside
+    assert (tmp_path / "p.png").stat().st_size > 0
+    real_close(fig)
