@@ -178,7 +178,7 @@ def sweep(args):
                 out.write_text(json.dumps(report, indent=1))
 
 
-def plot(paths, out):  # noqa: C901
+def plot(paths, out):
     """Success rate (clean-graph cost within 1 % of the clean optimum) against the outlier
     rate, ours vs GTSAM, one line per graph and method, from sweep JSON files."""
     import matplotlib

@@ -65,7 +65,9 @@ def _blocks(jaxpr) -> bool:
 
 def _chain_closed(cj):
     """A ClosedJaxpr with the same signature whose blocking calls are chained."""
-    fn = lambda *args: _eval(cj.jaxpr, cj.consts, *args)  # noqa: E731
+    def fn(*args):
+        return _eval(cj.jaxpr, cj.consts, *args)
+
     avals = [jax.ShapeDtypeStruct(a.shape, a.dtype) for a in cj.in_avals]
     return jax.make_jaxpr(fn)(*avals)
 

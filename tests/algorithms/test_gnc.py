@@ -224,8 +224,8 @@ def test_gnc_stopped_early_is_not_converged(corrupted):
     # their decision at the returned values.
     from jaxgraph.algorithms.gnc import GNC_STATUS
 
-    clean, bad, outlier, values, clean_opt = corrupted
-    x, w, info = gnc(bad, values, "tls", max_outer_iterations=2, tolerance=1e-10)
+    _, bad, _, values, _ = corrupted
+    _, _, info = gnc(bad, values, "tls", max_outer_iterations=2, tolerance=1e-10)
     assert int(info.status) == 0 and not bool(info.converged)
     assert GNC_STATUS[int(info.status)].startswith("stopped")
     assert int(info.iterations) == 2
