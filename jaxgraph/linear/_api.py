@@ -363,15 +363,6 @@ def _forward(structure, rows, cols, diag, offdiag, rhs, reuse):
     return x, SolveInfo(fact.clamped, k, rel), fact
 
 
-def adjoint_blocks(rows, cols, x, lam):
-    """``(diag_bar, offdiag_bar)`` of a solve ``x = H^-1 b`` given ``lam = H^-1 x_bar`` (H
-    symmetric): ``H_bar = -lam x^T`` folded onto the stored blocks (a diagonal block's
-    symmetric part; an off-diagonal block stands for itself and its implied transpose)."""
-    dD = -0.5 * (jnp.einsum("ni,nj->nij", lam, x) + jnp.einsum("ni,nj->nij", x, lam))
-    dO = -(jnp.einsum("ki,kj->kij", lam[rows], x[cols]) + jnp.einsum("ki,kj->kij", x[rows], lam[cols]))
-    return dD, dO
-
-
 @partial(jax.custom_vjp, nondiff_argnums=(0,))
 def _solve1(structure, rows, cols, diag, offdiag, rhs):
     x, info, _ = _forward(structure, rows, cols, diag, offdiag, rhs, reuse=False)
@@ -388,7 +379,7 @@ def _solve1_bwd(structure, res, cts):
     xbar = cts[0]
     # H symmetric: the adjoint system is H lam = xbar, solved with the same factor
     lam, _, _ = _solve_factored1(structure, rows, cols, fact, xbar)
-    dD, dO = adjoint_blocks(rows, cols, x, lam)
+    dD, dO = num.adjoint_blocks(rows, cols, x, lam)
     dO = _masked(structure, rows, cols, dO.astype(x.dtype))
     return None, None, dD, dO, lam
 

@@ -27,6 +27,15 @@ def matvec(rows, cols, diag, offdiag, x):
     return y
 
 
+def adjoint_blocks(rows, cols, x, lam):
+    """``(diag_bar, offdiag_bar)`` of a solve ``x = H^-1 b`` given ``lam = H^-1 x_bar`` (H
+    symmetric): ``H_bar = -lam x^T`` folded onto the stored blocks (a diagonal block's
+    symmetric part; an off-diagonal block stands for itself and its implied transpose)."""
+    dD = -0.5 * (jnp.einsum("ni,nj->nij", lam, x) + jnp.einsum("ni,nj->nij", x, lam))
+    dO = -(jnp.einsum("ki,kj->kij", lam[rows], x[cols]) + jnp.einsum("ki,kj->kij", x[rows], lam[cols]))
+    return dD, dO
+
+
 def guarded_cholesky(A):
     """Lower Cholesky factors of a batch ``A [..., m, m]`` (lower triangle read) that never fail.
 

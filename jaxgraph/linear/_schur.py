@@ -14,18 +14,15 @@ factor links, with its whole ``[c d, b d]`` block ``W``. ``S`` receives ``W_q P^
 on the unit's diagonal block for every coupling ``q``, and ``W_q P^-1 W_r^T`` for every pair
 of couplings of one eliminated variable (two cameras seeing one point). Both sums run in
 chunks (a ``lax.scan``), so memory stays bounded by ``S`` plus one chunk, however long the
-tracks are; per-coupling blocks keep the plan's index arrays (constants of the compiled
-program) small: the synthetic 33,511-observation BAL problem has 33,511 couplings and 58,000
-coupling pairs, against 1.37 million pairs of 3 x 3 blocks.
+tracks are (docs/linear.md has the numbers).
 
 Iterative Schur (``method="pcg"``, and ``"auto"`` for large reduced systems): ``S`` is never
 formed. Conjugate gradients run on ``S v = C v - W (P^-1 (W^T v))`` (products with the
 stored blocks of ``H`` only), preconditioned by Schur-Jacobi, the exact diagonal blocks of
 ``S`` per kept unit (a camera's whole 9 x 9 block, not its 3 x 3 pieces), as Ceres'
-``ITERATIVE_SCHUR`` with ``SCHUR_JACOBI`` does. Memory is then linear in the observations
-whatever the covisibility; the price is an inexact step (tolerance ``pcg_tolerance``).
-From ``x = 0`` the CG iterate satisfies ``x^T S x = x^T b`` exactly, so the LM model's
-predicted decrease stays exact for the step it takes.
+``ITERATIVE_SCHUR`` with ``SCHUR_JACOBI`` does: memory linear in the observations, an
+inexact step (``pcg_tolerance``) whose LM predicted decrease stays exact (``x^T S x = x^T b``
+for every CG iterate from 0).
 """
 
 from __future__ import annotations
@@ -144,10 +141,8 @@ def analyze_schur(num_blocks: int, block_dim: int, rows, cols, eliminate, *, met
                          "of different variables; their system is not block diagonal")
     units = _units(kept, red, kept_variables)
     U, c = units.shape
-    unit_of = np.zeros(kept.size, np.int64)
-    usub_of = np.zeros(kept.size, np.int64)
-    unit_of[units] = np.arange(U)[:, None]
-    usub_of[units] = np.arange(c)[None, :]
+    unit_of, usub_of = np.zeros((2, kept.size), np.int64)
+    unit_of[units], usub_of[units] = np.indices(units.shape)
     if method == "auto" and kept.size * d >= ITERATIVE_MIN_UNKNOWNS:
         method = "pcg"
     if method == "auto":
@@ -216,13 +211,9 @@ def _units(kept, red, kept_variables):
     if kept_variables is None:
         return np.arange(kept.size)[:, None]
     groups = [np.asarray(g, np.int64) for g in kept_variables if np.size(g)]
-    seen = np.zeros(kept.size, np.int64)
-    for g in groups:
-        rb = red[g.reshape(-1)]
-        if g.ndim != 2 or np.any(rb < 0):
-            raise ValueError("analyze_schur: kept_variables must list kept blocks, each once")
-        np.add.at(seen, rb, 1)
-    if np.any(seen > 1):
+    listed = np.concatenate([red[g.reshape(-1)] for g in groups]) if groups else np.zeros(0, np.int64)
+    seen = np.bincount(listed[listed >= 0], minlength=kept.size)
+    if any(g.ndim != 2 for g in groups) or np.any(listed < 0) or np.any(seen > 1):
         raise ValueError("analyze_schur: kept_variables must list kept blocks, each once")
     if np.any(seen == 0):
         raise ValueError(f"analyze_schur: kept_variables leaves {int(np.sum(seen == 0))} kept blocks out")
@@ -356,11 +347,8 @@ def _factor(s: SchurStructure, diag, offdiag):
 
 def _kept_unit(s: SchurStructure):
     """``(unit, sub-block)`` of every kept block (numpy, static)."""
-    U, c = s.units.shape
-    unit = np.zeros(s.kept.size, np.int64)
-    sub = np.zeros(s.kept.size, np.int64)
-    unit[s.units] = np.arange(U)[:, None]
-    sub[s.units] = np.arange(c)[None, :]
+    unit, sub = np.zeros((2, s.kept.size), np.int64)
+    unit[s.units], sub[s.units] = np.indices(s.units.shape)
     return unit, sub
 
 
@@ -502,7 +490,7 @@ def _iterative_bwd(s, res, cts):
     fac, x = res
     lam = _iterative_solve_factored(s, fac, cts[0])[0]
     rows, cols = s.pattern
-    dD, dO = _api.adjoint_blocks(rows, cols, x, lam)
+    dD, dO = num.adjoint_blocks(rows, cols, x, lam)
     return dD, dO.astype(x.dtype), lam
 
 
