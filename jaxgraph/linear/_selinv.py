@@ -189,7 +189,11 @@ def selected_inverse(tiers, plan: SelinvPlan, d: int, factors):
                 srr = jnp.zeros((B * r * r + 1, d, d), dt).at[dst].add(
                     jnp.concatenate(blocks, axis=0), mode="promise_in_bounds")
                 srr = srr[:-1].reshape(B, r, r, d, d).transpose(0, 1, 3, 2, 4).reshape(B, rd, rd)
-                W = lax.linalg.triangular_solve(L11, L21, left_side=False, lower=True)
+                # L21 L11^-1 from the inverse just computed, a product, not a second triangular
+                # solve: two independent LAPACK solves per step could be started together, and
+                # jaxlib's blocking batched kernels deadlock XLA:CPU's 2-thread pool that way
+                # (GNC's flip scores hung on intel's first 300 poses; docs/linear.md)
+                W = jnp.einsum("bij,bjk->bik", L21, Linv)
                 src_ = -jnp.einsum("bij,bjk->bik", srr, W)
                 scc = scc - jnp.einsum("bki,bkj->bij", W, src_)
             scc = 0.5 * (scc + jnp.swapaxes(scc, -1, -2))  # exact symmetry of S[C, C]
