@@ -8,12 +8,7 @@ constants give one key in every process, a changed constant, closure value, glob
 another, and a function holding something that cannot be written out is not keyed at all.
 """
 
-import json
-import os
-import subprocess
-import sys
 import types
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -21,7 +16,7 @@ import pytest
 from jaxgraph.graph.factors import Custom
 from jaxgraph.runtime import executable_cache as xc
 
-ROOT = Path(__file__).resolve().parents[2]
+from ._workers import run_worker, trace_counter
 
 # One process: with the cache in argv[1], solve range-only problems of custom factors (a
 # residual with a module-level helper and constant, noise given as Python floats), one per
@@ -34,10 +29,7 @@ import jax.numpy as jnp
 import numpy as np
 import jaxgraph
 from jaxgraph import Problem, VariableGroup, factors, noise
-traces = []
-jax.monitoring.register_event_duration_secs_listener(
-    lambda event, duration, fun_name=None, **_: traces.append(fun_name)
-    if event == "/jax/core/compile/jaxpr_trace_duration" and fun_name == "_dispatch" else None)
+""" + trace_counter('_dispatch') + r"""
 jaxgraph.enable_compilation_cache(sys.argv[1])
 EPS = 1e-12
 
@@ -76,14 +68,7 @@ print("RESULT " + json.dumps(dict(result, traced=len(traces),
 def _run(cache, *seeds, worker=_WORKER):
     """Run ``worker`` (a script) in a new process with the cache folder and ``seeds`` as its
     arguments; its ``RESULT`` line as a dict."""
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("JAXGRAPH_NO_COMPILE_CACHE", "JAX_COMPILATION_CACHE_DIR", "JAX_COMPILATION_CACHE_MAX_SIZE")}
-    env["PYTHONPATH"] = str(ROOT)
-    done = subprocess.run([sys.executable, "-c", worker, str(cache), *map(str, seeds)], env=env, capture_output=True, text=True,
-                          timeout=600, check=False)
-    assert done.returncode == 0, done.stderr[-3000:]
-    line = next(ln for ln in done.stdout.splitlines() if ln.startswith("RESULT "))
-    return json.loads(line[len("RESULT "):])
+    return run_worker(worker, cache, *seeds)
 
 
 def test_a_new_process_loads_the_solve_of_a_custom_residual_problem(tmp_path):

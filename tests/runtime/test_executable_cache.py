@@ -6,12 +6,10 @@ trace count in the new process (0 when the program came from disk), and the enco
 contract (different static data, different text; user code refused).
 """
 
-import json
 import os
 import shutil
 import subprocess
 import sys
-from pathlib import Path
 
 import jax.numpy as jnp
 import numpy as np
@@ -22,7 +20,8 @@ from jaxgraph.graph.kinds import kind_of
 from jaxgraph.runtime import executable_cache as xc
 from jaxgraph.solver import SolverConfig
 
-ROOT = Path(__file__).resolve().parents[2]
+from ._workers import ROOT, run_worker, trace_counter
+
 DATA = ROOT / ".." / "shared" / "data" / "posegraph"
 
 # One process: solve a graph with the cache in argv[1] on or off; print cost, iterations,
@@ -36,10 +35,7 @@ jax.config.update("jax_enable_x64", True)
 import numpy as np
 import jaxgraph
 from jaxgraph.runtime import executable_cache
-traces = []
-jax.monitoring.register_event_duration_secs_listener(
-    lambda event, duration, fun_name=None, **_: traces.append(fun_name)
-    if event == "/jax/core/compile/jaxpr_trace_duration" and fun_name == "_dispatch" else None)
+""" + trace_counter('_dispatch') + r"""
 cache, graph, dtype, callback = sys.argv[1:5]
 other_graph = sys.argv[5] if len(sys.argv) > 5 else None
 if cache != "off":
@@ -73,16 +69,9 @@ print("RESULT " + json.dumps(dict(result, **{
 
 
 def _run(cache, graph, dtype="float64", callback="none", max_size=None, other=None):
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("JAXGRAPH_NO_COMPILE_CACHE", "JAX_COMPILATION_CACHE_DIR", "JAX_COMPILATION_CACHE_MAX_SIZE")}
-    env["PYTHONPATH"] = str(ROOT)
-    if max_size is not None:
-        env["JAX_COMPILATION_CACHE_MAX_SIZE"] = str(max_size)
-    argv = [str(cache), str(graph), dtype, callback] + ([str(other)] if other is not None else [])
-    done = subprocess.run([sys.executable, "-c", _WORKER, *argv], env=env, capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stderr[-3000:]
-    line = next(ln for ln in done.stdout.splitlines() if ln.startswith("RESULT "))
-    return json.loads(line[len("RESULT "):])
+    extra = {"JAX_COMPILATION_CACHE_MAX_SIZE": str(max_size)} if max_size is not None else None
+    return run_worker(_WORKER, cache, graph, dtype, callback, *([other] if other is not None else []),
+                      env_extra=extra)
 
 
 def _ring(path, n, closure, dim3=False):

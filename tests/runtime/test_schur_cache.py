@@ -2,7 +2,7 @@
 in the executable cache and loaded by a new process: JAX's trace count there is 0 and the
 result is bit-identical to the first process's."""
 
-from .test_custom_cache import _run
+from ._workers import run_worker, trace_counter
 
 _WORKER = r"""
 import hashlib, json, sys
@@ -12,10 +12,7 @@ import numpy as np
 import jaxgraph
 from jaxgraph.io.bal import bundle_problem, quaternion_from_angle_axis
 from jaxgraph.io.synthetic import synthetic_bal
-traces = []
-jax.monitoring.register_event_duration_secs_listener(
-    lambda event, duration, fun_name=None, **_: traces.append(fun_name)
-    if event == "/jax/core/compile/jaxpr_trace_duration" and fun_name == "_dispatch" else None)
+""" + trace_counter('_dispatch') + r"""
 jaxgraph.enable_compilation_cache(sys.argv[1])
 d = synthetic_bal(5, 60, seed=1)
 cams = np.concatenate([quaternion_from_angle_axis(d["cameras_init"][:, :3]), d["cameras_init"][:, 3:]], 1)
@@ -28,8 +25,8 @@ print("RESULT " + json.dumps({"traced": len(traces), "cost": float(info.cost), "
 
 
 def test_a_new_process_loads_a_schur_solve(tmp_path):
-    first = _run(tmp_path / "cache", worker=_WORKER)
+    first = run_worker(_WORKER, tmp_path / "cache")
     assert first["traced"] >= 1 and first["converged"]
-    second = _run(tmp_path / "cache", worker=_WORKER)
+    second = run_worker(_WORKER, tmp_path / "cache")
     assert second["traced"] == 0, "the new process traced the Schur solve instead of loading it"
     assert second["digest"] == first["digest"] and second["cost"] == first["cost"]

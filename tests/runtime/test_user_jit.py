@@ -6,11 +6,6 @@ in this process, and the key's contract: a changed closed-over array makes anoth
 closure over an object that cannot be written out is not keyed (and still runs).
 """
 
-import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -23,7 +18,7 @@ from jaxgraph.graph import Problem, VariableGroup
 from jaxgraph.runtime import compile_cache
 from jaxgraph.runtime import executable_cache as xc
 
-ROOT = Path(__file__).resolve().parents[2]
+from ._workers import run_worker, trace_counter
 
 # One process: with the cache in argv[1], the value and gradient of a loss of the solved
 # poses with respect to the loop's measurements (implicit backward), through runtime.jit;
@@ -37,10 +32,7 @@ import numpy as np
 import jaxgraph
 from jaxgraph import factors, noise
 from jaxgraph.graph import Problem, VariableGroup
-traces = []
-jax.monitoring.register_event_duration_secs_listener(
-    lambda event, duration, fun_name=None, **_: traces.append(fun_name)
-    if event == "/jax/core/compile/jaxpr_trace_duration" and fun_name in ("loss", "_dispatch") else None)
+""" + trace_counter('loss', '_dispatch') + r"""
 jaxgraph.enable_compilation_cache(sys.argv[1])
 n = 8
 rng = np.random.default_rng(0)
@@ -67,14 +59,7 @@ print("RESULT " + json.dumps({"value": float(value).hex(),
 
 
 def _run(cache):
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("JAXGRAPH_NO_COMPILE_CACHE", "JAX_COMPILATION_CACHE_DIR", "JAX_COMPILATION_CACHE_MAX_SIZE")}
-    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")])
-    r = subprocess.run([sys.executable, "-c", _WORKER, str(cache)], capture_output=True, text=True, env=env,
-                       timeout=600)
-    assert r.returncode == 0, r.stderr[-3000:]
-    line = [ln for ln in r.stdout.splitlines() if ln.startswith("RESULT ")][-1]
-    return json.loads(line[len("RESULT "):])
+    return run_worker(_WORKER, cache)
 
 
 def test_a_new_process_loads_the_gradient_step_without_tracing(tmp_path):
