@@ -155,26 +155,27 @@ def positive_int(text: str) -> int:
     return value
 
 
-def nonnegative_float(text: str) -> float:
-    """``argparse`` type: ``text`` as a finite number >= 0, else an error naming what was given."""
+def _finite_float(text: str, *, zero_allowed: bool) -> float:
+    """``text`` as a finite float, > 0 (or >= 0 with ``zero_allowed``), else an
+    ``argparse.ArgumentTypeError`` naming what was given."""
+    bound = ">= 0" if zero_allowed else "> 0"
     try:
         value = float(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}") from None
-    if not (value >= 0 and value < float("inf")):
-        raise argparse.ArgumentTypeError(f"expected a finite number >= 0, got {text}")
+        raise argparse.ArgumentTypeError(f"expected a number {bound}, got {text!r}") from None
+    if not ((value >= 0 if zero_allowed else value > 0) and value < float("inf")):
+        raise argparse.ArgumentTypeError(f"expected a finite number {bound}, got {text}")
     return value
+
+
+def nonnegative_float(text: str) -> float:
+    """``argparse`` type: ``text`` as a finite number >= 0, else an error naming what was given."""
+    return _finite_float(text, zero_allowed=True)
 
 
 def positive_float(text: str) -> float:
     """``argparse`` type: ``text`` as a finite number > 0, else an error naming what was given."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
-    if not (value > 0 and value < float("inf")):
-        raise argparse.ArgumentTypeError(f"expected a finite number > 0, got {text}")
-    return value
+    return _finite_float(text, zero_allowed=False)
 
 
 def print_progress(iteration, cost, damping, step_norm, accepted):
