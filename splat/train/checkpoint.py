@@ -16,8 +16,19 @@ from ..io.files import npz_array, open_npz
 from ..io.ply import read_ply, write_ply
 from .state import PARAM_NAMES, TrainConfig, TrainState, init_params
 
+def refined_viewmats(trainer, state: TrainState) -> np.ndarray:
+    """All the scene's world-to-camera poses [M, 4, 4] (float64): training views corrected by
+    the state's pose optimisation (docs/poses.md), test views as given."""
+    vms = np.array(trainer.scene.viewmats, np.float64)
+    vms[np.asarray(trainer.scene.train_idx)] = trainer.train_viewmats(state)
+    return vms
+
+
 def save_checkpoint(path, trainer, state: TrainState, extra: dict | None = None):
-    """Write the whole training state (resumable) plus config, extent and cameras (npz)."""
+    """Write the whole training state (resumable) plus config, extent and cameras (npz).
+
+    With pose optimisation the file also holds ``refined_viewmats`` [M, 4, 4]
+    (:func:`refined_viewmats`) beside the given ``viewmats``."""
     leaves = jax.tree_util.tree_leaves(state)
     arrays = {f"leaf_{i:04d}": np.asarray(x) for i, x in enumerate(leaves)}
     meta = dict(config=json.loads(trainer.cfg.to_json()), extent=trainer.extent,
@@ -25,6 +36,8 @@ def save_checkpoint(path, trainer, state: TrainState, extra: dict | None = None)
                 dtype=np.dtype(trainer.dtype).name, **(extra or {}))
     sc = trainer.scene
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    if state.pose is not None:
+        arrays["refined_viewmats"] = refined_viewmats(trainer, state)
     np.savez(path, meta=np.asarray(json.dumps(meta)), viewmats=np.asarray(sc.viewmats),
              Ks=np.asarray(sc.Ks), train_idx=np.asarray(sc.train_idx),
              test_idx=np.asarray(sc.test_idx), **arrays)

@@ -56,6 +56,12 @@ class TrainConfig:
     isect_per_gaussian: int = 8
     near_plane: float = 0.01
     rasterize_mode: str = "classic"
+    # per-training-camera SE(3) correction T_cw Exp(xi) learnt with Adam (docs/poses.md):
+    # lr_pose is the rotation rate (radians per unit step), the translation rate is lr_pose
+    # times the scene extent; pose_weight_decay pulls xi towards 0 (gsplat's pose_opt_reg)
+    pose_opt: bool = False
+    lr_pose: float = 1e-3
+    pose_weight_decay: float = 0.0
 
     def __post_init__(self):
         if not isinstance(self.strategy, Strategy):
@@ -67,6 +73,8 @@ class TrainConfig:
             raise ValueError("capacity must be >= 1 and steps >= 0")
         if self.sh_degree_interval < 1:
             raise ValueError("sh_degree_interval must be >= 1")
+        if not (self.lr_pose >= 0 and self.pose_weight_decay >= 0):
+            raise ValueError("lr_pose and pose_weight_decay must be >= 0")
         if len(self.background) != 3:
             raise ValueError(f"background must be 3 floats, got {self.background}")
         object.__setattr__(self, "background", tuple(float(b) for b in self.background))
@@ -91,7 +99,10 @@ class TrainState(NamedTuple):
       logit_opacities [P], sh0 [P, 1, 3], shN [P, K - 1, 3]; active [P] bool;
       opt_state: dict name -> optax state of that parameter; strategy_state: the
       densification strategy's pytree (``Strategy.init_state``); step () int32 optimiser
-      steps done; key: PRNG key data uint32 [2].
+      steps done; key: PRNG key data uint32 [2]; pose: None, or with
+      ``TrainConfig.pose_opt`` dict(delta=[V, 6] SE(3) tangents (v, w) of the V training
+      cameras' corrections, opt=their optax state) (last, so that the other leaves keep
+      their checkpoint order).
     """
 
     params: dict
@@ -100,6 +111,7 @@ class TrainState(NamedTuple):
     strategy_state: Any
     step: Any
     key: Any
+    pose: Any = None
 
 
 def knn_mean_dist(points: np.ndarray, k: int = 3) -> np.ndarray:

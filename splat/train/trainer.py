@@ -13,6 +13,7 @@ import optax
 
 from ..metrics import SSIM_WINDOW, psnr, ssim
 from . import strategy as strat
+from .poses import apply_correction, corrected_viewmats
 from .presets import suggest_capacity
 from .state import PARAM_NAMES, TrainConfig, TrainState, init_params, render
 from .views import evaluate_views, render_checked, render_views
@@ -43,8 +44,17 @@ def make_optimizers(cfg: TrainConfig, extent: float) -> dict:
             for k in PARAM_NAMES}
 
 
+def make_pose_optimizer(cfg: TrainConfig, extent: float):
+    """Adam (with an optional L2 decay added to the gradient, as torch's Adam weight_decay in
+    gsplat's pose_opt) on the [V, 6] pose tangents (v, w): rate ``lr_pose * extent`` on the
+    translation, ``lr_pose`` on the rotation, so both move by similar fractions of the scene."""
+    lr = jnp.asarray([cfg.lr_pose * extent] * 3 + [cfg.lr_pose] * 3, jnp.float32)
+    return optax.chain(optax.add_decayed_weights(cfg.pose_weight_decay),
+                       optax.scale_by_adam(eps=1e-15), optax.scale(-lr))
+
+
 def _train_step(state: TrainState, images, viewmats, Ks, *, cfg: TrainConfig, extent: float,
-                opts: dict, width: int, height: int, trace_counter: list):
+                opts: dict, width: int, height: int, trace_counter: list, pose_opt=None):
     trace_counter.append(1)  # runs only while tracing: counts compilations
     dt = state.params["means"].dtype
     strategy = cfg.strategy
@@ -53,13 +63,15 @@ def _train_step(state: TrainState, images, viewmats, Ks, *, cfg: TrainConfig, ex
     n_views = images.shape[0]
     idx = jax.random.randint(k_view, (), 0, n_views)
     gt = images[idx].astype(dt) / 255.0
-    vm = viewmats[idx][None]
     K = Ks[idx][None]
     step = state.step
     deg = jnp.minimum(step // cfg.sh_degree_interval, cfg.sh_degree)
     p = state.active.shape[0]
 
-    def loss_fn(params, m_probe, a_probe):
+    def loss_fn(params, m_probe, a_probe, delta):
+        vm = viewmats[idx][None]
+        if delta is not None:  # the selected camera's correction; its gradient trains it
+            vm = apply_correction(vm, delta[idx][None].astype(vm.dtype))
         img, alpha, meta = render(params, state.active, vm, K, width, height, cfg, deg,
                                   means2d_probe=m_probe,
                                   absgrad_probe=a_probe if strategy.uses_absgrad else None)
@@ -72,8 +84,13 @@ def _train_step(state: TrainState, images, viewmats, Ks, *, cfg: TrainConfig, ex
         return loss, (mse, meta["radii"][0], meta["overflow"])
 
     probes = (jnp.zeros((1, p, 2), dt), jnp.zeros((1, p, 2), dt))
-    (loss, (mse, radii, overflow)), (grads, g_m, g_a) = jax.value_and_grad(
-        loss_fn, argnums=(0, 1, 2), has_aux=True)(state.params, *probes)
+    delta = None if state.pose is None else state.pose["delta"]
+    (loss, (mse, radii, overflow)), (grads, g_m, g_a, g_pose) = jax.value_and_grad(
+        loss_fn, argnums=(0, 1, 2, 3), has_aux=True)(state.params, *probes, delta)
+    pose = state.pose
+    if pose is not None:
+        upd, pose_opt_state = pose_opt.update(g_pose, pose["opt"], delta)
+        pose = dict(delta=delta + upd.astype(delta.dtype), opt=pose_opt_state)
 
     params, opt_state = {}, {}
     for name in PARAM_NAMES:
@@ -88,7 +105,7 @@ def _train_step(state: TrainState, images, viewmats, Ks, *, cfg: TrainConfig, ex
         params, state.active, opt_state, state.strategy_state, ctx)
 
     new_state = TrainState(params=params, active=active, opt_state=opt_state,
-                           strategy_state=strategy_state, step=new_step, key=key)
+                           strategy_state=strategy_state, step=new_step, key=key, pose=pose)
     metrics = dict(loss=loss, psnr=psnr(mse), n_active=jnp.sum(active, dtype=jnp.int32),
                    isect_overflow=overflow, step=new_step, **info)
     return new_state, metrics
@@ -113,6 +130,7 @@ class Trainer:
         self.dtype = dtype
         self.extent = float(scene.extent)
         self.opts = make_optimizers(cfg, self.extent)
+        self.pose_opt = make_pose_optimizer(cfg, self.extent) if cfg.pose_opt else None
         h, w = scene.images.shape[1:3]
         self.width, self.height = int(w), int(h)
         tr = np.asarray(scene.train_idx)
@@ -124,7 +142,8 @@ class Trainer:
         self.trace_counter: list = []
         self._step = jax.jit(functools.partial(
             _train_step, cfg=cfg, extent=self.extent, opts=self.opts, width=self.width,
-            height=self.height, trace_counter=self.trace_counter), donate_argnums=0)
+            height=self.height, trace_counter=self.trace_counter, pose_opt=self.pose_opt),
+            donate_argnums=0)
         self._render = jax.jit(functools.partial(
             render_views, cfg=cfg, width=self.width, height=self.height))
 
@@ -143,10 +162,23 @@ class Trainer:
     def state_from_params(self, params, active, *, seed: int = 0) -> TrainState:
         opt_state = {k: self.opts[k].init(params[k]) for k in PARAM_NAMES}
         p = active.shape[0]
+        pose = None
+        if self.pose_opt is not None:  # zero corrections: training starts from the given poses
+            delta = jnp.zeros((self.viewmats.shape[0], 6), self.dtype)
+            pose = dict(delta=delta, opt=self.pose_opt.init(delta))
         return TrainState(params=params, active=active, opt_state=opt_state,
                           strategy_state=self.cfg.strategy.init_state(p, self.dtype),
                           step=jnp.zeros((), jnp.int32),
-                          key=jax.random.PRNGKey(seed))
+                          key=jax.random.PRNGKey(seed), pose=pose)
+
+    def train_viewmats(self, state: TrainState) -> np.ndarray:
+        """The training cameras' world-to-camera poses [V, 4, 4] (float64 numpy) as the
+        model now sees them: the given ones corrected by ``state.pose`` with pose
+        optimisation, else the given ones (in the order of ``scene.train_idx``)."""
+        given = np.asarray(self.scene.viewmats)[np.asarray(self.scene.train_idx)]
+        if state.pose is None:
+            return np.asarray(given, np.float64)
+        return corrected_viewmats(given, state.pose["delta"])
 
     def step(self, state: TrainState):
         """One optimiser step (donates ``state``). Returns (new state, metrics dict)."""
