@@ -26,6 +26,8 @@ collectives).  Launching on a cluster: docs/batching.md; ``jaxgraph solve --batc
 
 from __future__ import annotations
 
+import socket
+import time
 from dataclasses import dataclass
 from typing import Callable
 
@@ -35,14 +37,23 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from .compile_cache import entry_point
 
-__all__ = ["RunInfo", "initialize", "batch_mesh", "shard_batch", "sharded_vmap", "gather", "parse_coordinator"]
+__all__ = ["RunInfo", "initialize", "batch_mesh", "shard_batch", "sharded_vmap", "gather", "parse_coordinator",
+           "wait_for_coordinator"]
 
 AXIS = "batch"
 
 
 @dataclass(frozen=True)
 class RunInfo:
-    """Where this process stands in the run."""
+    """Where this process stands in the run.
+
+    Attributes:
+      process_index: this process, ``0 <= process_index < process_count``.
+      process_count: processes in the run (1 for a plain single-process run).
+      local_devices: devices this process drives.
+      global_devices: devices of all processes together (the length of the batch mesh).
+      platform: the devices' platform, e.g. ``"cpu"`` or ``"gpu"``.
+    """
 
     process_index: int
     process_count: int
@@ -59,6 +70,77 @@ def parse_coordinator(address: str) -> str:
     return address
 
 
+def _host_port(address: str) -> tuple[str, int]:
+    host, _, port = parse_coordinator(address).rpartition(":")
+    return host.strip("[]"), int(port)  # "[::1]:1234" names an IPv6 host
+
+
+# an HTTP/2 client's connection preface and an empty SETTINGS frame (RFC 9113, 3.4 and 6.5)
+_H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + bytes([0, 0, 0, 4, 0, 0, 0, 0, 0])
+
+
+def _speaks_http2(conn: socket.socket) -> bool:
+    """Whether the peer answers an HTTP/2 preface with a SETTINGS frame, as JAX's gRPC
+    coordinator does. A port that merely accepts (a proxy, another service) would let JAX's
+    client wait out its whole deadline."""
+    conn.sendall(_H2_PREFACE)
+    head = b""
+    while len(head) < 9:  # a frame header: length (3 bytes), type (1), flags (1), stream (4)
+        try:
+            chunk = conn.recv(9 - len(head))
+        except socket.timeout:
+            return False
+        if not chunk:
+            return False
+        head += chunk
+    return head[3] == 4
+
+
+def wait_for_coordinator(address: str, timeout_seconds: float = 300.0, *, retry_seconds: float = 0.5) -> None:
+    """Wait until a coordinator answers at ``address`` (``HOST:PORT``).
+
+    JAX's client joins a run by a gRPC call whose deadline, when nobody listens, ends the
+    whole process with a C++ abort and a message about "another task" dying (or, with the
+    default timeout, after five minutes of silence). Probing first (a TCP connection that
+    must answer an HTTP/2 greeting, as gRPC servers do) turns an unreachable or mistyped
+    coordinator into a Python error that names the address. The
+    processes of a cluster job start in any order, so a refused or timed-out connection is
+    retried (every ``retry_seconds``) until ``timeout_seconds`` have passed.
+
+    Args:
+      address: process 0's coordinator, ``HOST:PORT``.
+      timeout_seconds: the longest wait, in seconds (the call returns or raises within about
+        this time plus one name lookup).
+      retry_seconds: pause between attempts, in seconds.
+    Raises:
+      ValueError: a malformed address.
+      RuntimeError: nothing accepted a connection in time; the message names the address,
+        the time waited and the last socket error.
+    """
+    host, port = _host_port(address)
+    start = time.monotonic()
+    deadline = start + float(timeout_seconds)
+    last = None
+    while True:
+        left = deadline - time.monotonic()
+        try:
+            # each attempt is bounded too: a silently dropped SYN (firewall, wrong subnet)
+            # would otherwise block for the kernel's connect timeout of minutes
+            with socket.create_connection((host, port), timeout=max(0.1, min(5.0, left))) as conn:
+                if _speaks_http2(conn):
+                    return
+                last = "a connection was accepted but no HTTP/2 greeting came back (not a JAX coordinator?)"
+        except OSError as exc:
+            last = exc
+        if time.monotonic() + retry_seconds > deadline:
+            break
+        time.sleep(retry_seconds)
+    raise RuntimeError(
+        f"cannot reach the JAX coordinator at {address} (waited {time.monotonic() - start:.0f} s; last "
+        f"attempt: {last}). Start process 0 first (it listens on that port) and check the host, the "
+        f"port and the firewall")
+
+
 def initialize(coordinator: str | None = None, num_processes: int | None = None,
                process_id: int | None = None, *, local_device_ids=None,
                timeout_seconds: int = 300) -> RunInfo:
@@ -71,10 +153,18 @@ def initialize(coordinator: str | None = None, num_processes: int | None = None,
       process_id: this process, ``0 <= process_id < num_processes``.
       local_device_ids: devices of this host that this process uses (e.g. one GPU per
         process: ``[int(os.environ["SLURM_LOCALID"])]``); default all.
-      timeout_seconds: how long to wait for the other processes.
+      timeout_seconds: how long to wait, in seconds. A process other than 0 first waits up
+        to this long for the coordinator's port to accept connections
+        (:func:`wait_for_coordinator`) and raises ``RuntimeError`` naming the address if it
+        does not; then JAX waits up to this long again for every process to join (JAX ends
+        a process whose run does not assemble in time with an abort, not an exception).
+        Process 0 runs the coordinator itself and only has JAX's wait.
     Returns:
       :class:`RunInfo`. A single process (``num_processes=1``) is valid and skips the
       coordination service.
+    Raises:
+      ValueError: arguments that do not go together, a malformed address or process id.
+      RuntimeError: a process other than 0 could not reach the coordinator in time.
     """
     given = [x is not None for x in (coordinator, num_processes, process_id)]
     if any(given) and not all(given):
@@ -86,6 +176,11 @@ def initialize(coordinator: str | None = None, num_processes: int | None = None,
             raise ValueError(f"num_processes must be >= 1, got {num_processes}")
         if not 0 <= int(process_id) < int(num_processes):
             raise ValueError(f"process_id must be in [0, {num_processes}), got {process_id}")
+    if all(given) and int(process_id) != 0:
+        # process 0 binds the port; every other process connects to it, and JAX's connect
+        # has no clean failure of its own (see wait_for_coordinator); probed before any
+        # global JAX setting changes, so a failure leaves this process as it was
+        wait_for_coordinator(coordinator, timeout_seconds)
     if "jax_cpu_collectives_implementation" in jax.config.values:
         # cross-process collectives on CPU (used by gather); a no-op for GPU/TPU devices
         jax.config.update("jax_cpu_collectives_implementation", "gloo")
