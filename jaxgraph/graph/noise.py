@@ -6,14 +6,14 @@ loss). Every model is a pytree whose float parameters are leaves, so gradients f
 noise scales and information matrices. Parameters are either shared by a whole factor
 group (no leading axis) or given per factor (leading axis ``M``).
 
-=================  ======================  ===============================
-model              parameter shape         whitening ``W``
-=================  ======================  ===============================
-``Isotropic``      ``[]`` or ``[M]``       ``I / sigma``
-``Diagonal``       ``[d]`` or ``[M, d]``   ``diag(1 / sigmas)``
-``SqrtInformation````[d,d]`` or ``[M,d,d]````R`` (any square root, ``R^T R = Λ``)
-``Information``    ``[d,d]`` or ``[M,d,d]````chol(Λ)^T`` (computed once per solve)
-=================  ======================  ===============================
+===================  ===========================  =======================================
+model                parameter shape              whitening ``W``
+===================  ===========================  =======================================
+``Isotropic``        ``[]`` or ``[M]``            ``I / sigma``
+``Diagonal``         ``[d]`` or ``[M, d]``        ``diag(1 / sigmas)``
+``SqrtInformation``  ``[d, d]`` or ``[M, d, d]``  ``R`` (any square root, ``R^T R = Λ``)
+``Information``      ``[d, d]`` or ``[M, d, d]``  ``chol(Λ)^T`` (computed once per solve)
+===================  ===========================  =======================================
 
 ``Information`` keeps the information matrix itself as its leaf (what a g2o file holds),
 so that writing a problem back reproduces the file's numbers exactly; its square root is
@@ -71,12 +71,15 @@ class NoiseModel:
         return self
 
     def whiten(self, r: jax.Array) -> jax.Array:  # pragma: no cover - interface
+        """Whitened residuals ``W r``: ``r`` is float ``[M, d]``; returns ``[M, d]``."""
         raise NotImplementedError
 
     def whiten_jacobian(self, J: jax.Array) -> jax.Array:  # pragma: no cover - interface
+        """Whitened Jacobians ``W J``: ``J`` is float ``[M, d, n]``; returns ``[M, d, n]``."""
         raise NotImplementedError
 
     def astype(self, dtype) -> "NoiseModel":
+        """The same model with its parameter array cast to ``dtype`` (e.g. ``jnp.float32``)."""
         return jax.tree_util.tree_map(lambda x: jnp.asarray(x, dtype), self)
 
     def sqrt_information(self, dim: int) -> jax.Array:
@@ -123,7 +126,12 @@ def _positive(what: str, x, core_ndim: int) -> str | None:
 
 @jax.tree_util.register_pytree_node_class
 class Isotropic(NoiseModel):
-    """Same standard deviation ``sigma`` on every residual component."""
+    """Same standard deviation ``sigma`` on every residual component.
+
+    Args:
+      sigma: standard deviation in the residual's units (metres, radians, pixels, ...),
+        ``> 0``; float, shape ``[]`` (the whole factor group) or ``[M]`` (per factor).
+    """
 
     field, core_ndim, positive = "sigma", 0, True
 
@@ -136,7 +144,12 @@ class Isotropic(NoiseModel):
 
 @jax.tree_util.register_pytree_node_class
 class Diagonal(NoiseModel):
-    """Independent standard deviations per residual component (``sigmas[..., d]``)."""
+    """Independent standard deviations per residual component.
+
+    Args:
+      sigmas: standard deviations in each component's units, ``> 0``; float, shape ``[d]``
+        (the whole factor group) or ``[M, d]`` (per factor).
+    """
 
     field, core_ndim, positive = "sigmas", 1, True
 
@@ -149,7 +162,12 @@ class Diagonal(NoiseModel):
 
 @jax.tree_util.register_pytree_node_class
 class SqrtInformation(NoiseModel):
-    """Square-root information ``R`` (``R^T R = Λ``); whitened residual ``R r``."""
+    """Square-root information ``R`` (``R^T R = Λ``); whitened residual ``R r``.
+
+    Args:
+      matrix: ``R``, in inverse residual units; float, shape ``[d, d]`` (the whole factor
+        group) or ``[M, d, d]`` (per factor). Any square root works (upper triangular or not).
+    """
 
     field, core_ndim = "matrix", 2
 
@@ -165,6 +183,10 @@ class Information(NoiseModel):
     """Information matrix ``Λ`` (inverse covariance), symmetric positive definite.
 
     Whitening uses ``W = L^T`` with ``Λ = L L^T`` (Cholesky), so ``|W r|^2 = r^T Λ r``.
+
+    Args:
+      matrix: ``Λ``, in inverse squared residual units; float, shape ``[d, d]`` (the whole
+        factor group) or ``[M, d, d]`` (per factor), as g2o's EDGE lines store it.
     """
 
     field, core_ndim = "matrix", 2

@@ -5,14 +5,14 @@ and the IRLS weight ``w(s) = rho'(s) / s``. The solver scales the whitened resid
 and Jacobian by ``sqrt(w)`` at each linearisation (GTSAM's convention), so that the
 Gauss-Newton step is the iteratively-reweighted least-squares step.
 
-=================  ===========================================  =======================
-loss               ``rho(s)``                                    ``w(s)``
-=================  ===========================================  =======================
-``Huber(k)``       ``s²/2`` if ``s<=k`` else ``k s - k²/2``      ``1`` or ``k / s``
-``Cauchy(k)``      ``k²/2 log(1 + s²/k²)``                       ``1 / (1 + s²/k²)``
-``Tukey(k)``       ``k²/6 (1-(1-s²/k²)³)`` if ``s<=k`` else k²/6  ``(1-s²/k²)²`` or ``0``
-``GemanMcClure(k)````k² s² / (2 (k² + s²))``                     ``k⁴ / (k² + s²)²``
-=================  ===========================================  =======================
+===================  =================================================  =======================
+loss                 ``rho(s)``                                         ``w(s)``
+===================  =================================================  =======================
+``Huber(k)``         ``s²/2`` if ``s<=k`` else ``k s - k²/2``           ``1`` or ``k / s``
+``Cauchy(k)``        ``k²/2 log(1 + s²/k²)``                            ``1 / (1 + s²/k²)``
+``Tukey(k)``         ``k²/6 (1-(1-s²/k²)³)`` if ``s<=k`` else ``k²/6``  ``(1-s²/k²)²`` or ``0``
+``GemanMcClure(k)``  ``k² s² / (2 (k² + s²))``                          ``k⁴ / (k² + s²)²``
+===================  =================================================  =======================
 
 The threshold ``k`` is a pytree leaf (``[]`` or ``[M]``), so it can be learned.
 """
@@ -27,7 +27,12 @@ __all__ = ["RobustLoss", "Huber", "Cauchy", "Tukey", "GemanMcClure"]
 
 
 class RobustLoss:
-    """Base class: a pytree with one leaf ``k`` (threshold, whitened units)."""
+    """Base class: a pytree with one leaf ``k``, the threshold in whitened units (standard
+    deviations), float of shape ``[]`` (shared by a factor group) or ``[M]`` (per factor).
+
+    ``rho`` and ``weight`` take ``s``, the norms of whitened residuals, float of any shape
+    (the solver passes ``[M]``), and return an array of ``s``'s shape and dtype.
+    """
 
     def __init__(self, k):
         self.k = k
@@ -43,11 +48,11 @@ class RobustLoss:
         return jnp.asarray(self.k, s.dtype)
 
     def rho(self, s: jax.Array) -> jax.Array:  # pragma: no cover - interface
-        """Cost of a whitened residual of norm ``s`` (``s >= 0``)."""
+        """Cost of whitened residuals of norms ``s`` (``s >= 0``, float ``[M]``); ``[M]``."""
         raise NotImplementedError
 
     def weight(self, s: jax.Array) -> jax.Array:  # pragma: no cover - interface
-        """IRLS weight ``rho'(s) / s``, finite at ``s = 0``."""
+        """IRLS weights ``rho'(s) / s`` of norms ``s`` (float ``[M]``), finite at ``s = 0``; ``[M]``."""
         raise NotImplementedError
 
     def check(self, count: int) -> str | None:
@@ -75,6 +80,13 @@ class RobustLoss:
 
 @jax.tree_util.register_pytree_node_class
 class Huber(RobustLoss):
+    """Huber loss: quadratic up to ``k``, linear beyond (``rho = k s - k²/2``).
+
+    Args:
+      k: threshold in whitened units (standard deviations), ``> 0``; float, shape ``[]``
+        (every factor of the group) or ``[M]`` (one per factor).
+    """
+
     def rho(self, s):
         k = self._k(s)
         return jnp.where(s <= k, 0.5 * s * s, k * s - 0.5 * k * k)
@@ -86,6 +98,13 @@ class Huber(RobustLoss):
 
 @jax.tree_util.register_pytree_node_class
 class Cauchy(RobustLoss):
+    """Cauchy (Lorentzian) loss ``rho = k²/2 log(1 + s²/k²)``: never flat, outliers keep a
+    small weight ``1 / (1 + s²/k²)``.
+
+    Args:
+      k: scale in whitened units, ``> 0``; float, shape ``[]`` or ``[M]``.
+    """
+
     def rho(self, s):
         k2 = self._k(s) ** 2
         return 0.5 * k2 * jnp.log1p(s * s / k2)
@@ -97,6 +116,13 @@ class Cauchy(RobustLoss):
 
 @jax.tree_util.register_pytree_node_class
 class Tukey(RobustLoss):
+    """Tukey's biweight: redescending, a residual beyond ``k`` costs the constant ``k²/6`` and
+    has weight 0 (non-convex; start close, or use :func:`jaxgraph.gnc`).
+
+    Args:
+      k: cut-off in whitened units, ``> 0``; float, shape ``[]`` or ``[M]``.
+    """
+
     def rho(self, s):
         k2 = self._k(s) ** 2
         u = jnp.minimum(s * s / k2, 1.0)
@@ -110,6 +136,13 @@ class Tukey(RobustLoss):
 
 @jax.tree_util.register_pytree_node_class
 class GemanMcClure(RobustLoss):
+    """Geman-McClure loss ``rho = k² s² / (2 (k² + s²))``: bounded by ``k²/2``, weight
+    ``k⁴ / (k² + s²)²`` (non-convex; the loss :func:`jaxgraph.gnc` anneals).
+
+    Args:
+      k: scale in whitened units, ``> 0``; float, shape ``[]`` or ``[M]``.
+    """
+
     def rho(self, s):
         k2 = self._k(s) ** 2
         return 0.5 * k2 * s * s / (k2 + s * s)
