@@ -43,11 +43,12 @@ __all__ = ["marginals", "marginals_with_info", "MarginalsInfo", "report"]
 
 
 class MarginalsInfo(NamedTuple):
-    """``singular``: bool, ``H`` is numerically singular (covariances are NaN).
+    """``singular``: bool, shape ``[]``; ``H`` is numerically singular (covariances are NaN).
 
-    ``min_pivot_ratio``: smallest Cholesky pivot (Schur complement diagonal) divided by
-    the matching diagonal entry of ``H``; near 0 means nearly unconstrained.
-    Under ``vmap`` each field gains the batch axis.
+    ``min_pivot_ratio``: float, shape ``[]`` (the values' dtype), dimensionless; the smallest
+    Cholesky pivot (Schur complement diagonal) divided by the matching diagonal entry of
+    ``H``; near 0 means nearly unconstrained.
+    Under ``vmap`` each field gains the batch axis (``[B]``).
     """
 
     singular: jax.Array

@@ -65,7 +65,13 @@ def camera_centers(viewmats) -> np.ndarray:
 
 
 def scene_extent(viewmats) -> float:
-    """1.1 x the largest distance of a camera centre from the mean centre (gsplat's rule)."""
+    """1.1 x the largest distance of a camera centre from the mean centre (gsplat's rule).
+
+    Args:
+      viewmats: world-to-camera matrices, float ``[M, 4, 4]`` (any float dtype).
+    Returns:
+      The extent as a Python float, in the scene's world units (1.0 for no cameras).
+    """
     c = camera_centers(viewmats)
     if len(c) == 0:
         return 1.0
