@@ -63,7 +63,8 @@ class RunInfo:
 
 
 def parse_coordinator(address: str) -> str:
-    """Validate ``HOST:PORT`` (e.g. ``10.0.0.1:1234`` or ``127.0.0.1:29500``); returns it unchanged."""
+    """Validate ``HOST:PORT`` (e.g. ``10.0.0.1:1234`` or ``127.0.0.1:29500``); returns it
+    unchanged, or raises ``ValueError`` (no port, or a port outside 1..65535)."""
     host, sep, port = address.rpartition(":")
     if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
         raise ValueError(f"coordinator address must be HOST:PORT with a port in 1..65535, got {address!r}")
@@ -194,7 +195,8 @@ def initialize(coordinator: str | None = None, num_processes: int | None = None,
 
 
 def batch_mesh(devices=None) -> Mesh:
-    """1-D mesh (axis ``"batch"``) over all devices of all processes (or ``devices``)."""
+    """1-D mesh (axis ``"batch"``) over all devices of all processes (or ``devices``, a
+    sequence of ``jax.Device``); its size is the number of devices."""
     return Mesh(np.asarray(jax.devices() if devices is None else devices), (AXIS,))
 
 
@@ -209,6 +211,14 @@ def shard_batch(tree, mesh: Mesh | None = None):
     The batch is padded to a multiple of the device count by repeating its last problem
     (drop the padding with ``gather(..., batch_size=B)``); each process only transfers
     the rows of its own devices.
+
+    Args:
+      tree: a pytree of arrays ``[B, ...]`` (numpy or JAX, any dtype, kept), the same on
+        every process.
+      mesh: default :func:`batch_mesh`.
+    Returns:
+      The same pytree of global ``jax.Array`` ``[B', ...]``, ``B'`` the batch rounded up to
+      a multiple of the device count, sharded over the mesh's ``"batch"`` axis.
     """
     mesh = batch_mesh() if mesh is None else mesh
     sharding = NamedSharding(mesh, PartitionSpec(AXIS))
@@ -233,8 +243,10 @@ def shard_batch(tree, mesh: Mesh | None = None):
 def sharded_vmap(fn: Callable, mesh: Mesh | None = None) -> Callable:
     """``jit(shard_map(vmap(fn)))``: every device maps ``fn`` over its slice of the batch.
 
-    Inputs and outputs are pytrees of arrays whose leading axis is the (global) batch,
-    sharded over ``mesh`` (default :func:`batch_mesh`); no cross-device communication.
+    Inputs and outputs are pytrees of arrays whose leading axis is the (global) batch
+    ``[B', ...]`` (from :func:`shard_batch`), sharded over ``mesh`` (default
+    :func:`batch_mesh`); ``fn`` sees one problem (``[...]``, the batch axis removed). No
+    cross-device communication.
     """
     mesh = batch_mesh() if mesh is None else mesh
     spec = PartitionSpec(AXIS)
@@ -242,7 +254,15 @@ def sharded_vmap(fn: Callable, mesh: Mesh | None = None) -> Callable:
 
 
 def gather(tree, batch_size: int | None = None):
-    """The full batch as numpy arrays on every process (first ``batch_size`` rows)."""
+    """The full batch as numpy arrays on every process.
+
+    Args:
+      tree: a pytree of global arrays ``[B', ...]`` (e.g. :func:`sharded_vmap`'s output).
+      batch_size: keep the first ``batch_size`` rows (drops :func:`shard_batch`'s padding);
+        default all.
+    Returns:
+      The pytree as ``numpy.ndarray`` ``[batch_size, ...]``, dtypes kept.
+    """
     if jax.process_count() > 1:
         from jax.experimental import multihost_utils
 
