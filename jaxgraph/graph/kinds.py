@@ -105,8 +105,9 @@ class Kind:
         return _NO_ROWS, ""
 
     def random_rows(self, rng: np.random.Generator, count: int, like: np.ndarray) -> np.ndarray:
-        """``count`` random rows (float64), positions spread over the extent of ``like``'s
-        rows (synthetic outliers); here uniform in the box of ``like``."""
+        """``count`` random rows, float64 ``[count, param_dim]``, positions spread over the
+        extent of ``like``'s rows (``[N, param_dim]``, the existing values; synthetic
+        outliers); here uniform in the box of ``like``."""
         extent = _extent(like)
         return rng.uniform(-extent, extent, (count, self.param_dim))
 

@@ -85,8 +85,8 @@ class Factorization(NamedTuple):
 
     ``data``: method-specific arrays (Cholesky factors per tier of fronts, the
     dense factor, or for PCG the matrix blocks and block-Jacobi factors).
-    ``clamped``: bool, true when some pivot block was not numerically positive
-    definite and was replaced (see ``guarded_cholesky`` in docs/linear.md).
+    ``clamped``: bool, shape ``[]`` (``[...]`` batched), true when some pivot block was not
+    numerically positive definite and was replaced (see ``guarded_cholesky`` in docs/linear.md).
     Leading batch axes (from vmap or batched inputs) prefix every leaf.
     """
 

@@ -55,6 +55,9 @@ class SchurStructure:
 
     ``reduced`` is the :class:`BlockStructure` of ``S`` (kept blocks renumbered in order), or
     for an iterative plan the ``"pcg"`` structure of ``C``'s own pattern (its products).
+    The index arrays are numpy integer arrays whose shapes are noted at each field:
+    ``kept [Nk]``, ``eliminated [Ne, b]``, ``units [U, c]``, ``kk [Kkk]``,
+    ``diag_chunks [C, chunk]``.
     """
 
     num_blocks: int
