@@ -97,8 +97,7 @@ class Factorization(NamedTuple):
 class SolveInfo(NamedTuple):
     """Diagnostics of one solve (leading batch axes if batched).
 
-    ``clamped``: bool ``[...]``, a pivot block was replaced (H not numerically positive
-    definite).
+    ``clamped``: bool ``[...]``, a pivot block was replaced (H not positive definite).
     ``iterations``: int32 ``[...]``, PCG iterations (0 for the direct methods).
     ``residual_norm``: float ``[...]`` (the solve's dtype), ``||H x - b|| / ||b||``
     (0 when ``b == 0``), dimensionless.
@@ -446,14 +445,8 @@ def solve_factored(structure: BlockStructure, factorization: Factorization, rhs,
 
 
 def solve_with_info(structure: BlockStructure, diag_blocks, offdiag_blocks, rhs, *, pattern=None):
-    """Like :func:`solve` but also returns a :class:`SolveInfo`.
-
-    Args and shapes as :func:`solve` (``diag_blocks [..., n, d, d]``, ``offdiag_blocks
-    [..., M, d, d]``, ``rhs [..., n, d]``, float32 or float64).
-    Returns:
-      ``(x, info)``: ``x [..., n, d]`` in the inputs' dtype, and a :class:`SolveInfo` whose
-      fields have the leading batch shape ``[...]``.
-    """
+    """Like :func:`solve` (same arguments and shapes) but returns ``(x, info)``: ``x [..., n, d]``
+    in the inputs' dtype and a :class:`SolveInfo` whose fields have the batch shape ``[...]``."""
     if not isinstance(structure, BlockStructure):
         return structure.solve_with_info(diag_blocks, offdiag_blocks, rhs)
     diag_blocks = jnp.asarray(diag_blocks)
