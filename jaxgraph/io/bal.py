@@ -112,7 +112,11 @@ def write_bal(path, problem, values) -> None:
     cameras (the quaternion as an angle-axis vector of angle at most pi) and points, every
     number with Python's shortest round-trip digits (``repr``). GTSAM's
     ``SfmData.FromBalFile`` and Ceres read it. Raises ``ValueError`` (nothing written) for a
-    problem without such a group or a non-finite value."""
+    problem without such a group or a non-finite value.
+
+    ``values`` holds float arrays as :func:`read_bal` returns them: ``"cameras" [C, 10]``
+    (``qw qx qy qz tx ty tz f k1 k2``, world-to-camera, focal length in pixels) and
+    ``"points" [P, 3]`` (world units); observations are written in pixels."""
     cams, pts, ci, pi, pix = bundle_arrays(problem, values)
     aa = angle_axis_from_quaternion(cams[:, :4])
     lines = [f"{len(cams)} {len(pts)} {len(ci)}"]

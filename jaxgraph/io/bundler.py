@@ -109,7 +109,9 @@ def write_bundler(path, problem, values) -> None:
     """Write a bundle-adjustment problem (from :func:`read_bundler` or :func:`jaxgraph.io.read_bal`)
     as a Bundler v0.3 file: cameras (the quaternion as a rotation matrix), points, and each
     point's view list (its observations in the problem's order), every number with Python's
-    shortest round-trip digits. Colors and keys come from ``problem.metadata`` when it has
+    shortest round-trip digits. ``values``: float arrays ``"cameras" [C, 10]`` (``qw qx qy
+    qz tx ty tz f k1 k2``, focal length in pixels) and ``"points" [P, 3]``, as
+    :func:`read_bundler` returns them. Colors and keys come from ``problem.metadata`` when it has
     them (a problem read from a Bundler file), else gray ``128 128 128`` and keys ``0``.
     Raises ``ValueError`` (nothing written) for a problem without a ``snavely_reprojection``
     group or with a non-finite value."""

@@ -141,7 +141,9 @@ def write_stereo_vo(factors_path, problem, values, calibration_path=None, poses_
     the poses (4x4 camera-to-world matrices of the unit quaternions) and the observations,
     each with its landmark moved into the observing camera's frame (so reading the files back
     starts every landmark where ``values`` has it, to rounding). Paths default to
-    :func:`stereo_vo_paths` of ``factors_path``. Numbers are written with Python's shortest
+    :func:`stereo_vo_paths` of ``factors_path``. ``values``: float arrays ``"poses" [N, 7]``
+    (``qw qx qy qz x y z``, camera-to-world) and ``"landmarks" [L, 3]`` (world units), as
+    :func:`read_stereo_vo` returns them. Numbers are written with Python's shortest
     round-trip digits. Raises ``ValueError`` (nothing written) for a problem without a
     ``stereo`` factor group or with a non-finite value."""
     group = next((g for g in problem.factors if isinstance(g.type, F.Stereo)), None)
