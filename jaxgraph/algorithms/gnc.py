@@ -49,6 +49,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ..runtime.compile_cache import entry_point
+from ..graph.factors import Between
 from ..graph.problem import Problem
 from ..solver import solve
 from .gnc_weights import (
@@ -73,6 +74,7 @@ GNC_STATUS = {
     3: "converged: GM weighted cost changed by less than cost_tolerance (relative)",
     4: "converged: every candidate residual is below the threshold at the least-squares solution",
     5: "stopped: TLS decisions are not self-consistent (some factors' decisions flip back and forth with their own state)",
+    6: "converged: GM, then binary weights equal to the TLS decisions [flip score <= threshold] at the solution",
 }
 
 
@@ -91,7 +93,10 @@ class GNCInfo(NamedTuple):
       converged: True for status 1-4.
       status: int code, see ``jaxgraph.gnc.GNC_STATUS``.
       inconsistent: candidates whose final weight differs from the TLS decision at the
-        returned values (``[score <= threshold]``; 0 when converged; 0 for GM).
+        returned values (``[score <= threshold]``; 0 when converged; 0 for GM without its
+        decision step).
+      prefilter_rejected: loop closures the consistency pre-filter left out of the start and
+        the graduation (0 without the pre-filter); the final decisions may re-admit them.
     """
 
     cost: jax.Array
@@ -104,6 +109,7 @@ class GNCInfo(NamedTuple):
     converged: jax.Array
     status: jax.Array
     inconsistent: jax.Array
+    prefilter_rejected: jax.Array = np.int32(0)
 
 
 def gnc(
@@ -120,6 +126,8 @@ def gnc(
     cost_tolerance: float = 1e-5,
     initial_weights: str = "auto",
     tail_factor: float | None = 3.0,
+    prefilter: str | None = "auto",
+    gm_decision: bool = True,
     **solve_options,
 ):
     """Robust solve by graduated non-convexity.
@@ -150,6 +158,18 @@ def gnc(
         information matrices are conservative (intel: true loop closures' scores at most
         1.44, ``c^2`` = 11.3) the plain ``c^2`` lets TLS keep a false loop closure that the
         map bends itself to fit (scores 3-11 measured); the factor never raises the threshold.
+      prefilter: ``"pcm"``: loop closures inconsistent with most others along the odometry
+        chain (:func:`jaxgraph.algorithms.consistency.consistent_closures`, on the host, numpy)
+        are left out of the first solve and keep weight 0 through the graduation; the final
+        decisions (TLS polishing, GM's decision step) still judge every candidate, so a true
+        closure it dropped comes back. ``None``: no pre-filter. ``"auto"`` (default):
+        ``"pcm"`` when the candidates are the loop closures of one between group on a
+        Lie-group variable (``known_inliers="odometry"``) and the problem is not traced
+        (under ``vmap`` the measurements are not on the host), else ``None``.
+      gm_decision: GM only: when GM has converged, its weights are replaced by the TLS
+        decisions ``[score <= c_p^2]`` (the polishing of TLS, same threshold) until they are
+        self-consistent (status 6); GM's continuous weights keep a false closure the map
+        was bent to fit at a fraction of its weight. ``False``: GM's own result (status 2, 3).
       **solve_options: passed to every inner :func:`jaxgraph.solve` (``method``,
         ``max_iterations``, ``tolerance``, ``linear_solver``, ...).
 
@@ -196,11 +216,15 @@ def gnc(
         thresholds[g.name] = (
             float(inlier_threshold) if inlier_threshold is not None else chi2_quantile(inlier_probability, dim)
         )
+    if prefilter not in ("auto", "pcm", None):
+        raise ValueError(f"gnc: prefilter must be 'auto', 'pcm' or None, got {prefilter!r}")
+    keep, rejected, filtered = _prefilter(problem, masks, prefilter, known_inliers)
     static = _Static(
         loss=loss,
         masks=tuple((name, _Frozen(m)) for name, m in masks.items() if m.any()),
         max_outer_iterations=int(max_outer_iterations),
         start_from_known=initial_weights == "known",
+        gm_decision=bool(gm_decision),
         solve_options=tuple(sorted(solve_options.items())),
     )
     dtype = jnp.result_type(*jax.tree_util.tree_leaves(values))
@@ -210,8 +234,35 @@ def gnc(
         "weight_tolerance": jnp.asarray(weight_tolerance, dtype),
         "cost_tolerance": jnp.asarray(cost_tolerance, dtype),
         "tail_factor": jnp.asarray(np.inf if tail_factor is None else tail_factor, dtype),
+        "keep": {n: jnp.asarray(keep[n]) for n in thresholds},
+        # first solve: the known inliers (and, with the pre-filter, the closures it kept) or all
+        "start": {n: jnp.asarray(~masks[n] | (keep[n] & (filtered or initial_weights == "ones")))
+                  for n in thresholds},
     }
-    return _gnc_jit(problem, dict(values), params, static=static)
+    x, w, info = _gnc_jit(problem, dict(values), params, static=static)
+    return x, w, info._replace(prefilter_rejected=jnp.asarray(rejected, jnp.int32))
+
+
+def _prefilter(problem, masks, prefilter, known_inliers):
+    """``(keep, rejected, filtered)``: per candidate group ``bool [M]`` (False: left out of the
+    start and the graduation by the consistency pre-filter), how many candidates it left out
+    and whether it ran."""
+    from .consistency import consistent_closures
+
+    keep = {n: np.ones(m.shape, bool) for n, m in masks.items()}
+    groups = [g for g in problem.factors if masks[g.name].any()]
+    traced = any(isinstance(leaf, jax.core.Tracer) for g in groups for leaf in jax.tree_util.tree_leaves(g))
+    usable = (known_inliers == "odometry" and len(groups) == 1 and isinstance(groups[0].type, Between)
+              and groups[0].variables[0] == groups[0].variables[1]
+              and getattr(problem.structure.kinds[groups[0].variables[0]], "is_group", False) and not traced)
+    if prefilter is None or (prefilter == "auto" and not usable):
+        return keep, 0, False
+    if not usable:
+        raise ValueError("gnc: prefilter='pcm' needs the loop closures of one between group on a Lie-group "
+                         "variable as the only candidates (known_inliers='odometry') and an untraced problem")
+    g = groups[0]
+    keep[g.name] = consistent_closures(problem, group=g.name)[0] | ~masks[g.name]
+    return keep, int((~keep[g.name]).sum()), True
 
 
 class _Frozen:
@@ -234,6 +285,7 @@ class _Static(NamedTuple):
     masks: tuple
     max_outer_iterations: int
     start_from_known: bool
+    gm_decision: bool
     solve_options: tuple
 
 
@@ -241,21 +293,31 @@ class _Static(NamedTuple):
 def _gnc_jit(problem, values, params, *, static: _Static):
     dtype = jnp.result_type(*jax.tree_util.tree_leaves(values))
     tls = static.loss == "tls"
+    # TLS always ends with its polishing; GM with it when gm_decision (its decision step)
+    decide = tls or static.gm_decision
     opts = dict(static.solve_options)
     masks = {name: jnp.asarray(m.array) for name, m in static.masks}
     names = tuple(masks)
     c2 = params["thresholds"]
+    keep = params["keep"]
+    kept = {n: masks[n] & keep[n] for n in names}  # candidates that take part in the graduation
     one = {n: jnp.ones(m.shape, dtype) for n, m in masks.items()}
-    start = {n: jnp.where(m, 0.0, 1.0).astype(dtype) for n, m in masks.items()} if static.start_from_known else one
+    start = {n: params["start"][n].astype(dtype) for n in names}
 
     def weighted_solve(x, w):
         x, info = solve(weighted_problem(problem, w), x, **opts)
         return x, info.iterations, info.cost
 
     def tls_scores(x, w, r2):
-        # The TLS decision statistic of every candidate (see flip_scores), NaN-safe.
+        # The TLS decision statistic of every candidate (see flip_scores), NaN-safe. A closure
+        # the pre-filter left out is re-admitted on its residual at the map as it is, not on
+        # the flip score: the flip score of a left-out factor, e^T (I + G)^-1 e <= r^2, says
+        # the map could bend to fit it cheaply, which on weakly constrained maps (intel) is
+        # true of some false closures; the pairwise test has already said it disagrees with
+        # most closures. Once in, max(score, r^2) is the deleted residual again.
         sc = flip_scores(problem, x, w, names)
-        return {n: jnp.where(jnp.isfinite(sc[n]), sc[n], r2[n]) for n in names}
+        sc = {n: jnp.where(jnp.isfinite(sc[n]), sc[n], r2[n]) for n in names}
+        return {n: jnp.where(keep[n], sc[n], jnp.maximum(sc[n], r2[n])) for n in names}
 
     def cond(s):
         return s["running"]
@@ -265,32 +327,41 @@ def _gnc_jit(problem, values, params, *, static: _Static):
         # trip (compile time).
         first = s["k"] == 0
         w = surrogate_weights(static.loss, s["r2"], s["mu"], c2, masks, dtype)
-        if tls:
-            # Polishing (after the weights became binary): w = [score <= c^2], the TLS decision
-            # for each factor given all the others (score: twice the change of the optimal
-            # cost when the factor alone is switched; flip_scores). Re-admits inliers a
-            # too-early decision dropped and drops outliers the map bent itself to fit.
+        # closures the pre-filter left out stay out until the final decisions
+        w = {n: jnp.where(keep[n], w[n], 0.0).astype(dtype) for n in names}
+        if decide:
+            # Polishing (after the weights became binary, or GM converged): w = [score <= c^2],
+            # the TLS decision for each factor given all the others (score: twice the change
+            # of the optimal cost when the factor alone is switched; flip_scores). Re-admits
+            # inliers a too-early decision (or the pre-filter) dropped and drops outliers the
+            # map bent itself to fit.
             w = jax.tree_util.tree_map(lambda a, b: jnp.where(s["polish"], a, b),
                                        decision_weights(s["score"], s["c2_eff"], masks, dtype), w)
         w = jax.tree_util.tree_map(lambda a, b: jnp.where(first, a, b), start, w)
         x, it, cost = weighted_solve(s["x"], w)
         r2 = squared_residuals(problem, x, names)
-        mu_init, trivial = initial_mu(static.loss, r2, c2, masks, static.start_from_known, dtype)
+        # mu from the candidates in the graduation; "nothing to do" only if every candidate fits
+        mu_init, _ = initial_mu(static.loss, r2, c2, kept, static.start_from_known, dtype)
+        mu_init = jnp.where(jnp.isfinite(mu_init), mu_init, jnp.ones((), dtype))
+        _, trivial = initial_mu(static.loss, r2, c2, masks, static.start_from_known, dtype)
         k = s["k"] + 1
         prev = s["cost"]
         small = (k > 2) & (jnp.abs(cost - prev) <= params["cost_tolerance"] * jnp.maximum(jnp.abs(prev), 1e-30))
-        if tls:
-            near_binary = jnp.all(
-                jnp.concatenate(
-                    [
-                        jnp.where(masks[n], jnp.minimum(w[n], 1 - w[n]) <= params["weight_tolerance"], True)
-                        for n in names
-                    ]
-                )
+        near_binary = jnp.all(
+            jnp.concatenate(
+                [
+                    jnp.where(masks[n], jnp.minimum(w[n], 1 - w[n]) <= params["weight_tolerance"], True)
+                    for n in names
+                ]
             )
+        )
+        if tls:
             # Done when the weights used are the TLS decisions at the new x; once they are
             # (nearly) binary or the cost stalls, polish with exactly those decisions.
             polish = s["polish"] | (~first & (near_binary | small))
+        else:
+            polish = s["polish"] | (~first & ((s["mu"] <= 1) | small) & static.gm_decision)
+        if decide:
             score = jax.lax.cond(polish, lambda: tls_scores(x, w, r2), lambda: r2)
             # The polishing's threshold: c^2 lowered to tail_factor times the 0.99 quantile
             # of the accepted candidates' scores, fixed when polishing starts (re-estimated
@@ -309,16 +380,17 @@ def _gnc_jit(problem, values, params, *, static: _Static):
             # would be those of the previous one; stop and say so (not converged).
             cycle = (s["polish"] & s["polish_prev"] & ~consistent
                      & jnp.all(jnp.concatenate([thr[n] == s["w_prev"][n] for n in names])))
-            conditions, codes = [first & trivial, ~first & near_binary & consistent, cycle], [4, 1, 5]
-            mu_next = s["mu"] * params["mu_step"]
+            # TLS: binary weights that are their own decisions; GM: the weights used were
+            # decisions (a polishing round) and reproduce themselves
+            done = (~first & near_binary & consistent) if tls else (s["polish"] & consistent)
+            conditions, codes = [first & trivial, done, cycle], [4, 1 if tls else 6, 5]
             inconsistent = jnp.sum(differs).astype(jnp.int32)
         else:
-            polish = s["polish"]
             score = r2
             inconsistent = jnp.zeros((), jnp.int32)
             c2_eff = s["c2_eff"]
             conditions, codes = [first & trivial, ~first & (s["mu"] <= 1), small], [4, 2, 3]
-            mu_next = jnp.maximum(s["mu"] / params["mu_step"], 1.0)
+        mu_next = s["mu"] * params["mu_step"] if tls else jnp.maximum(s["mu"] / params["mu_step"], 1.0)
         status = jnp.select(conditions, codes, 0).astype(jnp.int32)
         mu = jnp.where(first, mu_init, jnp.where(status == 0, mu_next, s["mu"]))
         return {
