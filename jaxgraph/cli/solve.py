@@ -186,6 +186,7 @@ def _prepare_start(problem, values, init, gnc, solve_options, verbose):
         gnc_candidates=int(info.num_candidates),
         gnc_rejected=[[int(a), int(b)] for a, b in pairs],
         gnc_inconsistent=int(info.inconsistent),
+        gnc_prefilter_rejected=int(info.prefilter_rejected),
     )
     if verbose:
         print(f"GNC ({gnc}): {len(rejected)} of {int(info.num_candidates)} candidate edges rejected "
