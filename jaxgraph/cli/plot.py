@@ -38,7 +38,10 @@ def plot_trajectories(path, before, after, title: str = "") -> bool:
     try:
         import matplotlib
 
-        matplotlib.use("Agg")  # files only: no display is needed or wanted
+        if "matplotlib.pyplot" not in sys.modules:
+            # files only: no display is needed or wanted. Not once pyplot is in use: switching
+            # then closes every open figure (matplotlib < 3.8), the caller's included
+            matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
         print(f"{MISSING}: skipping the plot", file=sys.stderr)
