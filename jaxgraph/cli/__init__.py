@@ -11,9 +11,9 @@ compile and solve seconds are those of that one run.
 ``jaxgraph solve INPUT.g2o --batch B [--noise SIGMA] [--seed S]`` solves ``B`` perturbed
 copies in one batched call instead (docs/batching.md).
 
-``jaxgraph demo [--out DIR]`` solves the bundled intel.g2o (Intel Research Lab, Seattle;
-see ``jaxgraph/data/README.md``) and writes the optimised graph, the report and a
-before/after plot into ``DIR``.
+``jaxgraph demo [--out DIR]`` solves the bundled intel.g2o (2D, Intel Research Lab, Seattle)
+and sphere2500.g2o (3D; see ``jaxgraph/data/README.md``) and writes, for each, the optimised
+graph, the report and a before/after plot into ``DIR`` (:mod:`.demo`).
 
 Exit codes: 0 converged (outputs written); 1 the solver did not converge (the report is
 written; the graph only if every value is finite and the solver did not fail, see
