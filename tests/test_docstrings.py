@@ -9,6 +9,7 @@ coverage of the rest is measured by hand, see CHANGELOG.md.)"""
 import importlib
 import inspect
 import re
+import warnings
 
 MODULES = ["jaxgraph", "jaxgraph.graph", "jaxgraph.io", "jaxgraph.runtime", "jaxgraph.solver",
            "jaxgraph.factors", "jaxgraph.noise", "jaxgraph.robust", "jaxgraph.linear", "jaxgraph.data",
@@ -20,8 +21,8 @@ ARRAY = re.compile(r"\b(Array|ndarray|ArrayLike)\b")
 
 
 # jaxgraph.lie's methods without a shape (its docstrings are another change's work); the test
-# fails both when a name not listed here lacks a shape and when a listed one gains it, so the
-# list only shrinks
+# fails when a name not listed here lacks a shape, and warns when a listed one has gained it
+# (then delete it here; a warning, so that improving jaxgraph.lie does not fail this test)
 KNOWN_MISSING = {
     "jaxgraph.lie._base.MatrixLieGroup.rplus(delta)",
     "jaxgraph.lie._ops.quaternion_conjugate(q)",
@@ -87,4 +88,5 @@ def test_every_array_argument_has_a_shape_in_the_docstring():
     new = sorted(set(missing) - KNOWN_MISSING)
     assert not new, "docstrings without a shape for array arguments:\n" + "\n".join(new)
     fixed = sorted(KNOWN_MISSING - set(missing))
-    assert not fixed, f"these now state a shape; remove them from KNOWN_MISSING: {fixed}"
+    if fixed:
+        warnings.warn(f"these now state a shape; remove them from KNOWN_MISSING: {fixed}")
