@@ -19,7 +19,9 @@ class VariableGroup:
 
     ``fixed`` lists indices held constant by the solver (g2o ``FIX``). ``kind`` stays as
     declared (the alias ``"SE2"`` for a g2o file, a class, a dimension); :attr:`manifold` is its
-    :class:`~jaxgraph.graph.kinds.Kind` object.
+    :class:`~jaxgraph.graph.kinds.Kind` object. The group's values are one float array
+    ``[count, param_dim]`` (float32 or float64, e.g. ``[N, 7]`` ``wxyz_xyz`` rows for ``"SE3"``)
+    under ``name`` in the values dict; ``fixed`` is stored as a tuple of Python ints.
     """
 
     name: str

@@ -79,7 +79,8 @@ class DampingConfig:
     ``damping_factor`` (not below ``min_damping``), after a rejected one multiplied by it; the
     solve stops when it reaches ``max_damping``. A step is accepted when its actual cost
     decrease exceeds ``min_model_fidelity`` times the decrease the quadratic model predicted.
-    Ignored by Gauss-Newton.
+    Ignored by Gauss-Newton. Every field is a Python scalar; ``lambda`` has the units of ``H``'s
+    diagonal (per squared tangent unit: the cost is dimensionless), the others none.
     """
 
     initial_damping: float = _traced(1e-5)
@@ -118,6 +119,8 @@ class TerminationConfig:
     ``tolerance`` (GTSAM's defaults are both 1e-5), so ``tolerance=0.0`` disables both.
     ``gradient_tolerance``: stop when ``max |J^T W e| <= gradient_tolerance``.
     ``step_tolerance``: stop when an accepted step has ``|dx|_2 <= step_tolerance``.
+    Every field is a Python scalar; the cost (half the sum of squared whitened residuals) is
+    dimensionless, ``dx`` is in the variables' tangent units (metres, radians, ...).
     """
 
     max_iterations: int = _static(2000)
