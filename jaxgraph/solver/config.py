@@ -79,8 +79,9 @@ class DampingConfig:
     ``damping_factor`` (not below ``min_damping``), after a rejected one multiplied by it; the
     solve stops when it reaches ``max_damping``. A step is accepted when its actual cost
     decrease exceeds ``min_model_fidelity`` times the decrease the quadratic model predicted.
-    Ignored by Gauss-Newton. Every field is a Python scalar; ``lambda`` has the units of ``H``'s
-    diagonal (per squared tangent unit: the cost is dimensionless), the others none.
+    Ignored by Gauss-Newton. Every field is a Python scalar; ``lambda`` and its bounds have the
+    units of ``H``'s diagonal (per squared tangent unit: the cost is dimensionless),
+    ``damping_factor`` and ``min_model_fidelity`` are ratios.
     """
 
     initial_damping: float = _traced(1e-5)
