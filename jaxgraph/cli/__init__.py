@@ -156,7 +156,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_cache_flag(s)
     s.set_defaults(func=_solve)
 
-    d = sub.add_parser("demo", help="solve the bundled intel.g2o and plot it")
+    d = sub.add_parser("demo", help="solve the bundled intel.g2o (2D) and sphere2500.g2o (3D) and plot them")
     d.add_argument("--out", default="jaxgraph_demo", help="output folder (default: jaxgraph_demo)")
     d.add_argument("--max-iterations", type=positive_int, default=100, help="maximum loop trips (default: 100)")
     _add_cache_flag(d)

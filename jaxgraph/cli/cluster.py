@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import argparse
 
-from .common import positive_int
+from .common import positive_float, positive_int
 
 
 def add_flags(parser: argparse.ArgumentParser) -> None:
@@ -21,6 +21,10 @@ def add_flags(parser: argparse.ArgumentParser) -> None:
                         help="with --coordinator: processes in the run (default: none)")
     parser.add_argument("--process-id", type=int, default=None, metavar="I",
                         help="with --coordinator: this process, 0..N-1 (default: none)")
+    parser.add_argument("--coordinator-timeout", type=positive_float, default=300.0, metavar="SECONDS",
+                        help="with --coordinator: how long a process other than 0 waits for the coordinator "
+                             "to answer before it fails naming the address, and JAX for every process to join "
+                             "(default: 300)")
 
 
 def _manual(args: argparse.Namespace) -> list:
@@ -55,4 +59,5 @@ def join_run(args: argparse.Namespace):
                                "one process, or give --coordinator, --num-processes and --process-id") from None
     if any(x is None for x in _manual(args)):
         raise ValueError("--coordinator, --num-processes and --process-id go together")
-    return distributed.initialize(args.coordinator, args.num_processes, args.process_id)
+    return distributed.initialize(args.coordinator, args.num_processes, args.process_id,
+                                  timeout_seconds=args.coordinator_timeout)

@@ -95,7 +95,8 @@ def test_plot_panels_share_one_window(tmp_path):
         assert plot.plot_trajectories(tmp_path / "p.png", before, after, "g")
     finally:
         plt.close = real_close
-    (fig,) = figures
+    # matplotlib 3.7 also calls plt.close("all") when pyplot's first figure resolves the backend
+    (fig,) = [f for f in figures if not isinstance(f, str)]
     first, second = fig.axes
     assert first.get_xlim() == second.get_xlim() and first.get_ylim() == second.get_ylim()
     assert first.get_xlim()[0] <= 0 and first.get_xlim()[1] >= 10  # both trajectories inside

@@ -1,5 +1,5 @@
 """`splat render --size` is honoured for a checkpoint's cameras (it was ignored: the demo's
-81 x 52 views came out at 81 x 52 whatever --size said), and a checkpoint of the bundled
+162 x 105 views came out at 162 x 105 whatever --size said), and a checkpoint of the bundled
 scene names it as bundled, so `splat eval` finds it after the package is reinstalled
 elsewhere (issue 23). The renderer is replaced by a recorder: no compilation."""
 
@@ -18,7 +18,7 @@ from splat.train.state import TrainConfig
 
 @pytest.fixture
 def checkpoint(tmp_path):
-    scene = load_npz(DEMO_SCENE)  # 81 x 52
+    scene = load_npz(DEMO_SCENE)  # 162 x 105
     trainer = Trainer(scene, TrainConfig(capacity=64, sh_degree=0, steps=1))
     path = tmp_path / "checkpoint.npz"
     save_checkpoint(path, trainer, trainer.init_state(seed=0),
@@ -43,9 +43,9 @@ def test_render_size_scales_the_checkpoint_cameras(checkpoint, recorder, tmp_pat
     assert main(["render", str(checkpoint), "--out", str(tmp_path / "native")]) == 0
     assert main(["render", str(checkpoint), "--out", str(tmp_path / "big"), "--size", "324"]) == 0
     native, big = recorder
-    assert (native["width"], native["height"]) == (81, 52)
-    assert (big["width"], big["height"]) == (324, 208)  # the longer side is --size, aspect kept
-    np.testing.assert_allclose(big["Ks"][:, :2, :], native["Ks"][:, :2, :] * 4)
+    assert (native["width"], native["height"]) == (162, 105)
+    assert (big["width"], big["height"]) == (324, 210)  # the longer side is --size, aspect kept
+    np.testing.assert_allclose(big["Ks"][:, :2, :], native["Ks"][:, :2, :] * 2)
     np.testing.assert_array_equal(big["Ks"][:, 2], native["Ks"][:, 2])
 
 
