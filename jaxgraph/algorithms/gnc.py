@@ -34,9 +34,17 @@ early and drops an outlier the map bent itself to fit; ``c_p^2 = min(c^2, tail_f
 see :func:`gnc`), and
 it stops when the weights used agree with that rule at the new solution (status 1), or,
 not converged, when two polishing rounds undo each other (status 5: some factor's decision
-flips with its own state). GM stops when
-``mu`` reaches 1 or its weighted cost changes by less than ``cost_tolerance``; both stop after
-``max_outer_iterations``. It vmaps over problems that share a structure.
+flips with its own state). GM's graduation ends
+when ``mu`` reaches 1 or its weighted cost changes by less than ``cost_tolerance``; by default
+(``gm_decision``) the same polishing then turns its soft weights into decisions (status 6),
+else it stops there (status 2, 3). Both stop after ``max_outer_iterations``.
+
+Before the jit, on the host, a pairwise-consistency pre-filter of the loop closures
+(:mod:`jaxgraph.algorithms.consistency`, default ``prefilter="auto"`` for pose graphs with an
+odometry chain) leaves the closures that disagree with most others out of the first solve
+and of the graduation; the polishing may re-admit one only on its residual at the map as it
+is (``r^2 <= c_p^2``). It vmaps over problems that share a structure (without the pre-filter:
+under ``vmap`` the measurements are traced).
 """
 
 from __future__ import annotations
@@ -90,7 +98,7 @@ class GNCInfo(NamedTuple):
       inner_iterations: linear solves in all weighted solves together.
       num_inliers: candidate factors with final weight > 0.5.
       num_candidates: candidate factors.
-      converged: True for status 1-4.
+      converged: True for status 1-4 and 6.
       status: int code, see ``jaxgraph.gnc.GNC_STATUS``.
       inconsistent: candidates whose final weight differs from the TLS decision at the
         returned values (``[score <= threshold]``; 0 when converged; 0 for GM without its
@@ -442,7 +450,7 @@ def _gnc_jit(problem, values, params, *, static: _Static):
         inner_iterations=s["inner"],
         num_inliers=jnp.asarray(num_in, jnp.int32),
         num_candidates=jnp.asarray(sum(int(m.array.sum()) for _, m in static.masks), jnp.int32),
-        converged=(s["status"] >= 1) & (s["status"] <= 4),
+        converged=((s["status"] >= 1) & (s["status"] <= 4)) | (s["status"] == 6),
         status=s["status"],
         inconsistent=s["inconsistent"],
     )
