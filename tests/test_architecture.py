@@ -48,7 +48,12 @@ def test_imports_go_down_the_layers(path):
         if parts[0] != "jaxgraph":
             continue
         if own[0] == "splat":
-            assert parts[:2] == ["jaxgraph", "lie"] or name == "jaxgraph", f"{path}: splat imports {name}"
+            # splat/tracking (camera tracking) may reach the solver's public API, inside its
+            # functions only (tests/splat/test_imports.py: import splat loads no solver)
+            solver_api = own[:2] == ("splat", "tracking") and parts[:2] in (
+                ["jaxgraph", "graph"], ["jaxgraph"])
+            assert parts[:2] == ["jaxgraph", "lie"] or name == "jaxgraph" or solver_api, \
+                f"{path}: splat imports {name}"
             continue
         mine, theirs = _layer(own), _layer(parts)
         assert theirs is not None or len(parts) == 1, f"{path}: {name} is in no layer of LAYERS"

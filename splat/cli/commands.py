@@ -62,6 +62,10 @@ def cmd_train(args, scene=None, data_label=None) -> dict:
           f"({scene.points_source}), extent {scene.extent:.3f} ({time.time() - t0:.1f} s)")
     cfg = presets.train_config(args.steps, args.capacity, args.sh_degree, args.strategy,
                                absgrad=args.absgrad, backend=args.backend)
+    if getattr(args, "pose_opt", False):
+        import dataclasses
+        cfg = dataclasses.replace(cfg, pose_opt=True, lr_pose=args.lr_pose,
+                                  pose_weight_decay=args.pose_weight_decay)
     presets.check_training_memory(cfg, scene.width, scene.height)
     trainer = Trainer(scene, cfg)
     if args.resume:
@@ -88,6 +92,17 @@ def cmd_train(args, scene=None, data_label=None) -> dict:
                   n_active=int(np.asarray(state.active).sum()), capacity=cfg.capacity,
                   capacity_denied=int(sum(h["denied"] for h in history)),
                   capacity_suggested=presets.suggest_capacity(history))
+    if state.pose is not None:
+        from ..train.poses import pose_errors
+        given = np.asarray(scene.viewmats)[scene.train_idx]
+        refined = trainer.train_viewmats(state)
+        rot, trans = pose_errors(refined, given)
+        result.update(refined_poses=dict(
+            view=[scene.names[i] for i in scene.train_idx],
+            viewmat=refined.tolist(), change_deg=rot.tolist(), change_rel=trans.tolist()))
+        print(f"[splat] pose-opt moved the training cameras by {rot.mean():.3f} deg and "
+              f"{100 * trans.mean():.2f} % of the mean camera distance on average "
+              "(refined_viewmats in the checkpoint, refined_poses in metrics.json)")
     if len(scene.test_idx):
         ev = trainer.evaluate(state)
         save_views(os.path.join(args.out, "renders"), ev["images"],
@@ -214,4 +229,50 @@ def cmd_demo(args) -> dict:
     # named as bundled, not by its path: the checkpoint keeps working after a reinstall
     res = cmd_train(args, scene=scene, data_label=BUNDLED_PREFIX + os.path.basename(DEMO_SCENE))
     print(f"[splat] demo done: see {os.path.join(args.out, 'renders', 'test_000.png')}")
+    return res
+
+
+def cmd_localize(args) -> dict:
+    """``splat localize MODEL IMAGE``: the world-to-camera pose of the image by
+    Levenberg-Marquardt through the rasterizer (:func:`splat.localize`), printed (and
+    pose.json / pose.npy with --out)."""
+    from ..io.files import open_npz, prepare_out_dir
+    from ..io.images import read_image
+    from ..tracking import localize
+    from ..train import load_model
+
+    if args.out:
+        prepare_out_dir(args.out)
+    params, cfg, meta = load_model(args.model, warn=warn)
+    if meta is None:
+        raise ValueError(f"{args.model}: localize needs a checkpoint.npz (its cameras give K)")
+    with open_npz(args.model, "splat checkpoint") as z:
+        vms, Ks = np.asarray(z["viewmats"], np.float64), np.asarray(z["Ks"], np.float64)
+    if args.view >= len(vms):
+        raise ValueError(f"--view {args.view}: the checkpoint has {len(vms)} cameras")
+    image = read_image(args.image)
+    w, h = int(meta["width"]), int(meta["height"])
+    if image.shape[:2] != (h, w):
+        raise ValueError(f"{args.image}: image is {image.shape[1]}x{image.shape[0]}, the "
+                         f"checkpoint's cameras are {w}x{h}")
+    if args.init:
+        init = (np.load(args.init) if args.init.endswith(".npy") else np.loadtxt(args.init))
+        init = np.asarray(init, np.float64).reshape(4, 4)
+    else:
+        init = vms[args.view]
+    t0 = time.time()
+    vm, info = localize((params, cfg), image[..., :3], Ks[args.view], init.astype(np.float32),
+                        levels=args.levels, robust=args.robust,
+                        max_iterations=args.max_iterations)
+    res = dict(viewmat=vm.tolist(), converged=bool(info.converged), status=int(info.status),
+               iterations=int(info.iterations), cost=float(info.cost),
+               initial_cost=float(info.initial_cost), seconds=time.time() - t0)
+    print(f"[splat] {'converged' if res['converged'] else 'NOT converged'} (status "
+          f"{res['status']}) after {res['iterations']} iterations, cost "
+          f"{res['initial_cost']:.4g} -> {res['cost']:.4g}, {res['seconds']:.1f} s")
+    print(np.array2string(vm, precision=6, suppress_small=True))
+    if args.out:
+        with open(os.path.join(args.out, "pose.json"), "w") as f:
+            json.dump(res, f, indent=1)
+        np.save(os.path.join(args.out, "pose.npy"), vm)
     return res

@@ -72,6 +72,15 @@ def _train_args(p, steps, out_default=None):
                    help="print a progress line every N steps (0: never)")
     p.add_argument("--resume", default=None,
                    help="checkpoint.npz to continue training from (default: start afresh)")
+    p.add_argument("--pose-opt", action="store_true",
+                   help="refine each training camera's pose with an SE(3) correction learnt "
+                   "with the model (docs/poses.md); the refined poses go into the checkpoint "
+                   "(refined_viewmats) and metrics.json")
+    p.add_argument("--lr-pose", type=float, default=1e-3,
+                   help="with --pose-opt: Adam rate of the rotation (rad); translation: this "
+                   "times the scene extent")
+    p.add_argument("--pose-weight-decay", type=float, default=0.0,
+                   help="with --pose-opt: L2 decay of the corrections (gsplat's pose_opt_reg)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -116,6 +125,24 @@ def build_parser() -> argparse.ArgumentParser:
                    "else 1)")
     e.add_argument("--out", default=None, help="write eval.json into this folder "
                    "(default: print only)")
+    lo = sub.add_parser("localize", help="estimate the camera pose of an image in a trained "
+                        "model (Levenberg-Marquardt through the rasterizer, docs/poses.md)", **fmt)
+    lo.add_argument("model", help="checkpoint.npz of 'splat train'")
+    lo.add_argument("image", help="the photograph (PNG/JPEG) at the checkpoint's image size")
+    lo.add_argument("--init", default=None,
+                    help="initial world-to-camera pose (OpenCV axes): a .npy or text file of a "
+                    "4x4 matrix (default: the pose of the --view camera)")
+    lo.add_argument("--view", type=nonnegative_int, default=0,
+                    help="index into the checkpoint's cameras (all views) whose intrinsics, and "
+                    "without --init pose, to start from")
+    lo.add_argument("--levels", type=positive_int, default=2,
+                    help="coarse-to-fine pyramid levels (1: full resolution only)")
+    lo.add_argument("--max-iterations", type=positive_int, default=30,
+                    help="Levenberg-Marquardt iterations per level")
+    lo.add_argument("--robust", type=float, default=None,
+                    help="Huber threshold on a pixel's colour error (default: plain least squares)")
+    lo.add_argument("--out", default=None, help="write pose.json (and pose.npy) into this folder "
+                    "(default: print only)")
     d = sub.add_parser("demo", help="train briefly on the bundled scene and write labelled "
                        "test renders", **fmt)
     _train_args(d, 250, out_default=DEMO_OUT)

@@ -58,9 +58,11 @@ class TrainConfig:
     rasterize_mode: str = "classic"
     # per-training-camera SE(3) correction T_cw Exp(xi) learnt with Adam (docs/poses.md):
     # lr_pose is the rotation rate (radians per unit step), the translation rate is lr_pose
-    # times the scene extent; pose_weight_decay pulls xi towards 0 (gsplat's pose_opt_reg)
+    # times the scene extent, both decaying to lr_pose_final_ratio of that at ``steps``;
+    # pose_weight_decay pulls xi towards 0 (gsplat's pose_opt_reg)
     pose_opt: bool = False
     lr_pose: float = 1e-3
+    lr_pose_final_ratio: float = 0.01
     pose_weight_decay: float = 0.0
 
     def __post_init__(self):
@@ -73,8 +75,10 @@ class TrainConfig:
             raise ValueError("capacity must be >= 1 and steps >= 0")
         if self.sh_degree_interval < 1:
             raise ValueError("sh_degree_interval must be >= 1")
-        if not (self.lr_pose >= 0 and self.pose_weight_decay >= 0):
-            raise ValueError("lr_pose and pose_weight_decay must be >= 0")
+        if not (self.lr_pose >= 0 and self.pose_weight_decay >= 0
+                and self.lr_pose_final_ratio > 0):
+            raise ValueError("lr_pose and pose_weight_decay must be >= 0, "
+                             "lr_pose_final_ratio > 0")
         if len(self.background) != 3:
             raise ValueError(f"background must be 3 floats, got {self.background}")
         object.__setattr__(self, "background", tuple(float(b) for b in self.background))

@@ -47,10 +47,16 @@ def make_optimizers(cfg: TrainConfig, extent: float) -> dict:
 def make_pose_optimizer(cfg: TrainConfig, extent: float):
     """Adam (with an optional L2 decay added to the gradient, as torch's Adam weight_decay in
     gsplat's pose_opt) on the [V, 6] pose tangents (v, w): rate ``lr_pose * extent`` on the
-    translation, ``lr_pose`` on the rotation, so both move by similar fractions of the scene."""
-    lr = jnp.asarray([cfg.lr_pose * extent] * 3 + [cfg.lr_pose] * 3, jnp.float32)
+    translation, ``lr_pose`` on the rotation, so both move by similar fractions of the
+    scene, decaying exponentially to ``lr_pose_final_ratio`` of that at ``cfg.steps``
+    (a camera is drawn about every V steps and Adam's momentum moves it between draws: a
+    constant rate leaves it jittering by about that rate times a few)."""
+    per_coord = jnp.asarray([extent] * 3 + [1.0] * 3, jnp.float32)
+    lr = optax.exponential_decay(cfg.lr_pose, transition_steps=max(cfg.steps, 1),
+                                 decay_rate=cfg.lr_pose_final_ratio)
     return optax.chain(optax.add_decayed_weights(cfg.pose_weight_decay),
-                       optax.scale_by_adam(eps=1e-15), optax.scale(-lr))
+                       optax.scale_by_adam(eps=1e-15), optax.scale(per_coord),
+                       optax.scale_by_learning_rate(lr))
 
 
 def _train_step(state: TrainState, images, viewmats, Ks, *, cfg: TrainConfig, extent: float,
@@ -90,7 +96,14 @@ def _train_step(state: TrainState, images, viewmats, Ks, *, cfg: TrainConfig, ex
     pose = state.pose
     if pose is not None:
         upd, pose_opt_state = pose_opt.update(g_pose, pose["opt"], delta)
-        pose = dict(delta=delta + upd.astype(delta.dtype), opt=pose_opt_state)
+        new_delta = delta + upd.astype(delta.dtype)
+        # The same right correction on every camera is a motion of the whole world (T_cw G
+        # for all cameras moves the scene by G^-1): the training images cannot see it, and
+        # the model and the cameras drift together away from the test views' given frame.
+        # Removing the common part keeps the corrections' mean at zero, the given poses'
+        # average frame (the noise is zero-mean).
+        new_delta = new_delta - jnp.mean(new_delta, axis=0, keepdims=True)
+        pose = dict(delta=new_delta, opt=pose_opt_state)
 
     params, opt_state = {}, {}
     for name in PARAM_NAMES:

@@ -27,10 +27,23 @@ def test_import_splat_loads_no_solver_module(module):
     assert solver == [], f"import {module} loaded {solver}"
 
 
+def test_splat_localize_is_resolved_lazily():
+    """``splat.localize`` is an attribute resolved on first access: importing splat (or
+    reading that attribute) loads the tracking layer but no solver until a solve runs."""
+    out = subprocess.run(
+        [sys.executable, "-c", "import splat, sys; assert 'splat.tracking' not in sys.modules; "
+         "f = splat.localize; import splat.tracking.localize as m; assert f is m.localize; "
+         "print('\\n'.join(sys.modules))"],
+        capture_output=True, text=True, check=True, env=dict(os.environ, JAX_PLATFORMS="cpu"))
+    loaded = out.stdout.split()
+    assert "splat.tracking" in loaded
+    assert not [m for m in loaded if any(m == s or m.startswith(s + ".") for s in SOLVER_MODULES)]
+
+
 # splat's layers, lowest first; a module may import from its own layer and those below.
 LAYERS = (("constants", "checks"), ("projection", "sh", "tiling"), ("raster",),
           ("rendering", "grad2d"), ("metrics", "io", "figures"), ("datasets",), ("train",),
-          ("cli",))
+          ("tracking",), ("cli",))
 
 
 def test_splat_layers_import_only_downward():
