@@ -117,6 +117,82 @@ def part_train(args):
     print(json.dumps({k: v for k, v in out.items() if k != "runs"}, indent=1))
 
 
+def part_localize(args):
+    """LM (splat.localize) from exact start errors on test views of the clean model, and
+    Adam on the same loss (0.5 |r / sigma|^2, same renderer) to the LM's error or
+    --adam-steps."""
+    import jax
+    import jax.numpy as jnp
+    import optax
+
+    from jaxgraph import lie
+    from splat.datasets import load_scene
+    from splat.tracking import localize
+    from splat.tracking.localize import render_pose
+    from splat.train import load_model
+    from splat.train.poses import mean_camera_distance, perturb_poses, pose_errors
+
+    params, cfg, meta = load_model(WORK / "clean.npz")
+    scene = load_scene(str(FOX), downscale=int(meta["downscale"]), n_random_points=1, seed=0,
+                       warn=lambda m: None)
+    scale = mean_camera_distance(scene.viewmats)
+    p32 = {k: jnp.asarray(v, jnp.float32) for k, v in params.items()}
+    cfg = dataclasses.replace(cfg, capacity=len(params["means"]))
+    rows = []
+    for i in list(scene.test_idx)[:args.views]:
+        truth = np.asarray(scene.viewmats[i], np.float64)
+        K = jnp.asarray(scene.Ks[i], jnp.float32)
+        obs = jnp.asarray(scene.images[i] / 255.0, jnp.float32)
+        h, w = obs.shape[:2]
+
+        @jax.jit
+        def loss(d, row0):
+            vm = (lie.SE3(row0) @ lie.SE3.exp(d)).as_matrix()
+            img = render_pose(p32, cfg, vm, K, w, h)
+            return 0.5 * jnp.sum(((img - obs) * 255.0) ** 2)
+
+        grad = jax.jit(jax.grad(loss))
+        for seed in range(args.seeds):
+            start = perturb_poses(truth[None], args.start_deg, args.start_frac, seed=seed,
+                                  scale=scale)[0]
+            load0 = _load()
+            t0 = time.perf_counter()
+            vm, info, infos = localize((params, cfg), scene.images[i], scene.Ks[i],
+                                       start.astype(np.float32), levels=2,
+                                       max_iterations=30, return_levels=True)
+            lm_s = time.perf_counter() - t0
+            rot, trans = pose_errors(vm[None], truth[None], scale)
+            row = dict(view=int(i), seed=seed, lm_rot_deg=float(rot[0]),
+                       lm_trans_rel=float(trans[0]), lm_converged=bool(info.converged),
+                       lm_status=int(info.status),
+                       lm_iterations=int(sum(int(x.iterations) for x in infos)),
+                       lm_seconds_incl_compile=lm_s, load=load0)
+            if args.adam_steps:
+                row0 = lie.SE3.from_matrix(jnp.asarray(start, jnp.float32)).parameters()
+                d = jnp.zeros(6, jnp.float32)
+                opt = optax.adam(args.adam_lr)
+                st = opt.init(d)
+                t0 = time.perf_counter()
+                for k in range(args.adam_steps):
+                    upd, st = opt.update(grad(d, row0), st)
+                    d = d + upd
+                    cur = np.asarray((lie.SE3(row0) @ lie.SE3.exp(d)).as_matrix(), np.float64)
+                    ar, at = pose_errors(cur[None], truth[None], scale)
+                    if ar[0] <= max(rot[0], 0.2) and at[0] <= max(trans[0], 0.005):
+                        break
+                row.update(adam_lr=args.adam_lr, adam_steps=k + 1, adam_rot_deg=float(ar[0]),
+                           adam_trans_rel=float(at[0]),
+                           adam_seconds_incl_compile=time.perf_counter() - t0)
+            rows.append(row)
+            print(row, flush=True)
+    ok = [r["lm_rot_deg"] < 0.2 and r["lm_trans_rel"] < 0.005 for r in rows]
+    _update("localize", dict(command=" ".join(sys.argv), start_deg=args.start_deg,
+                             start_frac=args.start_frac, runs=rows,
+                             lm_success=f"{sum(ok)}/{len(ok)}",
+                             converged_but_failed=sum(1 for r, g in zip(rows, ok)
+                                                      if r["lm_converged"] and not g)))
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     sub = ap.add_subparsers(dest="part", required=True)
@@ -133,12 +209,13 @@ def main(argv=None):
     lo.add_argument("--start-deg", type=float, default=3.0)
     lo.add_argument("--start-frac", type=float, default=0.05)
     lo.add_argument("--adam-steps", type=int, default=500)
+    lo.add_argument("--adam-lr", type=float, default=1e-3,
+                    help="Adam rate on the tangent (tune on a separate view)")
     args = ap.parse_args(argv)
     if args.part == "train":
         part_train(args)
     else:
-        from splat_poses_localize import part_localize
-        part_localize(args, WORK, FOX, _update, _load)
+        part_localize(args)
 
 
 if __name__ == "__main__":
