@@ -229,7 +229,7 @@ class GroupKind(Kind):
         return self.group.right_jacobian_inverse(xi)
 
     def adjoint(self, T):
-        return self.group.from_matrix(T).adjoint()
+        return self.group.adjoint_of_matrix(T)
 
     def inverse_matrix(self, T):
         """``R^T`` or ``(R^T, -R^T t)``, exact."""

@@ -159,11 +159,15 @@ def linearize(problem, values, accumulate=None) -> Linearization:
     diag_parts, grad_parts, intra_parts = [], [], []
     for v in st.variables:
         t = st.kinds[v.name].tangent_dim
-        ids = jnp.concatenate(rows[v.name]) if rows[v.name] else jnp.zeros(0, jnp.int32)
-        H = (jax.ops.segment_sum(jnp.concatenate(hess[v.name]), ids, num_segments=v.count) if hess[v.name]
-             else jnp.zeros((v.count, t, t), acc))
-        G = (jax.ops.segment_sum(jnp.concatenate(grad[v.name]), ids, num_segments=v.count) if grad[v.name]
-             else jnp.zeros((v.count, t), acc))
+        if hess[v.name]:
+            # H and g of a group in one segment sum over [rows, t, t + 1]: XLA:CPU expands each
+            # scatter into a loop compiled as a kernel of its own
+            ids = jnp.concatenate(rows[v.name])
+            HG = jnp.concatenate([jnp.concatenate(hess[v.name]), jnp.concatenate(grad[v.name])[..., None]], -1)
+            HG = jax.ops.segment_sum(HG, ids, num_segments=v.count)
+            H, G = HG[..., :t], HG[..., t]
+        else:
+            H, G = jnp.zeros((v.count, t, t), acc), jnp.zeros((v.count, t), acc)
         grad_parts.append(G.reshape(-1, d))
         if t == d:  # one block per variable
             diag_parts.append(H)

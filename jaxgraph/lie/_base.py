@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 
 from . import hints
-from ._ops import default_float, float_dtype
+from ._ops import check_trailing, default_float, float_dtype
 
 G = TypeVar("G", bound="MatrixLieGroup")
 Rotation = TypeVar("Rotation", bound="SOBase")
@@ -123,6 +123,13 @@ class MatrixLieGroup(abc.ABC):
     def adjoint(self) -> jax.Array:
         """Adjoint [..., tangent_dim, tangent_dim]: ``self @ exp(x) = exp(Ad x) @ self``."""
 
+    @classmethod
+    def adjoint_of_matrix(cls, matrix: hints.Array) -> jax.Array:
+        """Adjoint [..., tangent_dim, tangent_dim] of the element with matrix
+        ``matrix[..., matrix_dim, matrix_dim]``; the groups here read it off the matrix
+        directly, without the round trip through the parameters that this default takes."""
+        return cls.from_matrix(matrix).adjoint()
+
     @abc.abstractmethod
     def inverse(self: G) -> G:
         """Group inverse."""
@@ -151,7 +158,8 @@ class MatrixLieGroup(abc.ABC):
         """Jacobian [..., parameters_dim, tangent_dim] of ``(self @ exp(d)).parameters()`` at d = 0."""
 
     def rplus(self: G, delta: hints.Array) -> G:
-        """``self @ exp(delta)``: retraction with a right perturbation."""
+        """``self @ exp(delta)`` for ``delta [..., tangent_dim]`` (the group's tangent units):
+        retraction with a right perturbation."""
         return self @ type(self).exp(delta)
 
     def rminus(self: G, other: G) -> jax.Array:
@@ -193,8 +201,9 @@ class SEBase(Generic[Rotation], MatrixLieGroup):
     @classmethod
     def from_matrix(cls, matrix: hints.Array):
         """Element of homogeneous matrices [..., space_dim + 1, space_dim + 1]."""
-        matrix = jnp.asarray(matrix)
         n = cls.space_dim
+        check_trailing(matrix, (n + 1, n + 1), f"{cls.__name__}.from_matrix", "matrix")
+        matrix = jnp.asarray(matrix)
         return cls.from_rotation_and_translation(cls._rotation_type.from_matrix(matrix[..., :n, :n]), matrix[..., :n, n])
 
     def as_matrix(self) -> jax.Array:
@@ -219,6 +228,7 @@ class SEBase(Generic[Rotation], MatrixLieGroup):
         return self.parameters()[..., self._rotation_type.parameters_dim :]
 
     def apply(self, target: hints.Array) -> jax.Array:
+        """``R p + t`` for points ``target [..., space_dim]`` (the translation's units)."""
         return self.rotation() @ jnp.asarray(target) + self.translation()
 
     def multiply(self, other):

@@ -3,6 +3,8 @@ and the ``custom_jvp`` pattern of the maps."""
 
 from __future__ import annotations
 
+import functools
+import inspect
 from typing import Callable
 
 import jax
@@ -64,6 +66,7 @@ def quaternion_multiply(p: jnp.ndarray, q: jnp.ndarray) -> jnp.ndarray:
 
 
 def quaternion_conjugate(q: jnp.ndarray) -> jnp.ndarray:
+    """Conjugate ``(w, -x, -y, -z)`` of wxyz quaternions ``q [..., 4]`` (the inverse of a unit one)."""
     return q * jnp.asarray([1.0, -1.0, -1.0, -1.0], dtype=q.dtype)
 
 
@@ -106,5 +109,35 @@ def custom_jvp_with(tangent: Callable) -> Callable:
             return y, tangent(x, y, dx)
 
         return f
+
+    return decorate
+
+
+def check_trailing(x, shape: tuple, who: str, name: str) -> None:
+    """Raise ValueError unless ``x`` (an array or array-like) ends in the axes ``shape``:
+    a wrong-sized input would otherwise broadcast into a wrong answer or fail deep inside a
+    map with an error that names neither the map nor the argument. Shapes are static, so this
+    costs nothing in compiled code."""
+    # arrays and tracers by their .shape; a list (of numbers or, in a jitted method, tracers) as an array
+    got = tuple(x.shape if hasattr(x, "shape") else jnp.asarray(x).shape)
+    if got[len(got) - len(shape):] != tuple(shape) or len(got) < len(shape):
+        want = ", ".join(str(n) for n in shape)
+        raise ValueError(f"{who}: {name} must have shape [..., {want}], got shape {got}")
+
+
+def trailing_shapes(*shapes: tuple) -> Callable:
+    """Decorator: the map's leading array arguments must end in ``shapes`` (one tuple each,
+    in order); see :func:`check_trailing`."""
+
+    def decorate(fn: Callable) -> Callable:
+        names = list(inspect.signature(fn).parameters)
+
+        @functools.wraps(fn)
+        def checked(*args):
+            for x, shape, name in zip(args, shapes, names):
+                check_trailing(x, shape, fn.__name__, name)
+            return fn(*args)
+
+        return checked
 
     return decorate

@@ -18,6 +18,7 @@ import math
 from typing import Callable
 
 import jax.numpy as jnp
+from jax import lax
 
 _SERIES_TERMS = 8
 
@@ -38,9 +39,11 @@ def _safe(t: jnp.ndarray, series: list[float], exact: Callable[[jnp.ndarray], jn
     """Series for small ``t``, ``exact(t)`` otherwise, finite in every derivative."""
     limit = threshold(t.dtype)
     small = t < limit
-    t_series = jnp.where(small, t, jnp.zeros_like(t))
-    t_exact = jnp.where(small, jnp.full_like(t, limit), t)
-    return jnp.where(small, _horner(t_series, series), exact(t_exact))
+    # lax.select, not jnp.where (a nested jit of its own): every coefficient of every map takes
+    # three, and each nested jit is traced, lowered and (in reverse mode) transposed apart
+    t_series = lax.select(small, t, jnp.zeros_like(t))
+    t_exact = lax.select(small, jnp.full_like(t, limit), t)
+    return lax.select(small, _horner(t_series, series), exact(t_exact))
 
 
 def _alternating(denominators: list[float]) -> list[float]:

@@ -12,7 +12,7 @@ import jax.numpy as jnp
 
 from . import _series, hints
 from ._base import SEBase
-from ._ops import as_float, matvec
+from ._ops import as_float, check_trailing, matvec, trailing_shapes
 from .so2 import SO2, so2_exp, so2_log
 from .utils import register_lie_group
 
@@ -42,6 +42,7 @@ def _matrix3(rows):
     return jnp.stack([jnp.stack(r, axis=-1) for r in rows], axis=-2)
 
 
+@trailing_shapes((3,))
 def se2_exp(xi: jnp.ndarray) -> jnp.ndarray:
     """Homogeneous T[...,3,3] = Exp(xi) of xi[...,3] = (x, y, theta)."""
     xi = as_float(xi)
@@ -55,6 +56,7 @@ def se2_exp(xi: jnp.ndarray) -> jnp.ndarray:
     return _matrix3([[R[..., 0, 0], R[..., 0, 1], tx], [R[..., 1, 0], R[..., 1, 1], ty], [zero, zero, one]])
 
 
+@trailing_shapes((3, 3))
 def se2_log(T: jnp.ndarray) -> jnp.ndarray:
     """xi[...,3] = (x, y, theta) = Log(T), with the coupled translation V(theta)^-1 t."""
     T = as_float(T)
@@ -65,6 +67,7 @@ def se2_log(T: jnp.ndarray) -> jnp.ndarray:
     return jnp.stack([alpha * tx + half * ty, -half * tx + alpha * ty, theta], axis=-1)
 
 
+@trailing_shapes((3, 3))
 def se2_inverse(T: jnp.ndarray) -> jnp.ndarray:
     """Inverse of homogeneous T[...,3,3]."""
     T = as_float(T)
@@ -74,6 +77,7 @@ def se2_inverse(T: jnp.ndarray) -> jnp.ndarray:
     return _matrix3([[Rt[..., 0, 0], Rt[..., 0, 1], t[..., 0]], [Rt[..., 1, 0], Rt[..., 1, 1], t[..., 1]], [zero, zero, one]])
 
 
+@trailing_shapes((3, 3))
 def se2_adjoint(T: jnp.ndarray) -> jnp.ndarray:
     """Adjoint [...,3,3] of T[...,3,3] for (x, y, theta) tangents: [[R, (ty, -tx)], [0, 1]]."""
     T = as_float(T)
@@ -111,21 +115,25 @@ def _jacobian_inverse(xi, sign):
     )
 
 
+@trailing_shapes((3,))
 def se2_left_jacobian(xi: jnp.ndarray) -> jnp.ndarray:
     """Left Jacobian [...,3,3] of SE(2)'s exponential."""
     return _jacobian(xi, 1.0)
 
 
+@trailing_shapes((3,))
 def se2_right_jacobian(xi: jnp.ndarray) -> jnp.ndarray:
     """Right Jacobian [...,3,3] = Jl(-xi)."""
     return _jacobian(xi, -1.0)
 
 
+@trailing_shapes((3,))
 def se2_left_jacobian_inverse(xi: jnp.ndarray) -> jnp.ndarray:
     """Jl(xi)^-1 [...,3,3] in closed form."""
     return _jacobian_inverse(xi, 1.0)
 
 
+@trailing_shapes((3,))
 def se2_right_jacobian_inverse(xi: jnp.ndarray) -> jnp.ndarray:
     """Jr(xi)^-1 [...,3,3] = Jl(-xi)^-1."""
     return _jacobian_inverse(xi, -1.0)
@@ -151,6 +159,7 @@ class SE2(SEBase[SO2]):
 
     @classmethod
     def exp(cls, tangent) -> "SE2":
+        check_trailing(tangent, (3,), "SE2.exp", "tangent")
         return cls.from_matrix(se2_exp(tangent))
 
     def log(self) -> jax.Array:
@@ -158,6 +167,10 @@ class SE2(SEBase[SO2]):
 
     def adjoint(self) -> jax.Array:
         return se2_adjoint(self.as_matrix())
+
+    @classmethod
+    def adjoint_of_matrix(cls, matrix) -> jax.Array:
+        return se2_adjoint(matrix)
 
     right_jacobian = staticmethod(se2_right_jacobian)
     right_jacobian_inverse = staticmethod(se2_right_jacobian_inverse)

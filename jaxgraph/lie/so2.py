@@ -15,7 +15,7 @@ import jax.numpy as jnp
 
 from . import hints
 from ._base import SOBase, resolve_dtype
-from ._ops import as_float, custom_jvp_with, matmul
+from ._ops import as_float, check_trailing, custom_jvp_with, matmul, trailing_shapes
 from .utils import register_lie_group
 
 __all__ = ["so2_exp", "so2_log", "SO2"]
@@ -35,6 +35,7 @@ def _so2_exp(theta):
     return _rotation(jnp.cos(theta[..., 0]), jnp.sin(theta[..., 0]))
 
 
+@trailing_shapes((1,))
 def so2_exp(theta: jnp.ndarray) -> jnp.ndarray:
     """Rotation matrix R[...,2,2] of angle theta[...,1] (radians)."""
     return _so2_exp(as_float(theta))
@@ -50,6 +51,7 @@ def _so2_log(R):
     return jnp.arctan2(R[..., 1, 0] - R[..., 0, 1], R[..., 0, 0] + R[..., 1, 1])[..., None]
 
 
+@trailing_shapes((2, 2))
 def so2_log(R: jnp.ndarray) -> jnp.ndarray:
     """Angle theta[...,1] in (-pi, pi] of rotation matrix R[...,2,2]."""
     return _so2_log(as_float(R))
@@ -77,6 +79,7 @@ class SO2(SOBase):
 
     @classmethod
     def exp(cls, tangent) -> "SO2":
+        check_trailing(tangent, (1,), "SO2.exp", "tangent")
         return cls.from_radians(as_float(tangent)[..., 0])
 
     def log(self) -> jax.Array:
@@ -84,6 +87,7 @@ class SO2(SOBase):
 
     @classmethod
     def from_matrix(cls, matrix) -> "SO2":
+        check_trailing(matrix, (2, 2), "SO2.from_matrix", "matrix")
         return cls(as_float(matrix)[..., :, 0])
 
     def as_matrix(self) -> jax.Array:
@@ -100,6 +104,7 @@ class SO2(SOBase):
         return SO2(self.unit_complex * jnp.asarray([1.0, -1.0], dtype=self.unit_complex.dtype))
 
     def apply(self, target) -> jax.Array:
+        check_trailing(target, (2,), "SO2.apply", "target")
         target = jnp.asarray(target)
         c, s = self.unit_complex[..., 0], self.unit_complex[..., 1]
         x, y = target[..., 0], target[..., 1]
@@ -107,6 +112,11 @@ class SO2(SOBase):
 
     def adjoint(self) -> jax.Array:
         return jnp.ones(self.get_batch_axes() + (1, 1), dtype=self.unit_complex.dtype)
+
+    @classmethod
+    def adjoint_of_matrix(cls, matrix) -> jax.Array:
+        matrix = as_float(matrix)
+        return jnp.ones(matrix.shape[:-2] + (1, 1), dtype=matrix.dtype)
 
     def normalize(self) -> "SO2":
         return SO2(self.unit_complex / jnp.linalg.norm(self.unit_complex, axis=-1, keepdims=True))

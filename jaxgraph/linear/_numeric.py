@@ -64,12 +64,14 @@ def guarded_cholesky(A):
 def assemble_dense(rows, cols, diag, offdiag):
     """Dense ``[n d, n d]`` matrix of the block system (small problems only)."""
     n, d, _ = diag.shape
-    H = jnp.zeros((n, n, d, d), diag.dtype)
-    idx = jnp.arange(n)
-    H = H.at[idx, idx].add(sym(diag))
-    if offdiag.shape[0]:
-        H = H.at[rows, cols].add(offdiag)
-        H = H.at[cols, rows].add(jnp.swapaxes(offdiag, -1, -2))
+    idx = jnp.arange(n, dtype=jnp.asarray(rows).dtype)
+    # one scatter for the diagonal blocks and both triangles: XLA:CPU compiles each scatter
+    # as a loop kernel of its own (for 44 blocks of 3 x 3: 0.43 s of compile time for three
+    # scatters, 0.26 s for one, on the loaded 2-core machine)
+    at_rows = jnp.concatenate([idx, rows, cols])
+    at_cols = jnp.concatenate([idx, cols, rows])
+    blocks = jnp.concatenate([sym(diag), offdiag, jnp.swapaxes(offdiag, -1, -2)])
+    H = jnp.zeros((n, n, d, d), diag.dtype).at[at_rows, at_cols].add(blocks)
     return H.transpose(0, 2, 1, 3).reshape(n * d, n * d)
 
 
