@@ -38,6 +38,7 @@ _PUBLIC = {
     "marginals_with_info": ("jaxgraph.algorithms.marginals", "marginals_with_info"),
     "MarginalsInfo": ("jaxgraph.algorithms.marginals", "MarginalsInfo"),
     "enable_compilation_cache": ("jaxgraph.runtime.compile_cache", "enable_compilation_cache"),
+    "jit": ("jaxgraph.runtime.compile_cache", "jit"),
     "gnc": ("jaxgraph.algorithms.gnc", "gnc"),
     "GNCInfo": ("jaxgraph.algorithms.gnc", "GNCInfo"),
 }
@@ -45,7 +46,7 @@ _PUBLIC = {
 __all__ = [
     "lie", "linear", "io", "factors", "noise", "robust", "Problem", "VariableGroup", "FactorGroup",
     "SolveInfo", "SolverConfig", "DampingConfig", "TerminationConfig", "BackwardConfig", "solve",
-    "marginals", "marginals_with_info", "MarginalsInfo", "enable_compilation_cache", "initialize",
+    "marginals", "marginals_with_info", "MarginalsInfo", "enable_compilation_cache", "jit", "initialize",
     "gnc", "GNCInfo",
 ]
 
