@@ -32,7 +32,7 @@ def test_splat_localize_is_resolved_lazily():
     reading that attribute) loads the tracking layer but no solver until a solve runs."""
     out = subprocess.run(
         [sys.executable, "-c", "import splat, sys; assert 'splat.tracking' not in sys.modules; "
-         "f = splat.localize; import splat.tracking.localize as m; assert f is m.localize; "
+         "f = splat.localize; from splat.tracking import localize as g; assert f is g; "
          "print('\\n'.join(sys.modules))"],
         capture_output=True, text=True, check=True, env=dict(os.environ, JAX_PLATFORMS="cpu"))
     loaded = out.stdout.split()
