@@ -22,21 +22,7 @@ __all__ = ["enable_compilation_cache", "default_cache_dir", "default_max_size", 
 # linearisation: 4.4 s -> 2.5 s of compile CPU time, 33 vs 35 ms per call). The option is
 # an XLA:CPU debug option; other platforms ignore it. JAX accepts it on top-level jits only:
 # see entry_point.
-#
-# LLVM code generation: XLA:CPU splits a program's kernels into 32 modules by default and
-# compiles them on its thread pool; every module pays LLVM's fixed cost (pass set-up, object
-# emission). One module per core keeps the parallelism and drops most of that cost
-# (known_landmark_localization_20's solve, side by side on the 2-core machine under load:
-# 9.3 s of XLA time at 32 parts, 6.1 s at 2; the program is the same).
-def _codegen_parts() -> int:
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):  # not Linux
-        cores = os.cpu_count() or 2
-    return max(2, min(32, cores))
-
-
-COMPILER_OPTIONS = {"xla_cpu_use_fusion_emitters": False, "xla_cpu_parallel_codegen_split_count": _codegen_parts()}
+COMPILER_OPTIONS = {"xla_cpu_use_fusion_emitters": False}
 
 
 def _top_level() -> bool:
