@@ -19,7 +19,7 @@ def _subparsers(parser):
 
 def test_every_flag_has_help_and_a_default():
     subs = _subparsers(build_parser())
-    assert set(subs) == {"train", "render", "eval", "demo"}
+    assert set(subs) == {"train", "render", "eval", "localize", "demo"}
     for name, sub in subs.items():
         fmt = sub._get_formatter()
         for a in sub._actions:

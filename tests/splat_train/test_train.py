@@ -24,7 +24,7 @@ CFG = TrainConfig(steps=40, capacity=640, sh_degree=1, sh_degree_interval=10,
 
 @pytest.fixture(scope="module")
 def run():
-    scene = load_npz(DEMO_SCENE, downscale=2)  # 40 x 26 pixels, 14 train / 2 test views
+    scene = load_npz(DEMO_SCENE, downscale=4)  # 40 x 26 pixels (the scene is 162 x 105), 14 train / 2 test views
     trainer = Trainer(scene, CFG)
     state = trainer.init_state(scene.points[:300], scene.point_colors[:300])
     init_eval = trainer.evaluate(state)
@@ -94,7 +94,7 @@ def test_checkpoint_resume_matches_uninterrupted(run, tmp_path):
 
 @pytest.mark.slow
 def test_mcmc_strategy_one_compilation():
-    scene = load_npz(DEMO_SCENE, downscale=2)
+    scene = load_npz(DEMO_SCENE, downscale=4)
     cfg = TrainConfig(steps=20, capacity=400, sh_degree=1,
                       strategy=MCMCStrategy(refine_start=4, refine_every=4, refine_stop=20,
                                             growth=1.2))
