@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 
 # `splat demo` writes here unless --out says otherwise
 DEMO_OUT = "splat_demo"
@@ -33,6 +34,17 @@ def _int_type(lo: int, what: str):
 
 positive_int = _int_type(1, "a positive integer (>= 1)")
 nonnegative_int = _int_type(0, "a non-negative integer (>= 0)")
+
+
+def positive_float(text: str) -> float:
+    """A finite number > 0 (argparse type)."""
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not (math.isfinite(v) and v > 0):
+        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text}")
+    return v
 
 
 class _HelpFormatter(argparse.HelpFormatter):
@@ -139,7 +151,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="coarse-to-fine pyramid levels (1: full resolution only)")
     lo.add_argument("--max-iterations", type=positive_int, default=30,
                     help="Levenberg-Marquardt iterations per level")
-    lo.add_argument("--robust", type=float, default=None,
+    lo.add_argument("--robust", type=positive_float, default=None,
                     help="Huber threshold on a pixel's colour error (default: plain least squares)")
     lo.add_argument("--out", default=None, help="write pose.json (and pose.npy) into this folder "
                     "(default: print only)")

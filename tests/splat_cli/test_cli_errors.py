@@ -143,3 +143,14 @@ def test_rendered_views_checked(capsys):
     bad[0, 1, 1, 0] = np.nan
     with pytest.raises(RuntimeError, match="1 non-finite pixel values"):
         _check_rendered(bad, "render m.ply")
+
+
+@pytest.mark.parametrize("bad", ["-1", "0", "nan", "inf", "x"])
+def test_localize_robust_threshold_must_be_a_positive_number(bad, capsys):
+    # refused while parsing, naming the flag, before any checkpoint is read
+    from splat.cli import build_parser
+
+    with pytest.raises(SystemExit) as e:
+        build_parser().parse_args(["localize", "ck.npz", "img.png", "--robust", bad])
+    assert e.value.code == 2
+    assert "--robust" in capsys.readouterr().err
