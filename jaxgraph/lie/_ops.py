@@ -120,7 +120,7 @@ def check_trailing(x, shape: tuple, who: str, name: str) -> None:
     costs nothing in compiled code."""
     # arrays and tracers by their .shape; a list (of numbers or, in a jitted method, tracers) as an array
     got = tuple(x.shape if hasattr(x, "shape") else jnp.asarray(x).shape)
-    if got[len(got) - len(shape):] != tuple(shape) or len(got) < len(shape):
+    if got[len(got) - len(shape):] != tuple(shape):  # a shorter shape gives a shorter slice
         want = ", ".join(str(n) for n in shape)
         raise ValueError(f"{who}: {name} must have shape [..., {want}], got shape {got}")
 

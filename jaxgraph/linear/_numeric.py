@@ -66,8 +66,8 @@ def assemble_dense(rows, cols, diag, offdiag):
     n, d, _ = diag.shape
     idx = jnp.arange(n, dtype=jnp.asarray(rows).dtype)
     # one scatter for the diagonal blocks and both triangles: XLA:CPU compiles each scatter
-    # as a loop kernel of its own (for 44 blocks of 3 x 3: 0.43 s of compile time for three
-    # scatters, 0.26 s for one, on the loaded 2-core machine)
+    # as a loop kernel of its own (a smaller program; on the quiet machine the whole solve's
+    # cold compile did not change measurably, benchmarks/results/compare_revisions_cpu.json)
     at_rows = jnp.concatenate([idx, rows, cols])
     at_cols = jnp.concatenate([idx, cols, rows])
     blocks = jnp.concatenate([sym(diag), offdiag, jnp.swapaxes(offdiag, -1, -2)])
