@@ -141,16 +141,22 @@ class EuclideanKind(Kind):
         return p + d.astype(p.dtype)
 
     def to_matrix(self, p):
-        n = self.param_dim
-        eye = jnp.broadcast_to(jnp.eye(n + 1, dtype=p.dtype), p.shape[:-1] + (n + 1, n + 1))
-        return eye.at[..., :n, n].set(p)
+        # [[I, p], [0, 1]] by concatenation: an indexed update would compile as a scatter,
+        # which XLA:CPU turns into a loop kernel of its own
+        n, lead = self.param_dim, p.shape[:-1]
+        eye = jnp.broadcast_to(jnp.eye(n, dtype=p.dtype), lead + (n, n))
+        last = jnp.broadcast_to(jnp.eye(1, n + 1, n, dtype=p.dtype), lead + (1, n + 1))
+        return jnp.concatenate([jnp.concatenate([eye, p[..., None]], -1), last], -2)
 
     def from_matrix(self, T):
         return T[..., : self.param_dim, self.param_dim]
 
     def inverse_matrix(self, T):
         n = self.param_dim
-        return T.at[..., :n, n].set(-T[..., :n, n])
+        # negate the translation column (a constant sign mask, not a scatter)
+        sign = np.ones((n + 1, n + 1))
+        sign[:n, n] = -1.0
+        return T * jnp.asarray(sign, T.dtype)
 
     def log(self, T):
         return self.from_matrix(T)
@@ -353,13 +359,14 @@ class ProductKind(Kind):
     def _block_diag(blocks):
         n = sum(b.shape[-1] for b in blocks)
         lead = blocks[0].shape[:-2]
-        out = jnp.zeros(lead + (n, n), blocks[0].dtype)
-        start = 0
-        for b in blocks:
+        rows, start = [], 0
+        for b in blocks:  # each block row padded with zeros left and right (no scatter)
             m = b.shape[-1]
-            out = out.at[..., start : start + m, start : start + m].set(b)
+            left = jnp.zeros(lead + (m, start), b.dtype)
+            right = jnp.zeros(lead + (m, n - start - m), b.dtype)
+            rows.append(jnp.concatenate([left, b, right], -1))
             start += m
-        return out
+        return jnp.concatenate(rows, -2)
 
     def to_matrix(self, p):
         ps = self._split(p, [k.param_dim for k in self.parts])

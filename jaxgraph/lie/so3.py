@@ -198,7 +198,7 @@ def _safe_unit(q):
     """q / |q|, with the zero quaternion mapped to the identity (never NaN)."""
     n2 = dot(q, q)
     ok = n2 > jnp.finfo(q.dtype).tiny
-    identity = jnp.zeros_like(q).at[..., 0].set(1.0)
+    identity = jnp.broadcast_to(jnp.asarray([1.0, 0.0, 0.0, 0.0], q.dtype), q.shape)  # not a scatter
     inv = 1.0 / jnp.sqrt(jnp.where(ok, n2, 1.0))
     return jnp.where(ok[..., None], q * inv[..., None], identity), jnp.where(ok, inv, 0.0)
 

@@ -328,7 +328,8 @@ def _solve_factored1(structure, rows, cols, fact, rhs):
     """Returns (x, iterations, pcg relative residual or None)."""
     zero = jnp.asarray(0, jnp.int32)
     if structure.method == "dense":
-        return num.dense_solve(fact.data, rhs), zero, None
+        x, rel = num.dense_solve(fact.data, rhs)
+        return x, zero, rel
     if structure.method == "pcg":
         diag, offdiag, Ld = fact.data
         return num.conjugate_gradient(partial(num.matvec, rows, cols, diag, offdiag), rhs,

@@ -231,7 +231,10 @@ class Loop:
         ran = record[-1]
 
         def put(h, x):  # one element: O(1) per trip, not a select over the whole array
-            return h.at[k].set(jnp.where(ran, x, h[k]))
+            # a dynamic-update-slice, not h.at[k].set: XLA:CPU compiles a scatter as a loop
+            # kernel of its own
+            old = jax.lax.dynamic_index_in_dim(h, k, keepdims=False)
+            return jax.lax.dynamic_update_index_in_dim(h, jnp.where(ran, x, old), k, 0)
 
         hist = (s.h_cost, s.h_lam, s.h_step, s.h_acc, s.h_mask)
         h_cost, h_lam, h_step, h_acc, h_mask = (put(h, x) for h, x in zip(hist, record))
