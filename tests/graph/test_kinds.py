@@ -110,3 +110,32 @@ def test_identity_values_of_a_euclidean_group_are_zeros():
     padded = problem.sized().pad_values({"poses": np.zeros((2, 3)), "bias": np.ones((21, 3))})
     assert padded["bias"].shape == (22, 3)  # the size class of 21
     np.testing.assert_array_equal(padded["bias"][21], np.zeros(3))
+
+
+def test_matrix_forms_of_vector_and_product_kinds():
+    """A vector kind's matrix is [[I, p], [0, 1]] and its inverse negates p; a product
+    kind's is the block diagonal of its parts' (numpy references, batched rows)."""
+    from jaxgraph.graph.kinds import ProductKind
+
+    rng = np.random.default_rng(0)
+    p = rng.normal(size=(4, 3))
+    vec = kind_of(3)
+    T = np.asarray(vec.to_matrix(jnp.asarray(p)))
+    for k in range(4):
+        ref = np.eye(4)
+        ref[:3, 3] = p[k]
+        np.testing.assert_array_equal(T[k], ref)
+        np.testing.assert_allclose(np.asarray(vec.inverse_matrix(jnp.asarray(T[k]))), np.linalg.inv(ref), atol=1e-15)
+    np.testing.assert_array_equal(np.asarray(vec.from_matrix(jnp.asarray(T))), p)
+
+    prod = ProductKind(lie.SE2, 2)
+    g = lie.SE2.sample_uniform(jax.random.PRNGKey(2), (4,))
+    rows = jnp.concatenate([kind_of(lie.SE2).from_group(g), jnp.asarray(p[:, :2])], -1)
+    M = np.asarray(prod.to_matrix(rows))
+    assert M.shape == (4, 6, 6)
+    for k in range(4):
+        ref = np.zeros((6, 6))
+        ref[:3, :3] = np.asarray(g.as_matrix())[k]
+        ref[3:, 3:] = np.eye(3)
+        ref[3:5, 5] = p[k, :2]
+        np.testing.assert_allclose(M[k], ref, atol=1e-12)
