@@ -143,8 +143,14 @@ def scale_intrinsics(K, factor: int):
     return K
 
 
-def _solve_level(params, cfg, image, K, row, *, robust, noise_sigma, jacobian, settings):
-    """One Levenberg-Marquardt solve at one image size: (new row [7], SolveInfo)."""
+def solve_level(params, cfg, image, K, row, *, robust, noise_sigma, jacobian, settings):
+    """One Levenberg-Marquardt solve at one image size, as :func:`localize` runs each level.
+
+    params: model dict (N Gaussians); image [H, W, 3] float in [0, 1]; K [3, 3]; row [7] the
+    starting SE3 row; ``settings`` go to :func:`jaxgraph.solve`. Returns (new row [7],
+    SolveInfo). Traceable in params, image, K and row (``jax.jit`` over them gives the
+    solve's whole program: benchmarks/gpu_compile.py lowers it for CUDA that way).
+    """
     import jaxgraph
     from jaxgraph.graph import FactorGroup, Problem, VariableGroup
 
@@ -215,9 +221,9 @@ def localize(model, image, K, initial_viewmat, *, levels: int = 1, robust: float
     for level in range(levels - 1, -1, -1):
         f = 2 ** level
         lvl_img = downsample(img, f) if f > 1 else img
-        row, info = _solve_level(params, cfg, lvl_img, scale_intrinsics(K, f), row,
-                                 robust=robust, noise_sigma=noise_sigma, jacobian=jacobian,
-                                 settings=dict(solver_settings, max_iterations=max_iterations))
+        row, info = solve_level(params, cfg, lvl_img, scale_intrinsics(K, f), row,
+                                robust=robust, noise_sigma=noise_sigma, jacobian=jacobian,
+                                settings=dict(solver_settings, max_iterations=max_iterations))
         infos.append(info)
     vm = np.asarray(lie.SE3(row).as_matrix(), np.float64)
     return (vm, infos[-1], infos) if return_levels else (vm, infos[-1])
