@@ -9,7 +9,10 @@ the compiled program's HLO size is recorded. ``--options`` also compiles the use
 jaxgraph's ``COMPILER_OPTIONS`` (what ``jaxgraph.jit`` passes).
 
 The machine is shared: every number is the median of ``--repeats`` fresh compiles (JAX's
-caches cleared between them), and the load average is recorded.
+caches cleared between them), and the load average is recorded. Beside each wall time the
+process CPU time of the same phase is recorded (``*_cpu``): XLA compiles on several threads,
+so on a loaded machine the wall time waits for cores while the CPU time still counts the
+work; compare like with like.
 
 Usage: python benchmarks/backward_compile.py [--files intel,smallGrid3D,sphere2500] [--repeats 3]
 """
@@ -35,15 +38,16 @@ def _phases(jitted, *args):
     import jax
 
     jax.clear_caches()
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     traced = jitted.trace(*args)
-    t1 = time.perf_counter()
+    t1, c1 = time.perf_counter(), time.process_time()
     lowered = traced.lower()
-    t2 = time.perf_counter()
+    t2, c2 = time.perf_counter(), time.process_time()
     compiled = lowered.compile()
-    t3 = time.perf_counter()
+    t3, c3 = time.perf_counter(), time.process_time()
     text = compiled.as_text() or ""
     return {"trace": t1 - t0, "lower": t2 - t1, "compile": t3 - t2, "total": t3 - t0,
+            "trace_cpu": c1 - c0, "lower_cpu": c2 - c1, "compile_cpu": c3 - c2, "total_cpu": c3 - c0,
             "hlo_lines": text.count("\n")}
 
 
@@ -72,12 +76,13 @@ def measure(stem, repeats, modes, options):
     rows = []
     for _ in range(repeats):
         jax.clear_caches()
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         lowered = forward()
-        t1 = time.perf_counter()
+        t1, c1 = time.perf_counter(), time.process_time()
         compiled = lowered.compile()
-        t2 = time.perf_counter()
+        t2, c2 = time.perf_counter(), time.process_time()
         rows.append({"trace_and_lower": t1 - t0, "compile": t2 - t1, "total": t2 - t0,
+                     "trace_and_lower_cpu": c1 - c0, "compile_cpu": c2 - c1, "total_cpu": c2 - c0,
                      "hlo_lines": (compiled.as_text() or "").count("\n")})
     out["forward"] = _median(rows)
     print(f"  forward {out['forward']}", flush=True)
