@@ -40,10 +40,11 @@ def _implicit_cotangent(problem: Problem, x, vbar, config: SolverConfig, perturb
     ``d -> G(x Exp(d))`` (the Hessian of ``d -> c(x Exp(d))`` wherever ``G(x) = 0``), and the
     cotangent is ``theta_bar = -(dG/dtheta)^T lam`` with ``H^T lam = u`` (``u``: ``vbar``
     pulled back to the tangent space). ``theta`` is the problem leaves the caller
-    differentiates (``perturbed[i]`` for leaf ``i``); the others get no cotangent. ``G`` is the linearisation's ``J^T W e`` (analytic
-    Jacobians, robust weights included), so both products are first derivatives of that code;
-    differentiating the cost twice instead gave the same gradients with twice the XLA program
-    (smallGrid3D: ``jit(value_and_grad)`` compiled in 50 s, 27 s with this change alone).
+    differentiates (``perturbed[i]`` for leaf ``i``); the others get no cotangent. ``G`` is
+    the linearisation's ``J^T W e`` (analytic Jacobians, robust weights included), so both
+    products are first derivatives of that code; differentiating the cost twice instead gave
+    the same gradients with twice the XLA program (smallGrid3D: ``jit(value_and_grad)``
+    compiled in 50 s, 27 s with this change alone).
 
     One reverse-mode linearisation of ``(d, theta) -> G`` serves everything: its primal is the
     Gauss-Newton system that preconditions CG (factorised once), and its pullback gives
