@@ -65,7 +65,8 @@ def cmd_train(args, scene=None, data_label=None) -> dict:
     if getattr(args, "pose_opt", False):
         import dataclasses
         cfg = dataclasses.replace(cfg, pose_opt=True, lr_pose=args.lr_pose,
-                                  pose_weight_decay=args.pose_weight_decay)
+                                  pose_weight_decay=args.pose_weight_decay,
+                                  pose_opt_start=args.pose_opt_start)
     presets.check_training_memory(cfg, scene.width, scene.height)
     trainer = Trainer(scene, cfg)
     if args.resume:

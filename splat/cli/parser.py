@@ -88,11 +88,14 @@ def _train_args(p, steps, out_default=None):
                    help="refine each training camera's pose with an SE(3) correction learnt "
                    "with the model (docs/poses.md); the refined poses go into the checkpoint "
                    "(refined_viewmats) and metrics.json")
-    p.add_argument("--lr-pose", type=float, default=1e-3,
+    p.add_argument("--lr-pose", type=float, default=3e-3,
                    help="with --pose-opt: Adam rate of the rotation (rad); translation: this "
                    "times the scene extent")
     p.add_argument("--pose-weight-decay", type=float, default=0.0,
                    help="with --pose-opt: L2 decay of the corrections (gsplat's pose_opt_reg)")
+    p.add_argument("--pose-opt-start", type=nonnegative_int, default=300,
+                   help="with --pose-opt: steps before the poses move, while the model forms "
+                   "(its gradients point anywhere before; docs/poses.md)")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -2,9 +2,11 @@
 
 Conventions: a pose is a world-to-camera matrix ``T_cw`` [4, 4] (OpenCV axes). A correction
 is a tangent ``xi = (v, w)`` [6] of :class:`jaxgraph.lie.SE3` (translation first, as
-jaxgraph's tangent) applied on the right: ``T_cw' = T_cw Exp(xi)``. Right multiplication
-means that ``xi`` lives in the frame the world-to-camera map reads from, i.e. it moves the
-world points before the camera sees them; the camera centre moves by ``-R' ^T t'``.
+jaxgraph's tangent) in the **camera frame**: ``T_cw' = Exp(xi) T_cw``, i.e. the right
+correction ``T_cw Exp(Ad(T_cw^-1) xi)`` with its tangent expressed at the camera. ``w``
+turns the camera about its own centre and ``v`` moves it along its own axes, whatever
+the world origin is (a world-frame tangent turns the camera about the world origin, which
+couples the coordinates by the camera's distance from it; docs/poses.md).
 """
 
 from __future__ import annotations
@@ -17,12 +19,38 @@ from jaxgraph import lie
 
 
 def apply_correction(viewmats, tangents):
-    """``viewmats @ Exp(tangents)`` (jit- and grad-compatible).
+    """``Exp(tangents) @ viewmats`` (jit- and grad-compatible): camera-frame corrections.
 
     viewmats [..., 4, 4] world-to-camera; tangents [..., 6] SE(3) tangents (v, w) in world
-    units and radians, same leading shape and dtype. Returns [..., 4, 4].
+    units and radians along the camera's axes, same leading shape and dtype.
+    Returns [..., 4, 4].
     """
-    return viewmats @ lie.SE3.exp(tangents).as_matrix().astype(viewmats.dtype)
+    return lie.SE3.exp(tangents).as_matrix().astype(viewmats.dtype) @ viewmats
+
+
+def gauge_basis(viewmats) -> np.ndarray:
+    """The training set's gauge: ``A_i = Ad(T_i)`` [V, 6, 6] (float64 numpy) of world-to-camera
+    poses [V, 4, 4]. Moving the whole world by ``Exp(g)`` (every ``T_i Exp(g)``) equals the
+    camera-frame corrections ``xi_i = A_i g``; the training images cannot see it."""
+    vm = np.asarray(viewmats, np.float64)
+    r, t = vm[:, :3, :3], vm[:, :3, 3]
+    t_hat = np.zeros_like(r)  # [t]x, so that [t]x R turns a rotation into a translation
+    t_hat[:, 0, 1], t_hat[:, 0, 2], t_hat[:, 1, 2] = -t[:, 2], t[:, 1], -t[:, 0]
+    t_hat[:, 1, 0], t_hat[:, 2, 0], t_hat[:, 2, 1] = t[:, 2], -t[:, 1], t[:, 0]
+    out = np.zeros((vm.shape[0], 6, 6))
+    out[:, :3, :3] = out[:, 3:, 3:] = r
+    out[:, :3, 3:] = t_hat @ r
+    return out
+
+
+def remove_gauge(tangents, basis, normal_inv):
+    """Corrections [V, 6] minus their least-squares world motion: ``xi_i - A_i g`` with
+    ``g = (sum A_i^T A_i)^-1 sum A_i^T xi_i`` (first order in the corrections).
+
+    basis [V, 6, 6] from :func:`gauge_basis`; normal_inv [6, 6] the inverse of
+    ``sum A_i^T A_i`` (precomputed: no matrix solve inside a compiled step)."""
+    g = normal_inv @ jnp.einsum("vji,vj->i", basis, tangents)
+    return tangents - jnp.einsum("vij,j->vi", basis, g)
 
 
 def camera_centres(viewmats) -> np.ndarray:

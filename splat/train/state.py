@@ -56,14 +56,17 @@ class TrainConfig:
     isect_per_gaussian: int = 8
     near_plane: float = 0.01
     rasterize_mode: str = "classic"
-    # per-training-camera SE(3) correction T_cw Exp(xi) learnt with Adam (docs/poses.md):
-    # lr_pose is the rotation rate (radians per unit step), the translation rate is lr_pose
-    # times the scene extent, both decaying to lr_pose_final_ratio of that at ``steps``;
-    # pose_weight_decay pulls xi towards 0 (gsplat's pose_opt_reg)
+    # per-training-camera SE(3) correction Exp(xi) T_cw (camera frame) learnt with a
+    # per-camera Adam (docs/poses.md, trainer.pose_update): lr_pose is the rotation rate
+    # (radians per draw of the camera), the translation rate is lr_pose times the scene
+    # extent, both decaying to lr_pose_final_ratio of that at ``steps``; the poses stay
+    # fixed for the first pose_opt_start steps; pose_weight_decay pulls xi towards 0
+    # (gsplat's pose_opt_reg)
     pose_opt: bool = False
-    lr_pose: float = 1e-3
-    lr_pose_final_ratio: float = 0.01
+    lr_pose: float = 3e-3
+    lr_pose_final_ratio: float = 0.1
     pose_weight_decay: float = 0.0
+    pose_opt_start: int = 300
 
     def __post_init__(self):
         if not isinstance(self.strategy, Strategy):
@@ -76,8 +79,8 @@ class TrainConfig:
         if self.sh_degree_interval < 1:
             raise ValueError("sh_degree_interval must be >= 1")
         if not (self.lr_pose >= 0 and self.pose_weight_decay >= 0
-                and self.lr_pose_final_ratio > 0):
-            raise ValueError("lr_pose and pose_weight_decay must be >= 0, "
+                and self.lr_pose_final_ratio > 0 and self.pose_opt_start >= 0):
+            raise ValueError("lr_pose, pose_weight_decay and pose_opt_start must be >= 0, "
                              "lr_pose_final_ratio > 0")
         if len(self.background) != 3:
             raise ValueError(f"background must be 3 floats, got {self.background}")
@@ -105,7 +108,7 @@ class TrainState(NamedTuple):
       densification strategy's pytree (``Strategy.init_state``); step () int32 optimiser
       steps done; key: PRNG key data uint32 [2]; pose: None, or with
       ``TrainConfig.pose_opt`` dict(delta=[V, 6] SE(3) tangents (v, w) of the V training
-      cameras' corrections, opt=their optax state) (last, so that the other leaves keep
+      cameras' corrections, opt=dict(mu, nu [V, 6], count [V]) their per-camera Adam state) (last, so that the other leaves keep
       their checkpoint order).
     """
 

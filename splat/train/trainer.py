@@ -13,7 +13,7 @@ import optax
 
 from ..metrics import SSIM_WINDOW, psnr, ssim
 from . import strategy as strat
-from .poses import apply_correction, corrected_viewmats
+from .poses import apply_correction, corrected_viewmats, gauge_basis, remove_gauge
 from .presets import suggest_capacity
 from .state import PARAM_NAMES, TrainConfig, TrainState, init_params, render
 from .views import evaluate_views, render_checked, render_views
@@ -44,23 +44,55 @@ def make_optimizers(cfg: TrainConfig, extent: float) -> dict:
             for k in PARAM_NAMES}
 
 
-def make_pose_optimizer(cfg: TrainConfig, extent: float):
-    """Adam (with an optional L2 decay added to the gradient, as torch's Adam weight_decay in
-    gsplat's pose_opt) on the [V, 6] pose tangents (v, w): rate ``lr_pose * extent`` on the
-    translation, ``lr_pose`` on the rotation, so both move by similar fractions of the
-    scene, decaying exponentially to ``lr_pose_final_ratio`` of that at ``cfg.steps``
-    (a camera is drawn about every V steps and Adam's momentum moves it between draws: a
-    constant rate leaves it jittering by about that rate times a few)."""
-    per_coord = jnp.asarray([extent] * 3 + [1.0] * 3, jnp.float32)
-    lr = optax.exponential_decay(cfg.lr_pose, transition_steps=max(cfg.steps, 1),
-                                 decay_rate=cfg.lr_pose_final_ratio)
-    return optax.chain(optax.add_decayed_weights(cfg.pose_weight_decay),
-                       optax.scale_by_adam(eps=1e-15), optax.scale(per_coord),
-                       optax.scale_by_learning_rate(lr))
+# Adam's moment decays for the pose corrections (optax's defaults) and its epsilon (3DGS's)
+POSE_BETAS = (0.9, 0.999)
+POSE_EPS = 1e-15
+
+
+def init_pose_state(n_views: int, dtype) -> dict:
+    """Zero corrections [V, 6] and their per-camera Adam state (moments [V, 6] and the number
+    of updates [V] each camera has had)."""
+    def zeros():  # separate buffers: the step donates the state
+        return jnp.zeros((n_views, 6), dtype)
+
+    return dict(delta=zeros(), opt=dict(mu=zeros(), nu=zeros(),
+                                        count=jnp.zeros((n_views,), jnp.int32)))
+
+
+def pose_update(pose: dict, idx, grad, step, cfg: TrainConfig, extent: float) -> dict:
+    """One Adam update of camera ``idx``'s correction only (the others and their moments
+    stay as they are), from ``grad`` [V, 6] (non-zero in row ``idx``) at optimiser ``step``.
+
+    Why per camera: a camera is drawn about every V steps. A dense Adam decays every
+    camera's first moment each step, so by the next draw it has forgotten the last gradient
+    (0.9^V) and each draw moves the camera by about a rate in the sign of one noisy gradient;
+    this one averages a camera's gradients over its own draws (as torch's SparseAdam), so a
+    draw moves it by at most about ``lr`` and by less where the gradients disagree.
+    Rates: ``lr_pose`` (rad) on the rotation, ``lr_pose * extent`` on the translation,
+    decaying exponentially from ``cfg.pose_opt_start`` to ``lr_pose_final_ratio`` of that
+    at ``cfg.steps``; nothing moves before ``cfg.pose_opt_start`` (the gradients of a model
+    that has not formed yet point anywhere). ``pose_weight_decay`` adds an L2 pull to zero to
+    the gradient (torch Adam's weight_decay, as gsplat's pose_opt_reg)."""
+    delta, st = pose["delta"], pose["opt"]
+    b1, b2 = POSE_BETAS
+    live = (jnp.arange(delta.shape[0]) == idx) & (step >= cfg.pose_opt_start)
+    g = grad + cfg.pose_weight_decay * delta
+    count = st["count"] + live.astype(jnp.int32)
+    live2 = live[:, None]
+    mu = jnp.where(live2, b1 * st["mu"] + (1 - b1) * g, st["mu"])
+    nu = jnp.where(live2, b2 * st["nu"] + (1 - b2) * g * g, st["nu"])
+    n = jnp.maximum(count, 1).astype(delta.dtype)[:, None]
+    m_hat, v_hat = mu / (1 - b1 ** n), nu / (1 - b2 ** n)
+    frac = (step - cfg.pose_opt_start).astype(jnp.float32) / max(
+        cfg.steps - cfg.pose_opt_start, 1)
+    lr = cfg.lr_pose * jnp.power(jnp.float32(cfg.lr_pose_final_ratio), frac)
+    per_coord = jnp.asarray([extent] * 3 + [1.0] * 3, delta.dtype)
+    upd = -(lr * per_coord).astype(delta.dtype) * m_hat / (jnp.sqrt(v_hat) + POSE_EPS)
+    return dict(delta=jnp.where(live2, delta + upd, delta), opt=dict(mu=mu, nu=nu, count=count))
 
 
 def _train_step(state: TrainState, images, viewmats, Ks, *, cfg: TrainConfig, extent: float,
-                opts: dict, width: int, height: int, trace_counter: list, pose_opt=None):
+                opts: dict, width: int, height: int, trace_counter: list, gauge=None):
     trace_counter.append(1)  # runs only while tracing: counts compilations
     dt = state.params["means"].dtype
     strategy = cfg.strategy
@@ -95,15 +127,12 @@ def _train_step(state: TrainState, images, viewmats, Ks, *, cfg: TrainConfig, ex
         loss_fn, argnums=(0, 1, 2, 3), has_aux=True)(state.params, *probes, delta)
     pose = state.pose
     if pose is not None:
-        upd, pose_opt_state = pose_opt.update(g_pose, pose["opt"], delta)
-        new_delta = delta + upd.astype(delta.dtype)
-        # The same right correction on every camera is a motion of the whole world (T_cw G
-        # for all cameras moves the scene by G^-1): the training images cannot see it, and
-        # the model and the cameras drift together away from the test views' given frame.
-        # Removing the common part keeps the corrections' mean at zero, the given poses'
-        # average frame (the noise is zero-mean).
-        new_delta = new_delta - jnp.mean(new_delta, axis=0, keepdims=True)
-        pose = dict(delta=new_delta, opt=pose_opt_state)
+        pose = pose_update(pose, idx, g_pose, step, cfg, extent)
+        # A motion G of the whole world (every T_cw G) is invisible to the training images:
+        # left free, the model and the cameras drift together away from the test views'
+        # given frame. Removing the corrections' least-squares world motion keeps the given
+        # poses' frame (the noise has no preferred motion).
+        pose = dict(pose, delta=remove_gauge(pose["delta"], *gauge))
 
     params, opt_state = {}, {}
     for name in PARAM_NAMES:
@@ -143,7 +172,6 @@ class Trainer:
         self.dtype = dtype
         self.extent = float(scene.extent)
         self.opts = make_optimizers(cfg, self.extent)
-        self.pose_opt = make_pose_optimizer(cfg, self.extent) if cfg.pose_opt else None
         h, w = scene.images.shape[1:3]
         self.width, self.height = int(w), int(h)
         tr = np.asarray(scene.train_idx)
@@ -153,9 +181,14 @@ class Trainer:
         self.viewmats = jnp.asarray(scene.viewmats[tr], dtype)
         self.Ks = jnp.asarray(scene.Ks[tr], dtype)
         self.trace_counter: list = []
+        gauge = None
+        if cfg.pose_opt:  # the world motions' basis of these cameras, fixed for the run
+            basis = gauge_basis(scene.viewmats[tr])
+            normal_inv = np.linalg.inv(np.einsum("vji,vjk->ik", basis, basis))
+            gauge = (jnp.asarray(basis, dtype), jnp.asarray(normal_inv, dtype))
         self._step = jax.jit(functools.partial(
             _train_step, cfg=cfg, extent=self.extent, opts=self.opts, width=self.width,
-            height=self.height, trace_counter=self.trace_counter, pose_opt=self.pose_opt),
+            height=self.height, trace_counter=self.trace_counter, gauge=gauge),
             donate_argnums=0)
         self._render = jax.jit(functools.partial(
             render_views, cfg=cfg, width=self.width, height=self.height))
@@ -176,9 +209,8 @@ class Trainer:
         opt_state = {k: self.opts[k].init(params[k]) for k in PARAM_NAMES}
         p = active.shape[0]
         pose = None
-        if self.pose_opt is not None:  # zero corrections: training starts from the given poses
-            delta = jnp.zeros((self.viewmats.shape[0], 6), self.dtype)
-            pose = dict(delta=delta, opt=self.pose_opt.init(delta))
+        if self.cfg.pose_opt:  # zero corrections: training starts from the given poses
+            pose = init_pose_state(self.viewmats.shape[0], self.dtype)
         return TrainState(params=params, active=active, opt_state=opt_state,
                           strategy_state=self.cfg.strategy.init_state(p, self.dtype),
                           step=jnp.zeros((), jnp.int32),

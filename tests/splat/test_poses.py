@@ -3,6 +3,7 @@ differences through both backends, localize by LM on a synthetic scene (and an h
 status), and pose-opt inside the training step."""
 
 import dataclasses
+from types import SimpleNamespace
 
 import jax
 import jax.numpy as jnp
@@ -10,10 +11,13 @@ import numpy as np
 import pytest
 
 from jaxgraph import lie
+from splat.datasets.scene import look_at
 from splat.sh import SH_C0
 from splat.tracking.localize import pose_jacobian, render_pose
 from splat.train import NoDensification, TrainConfig, Trainer
-from splat.train.poses import apply_correction, perturb_poses, pose_errors
+from splat.train.poses import (apply_correction, gauge_basis, perturb_poses, pose_errors,
+                               remove_gauge)
+from splat.train.trainer import init_pose_state, pose_update
 
 from .scenes import random_scene
 
@@ -115,17 +119,19 @@ def test_pose_opt_trains_corrections_and_keeps_test_poses(tmp_path):
 
     scene = load_npz(DEMO_SCENE, downscale=2)  # 81 x 52: a few steps, not image quality
     cfg = TrainConfig(steps=8, capacity=600, sh_degree=0, strategy=NoDensification(),
-                      pose_opt=True, lr_pose=1e-2)
+                      pose_opt=True, lr_pose=1e-2, pose_opt_start=0)
     tr = Trainer(scene, cfg)
     state = tr.init_state()
     test_before = tr.render(state, scene.viewmats[scene.test_idx[:1]], scene.Ks[scene.test_idx[:1]])
     state, _ = tr.fit(state, 8)
     delta = np.asarray(state.pose["delta"])
     assert delta.shape == (len(scene.train_idx), 6) and np.abs(delta).max() > 0
-    np.testing.assert_allclose(delta.mean(0), 0, atol=1e-6)  # the gauge: no common motion
-    assert tr.compile_count == 1
-    # refined poses are the given ones right-multiplied by Exp(delta)
+    # the gauge: no world motion left in the corrections
     given = np.asarray(scene.viewmats)[scene.train_idx]
+    basis = gauge_basis(given)
+    np.testing.assert_allclose(np.einsum("vji,vj->i", basis, delta), 0, atol=1e-5)
+    assert tr.compile_count == 1
+    # refined poses are the given ones left-multiplied by Exp(delta) (camera frame)
     ref = np.asarray(apply_correction(jnp.asarray(given), jnp.asarray(delta, jnp.float64)))
     np.testing.assert_allclose(tr.train_viewmats(state), ref, atol=1e-5)
     save_checkpoint(tmp_path / "c.npz", tr, state)
@@ -142,6 +148,99 @@ def test_pose_opt_trains_corrections_and_keeps_test_poses(tmp_path):
                   scene.Ks[scene.test_idx[:1]])
     np.testing.assert_array_equal(a, b)
     assert test_before.shape == a.shape
+
+
+def test_pose_update_moves_only_the_drawn_camera_and_waits_for_the_start():
+    cfg = TrainConfig(steps=100, lr_pose=1e-3, lr_pose_final_ratio=0.5, pose_opt_start=10)
+    pose = init_pose_state(4, jnp.float32)
+    grad = jnp.zeros((4, 6)).at[2].set(jnp.asarray([3.0, -1, 2, -4, 0.5, 1e-3]))
+    early = pose_update(pose, 2, grad, jnp.int32(9), cfg, extent=5.0)
+    for a, b in zip(jax.tree_util.tree_leaves(early), jax.tree_util.tree_leaves(pose)):
+        np.testing.assert_array_equal(a, b)  # before pose_opt_start nothing moves
+    new = pose_update(pose, 2, grad, jnp.int32(50), cfg, extent=5.0)
+    # Adam's first update is the rate times the gradient's sign; the rate decays from the
+    # start (step 10) to lr_pose_final_ratio at step 100, and the translation's is times
+    # the extent
+    lr = 1e-3 * 0.5 ** (40 / 90)
+    want = -lr * np.sign(np.asarray(grad[2])) * np.asarray([5.0] * 3 + [1.0] * 3)
+    np.testing.assert_allclose(new["delta"][2], want, rtol=1e-5)
+    others = np.asarray([0, 1, 3])
+    for leaf in (new["delta"], new["opt"]["mu"], new["opt"]["nu"]):
+        np.testing.assert_array_equal(np.asarray(leaf)[others], 0)
+    np.testing.assert_array_equal(new["opt"]["count"], [0, 0, 1, 0])
+    # a later draw of another camera leaves camera 2 where it is (no momentum drift)
+    grad0 = jnp.zeros((4, 6)).at[0].set(1.0)
+    later = pose_update(new, 0, grad0, jnp.int32(51), cfg, extent=5.0)
+    np.testing.assert_array_equal(later["delta"][2], new["delta"][2])
+    assert np.abs(np.asarray(later["delta"][0])).max() > 0
+
+
+def test_gauge_is_a_world_motion_and_is_removed():
+    vms = perturb_poses(np.asarray(random_scene(1, n_cams=7, seed=2)["viewmats"], np.float64),
+                        10.0, 0.1, seed=1, scale=3.0)
+    basis = gauge_basis(vms)
+    g = np.asarray([0.05, -0.02, 0.03, 0.01, -0.04, 0.02])
+    # a world motion T_i Exp(g) is the camera-frame correction A_i g of every camera
+    moved = vms @ np.asarray(lie.SE3.exp(jnp.asarray(g)).as_matrix(), np.float64)
+    np.testing.assert_allclose(
+        apply_correction(jnp.asarray(vms), jnp.asarray(basis @ g)), moved, atol=1e-5)
+    normal_inv = np.linalg.inv(np.einsum("vji,vjk->ik", basis, basis))
+    other = np.random.default_rng(0).normal(size=(7, 6)) * 0.01
+    out = np.asarray(remove_gauge(jnp.asarray(basis @ g + other), basis, normal_inv))
+    np.testing.assert_allclose(np.einsum("vji,vj->i", basis, out), 0, atol=1e-6)
+    # what is left does not depend on the world motion that was added
+    np.testing.assert_allclose(out, remove_gauge(jnp.asarray(other), basis, normal_inv),
+                               atol=1e-6)
+
+
+def test_pose_opt_recovers_perturbed_cameras_of_a_known_model():
+    """The model is the true one and stays fixed (rates 0): the corrections alone must
+    take noisy poses towards the cameras that took the pictures, which fails with a wrong
+    composition side, sign or gauge."""
+    n_cams, w, h, n = 10, 32, 24, 60
+    sc = random_scene(n, seed=5, width=w, height=h, scale=(0.08, 0.25))
+    params, _ = model_from(sc, "pallas")
+    ring = [2 * np.pi * k / n_cams for k in range(n_cams)]  # around the Gaussians
+    truth = np.asarray([look_at((3.5 * np.sin(a), 0.4 * np.cos(3 * a), -3.5 * np.cos(a)),
+                                (0, 0, 0)) for a in ring], np.float64)
+    Ks = np.repeat(np.asarray(sc["Ks"]), n_cams, axis=0)
+    # noise without a world-motion part: that part is unobservable, so removed here
+    noisy = perturb_poses(truth, 1.5, 0.02, seed=0, scale=3.5)
+    basis = gauge_basis(truth)
+    normal_inv = np.linalg.inv(np.einsum("vji,vjk->ik", basis, basis))
+    xi = lie.SE3.from_matrix(jnp.asarray(noisy @ np.linalg.inv(truth))).log()
+    noisy = np.asarray(apply_correction(jnp.asarray(truth), remove_gauge(
+        xi, basis, normal_inv)), np.float64)
+    frozen = dict(lr_means=0.0, lr_quats=0.0, lr_scales=0.0, lr_opacities=0.0, lr_sh0=0.0,
+                  lr_shN=0.0)
+    cfg = TrainConfig(steps=200, capacity=n, sh_degree=0, strategy=NoDensification(),
+                      isect_per_gaussian=16, ssim_lambda=0.0, pose_opt=True, lr_pose=3e-3,
+                      lr_pose_final_ratio=0.1, pose_opt_start=0, **frozen)
+    scene = SimpleNamespace(images=np.zeros((n_cams, h, w, 3), np.uint8), viewmats=truth,
+                            Ks=Ks, train_idx=np.arange(n_cams), test_idx=np.arange(0),
+                            extent=3.5)
+    active = jnp.ones(n, bool)
+    tr = Trainer(scene, cfg)
+    imgs = tr.render(tr.state_from_params(params, active), truth, Ks)
+    scene.images = np.round(np.asarray(imgs) * 255).astype(np.uint8)
+    scene.viewmats = noisy
+    tr = Trainer(scene, cfg)
+    state, _ = tr.fit(tr.state_from_params(params, active), cfg.steps)
+    rot0, trans0 = pose_errors(noisy, truth, 3.5)
+    rot1, trans1 = pose_errors(tr.train_viewmats(state), truth, 3.5)
+    # measured: 1.54 -> 0.77 deg and 1.7 -> 1.3 %; what is left lies mostly along turning
+    # about the viewed point, which 0.5 px per degree hardly shows (docs/poses.md)
+    assert rot1.mean() < 0.6 * rot0.mean(), (rot0.mean(), rot1.mean())
+    assert trans1.mean() < 0.9 * trans0.mean(), (trans0.mean(), trans1.mean())
+
+
+def test_train_pose_flags_default_to_the_config():
+    from splat.cli.parser import build_parser
+
+    args = build_parser().parse_args(["train", "scene", "--out", "o", "--pose-opt"])
+    assert args.lr_pose == TrainConfig.lr_pose
+    assert args.pose_weight_decay == TrainConfig.pose_weight_decay
+    assert args.pose_opt_start == TrainConfig.pose_opt_start
 
 
 def test_perturbation_has_the_asked_size():

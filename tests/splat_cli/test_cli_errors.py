@@ -82,6 +82,7 @@ def test_unwritable_out_fails_before_any_work(tmp_path, capsys):
     (["train", "x", "--out", "o", "--init-points", "-5"], "--init-points"),
     (["train", "x", "--out", "o", "--sh-degree", "4"], "--sh-degree"),
     (["train", "x", "--out", "o", "--log-every", "-1"], "--log-every"),
+    (["train", "x", "--out", "o", "--pose-opt-start", "-1"], "--pose-opt-start"),
     (["demo", "--capacity", "abc"], "--capacity"),
     (["render", "m.ply", "--out", "o", "--views", "0"], "--views"),
     (["render", "m.ply", "--out", "o", "--size", "-3"], "--size"),
