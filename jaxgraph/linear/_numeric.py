@@ -111,13 +111,13 @@ def apply_block_jacobi(Ld, r):
     return lax.linalg.triangular_solve(Ld, y, left_side=True, lower=True, transpose_a=True)[..., 0]
 
 
-def conjugate_gradient(apply_a, rhs, precondition, *, max_iterations, tolerance, x0=None):
+def conjugate_gradient(apply_a, rhs, precondition, *, max_iterations, tolerance, x0=None, side=False):
     """Preconditioned conjugate gradients for ``A x = rhs``, ``A`` symmetric positive definite.
 
     The one CG of the package: ``method="pcg"`` solves (matrix-free block products,
     block-Jacobi preconditioner) and the implicit backward pass of the solver (exact
-    Hessian-vector products, the factorised Gauss-Newton system as preconditioner) both
-    call it.  Runs in a ``lax.while_loop`` (jit/vmap-able; reverse mode through the loop is
+    Hessian-vector products, the factorised Gauss-Newton system as preconditioner, and a
+    side output) both call it.  Runs in a ``lax.while_loop`` (jit/vmap-able; reverse mode through the loop is
     not supported, differentiate the solve around it instead).
 
     Args:
@@ -129,8 +129,13 @@ def conjugate_gradient(apply_a, rhs, precondition, *, max_iterations, tolerance,
         entries).
       x0: starting point (``rhs``'s shape); ``None``: zero (the residual is then ``b``
         itself, without evaluating ``A 0``).
+      side: ``apply_a`` returns ``(A v, S v)`` with ``S`` a linear map to any pytree of
+        arrays, computed together with ``A v`` (the implicit backward pass: one pullback
+        gives both); CG then also returns ``S x`` as the sum of ``alpha_k S p_k`` over its
+        steps, with no further product (``x0`` must be ``None``).
     Returns:
-      ``(x, iterations, relative residual ||b - A x|| / ||b||)``: ``x`` like ``rhs``,
+      ``(x, iterations, relative residual ||b - A x|| / ||b||)``, and ``S x`` fourth with
+      ``side``: ``x`` like ``rhs``,
       ``iterations`` int32 scalar, the residual a scalar of ``rhs``'s dtype (the norm of the
       recursively updated residual; ``||r||`` itself when ``b == 0``).  Iteration also stops
       when a search direction has ``p^T A p <= 0`` or non-finite (``A`` not positive definite
@@ -139,6 +144,8 @@ def conjugate_gradient(apply_a, rhs, precondition, *, max_iterations, tolerance,
     dt = rhs.dtype
     bnorm = jnp.sqrt(jnp.sum(rhs * rhs))
     thresh = tolerance * bnorm
+    if side and x0 is not None:
+        raise ValueError("conjugate_gradient: side needs x0=None (S x is summed from x = 0)")
     if x0 is None:
         x0, r0, rnorm0 = jnp.zeros_like(rhs), rhs, bnorm
     else:
@@ -146,29 +153,32 @@ def conjugate_gradient(apply_a, rhs, precondition, *, max_iterations, tolerance,
         rnorm0 = jnp.sqrt(jnp.sum(r0 * r0))
     z0 = precondition(r0)
     rz0 = jnp.sum(r0 * z0)
+    # S 0 = 0, shaped as apply_a's side output (traced for its shapes only)
+    s0 = jax.tree_util.tree_map(lambda a: jnp.zeros(a.shape, a.dtype), jax.eval_shape(apply_a, rhs)[1]) if side else ()
 
     def cond(state):
-        k, x, r, p, rz, rnorm, stalled = state
+        k, x, r, p, rz, rnorm, stalled, _ = state
         return (k < max_iterations) & (rnorm > thresh) & ~stalled
 
     def body(state):
-        k, x, r, p, rz, rnorm, stalled = state
-        Ap = apply_a(p)
+        k, x, r, p, rz, rnorm, stalled, sx = state
+        Ap, Sp = apply_a(p) if side else (apply_a(p), ())
         pAp = jnp.sum(p * Ap)
         good = (pAp > 0) & jnp.isfinite(pAp)
         alpha = jnp.where(good, rz / jnp.where(good, pAp, 1.0), 0.0)
         x = x + alpha * p
+        sx = jax.tree_util.tree_map(lambda a, b: a + (alpha * b).astype(a.dtype), sx, Sp)
         r = r - alpha * Ap
         z = precondition(r)
         rz_new = jnp.sum(r * z)
         beta = jnp.where(rz > 0, rz_new / jnp.where(rz > 0, rz, 1.0), 0.0)
         p = z + beta * p
-        return k + 1, x, r, p, rz_new, jnp.sqrt(jnp.sum(r * r)), ~good
+        return k + 1, x, r, p, rz_new, jnp.sqrt(jnp.sum(r * r)), ~good, sx
 
-    state = (jnp.asarray(0, jnp.int32), x0, r0, z0, rz0, rnorm0, jnp.asarray(False))
-    k, x, r, _, _, rnorm, _ = lax.while_loop(cond, body, state)
+    state = (jnp.asarray(0, jnp.int32), x0, r0, z0, rz0, rnorm0, jnp.asarray(False), s0)
+    k, x, r, _, _, rnorm, _, sx = lax.while_loop(cond, body, state)
     rel = rnorm / jnp.where(bnorm > 0, bnorm, jnp.asarray(1.0, dt))
-    return x, k, rel.astype(dt)
+    return (x, k, rel.astype(dt), sx) if side else (x, k, rel.astype(dt))
 
 
 # --------------------------------------------------------------------------- multifrontal Cholesky

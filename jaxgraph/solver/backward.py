@@ -50,7 +50,8 @@ def _implicit_cotangent(problem: Problem, x, vbar, config: SolverConfig, perturb
     Gauss-Newton system that preconditions CG (factorised once), and its pullback gives
     ``H^T p`` and ``(dG/dtheta)^T p`` together for every CG direction ``p``. Since ``lam`` is
     the sum of ``alpha_k p_k`` over the CG steps and the pullback is linear,
-    ``theta_bar = -sum alpha_k (dG/dtheta)^T p_k`` accumulates inside the loop: the
+    ``theta_bar = -sum alpha_k (dG/dtheta)^T p_k`` accumulates inside the loop
+    (``linear.conjugate_gradient``'s side output): the
     linearisation is traced once and its transpose once (before: a ``jax.linearize`` for the
     CG products, another for the starting residual, and a separate ``jax.vjp`` with its own
     primal for ``theta``; intel's ``jit(value_and_grad)`` had 5780 jaxpr equations, see
@@ -87,43 +88,17 @@ def _implicit_cotangent(problem: Problem, x, vbar, config: SolverConfig, perturb
         return linear.solve_factored(lstruct, fac, r, pattern=pattern) * free
 
     tol = 1e-12 if dtype == jnp.float64 else 1e-6
-    fbar = _cg_with_pullback(pull_g, u, precond, free, tol, config.backward.implicit_max_iterations)
+
+    def hessian_and_theta(p):  # (H^T p, (dG/dtheta)^T p) from one pullback; CG sums the second
+        hp, fp = pull_g(p)
+        return hp * free, fp
+
+    *_, fbar = linear.conjugate_gradient(hessian_and_theta, u, precond, side=True, tolerance=tol,
+                                         max_iterations=config.backward.implicit_max_iterations)
     cot = [None] * len(leaves)
     for i, v in zip(fidx, fbar):
         cot[i] = -v
     return jax.tree_util.tree_unflatten(treedef, cot)
-
-
-def _cg_with_pullback(pull_g, u, precond, free, tolerance, max_iterations):
-    """``(dG/dtheta)^T lam`` for ``H^T lam = u`` by preconditioned CG from ``lam = 0``, with
-    ``pull_g(p) = (H^T p, (dG/dtheta)^T p)``. The rules are ``linear.conjugate_gradient``'s:
-    stop when ``|u - H^T lam| <= tolerance |u|``, after ``max_iterations`` steps, or at a
-    direction with ``p^T H p <= 0`` or non-finite (the step is then not taken)."""
-    thresh = tolerance * jnp.sqrt(jnp.sum(u * u))
-    z0 = precond(u)
-    _, f0 = jax.eval_shape(pull_g, u)
-    acc0 = [jnp.zeros(f.shape, f.dtype) for f in f0]
-
-    def cond(state):
-        k, r, p, rz, rnorm, stalled, acc = state
-        return (k < max_iterations) & (rnorm > thresh) & ~stalled
-
-    def body(state):
-        k, r, p, rz, rnorm, stalled, acc = state
-        Ap, Fp = pull_g(p)
-        Ap = Ap * free
-        pAp = jnp.sum(p * Ap)
-        good = (pAp > 0) & jnp.isfinite(pAp)
-        alpha = jnp.where(good, rz / jnp.where(good, pAp, 1.0), 0.0)
-        acc = [a + (alpha * f).astype(a.dtype) for a, f in zip(acc, Fp)]
-        r = r - alpha * Ap
-        z = precond(r)
-        rz_new = jnp.sum(r * z)
-        beta = jnp.where(rz > 0, rz_new / jnp.where(rz > 0, rz, 1.0), 0.0)
-        return k + 1, r, z + beta * p, rz_new, jnp.sqrt(jnp.sum(r * r)), ~good, acc
-
-    state = (jnp.asarray(0, jnp.int32), u, z0, jnp.sum(u * z0), jnp.sqrt(jnp.sum(u * u)), jnp.asarray(False), acc0)
-    return jax.lax.while_loop(cond, body, state)[-1]
 
 
 def _implicit(problem, values, config):

@@ -78,6 +78,32 @@ def test_conjugate_gradient_matches_dense_solve(start):
     assert k.dtype == jnp.int32 and rel.dtype == jnp.float64
 
 
+def test_conjugate_gradient_side_output_is_the_linear_map_of_the_solution():
+    """``side=True``: ``apply_a`` also returns ``S v`` (here a list of two arrays); CG returns
+    ``S x`` summed over its steps, equal to ``S`` applied to numpy's solution."""
+    d = 3
+    n, r, c = union_pattern()
+    diag, offd, rhs = random_system(n, d, r, c, seed=7)
+    H = dense_reference(n, d, r, c, diag, offd)
+    rng = np.random.default_rng(3)
+    S1, S2 = rng.normal(size=(4, n * d)), rng.normal(size=(n * d,))
+    Hj, S1j, S2j = map(jnp.asarray, (H, S1, S2))
+
+    def apply_a(v):
+        f = v.reshape(-1)
+        return (Hj @ f).reshape(n, d), [S1j @ f, jnp.dot(S2j, f)]
+
+    x, k, rel, sx = jax.jit(lambda b: linear.conjugate_gradient(apply_a, b, lambda v: v, max_iterations=500,
+                                                                tolerance=1e-13, side=True))(jnp.asarray(rhs))
+    xr = np.linalg.solve(H, rhs.reshape(-1))
+    np.testing.assert_allclose(np.asarray(x).reshape(-1), xr, atol=1e-9 * np.abs(xr).max())
+    np.testing.assert_allclose(np.asarray(sx[0]), S1 @ xr, rtol=1e-8)
+    np.testing.assert_allclose(float(sx[1]), S2 @ xr, rtol=1e-8)
+    with pytest.raises(ValueError, match="x0=None"):
+        linear.conjugate_gradient(apply_a, jnp.asarray(rhs), lambda v: v, max_iterations=5, tolerance=1e-9,
+                                  x0=jnp.zeros_like(jnp.asarray(rhs)), side=True)
+
+
 def test_conjugate_gradient_stops_on_a_direction_of_negative_curvature():
     # A = diag(1, -1), b = (1, 1): p^T A p = 0 on the first direction, so no step is taken
     A = jnp.diag(jnp.array([1.0, -1.0]))
