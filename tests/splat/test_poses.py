@@ -113,6 +113,7 @@ def test_localize_status_is_not_converged_when_stopped_early(synthetic):
     assert not bool(info.converged) and int(info.status) == 0  # ... and says so
 
 
+@pytest.mark.slow  # 19 s; test_pose_opt_recovers_perturbed_cameras_of_a_known_model covers the learning
 def test_pose_opt_trains_corrections_and_keeps_test_poses(tmp_path):
     from splat.datasets import DEMO_SCENE, load_npz
     from splat.train import save_checkpoint
