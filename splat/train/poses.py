@@ -32,15 +32,7 @@ def gauge_basis(viewmats) -> np.ndarray:
     """The training set's gauge: ``A_i = Ad(T_i)`` [V, 6, 6] (float64 numpy) of world-to-camera
     poses [V, 4, 4]. Moving the whole world by ``Exp(g)`` (every ``T_i Exp(g)``) equals the
     camera-frame corrections ``xi_i = A_i g``; the training images cannot see it."""
-    vm = np.asarray(viewmats, np.float64)
-    r, t = vm[:, :3, :3], vm[:, :3, 3]
-    t_hat = np.zeros_like(r)  # [t]x, so that [t]x R turns a rotation into a translation
-    t_hat[:, 0, 1], t_hat[:, 0, 2], t_hat[:, 1, 2] = -t[:, 2], t[:, 1], -t[:, 0]
-    t_hat[:, 1, 0], t_hat[:, 2, 0], t_hat[:, 2, 1] = t[:, 2], -t[:, 1], t[:, 0]
-    out = np.zeros((vm.shape[0], 6, 6))
-    out[:, :3, :3] = out[:, 3:, 3:] = r
-    out[:, :3, 3:] = t_hat @ r
-    return out
+    return np.asarray(lie.SE3.adjoint_of_matrix(jnp.asarray(viewmats)), np.float64)
 
 
 def remove_gauge(tangents, basis, normal_inv):
