@@ -227,28 +227,87 @@ def gnc(
     if prefilter not in ("auto", "pcm", None):
         raise ValueError(f"gnc: prefilter must be 'auto', 'pcm' or None, got {prefilter!r}")
     keep, rejected, filtered = _prefilter(problem, masks, prefilter, known_inliers)
-    static = _Static(
-        loss=loss,
-        masks=tuple((name, _Frozen(m)) for name, m in masks.items() if m.any()),
-        max_outer_iterations=int(max_outer_iterations),
-        start_from_known=initial_weights == "known",
-        gm_decision=bool(gm_decision),
-        solve_options=tuple(sorted(solve_options.items())),
-    )
     dtype = jnp.result_type(*jax.tree_util.tree_leaves(values))
+    settings = dict(loss=loss, max_outer_iterations=int(max_outer_iterations),
+                    start_from_known=initial_weights == "known", gm_decision=bool(gm_decision),
+                    solve_options=tuple(sorted(solve_options.items())))
     params = {
         "thresholds": {k: jnp.asarray(v, dtype) for k, v in thresholds.items()},
         "mu_step": jnp.asarray(mu_step, dtype),
         "weight_tolerance": jnp.asarray(weight_tolerance, dtype),
         "cost_tolerance": jnp.asarray(cost_tolerance, dtype),
         "tail_factor": jnp.asarray(np.inf if tail_factor is None else tail_factor, dtype),
-        "keep": {n: jnp.asarray(keep[n]) for n in thresholds},
-        # first solve: the known inliers (and, with the pre-filter, the closures it kept) or all
-        "start": {n: jnp.asarray(~masks[n] | (keep[n] & (filtered or initial_weights == "ones")))
-                  for n in thresholds},
+        "polish": jnp.zeros((), bool),  # start in the polishing (with c2_eff as its threshold)
+        "allow_trivial": jnp.ones((), bool),  # status 4 possible
     }
-    x, w, info = _gnc_jit(problem, dict(values), params, static=static)
-    return x, w, info._replace(prefilter_rejected=jnp.asarray(rejected, jnp.int32))
+    params["c2_eff"] = dict(params["thresholds"])
+
+    def run(prob, masks_, keep_, start_, params_, x0):
+        static = _Static(masks=tuple((name, _Frozen(m)) for name, m in masks_.items() if m.any()), **settings)
+        params_ = dict(params_, keep={n: jnp.asarray(keep_[n]) for n in thresholds},
+                       start={n: jnp.asarray(start_[n]) for n in thresholds})
+        return _gnc_jit(prob, dict(x0), params_, static=static)
+
+    # first solve: the known inliers (and, with the pre-filter, the closures it kept) or all
+    start = {n: ~masks[n] | (keep[n] & (filtered or initial_weights == "ones")) for n in thresholds}
+    if not rejected:
+        x, w, info, _ = run(problem, masks, keep, start, params, values)
+        return x, w, info._replace(prefilter_rejected=jnp.asarray(rejected, jnp.int32))
+    return _gnc_without_left_out(problem, values, masks, keep, start, params, run, rejected, dtype)
+
+
+def _rows(group, rows):
+    """The factor group restricted to ``rows`` (numpy indices or mask): indices, measurements
+    and per-factor noise parameters (a shared noise parameter stays shared)."""
+    noise = group.noise
+    if noise is not None and jnp.ndim(noise.value) == noise.per_factor_ndim:
+        noise = jax.tree_util.tree_map(lambda a: a[rows], noise)
+    return group.replace(indices=np.asarray(group.indices.array)[rows],
+                         measurement=jax.tree_util.tree_map(lambda a: a[rows], group.measurement), noise=noise)
+
+
+def _gnc_without_left_out(problem, values, masks, keep, start, params, run, rejected, dtype):
+    """GNC with the closures the pre-filter left out removed from the problem, then the final
+    decisions over every candidate.
+
+    Why: a left-out closure has weight 0 through the graduation, but as a factor of the
+    problem it still joins its two poses in the sparsity pattern. False closures join random
+    pose pairs, and a few hundred of them make the Cholesky factor of a 2,500-pose graph
+    nearly dense (sphere2500 with 20 % false closures: 2-3 s per linear solve instead of
+    about 0.05 s). Without them the graduation and the polishing run on the pattern of the
+    kept closures. The decision of a left-out closure needs no solve: its weight is 0, so its
+    flip score is ``e^T (I + G)^-1 e <= r^2`` and the rule of :func:`_gnc_jit`'s polishing,
+    ``max(score, r^2) <= c_p^2``, reads ``r^2 <= c_p^2`` at the returned map. When some
+    left-out closure passes it, the polishing continues on the whole problem from that map,
+    with those closures re-admitted and the same ``c_p^2``, until the decisions over every
+    candidate are self-consistent.
+    """
+    (name,) = [n for n in start]  # the pre-filter runs for one between group only
+    g = problem.group(name)
+    active = np.asarray(keep[name] | ~masks[name])
+    reduced = Problem(problem.variables, [_rows(f, active) if f.name == name else f for f in problem.factors],
+                      anchor=False, metadata=problem.metadata)
+    sub = lambda d: {name: np.asarray(d[name])[active]}  # noqa: E731
+    params = dict(params, allow_trivial=jnp.zeros((), bool))
+    x, w_r, info, c2_eff = run(reduced, {**masks, **sub(masks)}, sub(keep), sub(start), params, values)
+    w = np.zeros(g.count, np.asarray(w_r[name]).dtype)
+    w[active] = np.asarray(w_r[name])
+    readmit = np.zeros(g.count, bool)
+    if int(info.status) in (1, 6):  # converged with decisions (TLS polishing, GM's decision step)
+        r2 = np.asarray(squared_residuals(problem, x, (name,))[name])
+        readmit = ~active & (r2 <= float(c2_eff[name]))
+    if readmit.any():
+        first = info
+        start = {name: (w > 0.5) | readmit | ~masks[name]}
+        x, w_full, info, _ = run(problem, masks, keep, start, dict(params, polish=jnp.ones((), bool), c2_eff=c2_eff), x)
+        w = np.asarray(w_full[name])
+        info = info._replace(first_cost=first.first_cost, iterations=first.iterations + info.iterations,
+                             inner_iterations=first.inner_iterations + info.inner_iterations)
+    weights = {f.name: jnp.asarray(w, dtype) if f.name == name else w_r[f.name] for f in problem.factors}
+    return x, weights, info._replace(
+        num_inliers=jnp.asarray(int((masks[name] & (w > 0.5)).sum()), jnp.int32),
+        num_candidates=jnp.asarray(int(masks[name].sum()), jnp.int32),
+        prefilter_rejected=jnp.asarray(rejected, jnp.int32))
 
 
 def _prefilter(problem, masks, prefilter, known_inliers):
@@ -391,13 +450,14 @@ def _gnc_jit(problem, values, params, *, static: _Static):
             # TLS: binary weights that are their own decisions; GM: the weights used were
             # decisions (a polishing round) and reproduce themselves
             done = (~first & near_binary & consistent) if tls else (s["polish"] & consistent)
-            conditions, codes = [first & trivial, done, cycle], [4, 1 if tls else 6, 5]
+            # (not when candidates were left out of this problem: "every candidate" includes them)
+            conditions, codes = [first & trivial & params["allow_trivial"], done, cycle], [4, 1 if tls else 6, 5]
             inconsistent = jnp.sum(differs).astype(jnp.int32)
         else:
             score = r2
             inconsistent = jnp.zeros((), jnp.int32)
             c2_eff = s["c2_eff"]
-            conditions, codes = [first & trivial, ~first & (s["mu"] <= 1), small], [4, 2, 3]
+            conditions, codes = [first & trivial & params["allow_trivial"], ~first & (s["mu"] <= 1), small], [4, 2, 3]
         mu_next = s["mu"] * params["mu_step"] if tls else jnp.maximum(s["mu"] / params["mu_step"], 1.0)
         status = jnp.select(conditions, codes, 0).astype(jnp.int32)
         mu = jnp.where(first, mu_init, jnp.where(status == 0, mu_next, s["mu"]))
@@ -433,11 +493,11 @@ def _gnc_jit(problem, values, params, *, static: _Static):
         "inner": jnp.zeros((), jnp.int32),
         "status": jnp.zeros((), jnp.int32),
         "running": jnp.ones((), bool),
-        "polish": jnp.zeros((), bool),
+        "polish": params["polish"],
         "polish_prev": jnp.zeros((), bool),
         "w_prev": one,
         "inconsistent": jnp.zeros((), jnp.int32),
-        "c2_eff": dict(c2),
+        "c2_eff": dict(params["c2_eff"]),
     }
     s = jax.lax.while_loop(cond, body, s0)
     weights = {g.name: s["w"][g.name] if g.name in masks else jnp.ones((g.count,), dtype) for g in problem.factors}
@@ -454,4 +514,4 @@ def _gnc_jit(problem, values, params, *, static: _Static):
         status=s["status"],
         inconsistent=s["inconsistent"],
     )
-    return s["x"], weights, info
+    return s["x"], weights, info, s["c2_eff"]

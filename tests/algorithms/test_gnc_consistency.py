@@ -130,3 +130,40 @@ def test_prefilter_option():
         gnc(bad, values, prefilter="clique")
     with pytest.raises(ValueError, match="prefilter='pcm' needs"):
         gnc(bad, values, prefilter="pcm", known_inliers="none")
+
+
+def test_gnc_readmits_a_true_closure_the_prefilter_dropped(monkeypatch):
+    # The graduation runs without the closures the pre-filter left out (they would make the
+    # sparsity pattern dense); a true closure among them must come back in the final
+    # decisions, with the whole problem's polishing, and the status must say converged only
+    # for decisions that hold over every candidate.
+    import jaxgraph.algorithms.consistency as consistency
+
+    clean, values = _loop_graph(n=30)
+    bad, outlier = add_random_loop_closures(clean, values, 0.2, seed=3)
+    optimum = float(jaxgraph.solve(clean, values, tolerance=1e-10)[1].cost)
+    real = consistency.consistent_closures
+    keep0 = real(bad)[0]
+    assert np.array_equal(keep0, ~outlier)  # the real filter is right here...
+    closure = np.abs(np.diff(bad.group("edges").indices.array, axis=1)[:, 0]) != 1
+    # the true closure that fits the clean optimum best: the map without it must still fit
+    # it within the polishing's threshold for its decision to be "in" (r^2 at the map as is)
+    x_clean = jaxgraph.solve(clean, values, tolerance=1e-10)[0]
+    r2 = np.asarray(2 * bad.factor_costs(x_clean, "edges"))
+    dropped = int(np.nonzero(closure & ~outlier)[0][np.argmin(r2[closure & ~outlier])])
+
+    def drop_one_true(problem, **kw):  # ...so make it wrong by one true closure
+        keep, closures, r = real(problem, **kw)
+        keep = keep.copy()
+        keep[dropped] = False
+        return keep, closures, r
+
+    monkeypatch.setattr(consistency, "consistent_closures", drop_one_true)
+    x, w, info = gnc(bad, values, "tls", tolerance=1e-10)
+    assert int(info.status) == 1 and bool(info.converged), GNC_STATUS[int(info.status)]
+    assert int(info.prefilter_rejected) == int(outlier.sum()) + 1
+    inlier = np.asarray(w["edges"]) > 0.5
+    assert inlier[dropped]
+    assert np.array_equal(inlier, ~outlier)
+    assert int(info.num_candidates) == int(closure.sum())
+    np.testing.assert_allclose(float(clean.cost(x)), optimum, rtol=1e-6)
