@@ -41,9 +41,9 @@ else it stops there (status 2, 3). Both stop after ``max_outer_iterations``.
 
 Before the jit, on the host, a pairwise-consistency pre-filter of the loop closures
 (:mod:`jaxgraph.algorithms.consistency`, default ``prefilter="auto"`` for pose graphs with an
-odometry chain) leaves the closures that disagree with most others out of the first solve
-and of the graduation; the polishing may re-admit one only on its residual at the map as it
-is (``r^2 <= c_p^2``). It vmaps over problems that share a structure (without the pre-filter:
+odometry chain) takes the closures that disagree with most others out of the problem for the
+first solve, the graduation and the polishing; the final decisions re-admit one only on its
+residual at the returned map (``r^2 <= c_p^2``), and then polish the whole problem again. It vmaps over problems that share a structure (without the pre-filter:
 under ``vmap`` the measurements are traced).
 """
 
