@@ -66,7 +66,10 @@ def cmd_train(args, scene=None, data_label=None) -> dict:
         import dataclasses
         cfg = dataclasses.replace(cfg, pose_opt=True, lr_pose=args.lr_pose,
                                   pose_weight_decay=args.pose_weight_decay,
-                                  pose_opt_start=args.pose_opt_start)
+                                  pose_opt_start=args.pose_opt_start,
+                                  pose_optimizer=args.pose_optimizer,
+                                  pose_gn_damping=args.pose_gn_damping,
+                                  pose_gn_max_step_deg=args.pose_gn_max_step_deg)
     presets.check_training_memory(cfg, scene.width, scene.height)
     trainer = Trainer(scene, cfg)
     if args.resume:

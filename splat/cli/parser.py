@@ -47,6 +47,17 @@ def positive_float(text: str) -> float:
     return v
 
 
+def nonnegative_float(text: str) -> float:
+    """A finite number >= 0 (argparse type)."""
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not (math.isfinite(v) and v >= 0):
+        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text}")
+    return v
+
+
 class _HelpFormatter(argparse.HelpFormatter):
     """Appends "(default: ...)" to every flag's help unless the help already states it
     (flags whose default is computed say so in words); on/off flags default to off."""
@@ -96,6 +107,19 @@ def _train_args(p, steps, out_default=None):
     p.add_argument("--pose-opt-start", type=nonnegative_int, default=300,
                    help="with --pose-opt: steps before the poses move, while the model forms "
                    "(its gradients point anywhere before; docs/poses.md)")
+    p.add_argument("--pose-optimizer", choices=("adam", "gauss_newton"), default="adam",
+                   help="with --pose-opt: how a drawn camera's correction moves: a per-camera "
+                   "Adam step on the loss's gradient, or one Levenberg-Marquardt step on the "
+                   "view's photometric residual (6x6 normal equations, exact Jacobian from "
+                   "6 forward tangents of the renderer: about 3x the cost of a step; "
+                   "docs/poses.md)")
+    p.add_argument("--pose-gn-damping", type=nonnegative_float, default=0.1,
+                   help="with --pose-optimizer gauss_newton: Marquardt's lambda (times the "
+                   "diagonal of J^T J)")
+    p.add_argument("--pose-gn-max-step-deg", type=positive_float, default=0.25,
+                   help="with --pose-optimizer gauss_newton: largest turn of a camera per "
+                   "step (degrees); its move is capped at that angle in radians times the "
+                   "scene extent")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -20,15 +20,13 @@ from __future__ import annotations
 import dataclasses
 import functools
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 
 from jaxgraph import lie
 
+from ..train.poses import JACOBIAN_MODES, tangent_jacobian
 from ..train.state import TrainConfig, render
-
-JACOBIAN_MODES = ("forward", "reverse")
 
 
 def _as_model(model):
@@ -65,16 +63,11 @@ def pose_jacobian(params, cfg: TrainConfig, pose_row, K, width: int, height: int
     has no forward-mode rule); "reverse": one reverse pass per image value (``jax.jacrev``,
     vmapped) through ``cfg.backend``. Both are exact derivatives of the same image.
     """
-    if mode not in JACOBIAN_MODES:
-        raise ValueError(f"mode must be one of {JACOBIAN_MODES}, got {mode!r}")
-    rcfg = dataclasses.replace(cfg, backend="reference") if mode == "forward" else cfg
-
-    def image(d):
+    def image(d, rcfg):
         vm = (lie.SE3(pose_row) @ lie.SE3.exp(d)).as_matrix()
         return render_pose(params, rcfg, vm, K, width, height)
 
-    zero = jnp.zeros((6,), pose_row.dtype)
-    return (jax.jacfwd if mode == "forward" else jax.jacrev)(image)(zero)
+    return tangent_jacobian(image, cfg, pose_row.dtype, mode)
 
 
 def _factor_type():

@@ -11,11 +11,16 @@ couples the coordinates by the camera's distance from it; docs/poses.md).
 
 from __future__ import annotations
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from jaxgraph import lie
+
+# how a Jacobian with respect to the 6 pose coordinates is taken (tangent_jacobian)
+JACOBIAN_MODES = ("forward", "reverse")
 
 
 def apply_correction(viewmats, tangents):
@@ -107,3 +112,83 @@ def corrected_viewmats(viewmats, tangents) -> np.ndarray:
     tg = jnp.asarray(tangents)
     vm = jnp.asarray(np.asarray(viewmats), tg.dtype)
     return np.asarray(apply_correction(vm, tg), np.float64)
+
+
+def tangent_jacobian(image_fn, cfg, dtype, mode: str = "forward"):
+    """Exact ``d image_fn(d, cfg) / d d`` at ``d = 0`` for a pose tangent ``d`` [6]: [..., 6].
+
+    image_fn(d [6], cfg) -> image [...] renders with the :class:`TrainConfig` it is given;
+    dtype: the tangent's dtype. mode "forward": 6 forward tangents (``jax.jacfwd``) with
+    ``cfg.backend`` replaced by "reference" (the Pallas compositor defines a reverse rule
+    only; the reference compositor renders the same image); "reverse": one reverse pass per
+    image value (``jax.jacrev``) through ``cfg.backend``. Traceable (used inside the training
+    step by the Gauss-Newton pose update and by :func:`splat.tracking.pose_jacobian`).
+    """
+    if mode not in JACOBIAN_MODES:
+        raise ValueError(f"mode must be one of {JACOBIAN_MODES}, got {mode!r}")
+    rcfg = dataclasses.replace(cfg, backend="reference") if mode == "forward" else cfg
+    zero = jnp.zeros((6,), dtype)
+    return (jax.jacfwd if mode == "forward" else jax.jacrev)(lambda d: image_fn(d, rcfg))(zero)
+
+
+def image_motion_jacobian(image, depth, K):
+    """Direct image alignment's ``d image / d xi`` [H, W, D, 6] for a camera-frame correction
+    ``Exp(xi) T_cw`` (xi = (v, w), first order): each pixel sees a surface point at its
+    ``depth`` [H, W] (camera z, world units) that moves in the image by ``du/dxi`` [2, 6]
+    (pinhole K [3, 3], pixel centres at +0.5), so the image there changes by minus its
+    spatial gradient (central differences of ``image`` [H, W, D], one-sided at the border)
+    times that motion. Ignores the change of the Gaussians' shapes, view-dependent colours
+    and occlusions (the exact Jacobian: :func:`tangent_jacobian`)."""
+    h, w = image.shape[:2]
+    dt = image.dtype
+    gy, gx = jnp.gradient(image, axis=(0, 1))
+    fx, fy, cx, cy = K[0, 0], K[1, 1], K[0, 2], K[1, 2]
+    x = ((jnp.arange(w, dtype=dt) + 0.5 - cx) / fx)[None, :]
+    y = ((jnp.arange(h, dtype=dt) + 0.5 - cy) / fy)[:, None]
+    x, y = jnp.broadcast_to(x, (h, w)), jnp.broadcast_to(y, (h, w))
+    iz = 1.0 / depth
+    zero = jnp.zeros_like(x)
+    du = fx * jnp.stack([iz, zero, -x * iz, -x * y, 1 + x * x, -y], -1)  # [H, W, 6]
+    dv = fy * jnp.stack([zero, iz, -y * iz, -(1 + y * y), x * y, x], -1)
+    return -(gx[..., None] * du[:, :, None, :] + gy[..., None] * dv[:, :, None, :])
+
+
+def solve_spd(a, b):
+    """``a^-1 b`` for a small symmetric positive definite ``a`` [n, n] and ``b`` [n] by an
+    unrolled Cholesky factorisation (plain array operations, static n: no linear-algebra
+    library call in a compiled step, so the CUDA program has no solver custom call)."""
+    n = a.shape[0]
+    L = [[None] * n for _ in range(n)]
+    for j in range(n):
+        s = a[j, j] - sum(L[j][k] * L[j][k] for k in range(j))
+        L[j][j] = jnp.sqrt(s)
+        for i in range(j + 1, n):
+            L[i][j] = (a[i, j] - sum(L[i][k] * L[j][k] for k in range(j))) / L[j][j]
+    y = []
+    for i in range(n):
+        y.append((b[i] - sum(L[i][k] * y[k] for k in range(i))) / L[i][i])
+    x = [None] * n
+    for i in reversed(range(n)):
+        x[i] = (y[i] - sum(L[k][i] * x[k] for k in range(i + 1, n))) / L[i][i]
+    return jnp.stack(x)
+
+
+def gauss_newton_step(jac, residual, damping: float, max_rot: float, max_trans: float):
+    """Levenberg-Marquardt step ``d`` [6] of a pose tangent for the residual ``residual`` [M]
+    with Jacobian ``jac`` [M, 6]: ``(J^T J + damping diag(J^T J)) d = -J^T r``, then scaled
+    down as a whole (direction kept) so that ``|d_rot| <= max_rot`` (radians) and
+    ``|d_trans| <= max_trans`` (world units). Coordinates the image does not see (a zero
+    column) get a zero step: the diagonal is floored at 1e-9 of its mean."""
+    jac = jac.reshape(-1, 6)
+    r = residual.reshape(-1).astype(jac.dtype)
+    a = jac.T @ jac
+    g = jac.T @ r
+    diag = jnp.diagonal(a)
+    floor = 1e-9 * jnp.mean(diag) + jnp.finfo(jac.dtype).tiny
+    a = a + jnp.diag(damping * diag + floor)
+    d = -solve_spd(a, g)
+    nv = jnp.linalg.norm(d[:3])
+    nw = jnp.linalg.norm(d[3:])
+    scale = jnp.minimum(1.0, jnp.minimum(max_trans / jnp.maximum(nv, 1e-30),
+                                         max_rot / jnp.maximum(nw, 1e-30)))
+    return d * scale.astype(d.dtype)

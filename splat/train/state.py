@@ -21,6 +21,8 @@ from ..rendering import rasterization
 from ..sh import SH_C0, num_sh_bases
 from .strategy import DefaultStrategy, Strategy, strategy_from_dict
 
+# how the pose corrections learn (TrainConfig.pose_optimizer, docs/poses.md)
+POSE_OPTIMIZERS = ("adam", "gauss_newton")
 PARAM_NAMES = ("means", "quats", "log_scales", "logit_opacities", "sh0", "shN")
 
 
@@ -67,6 +69,22 @@ class TrainConfig:
     lr_pose_final_ratio: float = 0.1
     pose_weight_decay: float = 0.0
     pose_opt_start: int = 300
+    # pose_optimizer "gauss_newton": each draw takes one Levenberg-Marquardt step on the drawn
+    # camera's 6 coordinates instead of Adam's (trainer.pose_gn_update): the 6x6 normal
+    # equations of the view's photometric residual (docs/poses.md); pose_gn_damping is Marquardt's lambda (times the diagonal of J^T J), and a
+    # step turns the camera by at most pose_gn_max_step_deg and moves it by at most that
+    # angle (radians) times the scene extent (the model is poor early: its steps are noisy);
+    # pose_gn_jacobian "image": J of each pixel is minus the rendered image's spatial
+    # gradient times the motion of the pixel (its rendered expected depth) under the
+    # correction, as direct image alignment takes it (cheap: the step's own render);
+    # "exact": 6 forward tangents through the reference compositor (splat.localize's
+    # Jacobian; about 30x a training step on the CPU at 16k Gaussians); pose_gn_decay
+    # scales each step by Adam's rate schedule (1 at pose_opt_start to lr_pose_final_ratio)
+    pose_optimizer: str = "adam"
+    pose_gn_damping: float = 0.1
+    pose_gn_max_step_deg: float = 0.25
+    pose_gn_jacobian: str = "image"
+    pose_gn_decay: bool = False
 
     def __post_init__(self):
         if not isinstance(self.strategy, Strategy):
@@ -82,6 +100,14 @@ class TrainConfig:
                 and self.lr_pose_final_ratio > 0 and self.pose_opt_start >= 0):
             raise ValueError("lr_pose, pose_weight_decay and pose_opt_start must be >= 0, "
                              "lr_pose_final_ratio > 0")
+        if self.pose_optimizer not in POSE_OPTIMIZERS:
+            raise ValueError(f"pose_optimizer must be one of {POSE_OPTIMIZERS}, "
+                             f"got {self.pose_optimizer!r}")
+        if self.pose_gn_jacobian not in ("image", "exact"):
+            raise ValueError("pose_gn_jacobian must be 'image' or 'exact', "
+                             f"got {self.pose_gn_jacobian!r}")
+        if not (self.pose_gn_damping >= 0 and self.pose_gn_max_step_deg > 0):
+            raise ValueError("pose_gn_damping must be >= 0 and pose_gn_max_step_deg > 0")
         if len(self.background) != 3:
             raise ValueError(f"background must be 3 floats, got {self.background}")
         object.__setattr__(self, "background", tuple(float(b) for b in self.background))
@@ -202,13 +228,15 @@ def sh_coeffs(params, sh_degree_now, max_degree: int):
 
 
 def render(params, active, viewmats, Ks, width: int, height: int, cfg: TrainConfig,
-           sh_degree_now=None, means2d_probe=None, absgrad_probe=None, exact: bool = False):
+           sh_degree_now=None, means2d_probe=None, absgrad_probe=None, exact: bool = False,
+           render_mode: str = "RGB"):
     """Render the active Gaussians into C cameras (jit-compatible, static capacity).
 
     viewmats [C, 4, 4] world-to-camera (OpenCV), Ks [C, 3, 3] pixels. The tile-intersection
     buffer holds ``cfg.isect_per_gaussian`` x C x P entries (``meta["overflow"]`` says if
     that was too few); ``exact=True`` (concrete inputs only, outside jit) lets the
-    rasterizer measure the exact count instead.
+    rasterizer measure the exact count instead. ``render_mode`` as the rasterizer's ("RGB+ED"
+    appends the expected depth as a fourth channel).
     Returns (colors [C, H, W, 3], alphas [C, H, W, 1], meta) as :func:`splat.rasterization`.
     """
     dt = params["means"].dtype
@@ -222,6 +250,6 @@ def render(params, active, viewmats, Ks, width: int, height: int, cfg: TrainConf
         sh_coeffs(params, sh_degree_now, cfg.sh_degree), viewmats.astype(dt),
         Ks.astype(dt), width, height, near_plane=cfg.near_plane, sh_degree=cfg.sh_degree,
         tile_size=cfg.tile_size, backgrounds=jnp.asarray(cfg.background, dt),
-        rasterize_mode=cfg.rasterize_mode, backend=cfg.backend,
+        rasterize_mode=cfg.rasterize_mode, backend=cfg.backend, render_mode=render_mode,
         means2d_probe=means2d_probe, absgrad_probe=absgrad_probe,
         isect_capacity=None if exact else max(1, c * p * cfg.isect_per_gaussian))

@@ -13,7 +13,10 @@ import optax
 
 from ..metrics import SSIM_WINDOW, psnr, ssim
 from . import strategy as strat
-from .poses import apply_correction, corrected_viewmats, gauge_basis, remove_gauge
+from jaxgraph import lie
+
+from .poses import (apply_correction, corrected_viewmats, gauge_basis, gauss_newton_step,
+                    image_motion_jacobian, remove_gauge, tangent_jacobian)
 from .presets import suggest_capacity
 from .state import PARAM_NAMES, TrainConfig, TrainState, init_params, render
 from .views import evaluate_views, render_checked, render_views
@@ -91,6 +94,44 @@ def pose_update(pose: dict, idx, grad, step, cfg: TrainConfig, extent: float) ->
     return dict(delta=jnp.where(live2, delta + upd, delta), opt=dict(mu=mu, nu=nu, count=count))
 
 
+def pose_gn_update(pose: dict, idx, jacobian_fn, residual, step, cfg: TrainConfig,
+                   extent: float) -> dict:
+    """One Levenberg-Marquardt step of camera ``idx``'s correction only (the others stay):
+    ``d`` from :func:`splat.train.poses.gauss_newton_step` on the view's photometric residual
+    [H, W, 3] (rendered minus observed) and ``jacobian_fn()`` [H, W, 3, 6], its Jacobian
+    (``cfg.pose_gn_jacobian``: direct image alignment's or the exact one) with respect to a
+    further camera-frame correction ``Exp(d)`` of the drawn camera's current pose; then
+    ``delta[idx] = Log(Exp(d) Exp(delta[idx]))``.
+
+    Why: the per-camera gradient step crawls along a valley in which turning the camera about
+    its centre and moving it sideways nearly cancel in the image (docs/poses.md); the 6x6
+    normal equations hold that coupling and step across it. Nothing moves (and
+    ``jacobian_fn`` is not evaluated: ``lax.cond``) before ``cfg.pose_opt_start``; the step
+    is damped by ``cfg.pose_gn_damping`` and capped by ``cfg.pose_gn_max_step_deg`` (and
+    that angle in radians times ``extent`` for the translation). ``count`` counts the steps
+    taken per camera; the Adam moments are left at zero. With ``cfg.pose_gn_decay`` the step
+    is scaled by Adam's rate schedule (1 at the start to ``lr_pose_final_ratio`` at the end):
+    a later draw then moves the camera part of the way only."""
+    delta = pose["delta"]
+    live = step >= cfg.pose_opt_start
+    max_rot = float(np.deg2rad(cfg.pose_gn_max_step_deg))
+
+    def move(delta):
+        d = gauss_newton_step(jacobian_fn(), residual, cfg.pose_gn_damping, max_rot,
+                              max_rot * extent)
+        if cfg.pose_gn_decay:
+            frac = (step - cfg.pose_opt_start).astype(jnp.float32) / max(
+                cfg.steps - cfg.pose_opt_start, 1)
+            d = d * jnp.power(jnp.float32(cfg.lr_pose_final_ratio), frac).astype(d.dtype)
+        new = (lie.SE3.exp(d.astype(delta.dtype)) @ lie.SE3.exp(delta[idx])).log()
+        return delta.at[idx].set(new.astype(delta.dtype))
+
+    delta = jax.lax.cond(live, move, lambda x: x, delta)
+    st = pose["opt"]
+    count = st["count"] + ((jnp.arange(delta.shape[0]) == idx) & live).astype(jnp.int32)
+    return dict(delta=delta, opt=dict(st, count=count))
+
+
 def _train_step(state: TrainState, images, viewmats, Ks, *, cfg: TrainConfig, extent: float,
                 opts: dict, width: int, height: int, trace_counter: list, gauge=None):
     trace_counter.append(1)  # runs only while tracing: counts compilations
@@ -105,6 +146,10 @@ def _train_step(state: TrainState, images, viewmats, Ks, *, cfg: TrainConfig, ex
     step = state.step
     deg = jnp.minimum(step // cfg.sh_degree_interval, cfg.sh_degree)
     p = state.active.shape[0]
+    gn = state.pose is not None and cfg.pose_optimizer == "gauss_newton"
+    # the image Jacobian needs the view's depth: rendered as a fourth channel of the same
+    # render (the loss does not see it, so its gradient is zero)
+    with_depth = gn and cfg.pose_gn_jacobian == "image"
 
     def loss_fn(params, m_probe, a_probe, delta):
         vm = viewmats[idx][None]
@@ -112,22 +157,51 @@ def _train_step(state: TrainState, images, viewmats, Ks, *, cfg: TrainConfig, ex
             vm = apply_correction(vm, delta[idx][None].astype(vm.dtype))
         img, alpha, meta = render(params, state.active, vm, K, width, height, cfg, deg,
                                   means2d_probe=m_probe,
-                                  absgrad_probe=a_probe if strategy.uses_absgrad else None)
-        img = img[0]
+                                  absgrad_probe=a_probe if strategy.uses_absgrad else None,
+                                  render_mode="RGB+ED" if with_depth else "RGB")
+        img, alpha = img[0], alpha[0]
+        depth = img[..., 3] if with_depth else None
+        img = img[..., :3]
         l1 = jnp.mean(jnp.abs(img - gt))
         mse = jnp.mean((img - gt) ** 2)
         ss = ssim(img, gt) if min(width, height) >= SSIM_WINDOW else 1 - l1
         loss = (1 - cfg.ssim_lambda) * l1 + cfg.ssim_lambda * (1 - ss)
         loss = loss + strategy.regularization(params, state.active)
-        return loss, (mse, meta["radii"][0], meta["overflow"])
+        return loss, (mse, meta["radii"][0], meta["overflow"], img, alpha, depth)
 
     probes = (jnp.zeros((1, p, 2), dt), jnp.zeros((1, p, 2), dt))
     delta = None if state.pose is None else state.pose["delta"]
-    (loss, (mse, radii, overflow)), (grads, g_m, g_a, g_pose) = jax.value_and_grad(
-        loss_fn, argnums=(0, 1, 2, 3), has_aux=True)(state.params, *probes, delta)
+    (loss, (mse, radii, overflow, img, alpha, depth)), (grads, g_m, g_a, g_pose) = \
+        jax.value_and_grad(loss_fn, argnums=(0, 1, 2, 3), has_aux=True)(
+            state.params, *probes, delta)
     pose = state.pose
-    if pose is not None:
+    if gn:
+        residual = img - gt
+        if with_depth:
+            # pixels that show something (alpha > 0.5) at a positive depth; elsewhere the
+            # expected depth means nothing
+            seen = (alpha[..., 0] > 0.5) & (depth > cfg.near_plane)
+            residual = jnp.where(seen[..., None], residual, 0)
+
+            def jacobian():
+                z = jnp.where(seen, depth, 1.0)
+                jac = image_motion_jacobian(jax.lax.stop_gradient(img), z, Ks[idx])
+                return jnp.where(seen[..., None, None], jac, 0)
+        else:
+            def jacobian():  # the drawn view's image against a further correction
+                base = apply_correction(viewmats[idx][None], delta[idx][None].astype(dt))
+
+                def image(d, rcfg):
+                    vm = apply_correction(base, d[None].astype(base.dtype))
+                    return render(state.params, state.active, vm, K, width, height, rcfg,
+                                  deg)[0][0]
+
+                return tangent_jacobian(image, cfg, delta.dtype, "forward")
+
+        pose = pose_gn_update(pose, idx, jacobian, residual, step, cfg, extent)
+    elif pose is not None:
         pose = pose_update(pose, idx, g_pose, step, cfg, extent)
+    if pose is not None:
         # A motion G of the whole world (every T_cw G) is invisible to the training images:
         # left free, the model and the cameras drift together away from the test views'
         # given frame. Removing the corrections' least-squares world motion keeps the given
