@@ -4,8 +4,6 @@ Jacobians per factor group, their products summed into blocks (``H = J^T W J``,
 
 from __future__ import annotations
 
-import functools
-
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -205,49 +203,20 @@ def _matrix_factor_terms(problem, values) -> dict:
             continue
         kind = st.kinds[g.variables[0]]
         if g.variables[0] not in matrices:  # each group's matrices once, shared by its factor groups
-            matrices[g.variables[0]] = _rowwise(kind.to_matrix, values[g.variables[0]])
+            matrices[g.variables[0]] = kind.to_matrix(values[g.variables[0]])
         params = [matrices[v][idx.local_index[k][:, a]] for a, v in enumerate(g.variables)]
         E, context = g.type.error(g, kind, params)
         by_kind.setdefault(kind, []).append((k, g, E, context))
     out = {}
     for kind, items in by_kind.items():
-        r, Jinv = _rowwise(functools.partial(_log_and_jinv, kind), jnp.concatenate([E for _, _, E, _ in items]))
+        r = kind.log(jnp.concatenate([E for _, _, E, _ in items]))
+        Jinv = kind.right_jacobian_inverse(r)
         start = 0
         for k, g, E, context in items:
             stop = start + E.shape[0]
             out[k] = (r[start:stop], g.type.jacobians(g, kind, context, Jinv[start:stop]))
             start = stop
     return out
-
-
-def _log_and_jinv(kind, E):
-    r = kind.log(E)
-    return r, kind.right_jacobian_inverse(r)
-
-
-@functools.partial(jax.custom_jvp, nondiff_argnums=(0,))
-def _rowwise(f, x):
-    """``f(x)`` for a map ``f`` that acts on each row ``x[m]`` of ``x[M, ...]`` alone, with its
-    derivative as one contraction with the partial derivatives of every output entry by every
-    entry of the row (``n`` forward-mode passes, batched, ``n`` the size of a row).
-
-    Reverse mode through the linearisation (the implicit backward's ``H^T p``, the unrolled
-    trips) then saves and transposes that one product instead of every intermediate of the
-    closed forms (quaternions, logarithms, Jacobian inverses and their coefficients), which
-    XLA compiled into dozens of kernels. The partials cost ``n`` JVPs in the primal (``n`` =
-    9 for SE(2) matrices, 16 for SE(3)), once per linearisation."""
-    return f(x)
-
-
-@_rowwise.defjvp
-def _rowwise_jvp(f, primals, tangents):
-    (x,), (dx,) = primals, tangents
-    m, n = x.shape[0], int(np.prod(x.shape[1:]))
-    basis = jnp.eye(n, dtype=x.dtype).reshape(n, *x.shape[1:])
-    partials = jax.vmap(lambda e: jax.jvp(f, (x,), (jnp.broadcast_to(e, x.shape),))[1], out_axes=-1)(basis)
-    dxf = dx.reshape(m, n)
-    contract = lambda P: jnp.sum(P * dxf.reshape((m,) + (1,) * (P.ndim - 2) + (n,)), axis=-1)  # noqa: E731
-    return _rowwise(f, x), jax.tree_util.tree_map(contract, partials)
 
 
 def zero_linearization(problem, dtype) -> Linearization:
