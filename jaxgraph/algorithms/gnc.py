@@ -57,9 +57,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from ..runtime.compile_cache import entry_point
-from ..graph.factors import Between
 from ..graph.problem import Problem
 from ..solver import solve
+from .gnc_prefilter import prefilter_closures, without_left_out
 from .gnc_weights import (
     candidate_masks,
     chi2_quantile,
@@ -226,7 +226,7 @@ def gnc(
         )
     if prefilter not in ("auto", "pcm", None):
         raise ValueError(f"gnc: prefilter must be 'auto', 'pcm' or None, got {prefilter!r}")
-    keep, rejected, filtered = _prefilter(problem, masks, prefilter, known_inliers)
+    keep, rejected, filtered = prefilter_closures(problem, masks, prefilter, known_inliers)
     dtype = jnp.result_type(*jax.tree_util.tree_leaves(values))
     settings = dict(loss=loss, max_outer_iterations=int(max_outer_iterations),
                     start_from_known=initial_weights == "known", gm_decision=bool(gm_decision),
@@ -253,83 +253,7 @@ def gnc(
     if not rejected:
         x, w, info, _ = run(problem, masks, keep, start, params, values)
         return x, w, info._replace(prefilter_rejected=jnp.asarray(rejected, jnp.int32))
-    return _gnc_without_left_out(problem, values, masks, keep, start, params, run, rejected, dtype)
-
-
-def _rows(group, rows):
-    """The factor group restricted to ``rows`` (numpy indices or mask): indices, measurements
-    and per-factor noise parameters (a shared noise parameter stays shared)."""
-    noise = group.noise
-    if noise is not None and jnp.ndim(noise.value) == noise.per_factor_ndim:
-        noise = jax.tree_util.tree_map(lambda a: a[rows], noise)
-    return group.replace(indices=np.asarray(group.indices.array)[rows],
-                         measurement=jax.tree_util.tree_map(lambda a: a[rows], group.measurement), noise=noise)
-
-
-def _gnc_without_left_out(problem, values, masks, keep, start, params, run, rejected, dtype):
-    """GNC with the closures the pre-filter left out removed from the problem, then the final
-    decisions over every candidate.
-
-    Why: a left-out closure has weight 0 through the graduation, but as a factor of the
-    problem it still joins its two poses in the sparsity pattern. False closures join random
-    pose pairs, and a few hundred of them make the Cholesky factor of a 2,500-pose graph
-    nearly dense (sphere2500 with 20 % false closures: 2-3 s per linear solve instead of
-    about 0.05 s). Without them the graduation and the polishing run on the pattern of the
-    kept closures. The decision of a left-out closure needs no solve: its weight is 0, so its
-    flip score is ``e^T (I + G)^-1 e <= r^2`` and the rule of :func:`_gnc_jit`'s polishing,
-    ``max(score, r^2) <= c_p^2``, reads ``r^2 <= c_p^2`` at the returned map. When some
-    left-out closure passes it, the polishing continues on the whole problem from that map,
-    with those closures re-admitted and the same ``c_p^2``, until the decisions over every
-    candidate are self-consistent.
-    """
-    (name,) = [n for n in start]  # the pre-filter runs for one between group only
-    g = problem.group(name)
-    active = np.asarray(keep[name] | ~masks[name])
-    reduced = Problem(problem.variables, [_rows(f, active) if f.name == name else f for f in problem.factors],
-                      anchor=False, metadata=problem.metadata)
-    sub = lambda d: {name: np.asarray(d[name])[active]}  # noqa: E731
-    params = dict(params, allow_trivial=jnp.zeros((), bool))
-    x, w_r, info, c2_eff = run(reduced, {**masks, **sub(masks)}, sub(keep), sub(start), params, values)
-    w = np.zeros(g.count, np.asarray(w_r[name]).dtype)
-    w[active] = np.asarray(w_r[name])
-    readmit = np.zeros(g.count, bool)
-    if int(info.status) in (1, 6):  # converged with decisions (TLS polishing, GM's decision step)
-        r2 = np.asarray(squared_residuals(problem, x, (name,))[name])
-        readmit = ~active & (r2 <= float(c2_eff[name]))
-    if readmit.any():
-        first = info
-        start = {name: (w > 0.5) | readmit | ~masks[name]}
-        x, w_full, info, _ = run(problem, masks, keep, start, dict(params, polish=jnp.ones((), bool), c2_eff=c2_eff), x)
-        w = np.asarray(w_full[name])
-        info = info._replace(first_cost=first.first_cost, iterations=first.iterations + info.iterations,
-                             inner_iterations=first.inner_iterations + info.inner_iterations)
-    weights = {f.name: jnp.asarray(w, dtype) if f.name == name else w_r[f.name] for f in problem.factors}
-    return x, weights, info._replace(
-        num_inliers=jnp.asarray(int((masks[name] & (w > 0.5)).sum()), jnp.int32),
-        num_candidates=jnp.asarray(int(masks[name].sum()), jnp.int32),
-        prefilter_rejected=jnp.asarray(rejected, jnp.int32))
-
-
-def _prefilter(problem, masks, prefilter, known_inliers):
-    """``(keep, rejected, filtered)``: per candidate group ``bool [M]`` (False: left out of the
-    start and the graduation by the consistency pre-filter), how many candidates it left out
-    and whether it ran."""
-    from .consistency import consistent_closures
-
-    keep = {n: np.ones(m.shape, bool) for n, m in masks.items()}
-    groups = [g for g in problem.factors if masks[g.name].any()]
-    traced = any(isinstance(leaf, jax.core.Tracer) for g in groups for leaf in jax.tree_util.tree_leaves(g))
-    usable = (known_inliers == "odometry" and len(groups) == 1 and isinstance(groups[0].type, Between)
-              and groups[0].variables[0] == groups[0].variables[1]
-              and getattr(problem.structure.kinds[groups[0].variables[0]], "is_group", False) and not traced)
-    if prefilter is None or (prefilter == "auto" and not usable):
-        return keep, 0, False
-    if not usable:
-        raise ValueError("gnc: prefilter='pcm' needs the loop closures of one between group on a Lie-group "
-                         "variable as the only candidates (known_inliers='odometry') and an untraced problem")
-    g = groups[0]
-    keep[g.name] = consistent_closures(problem, group=g.name)[0] | ~masks[g.name]
-    return keep, int((~keep[g.name]).sum()), True
+    return without_left_out(problem, values, masks, keep, start, params, run, rejected, dtype)
 
 
 class _Frozen:
