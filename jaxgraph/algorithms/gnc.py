@@ -43,8 +43,9 @@ Before the jit, on the host, a pairwise-consistency pre-filter of the loop closu
 (:mod:`jaxgraph.algorithms.consistency`, default ``prefilter="auto"`` for pose graphs with an
 odometry chain) takes the closures that disagree with most others out of the problem for the
 first solve, the graduation and the polishing; the final decisions re-admit one only on its
-residual at the returned map (``r^2 <= c_p^2``), and then polish the whole problem again. It vmaps over problems that share a structure (without the pre-filter:
-under ``vmap`` the measurements are traced).
+residual at the returned map (``r^2 <= c_p^2``), and then polish the whole problem again.
+It vmaps over problems that share a structure (without the pre-filter: under ``vmap`` the
+measurements are traced).
 """
 
 from __future__ import annotations

@@ -61,8 +61,9 @@ def without_left_out(problem, values, masks, keep, start, params, run, rejected,
     nearly dense (sphere2500 with 20 % false closures: 2-3 s per linear solve instead of
     about 0.05 s). Without them the graduation and the polishing run on the pattern of the
     kept closures. The decision of a left-out closure needs no solve: its weight is 0, so its
-    flip score is ``e^T (I + G)^-1 e <= r^2`` and the rule of the polishing in :func:`jaxgraph.algorithms.gnc.gnc`,
-    ``max(score, r^2) <= c_p^2``, reads ``r^2 <= c_p^2`` at the returned map. When some
+    flip score is ``e^T (I + G)^-1 e <= r^2`` and the polishing's rule (see
+    :func:`jaxgraph.algorithms.gnc.gnc`), ``max(score, r^2) <= c_p^2``, reads
+    ``r^2 <= c_p^2`` at the returned map. When some
     left-out closure passes it, the polishing continues on the whole problem from that map,
     with those closures re-admitted and the same ``c_p^2``, until the decisions over every
     candidate are self-consistent.
@@ -78,9 +79,9 @@ def without_left_out(problem, values, masks, keep, start, params, run, rejected,
                       anchor=False, metadata=problem.metadata)
     sub = lambda d: {name: np.asarray(d[name])[active]}  # noqa: E731
     params = dict(params, allow_trivial=jnp.zeros((), bool))
-    x, w_r, info, c2_eff = run(reduced, {**masks, **sub(masks)}, sub(keep), sub(start), params, values)
-    w = np.zeros(g.count, np.asarray(w_r[name]).dtype)
-    w[active] = np.asarray(w_r[name])
+    x, weights, info, c2_eff = run(reduced, {**masks, **sub(masks)}, sub(keep), sub(start), params, values)
+    w = np.zeros(g.count, np.asarray(weights[name]).dtype)
+    w[active] = np.asarray(weights[name])
     readmit = np.zeros(g.count, bool)
     if int(info.status) in (1, 6):  # converged with decisions (TLS polishing, GM's decision step)
         r2 = np.asarray(squared_residuals(problem, x, (name,))[name])
@@ -88,11 +89,11 @@ def without_left_out(problem, values, masks, keep, start, params, run, rejected,
     if readmit.any():
         first = info
         start = {name: (w > 0.5) | readmit | ~masks[name]}
-        x, w_full, info, _ = run(problem, masks, keep, start, dict(params, polish=jnp.ones((), bool), c2_eff=c2_eff), x)
-        w = np.asarray(w_full[name])
+        x, weights, info, _ = run(problem, masks, keep, start, dict(params, polish=jnp.ones((), bool), c2_eff=c2_eff), x)
+        w = np.asarray(weights[name])
         info = info._replace(first_cost=first.first_cost, iterations=first.iterations + info.iterations,
                              inner_iterations=first.inner_iterations + info.inner_iterations)
-    weights = {f.name: jnp.asarray(w, dtype) if f.name == name else w_r[f.name] for f in problem.factors}
+    weights = {**weights, name: jnp.asarray(w, dtype)}  # the other groups: weight 1, either run
     return x, weights, info._replace(
         num_inliers=jnp.asarray(int((masks[name] & (w > 0.5)).sum()), jnp.int32),
         num_candidates=jnp.asarray(int(masks[name].sum()), jnp.int32),
