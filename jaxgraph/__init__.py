@@ -39,6 +39,7 @@ _PUBLIC = {
     "MarginalsInfo": ("jaxgraph.algorithms.marginals", "MarginalsInfo"),
     "enable_compilation_cache": ("jaxgraph.runtime.compile_cache", "enable_compilation_cache"),
     "jit": ("jaxgraph.runtime.compile_cache", "jit"),
+    "set_tiered_compilation": ("jaxgraph.runtime.compile_cache", "set_tiered_compilation"),
     "gnc": ("jaxgraph.algorithms.gnc", "gnc"),
     "GNCInfo": ("jaxgraph.algorithms.gnc", "GNCInfo"),
 }
@@ -47,7 +48,7 @@ __all__ = [
     "lie", "linear", "io", "factors", "noise", "robust", "Problem", "VariableGroup", "FactorGroup",
     "SolveInfo", "SolverConfig", "DampingConfig", "TerminationConfig", "BackwardConfig", "solve",
     "marginals", "marginals_with_info", "MarginalsInfo", "enable_compilation_cache", "jit", "initialize",
-    "gnc", "GNCInfo",
+    "gnc", "GNCInfo", "set_tiered_compilation",
 ]
 
 

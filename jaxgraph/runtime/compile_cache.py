@@ -8,13 +8,16 @@ program, so a second run on the same graph (or a graph of the same structure) sk
 from __future__ import annotations
 
 import os
+import threading
+import warnings
 from pathlib import Path
 
 import jax
 import numpy as np
 
 __all__ = ["enable_compilation_cache", "default_cache_dir", "default_max_size", "DEFAULT_MAX_SIZE_BYTES",
-           "COMPILER_OPTIONS", "entry_point", "jit"]
+           "COMPILER_OPTIONS", "QUICK_OPTIONS", "entry_point", "jit",
+           "set_tiered_compilation"]
 
 # XLA options of jaxgraph's compiled entry points. XLA:CPU's MLIR fusion emitters spend
 # about twice as long in LLVM on the solver's many small elementwise fusions (Lie-group
@@ -34,6 +37,74 @@ def _top_level() -> bool:
     return trace_state_clean()
 
 
+# XLA's backend optimisation level of the first program of a small problem (see
+# entry_point's ``quick_first``): level 0 skips LLVM's optimisation passes, which take most
+# of a small solve's compile (known_landmark_localization_20: 3.5 s of XLA time at the
+# default level, 1.3 s at level 0) for a program about 6x slower per call (1.1 -> 6.6 ms).
+QUICK_OPTIONS = {**COMPILER_OPTIONS, "xla_backend_optimization_level": 0}
+
+# Whether entry points with ``quick_first`` compile in two tiers (see set_tiered_compilation);
+# the environment variable JAXGRAPH_TIERED_COMPILATION=0 turns them off for a whole process.
+_TIERED = [os.environ.get("JAXGRAPH_TIERED_COMPILATION", "1").strip() not in ("0", "false", "no", "off")]
+# Background compiles at once: one core stays for the caller (many first calls in a row would
+# otherwise start as many compiles as programs, each a few hundred MB).
+_BACKGROUND = threading.BoundedSemaphore(max(1, (os.cpu_count() or 2) - 1))
+
+
+def set_tiered_compilation(enabled: bool) -> None:
+    """Turn two-tier compilation of small solves on (the default) or off.
+
+    On: the first call of a small problem's program (at most
+    :data:`jaxgraph.linear.DENSE_MAX_UNKNOWNS` scalar unknowns, on the CPU, not already in the
+    executable cache) runs a copy compiled without LLVM's optimisation passes, while the
+    optimised program compiles in a background thread; every later call runs the optimised
+    one (the second call waits for it if needed), and only it is written to the executable
+    cache. Which program runs therefore depends only on the call's place in the process,
+    never on timing. The first call's result may differ from later ones in the last bits,
+    as results of any two compilations of one computation may. Off: every program is
+    compiled optimised before its first call, as a plain ``jax.jit`` does. The environment
+    variable ``JAXGRAPH_TIERED_COMPILATION=0`` turns it off from the start (where many
+    processes share the cores, the quick copy is extra work: the test suite does this).
+    """
+    _TIERED[0] = bool(enabled)
+
+
+class _Upgrade:
+    """A quick program for the first call while the optimised one compiles in a background
+    thread.
+
+    The thread is not a daemon: an exiting interpreter waits for it (at most one compile),
+    instead of tearing XLA down under a running compile."""
+
+    def __init__(self, quick, compile_full, on_done):
+        self.quick, self.full, self.error = quick, None, None
+        self._first = True
+        self._on_done = on_done
+        self._thread = threading.Thread(target=self._run, args=(compile_full,), name="jaxgraph-compile")
+        self._thread.start()
+
+    def _run(self, compile_full):
+        try:
+            with _BACKGROUND:
+                self.full = compile_full()
+        except Exception as e:  # noqa: BLE001 - reported on the next call, the quick program stays
+            self.error = e
+        self._on_done(self)
+
+    def take(self):
+        """The program for a call: the quick one for the first call, the optimised one for
+        every later call (waiting for its compile)."""
+        if self._first:
+            self._first = False
+            return self.quick
+        return self.result()
+
+    def result(self):
+        """The optimised program, waiting for it (the quick one if its compile failed)."""
+        self._thread.join()
+        return self.full if self.full is not None else self.quick
+
+
 class entry_point:
     """``jax.jit(fn, **jit_kwargs)`` compiled with :data:`COMPILER_OPTIONS` when called at
     the top level; inside a user's transformation (``jit``, ``vmap``, ``grad``), where JAX
@@ -44,17 +115,30 @@ class entry_point:
     on, top-level calls on the CPU also keep the compiled program in
     :mod:`jaxgraph.runtime.executable_cache`, keyed before tracing, so a new process loads it without
     tracing or lowering ``fn``.
+
+    ``quick_first`` (a predicate of the call's arguments; needs ``executable_cache=True``):
+    where it holds, on the CPU and with tiered compilation on (:func:`set_tiered_compilation`),
+    the first top-level call of a program compiles it with :data:`QUICK_OPTIONS` and runs
+    that copy while the optimised one compiles in a background thread; later calls run the
+    optimised one, the second waiting for it if needed. For problems whose solve takes
+    milliseconds, where compiling is nearly all of the first call. :meth:`compile` returns
+    the optimised program and never compiles a quick one.
     """
 
-    def __init__(self, fn, *, executable_cache: bool = False, user_code: bool = False, **jit_kwargs):
+    def __init__(self, fn, *, executable_cache: bool = False, user_code: bool = False, quick_first=None,
+                 **jit_kwargs):
         if executable_cache and jit_kwargs:
             raise ValueError("entry_point: executable_cache takes no jit arguments (static arguments are not keyed)")
+        if quick_first is not None and not executable_cache:
+            raise ValueError("entry_point: quick_first needs executable_cache=True (its programs are kept per key)")
         self.top = jax.jit(fn, compiler_options=COMPILER_OPTIONS, **jit_kwargs)
         self.nested = jax.jit(fn, **jit_kwargs)
         self.__wrapped__ = fn
         self.__doc__ = fn.__doc__
         self._name = f"{getattr(fn, '__module__', None)}:{getattr(fn, '__qualname__', type(fn).__qualname__)}"
-        self._executables = {} if executable_cache else None  # in-process: key -> Compiled | None
+        # in-process programs: key -> Compiled | _Upgrade | None (None: leave the call to jit)
+        self._executables = {} if executable_cache else None
+        self._quick_first = quick_first
         # user code is not in jaxgraph's source hash: its key names what it traces to
         # (executable_cache.function_key), computed at the first top-level call; False: not keyable
         self._user_code = user_code
@@ -63,25 +147,36 @@ class entry_point:
     def __call__(self, *args, **kwargs):
         if not _top_level():
             return self.nested(*args, **kwargs)
-        compiled = self._cached(args) if self._executables is not None and not kwargs else None
-        return (self.top if compiled is None else compiled)(*args, **kwargs)
+        program = self._program(args, quick_ok=True) if self._executables is not None and not kwargs else None
+        if isinstance(program, _Upgrade):
+            program = program.take()
+        return (self.top if program is None else program)(*args, **kwargs)
 
     def lower(self, *args, **kwargs):
         return (self.top if _top_level() else self.nested).lower(*args, **kwargs)
 
     def compile(self, *args):
         """The compiled program for ``args`` (a :class:`jax.stages.Compiled`): from the
-        executable cache when it holds it, else lowered and compiled now (and stored)."""
-        compiled = self._cached(args) if self._executables is not None and _top_level() else None
-        return self.lower(*args).compile() if compiled is None else compiled
+        executable cache when it holds it, else lowered and compiled now (and stored); the
+        optimised program, also while a quick one is in use."""
+        program = self._program(args) if self._executables is not None and _top_level() else None
+        if isinstance(program, _Upgrade):
+            program = program.result()
+        return self.lower(*args).compile() if program is None else program
 
-    def _cached(self, args):
-        """Compiled program for top-level ``args`` through the executable cache, or None
-        (cache off, or arguments it cannot key exactly: JAX's jit handles those)."""
+    def _program(self, args, quick_ok: bool = False):
+        """Compiled program (or :class:`_Upgrade`) for top-level ``args`` from the in-process
+        memo, the executable cache or a compile (tiered where ``quick_ok`` and the predicate
+        allow), or None (arguments that cannot be keyed exactly, or neither the cache nor
+        tiering applies: JAX's jit handles those)."""
         from . import executable_cache as xc
 
-        if xc.directory() is None or jax.default_backend() != "cpu":
-            return None  # off, or a backend where loading serialized programs is untested
+        if jax.default_backend() != "cpu":
+            return None  # loading serialized programs and the quick tier are CPU-only (untested elsewhere)
+        keyed = xc.directory() is not None
+        tiers = self._quick_first is not None and _TIERED[0]
+        if not (keyed or tiers):
+            return None
         leaves, treedef = jax.tree_util.tree_flatten(args)
         here = jax.sharding.SingleDeviceSharding(jax.devices()[0])
         avals = []  # (this loop runs on every call: a small solve's arguments have 25 leaves)
@@ -99,28 +194,50 @@ class entry_point:
         from jax._src import config as jax_config
 
         context = jax_config.trace_context()
-        memo = (treedef, tuple(avals), context)
+        memo = (treedef, tuple(avals), context, keyed)
         if memo in self._executables:
             return self._executables[memo]
-        compiled = None
-        try:
-            types = [(a.shape, a.dtype, a.weak_type) for a in avals]
-            key = xc.disk_key(self._entry_name(), treedef, types, context, COMPILER_OPTIONS)
-        except xc.Uncacheable:
-            key = None
-        if key is not None:
-            compiled = xc.lookup(key, jax.tree_util.tree_structure((args, {})))
-            if compiled is None:
-                # Tracing may run small eager programs that JAX's cache serves; only the XLA
-                # compile of this program is watched for a cache hit (a hit during tracing
-                # kept every gradient step after the first from being stored).
-                lowered = self.top.lower(*args)
+        if not (keyed or quick_ok):
+            return None  # compile(): the optimised program, nothing kept here without the cache
+        key = None
+        if keyed:
+            try:
+                types = [(a.shape, a.dtype, a.weak_type) for a in avals]
+                key = xc.disk_key(self._entry_name(), treedef, types, context, COMPILER_OPTIONS)
+            except xc.Uncacheable:
+                key = None
+        program = xc.lookup(key, jax.tree_util.tree_structure((args, {}))) if key is not None else None
+        quick = program is None and quick_ok and tiers and bool(self._quick_first(*args))
+        if program is None and (key is not None or quick):
+            # Tracing may run small eager programs that JAX's cache serves; only the XLA
+            # compile of this program is watched for a cache hit (a hit during tracing
+            # kept every gradient step after the first from being stored).
+            lowered = self.top.lower(*args)
+
+            def full():
                 with xc.fresh_compile() as fresh:
                     compiled = lowered.compile()
-                if fresh[0]:
+                if fresh[0] and key is not None:
                     xc.store(key, compiled)
-        self._executables[memo] = compiled
-        return compiled
+                return compiled
+
+            if quick:
+                with xc.fresh_compile():  # the quick program is never cached
+                    first = lowered.compile(compiler_options=QUICK_OPTIONS)
+                program = _Upgrade(first, full, lambda up: self._upgraded(memo, up))
+            else:
+                program = full()
+        self._executables[memo] = program
+        return program
+
+    def _upgraded(self, memo, upgrade: _Upgrade) -> None:
+        """Background thread: the optimised program is ready (or failed); later calls use it."""
+        if upgrade.error is not None:
+            warnings.warn(f"jaxgraph: the optimised compile of {self._name} failed ({upgrade.error!r}); "
+                          "the unoptimised program stays in use", RuntimeWarning, stacklevel=2)
+            self._executables[memo] = upgrade.quick
+        else:
+            self._executables[memo] = upgrade.full
 
     def _entry_name(self) -> str:
         """The entry point's name in disk keys: with user code, that code's
@@ -139,8 +256,10 @@ class entry_point:
         return f"user {self._name} {self._fn_key}"
 
     def _cache_size(self) -> int:
-        """Programs traced so far (both variants), as ``jax.jit``'s ``_cache_size``."""
-        return self.top._cache_size() + self.nested._cache_size()
+        """Programs traced so far (both variants and those compiled here, from the executable
+        cache or in tiers), as ``jax.jit``'s ``_cache_size``."""
+        here = sum(p is not None for p in self._executables.values()) if self._executables is not None else 0
+        return self.top._cache_size() + self.nested._cache_size() + here
 
 
 def jit(fn):

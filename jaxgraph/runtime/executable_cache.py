@@ -34,6 +34,7 @@ modification time is its last use; a hit touches it).
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import dataclasses
 import enum
@@ -343,13 +344,12 @@ def lookup(key: str, in_tree):
         return None
 
 
-_jax_cache_hits = 0
+_jax_cache_hits = collections.Counter()  # per thread: a compile in the background is watched alone
 
 
 def _count_jax_cache_hit(event: str, **_) -> None:
-    global _jax_cache_hits
-    if event == "/jax/compilation_cache/cache_hits":
-        _jax_cache_hits += 1
+    if event == "/jax/compilation_cache/cache_hits":  # JAX reports it in the compiling thread
+        _jax_cache_hits[threading.get_ident()] += 1
 
 
 jax.monitoring.register_event_listener(_count_jax_cache_hit)
@@ -367,11 +367,11 @@ def fresh_compile():
     """
     from jax._src import config as jax_config
 
-    fresh = [False]
-    hits = _jax_cache_hits
+    fresh, me = [False], threading.get_ident()
+    hits = _jax_cache_hits[me]
     with jax_config.persistent_cache_min_compile_time_secs(float("inf")):
         yield fresh
-    fresh[0] = _jax_cache_hits == hits
+    fresh[0] = _jax_cache_hits[me] == hits
 
 
 def _custom_calls(compiled) -> set:

@@ -126,6 +126,9 @@ def test_chained_keeps_values_and_orders_kernels():
     assert first_out in seen
 
 
+# 27 s on intel: in the slow set for the suite's time; tests/linear/test_inverse.py checks the
+# selected inverse against numpy's dense inverse by default.
+@pytest.mark.slow
 def test_chained_selected_inverse_matches_dense_inverse():
     # Through scans (the selected inversion's tiers): the blocks equal those of numpy's
     # dense inverse of the same normal equations.

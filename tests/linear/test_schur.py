@@ -70,6 +70,9 @@ def test_schur_solve_equals_the_dense_solve(method, b):
     np.testing.assert_allclose(np.asarray(x2), 2 * ref, rtol=0, atol=2 * tol * np.abs(ref).max())
 
 
+# 29 s: in the slow set for the suite's time; the default set keeps vmap and reverse mode
+# through a Schur plan in test_iterative_schur_under_vmap_and_reverse_mode.
+@pytest.mark.slow
 def test_schur_solve_under_vmap_and_grad():
     n, d, rows, cols, eliminate, diag, off, rhs, dense = _system(1)
     plan = linear.analyze_schur(n, d, rows, cols, eliminate, method="dense")

@@ -1,0 +1,119 @@
+"""Two-tier compilation of small solves (``jaxgraph.runtime.compile_cache``, issue 22): the first
+call of a small problem's program runs a copy compiled without LLVM optimisation while the
+optimised program compiles in the background; every later call runs the optimised one.
+
+Independent truths: the same solve through a plain ``jax.jit`` (no tiers), each tier's own
+program called directly (which one ran), and a new process's trace count (0: the optimised
+program was stored by the first process, which exited while it compiled).
+"""
+
+import jax
+import numpy as np
+import pytest
+
+import jaxgraph
+from jaxgraph import linear
+from jaxgraph.runtime import compile_cache
+from jaxgraph.runtime import executable_cache as xc
+from jaxgraph.runtime.compile_cache import _Upgrade, entry_point
+from jaxgraph.solver import api
+from jaxgraph.solver.backward import _dispatch, _small
+
+from ._workers import run_worker, trace_counter
+
+
+def _ring(path, n):
+    """An n-pose SE2 odometry ring with one loop closure, as a g2o file."""
+    lines = [f"VERTEX_SE2 {i} {i * 1.0} {0.02 * i * i} 0.05" for i in range(n)]
+    lines += [f"EDGE_SE2 {i} {i + 1} 1 0 0.01 1 0 0 1 0 1" for i in range(n - 1)]
+    lines.append(f"EDGE_SE2 0 {n - 1} {n - 1} 0 0 1 0 0 1 0 1")
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def _args(path):
+    problem, values = jaxgraph.io.read_g2o(path, dtype=np.float64)
+    return api._sized(api._arguments(problem, values, None, {}))
+
+
+def _bits(out):
+    values, info = out
+    return [np.asarray(x).tobytes() for x in jax.tree_util.tree_leaves(values)] + [np.asarray(info.cost).tobytes()]
+
+
+@pytest.fixture(autouse=True)
+def _tiers_on_no_disk_cache(monkeypatch):
+    """Tiers on (the suite turns them off, tests/conftest.py), and no executable cache in
+    process (a stored program would skip the tiers)."""
+    monkeypatch.setattr(xc, "directory", lambda: None)
+    before = compile_cache._TIERED[0]
+    compile_cache.set_tiered_compilation(True)
+    yield
+    compile_cache.set_tiered_compilation(before)
+
+
+def test_first_call_runs_the_quick_program_and_later_calls_the_optimised_one(tmp_path):
+    args = _args(_ring(tmp_path / "ring.g2o", 8))
+    reference = jax.jit(_dispatch)(*args)  # no tiers, no compiler options
+    solve = entry_point(_dispatch, executable_cache=True, quick_first=_small)
+    first = solve(*args)
+    (upgrade,) = solve._executables.values()
+    assert isinstance(upgrade, _Upgrade) and upgrade.quick is not None
+    second = solve(*args)  # waits for the optimised program
+    assert upgrade.full is not None and upgrade.full is not upgrade.quick
+    assert list(solve._executables.values()) == [upgrade.full]  # later calls skip the wrapper
+    assert solve.compile(*args) is upgrade.full
+    assert _bits(first) == _bits(upgrade.quick(*args))  # the first call ran the quick program
+    assert _bits(second) == _bits(upgrade.full(*args))
+    for out in (first, second):
+        assert bool(out[1].converged)
+        np.testing.assert_allclose(float(out[1].cost), float(reference[1].cost), rtol=1e-10)
+        for a, b in zip(jax.tree_util.tree_leaves(out[0]), jax.tree_util.tree_leaves(reference[0])):
+            np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=0, atol=1e-9)
+
+
+def test_off_large_problems_and_compile_never_use_the_quick_tier(tmp_path):
+    small = _args(_ring(tmp_path / "small.g2o", 8))
+    n = linear.DENSE_MAX_UNKNOWNS // 3 + 1  # SE2: 3 unknowns a pose, one pose over the bound
+    assert _small(*small) and not _small(*_args(_ring(tmp_path / "large.g2o", n)))
+    compiled = entry_point(_dispatch, executable_cache=True, quick_first=_small)
+    program = compiled.compile(*small)  # ahead of time: the optimised program, no tiers
+    assert not isinstance(program, _Upgrade) and not compiled._executables
+    compile_cache.set_tiered_compilation(False)
+    try:
+        plain = entry_point(_dispatch, executable_cache=True, quick_first=_small)
+        out = plain(*small)
+        assert not plain._executables  # jit's own path, as with no quick_first
+    finally:
+        compile_cache.set_tiered_compilation(True)
+    assert _bits(out) == _bits(program(*small))
+
+
+# One process: with the cache in argv[1], solve the ring in argv[2] once and exit at once (the
+# optimised program is still compiling); print the cost, the trace count and the entries.
+_WORKER = r"""
+import json, sys
+import jax
+jax.config.update("jax_enable_x64", True)
+import numpy as np
+import jaxgraph
+""" + trace_counter('_dispatch') + r"""
+jaxgraph.enable_compilation_cache(sys.argv[1])
+out, info = jaxgraph.solve(*jaxgraph.io.read_g2o(sys.argv[2], dtype=np.float64))
+folder = jaxgraph.runtime.executable_cache.directory()
+print("RESULT " + json.dumps({"cost": float(info.cost), "converged": bool(info.converged), "traced": len(traces),
+      "tiers": jaxgraph.runtime.compile_cache._TIERED[0],
+      "entries": sorted(p.name for p in folder.glob("*.pkl")) if folder.exists() else []}))
+"""
+
+
+def test_a_process_that_exits_during_the_background_compile_stores_the_optimised_program(tmp_path):
+    cache, ring = tmp_path / "cache", _ring(tmp_path / "ring.g2o", 9)
+    on = {"JAXGRAPH_TIERED_COMPILATION": "1"}  # the default, which the suite's environment turns off
+    first = run_worker(_WORKER, cache, ring, env_extra=on)  # exit code 0 is asserted by run_worker
+    assert first["tiers"] and first["traced"] == 1 and first["converged"]
+    entries = sorted(p.name for p in (cache / "jaxgraph-executables").glob("*.pkl"))
+    assert len(entries) == 1, "the exiting process did not wait for the optimised program"
+    second = run_worker(_WORKER, cache, ring, env_extra=on)
+    assert second["traced"] == 0 and second["entries"] == entries
+    np.testing.assert_allclose(second["cost"], first["cost"], rtol=1e-10)
