@@ -8,6 +8,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ._log_rule import log_and_jinv
 from .factors import MatrixFactor
 
 __all__ = ["Linearization", "values_dtype", "group_terms", "linearize", "total_cost", "zero_linearization"]
@@ -209,8 +210,9 @@ def _matrix_factor_terms(problem, values) -> dict:
         by_kind.setdefault(kind, []).append((k, g, E, context))
     out = {}
     for kind, items in by_kind.items():
-        r = kind.log(jnp.concatenate([E for _, _, E, _ in items]))
-        Jinv = kind.right_jacobian_inverse(r)
+        # the derivative in Lie form (see _log_rule): reverse mode through the linearisation
+        # does not transpose the matrix logarithm
+        r, Jinv = log_and_jinv(kind, jnp.concatenate([E for _, _, E, _ in items]))
         start = 0
         for k, g, E, context in items:
             stop = start + E.shape[0]
