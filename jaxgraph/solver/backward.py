@@ -14,6 +14,7 @@ from jax.custom_derivatives import CustomVJPPrimal, SymbolicZero
 from .. import linear
 from ..runtime.compile_cache import entry_point
 from ..graph.problem import Problem, values_dtype
+from ._retract_rule import retract_with_partials
 from .config import SolverConfig
 from .loop import run
 
@@ -62,7 +63,8 @@ def _implicit_cotangent(problem: Problem, x, vbar, config: SolverConfig, perturb
     st = problem.structure
     free = problem.free_mask(dtype)
     zero = jnp.zeros((st.num_blocks, st.block_dim), dtype)
-    _, pull = jax.vjp(lambda d: problem.retract(x, d), zero)
+    # the retraction's derivative as a product with its partials (see _retract_rule)
+    _, pull = jax.vjp(lambda d: retract_with_partials(problem, x, d), zero)
     (u,) = pull(vbar)
     u = u * free
     leaves, treedef = jax.tree_util.tree_flatten(problem)
@@ -73,7 +75,7 @@ def _implicit_cotangent(problem: Problem, x, vbar, config: SolverConfig, perturb
         for i, v in zip(fidx, float_leaves):
             ls[i] = v
         prob = jax.tree_util.tree_unflatten(treedef, ls).prepared(dtype)
-        lin = prob.linearize(prob.retract(x, d))
+        lin = prob.linearize(retract_with_partials(problem, x, d))
         return lin.gradient * free, lin
 
     fl = [leaves[i] for i in fidx]
