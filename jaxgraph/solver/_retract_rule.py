@@ -44,13 +44,16 @@ def retract_with_partials(problem: Problem, x: dict, d):
     st = problem.structure
     x = jax.lax.stop_gradient(x)
 
+    # problem and x are arguments, not closures: under vmap, scan or jvp their leaves are
+    # tracers that a custom_jvp may not close over. The retraction does not depend on the
+    # problem's float leaves, and x is held constant: their tangents are dropped.
     @jax.custom_jvp
-    def retract(d):
+    def retract(problem, x, d):
         return problem.retract(x, d)
 
     @retract.defjvp
     def retract_jvp(primals, tangents):
-        (d,), (dd,) = primals, tangents
+        (problem, x, d), (_, _, dd) = primals, tangents
         D = _directions(problem, d.dtype)
         plain = lambda d: problem.retract(x, d)  # noqa: E731  (not the rule: no recursion)
         out, P = jax.vmap(lambda e: jax.jvp(plain, (d,), (e,)), out_axes=(None, 0))(D)
@@ -64,4 +67,4 @@ def retract_with_partials(problem: Problem, x: dict, d):
             tangent[v.name] = acc
         return out, tangent
 
-    return retract(d)
+    return retract(problem, x, d)
