@@ -167,3 +167,53 @@ def test_gnc_readmits_a_true_closure_the_prefilter_dropped(monkeypatch):
     assert np.array_equal(inlier, ~outlier)
     assert int(info.num_candidates) == int(closure.sum())
     np.testing.assert_allclose(float(clean.cost(x)), optimum, rtol=1e-6)
+
+
+def test_a_polishing_that_undid_itself_restarts_from_the_initial_values():
+    # Status 5 (two polishing rounds undoing each other) after a first solve bent by false
+    # closures the pre-filter kept: the accepted set is solved again from the *initial*
+    # values and polished; that run is kept only if its decisions are self-consistent
+    # (status 1), else the first result and its status 5 stand. The compiled GNC is replaced
+    # by a recorder (what is checked is which run starts from what, not a solve).
+    from jaxgraph.algorithms.gnc import GNCInfo
+    from jaxgraph.algorithms.gnc_prefilter import without_left_out
+
+    clean, values = _loop_graph(n=25)
+    bad, outlier = add_random_loop_closures(clean, values, 0.2, seed=1)
+    closure = np.abs(np.diff(bad.group("edges").indices.array, axis=1)[:, 0]) != 1
+    masks, keep = {"edges": closure}, {"edges": ~outlier}
+    start = {"edges": ~closure | keep["edges"]}
+    accepted = ~outlier & (np.arange(len(outlier)) % 3 != 0)  # what the bent run "accepted"
+
+    def recorder(statuses):
+        calls = []
+
+        def run(problem, masks_, keep_, start_, params_, x0):
+            calls.append({"count": problem.group("edges").count, "start": np.asarray(start_["edges"]),
+                          "polish": bool(params_["polish"]), "x0": x0})
+            w = accepted[: problem.group("edges").count] if len(calls) == 1 else np.asarray(start_["edges"])
+            status = statuses[len(calls) - 1]
+            info = GNCInfo(*(jnp.zeros((), jnp.float64),) * 3, *(jnp.asarray(len(calls), jnp.int32),) * 4,
+                           jnp.asarray(status in (1, 6)), jnp.asarray(status, jnp.int32), jnp.zeros((), jnp.int32),
+                           jnp.zeros((), jnp.int32))
+            return {"poses": jnp.full_like(values["poses"], len(calls))}, {"edges": jnp.asarray(w, float)}, info, \
+                {"edges": jnp.asarray(9.0)}
+        return run, calls
+
+    params = {"polish": jnp.zeros((), bool), "c2_eff": {"edges": jnp.asarray(11.3)}}
+    run, calls = recorder([5, 1])
+    x, w, info = without_left_out(bad, values, masks, keep, start, params, run, int(outlier.sum()), jnp.float64)
+    assert len(calls) == 2 and calls[0]["count"] == int((~outlier).sum())  # first: without the left-out ones
+    again = calls[1]
+    assert again["count"] == len(outlier) and again["polish"]  # the whole problem, straight to polishing
+    assert again["x0"] is values  # from the initial values, not the bent map
+    restart_set = np.zeros(len(outlier), bool)
+    restart_set[~outlier] = accepted[: int((~outlier).sum())]
+    np.testing.assert_array_equal(again["start"], restart_set | ~closure)  # the accepted set
+    assert int(info.status) == 1 and float(x["poses"][0, 0]) == 2.0  # the restart's result kept
+    np.testing.assert_array_equal(np.asarray(w["edges"]) > 0.5, again["start"])
+
+    run, calls = recorder([5, 5])
+    x, w, info = without_left_out(bad, values, masks, keep, start, params, run, int(outlier.sum()), jnp.float64)
+    assert len(calls) == 2 and int(info.status) == 5 and not bool(info.converged)
+    assert float(x["poses"][0, 0]) == 1.0  # the first result stands, with its status
