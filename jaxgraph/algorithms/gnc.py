@@ -44,6 +44,9 @@ Before the jit, on the host, a pairwise-consistency pre-filter of the loop closu
 odometry chain) takes the closures that disagree with most others out of the problem for the
 first solve, the graduation and the polishing; the final decisions re-admit one only on its
 residual at the returned map (``r^2 <= c_p^2``), and then polish the whole problem again.
+With the pre-filter, a polishing that ends in status 5 restarts once: the accepted set is
+solved again from the initial values (a map that the false closures the pre-filter kept
+never bent) and polished; that run is kept if its decisions are self-consistent (status 1).
 It vmaps over problems that share a structure (without the pre-filter: under ``vmap`` the
 measurements are traced).
 """
