@@ -192,6 +192,45 @@ def warm_worker(path, name, cache):
                       "loaded_from_cache": any(x is not None for x in loaded)}))
 
 
+def warm_only(args) -> int:
+    """``--warm-only``: the first training step of a new process on a warm cache, per graph and
+    backward mode; ``starts_after_seconds`` = its first step less its steady step (loading the
+    compiled step and its first call's overhead)."""
+    import tempfile
+
+    from _machine import machine_info
+
+    out = args.out if args.out != str(ROOT / "benchmarks" / "results" / "theseus_cpu.json") else \
+        str(ROOT / "benchmarks" / "results" / "theseus_warm_cpu.json")
+    rows = []
+    for stem in args.files.split(","):
+        path = DATA / f"{stem}.g2o"
+        for name in OUR_MODES:
+            load = os.getloadavg()[0]
+            cache = tempfile.mkdtemp(prefix="theseus-warm-")
+            cold = _warm_process(path, name, cache)  # compiles and stores the step
+            warm = [_warm_process(path, name, cache) for _ in range(args.repeats)]
+            ok = [w for w in warm if "first_step_seconds" in w]
+            row = {"file": path.name, "mode": name, "load_average_1min": load, "cold_process": cold, "warm_processes": warm}
+            if ok:
+                row["median_first_step_seconds"] = float(np.median([w["first_step_seconds"] for w in ok]))
+                row["median_starts_after_seconds"] = float(np.median(
+                    [w["first_step_seconds"] - w["steady_seconds"] for w in ok]))
+            rows.append(row)
+            print(f"   {stem} {name}: first step {row.get('median_first_step_seconds', float('nan')):.3f} s, "
+                  f"starts after {row.get('median_starts_after_seconds', float('nan')):.3f} s "
+                  f"(cold process {cold.get('first_step_seconds', float('nan')):.2f} s)", flush=True)
+    doc = {"benchmark": "theseus --warm-only", "machine": {**machine_info(), "load_average_1_5_15min": os.getloadavg()},
+           "settings": {"repeats": args.repeats, "dtype": "float64",
+                        "measure": "new process, jaxgraph.enable_compilation_cache(cache), jaxgraph.runtime.jit("
+                                   "jax.value_and_grad(loss)): seconds of its first call (after imports and reading "
+                                   "the graph) and of a steady call; the cold process compiled it into the cache"},
+           "results": rows}
+    Path(out).write_text(json.dumps(doc, indent=1) + "\n")
+    print("wrote", out)
+    return 0
+
+
 # ------------------------------------------------------------------------------ Theseus
 def theseus_worker(path, mode, repeats):
     """One Theseus configuration (runs in a subprocess); prints one JSON line."""
@@ -319,6 +358,10 @@ def main(argv=None):
                          "instead of running Theseus again (default: run; recorded as theseus_from)")
     ap.add_argument("--no-warm", action="store_true",
                     help="skip jaxgraph.runtime.jit and the warm-cache second process")
+    ap.add_argument("--warm-only", action="store_true",
+                    help="only the warm start of each backward mode: per mode one process compiles the step "
+                         "into a fresh cache, then --repeats new processes load it (first step, its steady "
+                         "time, whether it came from the cache); default out theseus_warm_cpu.json")
     ap.add_argument("--theseus-worker", help=argparse.SUPPRESS)
     ap.add_argument("--warm-worker", help=argparse.SUPPRESS)
     ap.add_argument("--cache", help=argparse.SUPPRESS)
@@ -332,6 +375,8 @@ def main(argv=None):
         return 0
     import tempfile
 
+    if args.warm_only:
+        return warm_only(args)
     import jax
 
     jax.config.update("jax_enable_x64", True)
