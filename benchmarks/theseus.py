@@ -200,8 +200,7 @@ def warm_only(args) -> int:
 
     from _machine import machine_info
 
-    out = args.out if args.out != str(ROOT / "benchmarks" / "results" / "theseus_cpu.json") else \
-        str(ROOT / "benchmarks" / "results" / "theseus_warm_cpu.json")
+    out = args.out or str(ROOT / "benchmarks" / "results" / "theseus_warm_cpu.json")
     rows = []
     for stem in args.files.split(","):
         path = DATA / f"{stem}.g2o"
@@ -348,8 +347,9 @@ def main(argv=None):
     ap.add_argument("--files", default=",".join(FILES), help=f"comma-separated stems (default {','.join(FILES)})")
     ap.add_argument("--repeats", type=int, default=3, help="timed repetitions (default 3)")
     ap.add_argument("--cap", type=float, default=300.0, help="seconds allowed per Theseus run (default 300)")
-    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "theseus_cpu.json"),
-                    help="output JSON (default benchmarks/results/theseus_cpu.json)")
+    ap.add_argument("--out", default="",
+                    help="output JSON (default benchmarks/results/theseus_cpu.json; with --warm-only "
+                         "theseus_warm_cpu.json)")
     ap.add_argument("--ours-json", default="",
                     help="reuse our numbers from a JSON file {stem: {mode: ...}} measured earlier in the same "
                          "session instead of running (and compiling) them again (default: run)")
@@ -434,9 +434,10 @@ def main(argv=None):
                                      "backward_num_iterations 10, its gradient loop stopping at convergence "
                                      "(differentiated_steps)"},
            "results": rows}
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(doc, indent=2) + "\n")
-    print(f"wrote {args.out}")
+    out = Path(args.out or ROOT / "benchmarks" / "results" / "theseus_cpu.json")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(doc, indent=2) + "\n")
+    print(f"wrote {out}")
     return 0
 
 

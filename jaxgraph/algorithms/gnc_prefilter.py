@@ -51,6 +51,13 @@ def _rows(group, rows):
                          measurement=jax.tree_util.tree_map(lambda a: a[rows], group.measurement), noise=noise)
 
 
+def _counted(info, other, first_cost):
+    """``info`` of the run whose result is returned, with the iterations of the ``other`` run
+    added and ``first_cost``, the first solve of the whole GNC."""
+    return info._replace(first_cost=first_cost, iterations=info.iterations + other.iterations,
+                         inner_iterations=info.inner_iterations + other.inner_iterations)
+
+
 def without_left_out(problem, values, masks, keep, start, params, run, rejected, dtype):
     """GNC with the closures the pre-filter left out removed from the problem, then the final
     decisions over every candidate.
@@ -86,13 +93,16 @@ def without_left_out(problem, values, masks, keep, start, params, run, rejected,
     if int(info.status) in (1, 6):  # converged with decisions (TLS polishing, GM's decision step)
         r2 = np.asarray(squared_residuals(problem, x, (name,))[name])
         readmit = ~active & (r2 <= float(c2_eff[name]))
+
+    def polish(accepted, x0):
+        """The whole problem's polishing from ``x0`` with ``accepted`` as its first weights."""
+        x, weights, info, _ = run(problem, masks, keep, {name: accepted | ~masks[name]},
+                                  dict(params, polish=jnp.ones((), bool), c2_eff=c2_eff), x0)
+        return x, np.asarray(weights[name]), info
+
     if readmit.any():
-        first = info
-        start = {name: (w > 0.5) | readmit | ~masks[name]}
-        x, weights, info, _ = run(problem, masks, keep, start, dict(params, polish=jnp.ones((), bool), c2_eff=c2_eff), x)
-        w = np.asarray(weights[name])
-        info = info._replace(first_cost=first.first_cost, iterations=first.iterations + info.iterations,
-                             inner_iterations=first.inner_iterations + info.inner_iterations)
+        x, w, again = polish((w > 0.5) | readmit, x)
+        info = _counted(again, info, info.first_cost)
     if int(info.status) == 5:
         # The polishing undid itself: the map the decisions were made on was bent by false
         # closures the pre-filter kept (sphere2500, 30 % false, seed 1: 65 kept, the first
@@ -100,17 +110,12 @@ def without_left_out(problem, values, masks, keep, start, params, run, rejected,
         # values gives a map those closures never bent (there: 0.77x above the clean
         # optimum, 64 of the 99 rejected true closures fitting again); polish from it and
         # keep that run if its decisions are self-consistent.
-        again = {name: (w > 0.5) | ~masks[name]}
-        x2, weights2, info2, _ = run(problem, masks, keep, again, dict(params, polish=jnp.ones((), bool), c2_eff=c2_eff),
-                                     values)
-        if int(info2.status) == 1:
-            x, w = x2, np.asarray(weights2[name])
-            info = info2._replace(first_cost=info.first_cost, iterations=info.iterations + info2.iterations,
-                                  inner_iterations=info.inner_iterations + info2.inner_iterations)
+        x2, w2, again = polish(w > 0.5, values)
+        if int(again.status) == 1:
+            x, w, info = x2, w2, _counted(again, info, info.first_cost)
         else:
-            info = info._replace(iterations=info.iterations + info2.iterations,
-                                 inner_iterations=info.inner_iterations + info2.inner_iterations)
-    weights = {**weights, name: jnp.asarray(w, dtype)}  # the other groups: weight 1, either run
+            info = _counted(info, again, info.first_cost)
+    weights = {**weights, name: jnp.asarray(w, dtype)}  # the other groups: weight 1, every run
     return x, weights, info._replace(
         num_inliers=jnp.asarray(int((masks[name] & (w > 0.5)).sum()), jnp.int32),
         num_candidates=jnp.asarray(int(masks[name].sum()), jnp.int32),
