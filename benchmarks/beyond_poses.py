@@ -72,7 +72,10 @@ unoptimised program while the optimised one compiles in the background, see
 ``jaxgraph.runtime.compile_cache.set_tiered_compilation``), with its ``cold_first_call_cost``,
 and ``cold_compile_seconds`` = that less ``solve_seconds`` (the compile as the user waits
 for it);
-``first_call_minus_steady_seconds``;
+``first_call_minus_steady_seconds``; with ``--pairs N``, ``paired_steady``: N more pairs of
+steady times, GTSAM's compared set-up and ours each in a new process, back to back (order
+alternating), and ``ours_over_gtsam_time_paired_median`` (sub-millisecond solves vary by up
+to 2x between minutes on a shared machine; a pair sees one state of it);
 ``warm_cache_seconds`` = ``compile_solve`` of the same problem in a second new process on the
 now-warm caches. ``peak_mb`` = the child's peak resident size (``VmHWM``, imports included; the
 child's ``ru_maxrss`` would include the parent's size, which Linux carries over fork and exec);
@@ -660,7 +663,35 @@ def run_problem(name, args, synthetic_file, module, tmp):
             out["jaxgraph"].append(row)
             print(f"   ours {s}: {_brief(row)}", flush=True)
     out["ratios"] = _ratios(out)
+    if args.pairs and "ours_over_gtsam_time" in out["ratios"]:
+        out["paired_steady"] = _paired(name, out["ratios"]["gtsam_setting_compared"], args, synthetic_file, tmp)
+        out["ratios"]["ours_over_gtsam_time_paired_median"] = out["paired_steady"]["median_ratio"]
+        print(f"   paired steady, ours / GTSAM: median {out['paired_steady']['median_ratio']:.2f} of "
+              f"{[round(p['ratio'], 2) for p in out['paired_steady']['pairs']]}", flush=True)
     return out
+
+
+def _paired(name, gtsam_setting, args, synthetic_file, tmp):
+    """``--pairs N``: N more steady times of GTSAM's compared set-up and ours, each pair in two
+    new child processes run back to back (the order alternating), so both sides of a ratio see
+    the same state of a shared machine; sub-millisecond solves vary by up to 2x between
+    minutes. Ours compile once (the first pair) and load the program from the cache after."""
+    pairs = []
+    with tempfile.TemporaryDirectory() as cache:
+        for i in range(args.pairs):
+            sides = {}
+            for kind in (("gtsam", "ours") if i % 2 == 0 else ("ours", "gtsam")):
+                setting, env = (gtsam_setting, None) if kind == "gtsam" else ({}, {"JAX_COMPILATION_CACHE_DIR": cache})
+                sides[kind], _ = _run_peer(kind, name, setting, args, synthetic_file, tmp, env=env)
+            if any("solve_seconds" not in r for r in sides.values()):
+                pairs.append({"skipped": [r.get("skipped") for r in sides.values()]})
+                continue
+            g, o = sides["gtsam"]["solve_seconds"], sides["ours"]["solve_seconds"]
+            pairs.append({"gtsam_seconds": g, "ours_seconds": o, "ratio": o / g, "load_average_1min": os.getloadavg()[0]})
+    ratios = [p["ratio"] for p in pairs if "ratio" in p]
+    return {"gtsam_setting": gtsam_setting, "pairs": pairs, "median_ratio": float(np.median(ratios)) if ratios else None,
+            "median_gtsam_seconds": float(np.median([p["gtsam_seconds"] for p in pairs if "ratio" in p])) if ratios else None,
+            "median_ours_seconds": float(np.median([p["ours_seconds"] for p in pairs if "ratio" in p])) if ratios else None}
 
 
 def _brief(row):
@@ -736,6 +767,9 @@ def main(argv=None):
     ap.add_argument("--repeats", type=int, default=3, help="timed repetitions per solver set-up (default 3)")
     ap.add_argument("--quick", action="store_true", help="smaller synthetic problem (12 cameras, 1000 points) for a smoke test")
     ap.add_argument("--timeout", type=float, default=600.0, help="cap per child process, s (default 600)")
+    ap.add_argument("--pairs", type=int, default=0,
+                    help="also N alternated pairs of steady GTSAM / ours runs per problem, each in new processes "
+                         "(ratio = their median; default 0)")
     ap.add_argument("--no-ceres", action="store_true", help="leave Ceres out")
     ap.add_argument("--no-ours", action="store_true", help="leave jaxgraph out")
     ap.add_argument("--out", default=None, help="output JSON (default benchmarks/results/beyond_poses_cpu.json; "
@@ -797,7 +831,7 @@ def main(argv=None):
         "benchmark": "beyond_poses",
         "machine": {**machine_info(), "load_average_1_5_15min": load_start, "versions": _versions(),
                     "openblas_num_threads": os.environ.get("OPENBLAS_NUM_THREADS")},
-        "settings": {"repeats": args.repeats, "quick": args.quick,
+        "settings": {"repeats": args.repeats, "quick": args.quick, "pairs": args.pairs,
                      "synthetic_bal": {**syn_settings, "observations": syn_observations},
                      "ceres_build_command": build_cmd if build_cmd else module,
                      "max_iterations": {"gtsam_ceres": 100, "ours": 400, "dubrovnik": {"gtsam_ceres": 5000, "ours": 10000}}},

@@ -132,7 +132,12 @@ class Problem:
         obj = Problem.tree_unflatten(layout, (fs, None))
         obj.index = self.structure.index_data(layout)
         if min_sizes is None and not any(isinstance(x, jax.core.Tracer) for x in jax.tree_util.tree_leaves(fs)):
-            self._sized = obj  # concrete leaves: reuse the padded copy on the next solve
+            # concrete leaves: reuse the padded copy on the next solve, its numpy leaves (a padded
+            # group) already on the device, where a solve would copy them on every call
+            # (eagerly also while a transformation is tracing: a traced copy must not be kept)
+            with jax.ensure_compile_time_eval():
+                obj.factors = jax.device_put(obj.factors)
+            self._sized = obj
         return obj
 
     def pad_values(self, values) -> dict:

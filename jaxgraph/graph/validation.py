@@ -4,6 +4,7 @@ measurement's shape) are asked of the kind and the factor type, so they hold for
 
 from __future__ import annotations
 
+import weakref
 from typing import Mapping
 
 import jax
@@ -119,8 +120,10 @@ def check_value_rows(problem, values) -> None:
         x = values[v.name]
         if not _concrete(x):
             continue
-        a = np.asarray(x)
         kind = problem.structure.kinds[v.name]
+        if isinstance(x, jax.Array) and _passed(x, kind):
+            continue
+        a = np.asarray(x)
         if not np.isfinite(a).all():  # one whole-array test; rows are searched only to name one
             bad = np.nonzero(~np.all(np.isfinite(a), axis=1))[0]
             raise ValueError(
@@ -133,3 +136,25 @@ def check_value_rows(problem, values) -> None:
                 f"initial values[{v.name!r}][{int(bad[0])}] ({kind.name} variable {int(bad[0])}) has a {what} "
                 f"({bad.size} such variable(s))"
             )
+        if isinstance(x, jax.Array):
+            _remember_passed(x, kind)
+
+
+# Arrays whose rows passed check_value_rows, per kind: a jax.Array cannot change, so the same
+# initial values solved again (a loop over problems or measurements from one start) are not
+# read back and searched again, about 50 of a small solve's 700 us once its program has run.
+# An entry leaves with its array (numpy arrays can change in place and are always checked).
+_PASSED: dict = {}  # (id(array), kind) -> weak reference to the array
+
+
+def _passed(x, kind) -> bool:
+    ref = _PASSED.get((id(x), kind))
+    return ref is not None and ref() is x
+
+
+def _remember_passed(x, kind) -> None:
+    key = (id(x), kind)
+    try:
+        _PASSED[key] = weakref.ref(x, lambda _, key=key: _PASSED.pop(key, None))
+    except TypeError:  # an array type without weak references: checked every time
+        pass

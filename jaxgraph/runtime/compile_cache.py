@@ -10,13 +10,14 @@ from __future__ import annotations
 import os
 import threading
 import warnings
+import weakref
 from pathlib import Path
 
 import jax
 import numpy as np
 
 __all__ = ["enable_compilation_cache", "default_cache_dir", "default_max_size", "DEFAULT_MAX_SIZE_BYTES",
-           "COMPILER_OPTIONS", "QUICK_OPTIONS", "entry_point", "jit",
+           "COMPILER_OPTIONS", "SMALL_OPTIONS", "QUICK_OPTIONS", "entry_point", "jit",
            "set_tiered_compilation"]
 
 # XLA options of jaxgraph's compiled entry points. XLA:CPU's MLIR fusion emitters spend
@@ -37,13 +38,39 @@ def _top_level() -> bool:
     return trace_state_clean()
 
 
+# XLA options of a small program (entry_point's ``small``): a solve of a few hundred unknowns
+# runs hundreds of kernels of a few microseconds each, and XLA:CPU's hand-offs to its thread
+# pool cost more than the work they share: the Eigen dots run in the calling thread, and the
+# small reductions stay XLA loops instead of YNNPACK fusions (known_landmark_localization_20:
+# 0.72-0.83 -> 0.59-0.62 ms a solve on the quiet 2-core machine, alternated). An option the
+# running XLA does not know is left out (see _compile).
+SMALL_OPTIONS = {**COMPILER_OPTIONS, "xla_cpu_multi_thread_eigen": False, "xla_cpu_experimental_ynn_fusion_type": ""}
+
 # XLA's backend optimisation level of the first program of a small problem (see
-# entry_point's ``quick_first``): level 0 skips LLVM's optimisation passes, which take most
+# entry_point's ``small``): level 0 skips LLVM's optimisation passes, which take most
 # of a small solve's compile (known_landmark_localization_20: 3.5 s of XLA time at the
 # default level, 1.3 s at level 0) for a program about 6x slower per call (1.1 -> 6.6 ms).
-QUICK_OPTIONS = {**COMPILER_OPTIONS, "xla_backend_optimization_level": 0}
+QUICK_OPTIONS = {**SMALL_OPTIONS, "xla_backend_optimization_level": 0}
 
-# Whether entry points with ``quick_first`` compile in two tiers (see set_tiered_compilation);
+# Options this process's XLA rejected ("No such compile option"; an older jaxlib), left out
+# of every later compile.
+_UNKNOWN_OPTIONS: set = set()
+
+
+def _compile(lowered, options: dict):
+    """``lowered.compile(options)`` without the options this XLA does not know."""
+    while True:
+        known = {k: v for k, v in options.items() if k not in _UNKNOWN_OPTIONS}
+        try:
+            return lowered.compile(compiler_options=known)
+        except Exception as e:  # noqa: BLE001 - only an unknown option is retried, anything else raised
+            unknown = [k for k in known if k not in COMPILER_OPTIONS and f"'{k}'" in str(e)]
+            if "No such compile option" not in str(e) or not unknown:
+                raise
+            _UNKNOWN_OPTIONS.update(unknown)
+
+
+# Whether small programs (entry_point's ``small``) compile in two tiers (see set_tiered_compilation);
 # the environment variable JAXGRAPH_TIERED_COMPILATION=0 turns them off for a whole process.
 _TIERED = [os.environ.get("JAXGRAPH_TIERED_COMPILATION", "1").strip() not in ("0", "false", "no", "off")]
 # Background compiles at once: one core stays for the caller (many first calls in a row would
@@ -116,21 +143,21 @@ class entry_point:
     :mod:`jaxgraph.runtime.executable_cache`, keyed before tracing, so a new process loads it without
     tracing or lowering ``fn``.
 
-    ``quick_first`` (a predicate of the call's arguments; needs ``executable_cache=True``):
-    where it holds, on the CPU and with tiered compilation on (:func:`set_tiered_compilation`),
-    the first top-level call of a program compiles it with :data:`QUICK_OPTIONS` and runs
-    that copy while the optimised one compiles in a background thread; later calls run the
-    optimised one, the second waiting for it if needed. For problems whose solve takes
-    milliseconds, where compiling is nearly all of the first call. :meth:`compile` returns
-    the optimised program and never compiles a quick one.
+    ``small`` (a predicate of the call's arguments; needs ``executable_cache=True``): where it
+    holds, on the CPU, the program is a small one: compiled with :data:`SMALL_OPTIONS` (its
+    kernels run in the calling thread), and with tiered compilation on
+    (:func:`set_tiered_compilation`) in two tiers: the first top-level call compiles it with
+    :data:`QUICK_OPTIONS` and runs that copy while the optimised one compiles in a background
+    thread; later calls run the optimised one, the second waiting for it if needed. For
+    problems whose solve takes milliseconds, where compiling is nearly all of the first call.
+    :meth:`compile` returns the optimised program and never compiles a quick one.
     """
 
-    def __init__(self, fn, *, executable_cache: bool = False, user_code: bool = False, quick_first=None,
-                 **jit_kwargs):
+    def __init__(self, fn, *, executable_cache: bool = False, user_code: bool = False, small=None, **jit_kwargs):
         if executable_cache and jit_kwargs:
             raise ValueError("entry_point: executable_cache takes no jit arguments (static arguments are not keyed)")
-        if quick_first is not None and not executable_cache:
-            raise ValueError("entry_point: quick_first needs executable_cache=True (its programs are kept per key)")
+        if small is not None and not executable_cache:
+            raise ValueError("entry_point: small needs executable_cache=True (its programs are kept per key)")
         self.top = jax.jit(fn, compiler_options=COMPILER_OPTIONS, **jit_kwargs)
         self.nested = jax.jit(fn, **jit_kwargs)
         self.__wrapped__ = fn
@@ -138,7 +165,9 @@ class entry_point:
         self._name = f"{getattr(fn, '__module__', None)}:{getattr(fn, '__qualname__', type(fn).__qualname__)}"
         # in-process programs: key -> Compiled | _Upgrade | None (None: leave the call to jit)
         self._executables = {} if executable_cache else None
-        self._quick_first = quick_first
+        # the same program again for the same objects (see _call_program): token -> (refs, program)
+        self._recent = {}
+        self._small = small
         # user code is not in jaxgraph's source hash: its key names what it traces to
         # (executable_cache.function_key), computed at the first top-level call; False: not keyable
         self._user_code = user_code
@@ -147,10 +176,44 @@ class entry_point:
     def __call__(self, *args, **kwargs):
         if not _top_level():
             return self.nested(*args, **kwargs)
-        program = self._program(args, quick_ok=True) if self._executables is not None and not kwargs else None
+        program = self._call_program(args) if self._executables is not None and not kwargs else None
         if isinstance(program, _Upgrade):
             program = program.take()
         return (self.top if program is None else program)(*args, **kwargs)
+
+    def _call_program(self, args):
+        """:meth:`_program` for a call, first from a memo of recent calls keyed by the identity
+        of the arguments that are neither dicts nor arrays (a problem, a configuration) and by
+        the types and placement of the others: a repeated small solve skips flattening its
+        problem and hashing 30 leaf types (about 35 us of a 0.7 ms solve, twice that after the
+        program has run). A stale entry (an object changed in place) cannot run silently: a
+        compiled program checks its arguments' structure and types on every call."""
+        from jax._src import config as jax_config
+
+        from . import executable_cache as xc
+
+        token, objects = [jax_config.trace_context(), xc.directory() is not None], []
+        for x in args:
+            if isinstance(x, jax.Array):
+                token.append((x.shape, x.dtype, x.weak_type, x.sharding))
+            elif type(x) is dict and all(isinstance(v, jax.Array) for v in x.values()):
+                token.append(tuple((k, v.shape, v.dtype, v.weak_type, v.sharding) for k, v in x.items()))
+            else:
+                objects.append(x)
+                token.append(id(x))
+        token = tuple(token)
+        hit = self._recent.get(token)
+        if hit is not None and all(r() is x for r, x in zip(hit[0], objects)):
+            return hit[1]
+        program = self._program(args, quick_ok=True)
+        try:
+            refs = tuple(weakref.ref(x) for x in objects)
+        except TypeError:  # an object without weak references: no memo
+            return program
+        if len(self._recent) >= 16:
+            self._recent.clear()
+        self._recent[token] = (refs, program)
+        return program
 
     def lower(self, *args, **kwargs):
         return (self.top if _top_level() else self.nested).lower(*args, **kwargs)
@@ -166,16 +229,15 @@ class entry_point:
 
     def _program(self, args, quick_ok: bool = False):
         """Compiled program (or :class:`_Upgrade`) for top-level ``args`` from the in-process
-        memo, the executable cache or a compile (tiered where ``quick_ok`` and the predicate
-        allow), or None (arguments that cannot be keyed exactly, or neither the cache nor
-        tiering applies: JAX's jit handles those)."""
+        memo, the executable cache or a compile (with :data:`SMALL_OPTIONS` where the ``small``
+        predicate holds, tiered where also ``quick_ok``), or None (arguments that cannot be
+        keyed exactly, or a program neither small nor cached: JAX's jit handles those)."""
         from . import executable_cache as xc
 
         if jax.default_backend() != "cpu":
-            return None  # loading serialized programs and the quick tier are CPU-only (untested elsewhere)
+            return None  # loading serialized programs and small programs are CPU-only (untested elsewhere)
         keyed = xc.directory() is not None
-        tiers = self._quick_first is not None and _TIERED[0]
-        if not (keyed or tiers):
+        if not (keyed or self._small is not None):
             return None
         leaves, treedef = jax.tree_util.tree_flatten(args)
         # with one device every array is on it: the placement check (about 20 us a call for a
@@ -199,18 +261,22 @@ class entry_point:
         memo = (treedef, tuple(avals), context, keyed)
         if memo in self._executables:
             return self._executables[memo]
-        if not (keyed or quick_ok):
-            return None  # compile(): the optimised program, nothing kept here without the cache
+        small = self._small is not None and bool(self._small(*args))
+        if not (keyed or small):
+            if quick_ok:
+                self._executables[memo] = None  # calls: jit's own program, decided once
+            return None
+        options = SMALL_OPTIONS if small else COMPILER_OPTIONS
         key = None
         if keyed:
             try:
                 types = [(a.shape, a.dtype, a.weak_type) for a in avals]
-                key = xc.disk_key(self._entry_name(), treedef, types, context, COMPILER_OPTIONS)
+                key = xc.disk_key(self._entry_name(), treedef, types, context, options)
             except xc.Uncacheable:
                 key = None
         program = xc.lookup(key, jax.tree_util.tree_structure((args, {}))) if key is not None else None
-        quick = program is None and quick_ok and tiers and bool(self._quick_first(*args))
-        if program is None and (key is not None or quick):
+        quick = program is None and quick_ok and small and _TIERED[0]
+        if program is None and (key is not None or small):
             # Tracing may run small eager programs that JAX's cache serves; only the XLA
             # compile of this program is watched for a cache hit (a hit during tracing
             # kept every gradient step after the first from being stored).
@@ -218,14 +284,14 @@ class entry_point:
 
             def full():
                 with xc.fresh_compile() as fresh:
-                    compiled = lowered.compile()
+                    compiled = _compile(lowered, options)
                 if fresh[0] and key is not None:
                     xc.store(key, compiled)
                 return compiled
 
             if quick:
                 with xc.fresh_compile():  # the quick program is never cached
-                    first = lowered.compile(compiler_options=QUICK_OPTIONS)
+                    first = _compile(lowered, QUICK_OPTIONS)
                 program = _Upgrade(first, full, lambda up: self._upgraded(memo, up))
             else:
                 program = full()

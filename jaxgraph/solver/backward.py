@@ -174,13 +174,14 @@ def _dispatch(problem, values, config: SolverConfig):
 
 
 def _small(problem, values, config) -> bool:
-    """Whether a solve is small enough for a quick first program (see ``entry_point``): at
-    most :data:`jaxgraph.linear.DENSE_MAX_UNKNOWNS` scalar unknowns, where one solve takes
-    milliseconds even unoptimised and compiling is nearly all of the first call."""
+    """Whether a solve is a small program (``entry_point``'s ``small``: its kernels in the
+    calling thread, a quick first program): at most :data:`jaxgraph.linear.DENSE_MAX_UNKNOWNS`
+    scalar unknowns, where one solve takes milliseconds even unoptimised and compiling is
+    nearly all of the first call."""
     kinds = problem.structure.kinds
     return sum(v.count * kinds[v.name].tangent_dim for v in problem.variables) <= linear.DENSE_MAX_UNKNOWNS
 
 
 # The solver's single compiled entry point: static settings travel in the config's pytree
 # structure, so there is no list of static argument names.
-solve_compiled = entry_point(_dispatch, executable_cache=True, quick_first=_small)
+solve_compiled = entry_point(_dispatch, executable_cache=True, small=_small)

@@ -35,6 +35,32 @@ def test_zero_quaternion_initial_value_is_a_clear_error_for_every_kind(spec, wid
         jaxgraph.solve(problem, {"x": jnp.asarray(values)})
 
 
+def test_rows_are_checked_again_for_every_new_or_mutable_array_and_once_for_an_immutable_one(monkeypatch):
+    """The row check remembers jax arrays that passed (they cannot change): a new array, a
+    numpy array changed in place and another kind are still checked."""
+    spec = "SE3"
+    problem = Problem([VariableGroup("x", spec, 3)],
+                      [factors.between("x", [0, 1], [1, 2], _identity_rows(spec, 2), noise.isotropic(0.1))])
+    kind = problem.structure.kinds["x"]
+    searched = []
+    real = type(kind).invalid_rows
+    monkeypatch.setattr(type(kind), "invalid_rows", lambda self, rows: searched.append(1) or real(self, rows))
+    good = jnp.asarray(_identity_rows(spec, 3))
+    problem.check_value_rows({"x": good})
+    problem.check_value_rows({"x": good})
+    assert len(searched) == 1  # the same jax array: once
+    bad = np.asarray(good).copy()
+    problem.check_value_rows({"x": bad})  # numpy: checked every time, and caught once changed
+    bad[1, :4] = 0.0
+    with pytest.raises(ValueError, match="zero quaternion"):
+        problem.check_value_rows({"x": bad})
+    with pytest.raises(ValueError, match="zero quaternion"):
+        problem.check_value_rows({"x": jnp.asarray(bad)})
+    with pytest.raises(ValueError, match="not finite"):
+        problem.check_value_rows({"x": good.at[2, 5].set(jnp.nan)})
+    assert len(searched) == 4
+
+
 @pytest.mark.parametrize("spec, width", QUATERNION_KINDS, ids=["alias", "lie.SE3", "lie.SO3", "product"])
 def test_zero_quaternion_measurement_is_a_clear_error_for_every_kind(spec, width):
     z = _identity_rows(spec, 2)

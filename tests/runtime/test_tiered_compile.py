@@ -1,10 +1,12 @@
-"""Two-tier compilation of small solves (``jaxgraph.runtime.compile_cache``, issue 22): the first
-call of a small problem's program runs a copy compiled without LLVM optimisation while the
-optimised program compiles in the background; every later call runs the optimised one.
+"""Small programs (``jaxgraph.runtime.compile_cache``, issue 22): compiled with
+``SMALL_OPTIONS``, and in two tiers: the first call of a small problem's program runs a copy
+compiled without LLVM optimisation while the optimised program compiles in the background;
+every later call runs the optimised one. Repeated calls on the same objects skip the key.
 
 Independent truths: the same solve through a plain ``jax.jit`` (no tiers), each tier's own
-program called directly (which one ran), and a new process's trace count (0: the optimised
-program was stored by the first process, which exited while it compiled).
+program called directly (which one ran), the options each compile received, and a new
+process's trace count (0: the optimised program was stored by the first process, which
+exited while it compiled).
 """
 
 import jax
@@ -55,7 +57,7 @@ def _tiers_on_no_disk_cache(monkeypatch):
 def test_first_call_runs_the_quick_program_and_later_calls_the_optimised_one(tmp_path):
     args = _args(_ring(tmp_path / "ring.g2o", 8))
     reference = jax.jit(_dispatch)(*args)  # no tiers, no compiler options
-    solve = entry_point(_dispatch, executable_cache=True, quick_first=_small)
+    solve = entry_point(_dispatch, executable_cache=True, small=_small)
     first = solve(*args)
     (upgrade,) = solve._executables.values()
     assert isinstance(upgrade, _Upgrade) and upgrade.quick is not None
@@ -76,14 +78,15 @@ def test_off_large_problems_and_compile_never_use_the_quick_tier(tmp_path):
     small = _args(_ring(tmp_path / "small.g2o", 8))
     n = linear.DENSE_MAX_UNKNOWNS // 3 + 1  # SE2: 3 unknowns a pose, one pose over the bound
     assert _small(*small) and not _small(*_args(_ring(tmp_path / "large.g2o", n)))
-    compiled = entry_point(_dispatch, executable_cache=True, quick_first=_small)
+    compiled = entry_point(_dispatch, executable_cache=True, small=_small)
     program = compiled.compile(*small)  # ahead of time: the optimised program, no tiers
-    assert not isinstance(program, _Upgrade) and not compiled._executables
+    assert not isinstance(program, _Upgrade) and list(compiled._executables.values()) == [program]
     compile_cache.set_tiered_compilation(False)
     try:
-        plain = entry_point(_dispatch, executable_cache=True, quick_first=_small)
+        plain = entry_point(_dispatch, executable_cache=True, small=_small)
         out = plain(*small)
-        assert not plain._executables  # jit's own path, as with no quick_first
+        (only,) = plain._executables.values()  # the optimised small program, no quick copy
+        assert not isinstance(only, _Upgrade)
     finally:
         compile_cache.set_tiered_compilation(True)
     assert _bits(out) == _bits(program(*small))
@@ -117,3 +120,53 @@ def test_a_process_that_exits_during_the_background_compile_stores_the_optimised
     second = run_worker(_WORKER, cache, ring, env_extra=on)
     assert second["traced"] == 0 and second["entries"] == entries
     np.testing.assert_allclose(second["cost"], first["cost"], rtol=1e-10)
+
+
+def test_small_programs_compile_with_the_small_options_and_large_ones_with_the_default(tmp_path, monkeypatch):
+    used = []
+    real = compile_cache._compile
+    monkeypatch.setattr(compile_cache, "_compile", lambda lowered, options: used.append(options) or real(lowered, options))
+    compile_cache.set_tiered_compilation(False)
+    try:
+        solve = entry_point(_dispatch, executable_cache=True, small=_small)
+        small = _args(_ring(tmp_path / "small.g2o", 8))
+        out = solve(*small)
+        assert used == [compile_cache.SMALL_OPTIONS]
+        large = _args(_ring(tmp_path / "large.g2o", linear.DENSE_MAX_UNKNOWNS // 3 + 1))
+        solve(*large)
+        assert used == [compile_cache.SMALL_OPTIONS]  # jit's own program, with COMPILER_OPTIONS
+    finally:
+        compile_cache.set_tiered_compilation(True)
+    reference = jax.jit(_dispatch)(*small)
+    np.testing.assert_allclose(float(out[1].cost), float(reference[1].cost), rtol=1e-10)
+
+
+def test_an_option_this_xla_does_not_know_is_left_out_and_other_errors_are_raised(monkeypatch):
+    monkeypatch.setattr(compile_cache, "_UNKNOWN_OPTIONS", set())
+    lowered = jax.jit(lambda x: x * 2.0).lower(1.0)
+    fake = "xla_cpu_option_that_does_not_exist"
+    compiled = compile_cache._compile(lowered, {**compile_cache.COMPILER_OPTIONS, fake: True})
+    assert float(compiled(3.0)) == 6.0 and compile_cache._UNKNOWN_OPTIONS == {fake}
+    with pytest.raises(Exception, match="xla_backend_optimization_level"):  # a known option, a bad value
+        compile_cache._compile(lowered, {"xla_backend_optimization_level": "not a number"})
+
+
+def test_repeated_calls_on_the_same_objects_skip_the_key_and_new_objects_do_not(tmp_path, monkeypatch):
+    solve = entry_point(_dispatch, executable_cache=True, small=_small)
+    keyed = []
+    real = solve._program
+    monkeypatch.setattr(solve, "_program", lambda args, quick_ok=False: keyed.append(1) or real(args, quick_ok))
+    path = _ring(tmp_path / "ring.g2o", 8)
+    args = _args(path)
+    first, second = solve(*args), solve(*args)  # the first call (quick tier), then the optimised program
+    assert len(keyed) == 1
+    moved = {k: v + 0.01 for k, v in args[1].items()}  # new values of the same types: same program
+    third = solve(args[0], moved, args[2])
+    assert len(keyed) == 1
+    other = _args(path)  # an equal problem in new objects: keyed again, the same program found
+    fourth = solve(*other)
+    assert len(keyed) == 2 and len(solve._executables) == 1
+    for out in (first, second, third, fourth):
+        assert bool(out[1].converged)
+    np.testing.assert_allclose(float(third[1].cost), float(second[1].cost), rtol=1e-8)
+    assert _bits(fourth) == _bits(second)
