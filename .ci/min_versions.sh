@@ -6,7 +6,8 @@
 # (JAXGRAPH_DOCS_FROM_INSTALL=1: pages that read ../shared are left out), (2) builds the
 # API reference with Sphinx, warnings as errors, and checks that it covers every public
 # name, and (3) runs a fast subset of the suite on those versions: the bad-input tests, the
-# CLI end to end (a 2D and a 3D solve, the demo, the stored-solve reuse), docstring shapes,
+# CLI end to end (a 2D and a 3D solve, the demo, the stored-solve reuse), small programs' XLA
+# options (an option the floor's XLA does not know is left out), docstring shapes,
 # and a coordinator that cannot be reached (JAX's distributed client at the floor). The
 # `plot` extra is included, so the plots are drawn with the oldest matplotlib allowed.
 # About 4-5 minutes on the 2-core CI machine, most of it downloading and installing.
@@ -32,4 +33,6 @@ JAXGRAPH_DOCS_FROM_INSTALL=1 "$venv/bin/python" -m pytest -q -p no:cacheprovider
     tests/graph/test_bad_settings.py tests/splat/test_bad_inputs.py tests/lie/test_dataclass_api.py \
     tests/test_docstrings.py tests/runtime/test_coordinator_unreachable.py tests/cli/test_demo.py \
     "tests/cli/test_cli.py::test_cli_solve_end_to_end" \
+    "tests/runtime/test_tiered_compile.py::test_an_option_this_xla_does_not_know_is_left_out_and_other_errors_are_raised" \
+    "tests/runtime/test_tiered_compile.py::test_small_programs_compile_with_the_small_options_and_large_ones_with_the_default" \
     "tests/cli/test_cli.py::test_cli_reuses_the_cached_solve_for_a_new_graph_of_the_size_class"
