@@ -359,3 +359,23 @@ def test_size_class_refuses_fixed_pattern_methods_and_missing_pattern():
     with pytest.raises(ValueError, match="do not pass pattern"):
         linear.solve(s, np.eye(2)[None].repeat(3, 0), np.zeros((1, 2, 2)), np.zeros((3, 2)),
                      pattern=(np.array([0]), np.array([1])))
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_a_non_finite_off_diagonal_entry_is_caught_by_the_factor_diagonal(bad):
+    """guarded_cholesky tests only the factor's diagonal: a non-finite entry below it reaches
+    the diagonal of its row, so the stand-in (diagonal, finite) is used and flagged."""
+    from jaxgraph.linear._numeric import guarded_cholesky
+
+    rng = np.random.default_rng(1)
+    B = rng.normal(size=(7, 7))
+    A = B @ B.T + 7 * np.eye(7)
+    for i, j in ((3, 1), (6, 0), (6, 5)):
+        M = A.copy()
+        M[i, j] = M[j, i] = bad
+        L, clamped = guarded_cholesky(jnp.asarray(M))
+        assert bool(clamped) and np.all(np.isfinite(np.asarray(L)))
+        np.testing.assert_allclose(np.asarray(L), np.diag(np.sqrt(np.abs(np.diag(M)))), rtol=1e-12)
+    L, clamped = guarded_cholesky(jnp.asarray(A))
+    assert not bool(clamped)
+    np.testing.assert_allclose(np.asarray(L), np.linalg.cholesky(A), rtol=1e-10)
