@@ -151,9 +151,15 @@ class entry_point:
     thread; later calls run the optimised one, the second waiting for it if needed. For
     problems whose solve takes milliseconds, where compiling is nearly all of the first call.
     :meth:`compile` returns the optimised program and never compiles a quick one.
+
+    ``by_identity=True`` (with ``executable_cache=True``): calls find their program by the
+    identity of their arguments that are neither arrays nor dicts of arrays (see
+    ``_call_program``); for arguments that are never changed in place, as the solver's problem
+    and configuration.
     """
 
-    def __init__(self, fn, *, executable_cache: bool = False, user_code: bool = False, small=None, **jit_kwargs):
+    def __init__(self, fn, *, executable_cache: bool = False, user_code: bool = False, small=None,
+                 by_identity: bool = False, **jit_kwargs):
         if executable_cache and jit_kwargs:
             raise ValueError("entry_point: executable_cache takes no jit arguments (static arguments are not keyed)")
         if small is not None and not executable_cache:
@@ -165,7 +171,9 @@ class entry_point:
         self._name = f"{getattr(fn, '__module__', None)}:{getattr(fn, '__qualname__', type(fn).__qualname__)}"
         # in-process programs: key -> Compiled | _Upgrade | None (None: leave the call to jit)
         self._executables = {} if executable_cache else None
-        # the same program again for the same objects (see _call_program): token -> (refs, program)
+        # the same program again for the same objects (see _call_program): token -> (refs, program);
+        # only where the arguments that are not arrays are objects nobody changes in place
+        self._by_identity = by_identity
         self._recent = {}
         self._small = small
         # user code is not in jaxgraph's source hash: its key names what it traces to
@@ -176,7 +184,9 @@ class entry_point:
     def __call__(self, *args, **kwargs):
         if not _top_level():
             return self.nested(*args, **kwargs)
-        program = self._call_program(args) if self._executables is not None and not kwargs else None
+        program = None
+        if self._executables is not None and not kwargs:
+            program = self._call_program(args) if self._by_identity else self._program(args, quick_ok=True)
         if isinstance(program, _Upgrade):
             program = program.take()
         return (self.top if program is None else program)(*args, **kwargs)
@@ -184,7 +194,8 @@ class entry_point:
     def _call_program(self, args):
         """:meth:`_program` for a call, first from a memo of recent calls keyed by the identity
         of the arguments that are neither dicts nor arrays (a problem, a configuration) and by
-        the types and placement of the others: a repeated small solve skips flattening its
+        the types and placement of the others (``by_identity=True``: for the solver's problem and
+        configuration, never for a user's containers): a repeated small solve skips flattening its
         problem and hashing 30 leaf types (about 35 us of a 0.7 ms solve, twice that after the
         program has run). A stale entry (an object changed in place) cannot run silently: a
         compiled program checks its arguments' structure and types on every call."""

@@ -184,4 +184,4 @@ def _small(problem, values, config) -> bool:
 
 # The solver's single compiled entry point: static settings travel in the config's pytree
 # structure, so there is no list of static argument names.
-solve_compiled = entry_point(_dispatch, executable_cache=True, small=_small)
+solve_compiled = entry_point(_dispatch, executable_cache=True, small=_small, by_identity=True)

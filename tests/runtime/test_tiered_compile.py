@@ -152,7 +152,7 @@ def test_an_option_this_xla_does_not_know_is_left_out_and_other_errors_are_raise
 
 
 def test_repeated_calls_on_the_same_objects_skip_the_key_and_new_objects_do_not(tmp_path, monkeypatch):
-    solve = entry_point(_dispatch, executable_cache=True, small=_small)
+    solve = entry_point(_dispatch, executable_cache=True, small=_small, by_identity=True)
     keyed = []
     real = solve._program
     monkeypatch.setattr(solve, "_program", lambda args, quick_ok=False: keyed.append(1) or real(args, quick_ok))

@@ -129,3 +129,17 @@ def test_an_unkeyable_closure_runs_as_a_plain_jit_with_the_options(tmp_path):
     want = jax.jit(jax.value_and_grad(with_object))(problem.group("edges").measurement)
     np.testing.assert_allclose(float(got[0]), float(want[0]), rtol=1e-12)
     np.testing.assert_allclose(np.asarray(got[1]), np.asarray(want[1]), rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize("cached", [False, True], ids=["no cache", "cache"])
+def test_a_users_container_changed_in_place_gets_its_own_program(tmp_path, monkeypatch, cached):
+    """runtime.jit keys a call by its arguments' structure and types, never by the identity of
+    a user's (mutable) container: a nested dict whose array is replaced by one of another shape
+    runs a program of that shape."""
+    if cached:
+        monkeypatch.setattr(xc, "directory", lambda: tmp_path)
+    step = compile_cache.jit(lambda p: {"out": p["layer"]["w"] * 2.0})
+    params = {"layer": {"w": jnp.ones(3)}}
+    assert step(params)["out"].shape == (3,)
+    params["layer"]["w"] = jnp.arange(5.0)
+    np.testing.assert_array_equal(np.asarray(step(params)["out"]), 2.0 * np.arange(5.0))
