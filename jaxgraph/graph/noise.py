@@ -90,7 +90,7 @@ class NoiseModel:
     def check(self, dim: int, count: int) -> str | None:
         """Return an error message if the parameters do not fit ``count`` factors of ``dim``."""
         core = (dim,) * self.core_ndim
-        shape = tuple(jnp.shape(self.value))
+        shape = tuple(np.shape(self.value))  # a list too (jnp.shape of a list is deprecated)
         name = f"{type(self).__name__} {self.field}"
         if shape != core and shape != (count,) + core:
             return f"{name} must have shape {core} or {(count,) + core}, got {shape}"
