@@ -53,14 +53,16 @@ measurements are traced).
 
 from __future__ import annotations
 
+import hashlib
 from functools import partial
+from dataclasses import dataclass
 from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ..runtime.compile_cache import entry_point
+from ..runtime.compile_cache import UNOPTIMISED_OPTIONS, entry_point
 from ..graph.problem import Problem
 from ..solver import solve
 from .gnc_prefilter import prefilter_closures, without_left_out
@@ -250,7 +252,7 @@ def gnc(
         static = _Static(masks=tuple((name, _Frozen(m)) for name, m in masks_.items() if m.any()), **settings)
         params_ = dict(params_, keep={n: jnp.asarray(keep_[n]) for n in thresholds},
                        start={n: jnp.asarray(start_[n]) for n in thresholds})
-        return _gnc_jit(prob, dict(x0), params_, static=static)
+        return _gnc_jit(prob, dict(x0), params_, static)
 
     # first solve: the known inliers (and, with the pre-filter, the closures it kept) or all
     start = {n: ~masks[n] | (keep[n] & (filtered or initial_weights == "ones")) for n in thresholds}
@@ -274,8 +276,18 @@ class _Frozen:
     def __eq__(self, other):
         return isinstance(other, _Frozen) and self._key == other._key
 
+    def _cache_key(self):
+        # the executable cache's text form of the mask (executable_cache.encode)
+        return (self.array.shape, hashlib.sha256(self._key).hexdigest())
 
-class _Static(NamedTuple):
+
+@partial(jax.tree_util.register_dataclass, data_fields=[],
+         meta_fields=["loss", "masks", "max_outer_iterations", "start_from_known", "gm_decision", "solve_options"])
+@dataclass(frozen=True)
+class _Static:
+    """GNC's settings that shape the program: a pytree without leaves (all static), so the
+    compiled GNC is keyed before tracing and kept in the executable cache, as a solve is."""
+
     loss: str
     masks: tuple
     max_outer_iterations: int
@@ -284,8 +296,7 @@ class _Static(NamedTuple):
     solve_options: tuple
 
 
-@partial(entry_point, static_argnames=("static",))
-def _gnc_jit(problem, values, params, *, static: _Static):
+def _gnc(problem, values, params, static: _Static):
     dtype = jnp.result_type(*jax.tree_util.tree_leaves(values))
     tls = static.loss == "tls"
     # TLS always ends with its polishing; GM with it when gm_decision (its decision step)
@@ -443,3 +454,10 @@ def _gnc_jit(problem, values, params, *, static: _Static):
         inconsistent=s["inconsistent"],
     )
     return s["x"], weights, info, s["c2_eff"]
+
+
+# One compiled GNC per problem structure, mask and settings; a new process loads it from the
+# executable cache without tracing (intel: about 3 s of tracing and lowering). Unoptimised by
+# LLVM: its run is the sparse factorisations (custom calls), its compile was mostly LLVM
+# (UNOPTIMISED_OPTIONS).
+_gnc_jit = entry_point(_gnc, executable_cache=True, compiler_options=UNOPTIMISED_OPTIONS)

@@ -17,7 +17,7 @@ import jax
 import numpy as np
 
 __all__ = ["enable_compilation_cache", "default_cache_dir", "default_max_size", "DEFAULT_MAX_SIZE_BYTES",
-           "COMPILER_OPTIONS", "SMALL_OPTIONS", "QUICK_OPTIONS", "entry_point", "jit",
+           "COMPILER_OPTIONS", "SMALL_OPTIONS", "QUICK_OPTIONS", "UNOPTIMISED_OPTIONS", "entry_point", "jit",
            "set_tiered_compilation"]
 
 # XLA options of jaxgraph's compiled entry points. XLA:CPU's MLIR fusion emitters spend
@@ -51,6 +51,13 @@ SMALL_OPTIONS = {**COMPILER_OPTIONS, "xla_cpu_multi_thread_eigen": False, "xla_c
 # of a small solve's compile (known_landmark_localization_20: 3.5 s of XLA time at the
 # default level, 1.3 s at level 0) for a program about 6x slower per call (1.1 -> 6.6 ms).
 QUICK_OPTIONS = {**SMALL_OPTIONS, "xla_backend_optimization_level": 0}
+
+# XLA options of programs whose time goes into custom calls and LAPACK (sparse
+# factorisations), not into XLA's own kernels (entry_point's ``compiler_options``): GNC's
+# weighted solves and flip scores. LLVM's optimisation passes are most of their compile and
+# save little of their run (intel GNC: XLA 4.1-4.5 -> 2.1 s, run 0.03 -> 0.08 s; sphere2500
+# GNC: 9.0 -> 3.8 s, run 16-19 -> 20-22 s: a cell of a sweep, a new program each, is faster).
+UNOPTIMISED_OPTIONS = {**COMPILER_OPTIONS, "xla_backend_optimization_level": 0}
 
 # Options this process's XLA rejected ("No such compile option"; an older jaxlib), left out
 # of every later compile.
@@ -156,15 +163,22 @@ class entry_point:
     identity of their arguments that are neither arrays nor dicts of arrays (see
     ``_call_program``); for arguments that are never changed in place, as the solver's problem
     and configuration.
+
+    ``compiler_options`` (default :data:`COMPILER_OPTIONS`): the top-level programs' XLA
+    options, e.g. :data:`UNOPTIMISED_OPTIONS` for a program whose time goes into custom calls;
+    part of the executable cache's key. Not with ``small`` (small programs have their own).
     """
 
     def __init__(self, fn, *, executable_cache: bool = False, user_code: bool = False, small=None,
-                 by_identity: bool = False, **jit_kwargs):
+                 by_identity: bool = False, compiler_options: dict = COMPILER_OPTIONS, **jit_kwargs):
         if executable_cache and jit_kwargs:
             raise ValueError("entry_point: executable_cache takes no jit arguments (static arguments are not keyed)")
         if small is not None and not executable_cache:
             raise ValueError("entry_point: small needs executable_cache=True (its programs are kept per key)")
-        self.top = jax.jit(fn, compiler_options=COMPILER_OPTIONS, **jit_kwargs)
+        if small is not None and compiler_options is not COMPILER_OPTIONS:
+            raise ValueError("entry_point: small programs have their own options (SMALL_OPTIONS)")
+        self._options = dict(compiler_options)
+        self.top = jax.jit(fn, compiler_options=self._options, **jit_kwargs)
         self.nested = jax.jit(fn, **jit_kwargs)
         self.__wrapped__ = fn
         self.__doc__ = fn.__doc__
@@ -277,7 +291,7 @@ class entry_point:
             if quick_ok:
                 self._executables[memo] = None  # calls: jit's own program, decided once
             return None
-        options = SMALL_OPTIONS if small else COMPILER_OPTIONS
+        options = SMALL_OPTIONS if small else self._options
         key = None
         if keyed:
             try:

@@ -18,6 +18,7 @@ from jaxgraph.algorithms.gnc import chi2_quantile, gnc
 from jaxgraph.io.synthetic import add_random_loop_closures
 from jaxgraph.graph import Problem, VariableGroup
 
+from ..runtime._workers import run_worker, trace_counter
 from ..shared_data import read_posegraph as _read
 
 
@@ -104,6 +105,40 @@ def test_gnc_vmaps_over_problems(corrupted):
         np.testing.assert_allclose(np.asarray(xs["poses"][k]), np.asarray(x["poses"]), atol=1e-8)
         assert np.array_equal(np.asarray(ws["edges"][k]) > 0.5, np.asarray(w["edges"]) > 0.5)
         assert int(infos.iterations[k]) == int(info.iterations)
+
+
+# One process: GNC on the g2o file argv[2] with the cache folder argv[1]; print whether the
+# compiled GNC was traced here, its status, a digest of the values and the weights.
+_GNC_WORKER = r"""
+import hashlib, json, sys
+import jax
+jax.config.update("jax_enable_x64", True)
+import numpy as np
+import jaxgraph
+""" + trace_counter("_gnc") + r"""
+jaxgraph.enable_compilation_cache(sys.argv[1])
+problem, values = jaxgraph.io.read_g2o(sys.argv[2])
+x, w, info = jaxgraph.gnc(problem, values, "tls")
+print("RESULT " + json.dumps({"traced": len(traces), "status": int(info.status),
+      "digest": hashlib.sha256(np.asarray(x["poses"]).tobytes()).hexdigest(),
+      "inliers": (np.asarray(w["edges"]) > 0.5).tolist()}))
+"""
+
+
+def test_a_new_process_loads_the_compiled_gnc_without_tracing(corrupted, tmp_path):
+    # The GNC program is keyed before tracing (its settings and masks as static data) and kept
+    # in the executable cache: a second process must not trace it and must get the same
+    # values bit for bit; the decisions must be the corruption's own labels.
+    _, bad, outlier, values, _ = corrupted
+    path = tmp_path / "corrupted.g2o"
+    jaxgraph.io.write_g2o(path, bad, values)
+    first = run_worker(_GNC_WORKER, tmp_path / "cache", path)
+    again = run_worker(_GNC_WORKER, tmp_path / "cache", path)
+    assert first["traced"] >= 1
+    assert again["traced"] == 0, "the new process traced GNC instead of loading it"
+    assert again["digest"] == first["digest"] and again["inliers"] == first["inliers"]
+    assert first["status"] == 1
+    assert np.array_equal(np.asarray(first["inliers"][: outlier.size]), ~outlier)
 
 
 def test_flip_scores_are_the_tls_decision_statistic(corrupted):

@@ -141,6 +141,26 @@ def test_small_programs_compile_with_the_small_options_and_large_ones_with_the_d
     np.testing.assert_allclose(float(out[1].cost), float(reference[1].cost), rtol=1e-10)
 
 
+def test_an_entry_point_s_own_options_are_used_and_keyed(tmp_path, monkeypatch):
+    # GNC's entry point compiles unoptimised (compile_cache.UNOPTIMISED_OPTIONS): the keyed
+    # compile must use those options, the disk key must differ from the default options' key,
+    # and the result must be the plain jit's.
+    used = []
+    real = compile_cache._compile
+    monkeypatch.setattr(compile_cache, "_compile", lambda lowered, options: used.append(options) or real(lowered, options))
+    monkeypatch.setattr(xc, "directory", lambda: tmp_path)
+    f = entry_point(lambda x: (jax.numpy.sin(x) * x).sum(), executable_cache=True,
+                    compiler_options=compile_cache.UNOPTIMISED_OPTIONS)
+    x = jax.numpy.linspace(0.0, 1.0, 7)
+    assert float(f(x)) == pytest.approx(float(jax.jit(lambda x: (jax.numpy.sin(x) * x).sum())(x)), rel=1e-6)
+    assert used == [compile_cache.UNOPTIMISED_OPTIONS]
+    keys = {xc.disk_key("f", jax.tree_util.tree_structure(x), [(x.shape, x.dtype, False)], (), o)
+            for o in (compile_cache.COMPILER_OPTIONS, compile_cache.UNOPTIMISED_OPTIONS)}
+    assert len(keys) == 2
+    with pytest.raises(ValueError, match="small programs have their own options"):
+        entry_point(_dispatch, executable_cache=True, small=_small, compiler_options=compile_cache.UNOPTIMISED_OPTIONS)
+
+
 def test_an_option_this_xla_does_not_know_is_left_out_and_other_errors_are_raised(monkeypatch):
     monkeypatch.setattr(compile_cache, "_UNKNOWN_OPTIONS", set())
     lowered = jax.jit(lambda x: x * 2.0).lower(1.0)
