@@ -26,7 +26,11 @@ the clean graph with false closures accepted and true ones rejected, and the loa
 before the cell. Both sides also record their process CPU time (ours: every thread of this
 process, compilation included; GTSAM: its child's optimize call, single-threaded): on the
 shared 2-core machine the wall times depend on the load, CPU times much less, and ours
-counting both compile threads makes the comparison conservative. Rows are appended to ``--out`` (default
+counting both compile threads makes the comparison conservative. ``--gtsam-stop-after-ours S``
+stops each GTSAM run S seconds after ours' time on its cell (its imports count against it), so
+"stopped" proves GTSAM slower there without waiting for it (sphere2500: 5-20 minutes a cell);
+``--cache DIR`` turns jaxgraph's compilation cache on (an empty DIR: the first cell compiles;
+``gnc_programs_traced`` says where a program was traced). Rows are appended to ``--out`` (default
 ``benchmarks/results/gnc_sweep_cpu.json``) after every cell, so a stopped sweep keeps them.
 """
 
@@ -134,6 +138,12 @@ def sweep(args):
     from jaxgraph.algorithms.consistency import consistent_closures
     from jaxgraph.io.synthetic import add_random_loop_closures
 
+    if args.cache:
+        jaxgraph.enable_compilation_cache(args.cache)
+    traced = []  # compiled GNC programs traced in this process (a cached one is loaded, not traced)
+    jax.monitoring.register_event_duration_secs_listener(
+        lambda event, duration, fun_name=None, **_: traced.append(fun_name)
+        if event == "/jax/core/compile/jaxpr_trace_duration" and fun_name == "_gnc" else None)
     out = Path(args.out)
     report = json.loads(out.read_text()) if out.exists() and args.append else None
     if report is None:
@@ -162,6 +172,7 @@ def sweep(args):
                     row["prefilter"] = {"seconds": ps, "false_kept": int((keep & outlier).sum()),
                                         "true_dropped": int((~keep & ~outlier).sum())}
                 for loss in [x for x in args.losses.split(",") if x]:
+                    traced.clear()
                     c0 = time.process_time()
                     (x, w, info), s = _timed(jaxgraph.gnc, bad, start, loss)
                     cpu = time.process_time() - c0
@@ -174,10 +185,16 @@ def sweep(args):
                         "iterations": int(info.iterations), "false_accepted": int((inl & outlier).sum()),
                         "true_rejected": int((~inl & ~outlier).sum()),
                         "prefilter_rejected": int(info.prefilter_rejected),
+                        "gnc_programs_traced": len(traced),
                     }
                     print(stem, rate, seed, "ours", loss, row[f"ours_{loss}"], flush=True)
                 for loss in [x for x in args.gtsam_losses.split(",") if x]:
-                    g = run_gtsam_capped(path, stem, loss, three_d, args.gtsam_cap)
+                    cap = args.gtsam_cap
+                    ours = row.get(f"ours_{loss}", row.get("ours_tls"))
+                    if args.gtsam_stop_after_ours is not None and ours is not None:
+                        cap = min(cap, ours["seconds_with_compile"] + args.gtsam_stop_after_ours)
+                    g = run_gtsam_capped(path, stem, loss, three_d, cap)
+                    g["cap_seconds"] = cap
                     if "weights" in g:
                         inl = np.asarray(g.pop("weights")) > 0.5
                         # GTSAM's factor order: the file's edges, then the added prior
@@ -248,6 +265,12 @@ def main():
     ap.add_argument("--skip-gtsam", action="store_true", help="do not run GTSAM (default: run it)")
     ap.add_argument("--gtsam-cap", type=float, default=1800.0,
                     help="seconds allowed per GTSAM GncLMOptimizer run; a longer one is stopped and recorded so (default 1800)")
+    ap.add_argument("--gtsam-stop-after-ours", type=float, default=None, metavar="S",
+                    help="sweep: stop each GTSAM run S seconds after ours' time on the same cell (counted from "
+                         "the child's start, its imports included), so a stopped run took longer than ours")
+    ap.add_argument("--cache", default=None, metavar="DIR",
+                    help="sweep: jaxgraph.enable_compilation_cache(DIR) first (an empty folder: the first "
+                         "cell compiles; the rows count the GNC programs traced per cell)")
     ap.add_argument("--skip-warm", action="store_true", help="do not time a second (compiled) GNC call")
     ap.add_argument("--out", default=None, help="result JSON (default results/gnc_cpu.json, sweep: gnc_sweep_cpu.json)")
     args = ap.parse_args()
