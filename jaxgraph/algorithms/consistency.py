@@ -40,6 +40,7 @@ import numpy as np
 
 from ..graph.factors import Between
 from ..graph.problem import Problem
+from ..runtime.compile_cache import UNOPTIMISED_OPTIONS, entry_point
 
 __all__ = ["pairwise_consistency", "consistent_closures"]
 
@@ -50,8 +51,12 @@ def _np(x):
 
 # The group maps below run as three compiled programs (per kind and shape), not as one eager
 # program per map and array shape: a new process compiled 28 of those for one intel graph
-# (1.6 s of a 2.1 s pre-filter; 0.5 s of numpy).
-@partial(jax.jit, static_argnums=0)
+# (1.6 s of a 2.1 s pre-filter; 0.5 s of numpy). They run once per pre-filter, on arrays of
+# a few thousand rows, so LLVM's optimisation passes would cost more than they save.
+_program = partial(entry_point, static_argnums=0, compiler_options=UNOPTIMISED_OPTIONS)
+
+
+@_program
 def _edge_terms(kind, measurement, noise):
     """Every factor's ``Z``, ``Z^-1``, ``Ad(Z)`` and information ``W^T W`` ``[M, dim, dim]``."""
     Z = kind.to_matrix(measurement)
@@ -60,7 +65,7 @@ def _edge_terms(kind, measurement, noise):
     return Z, kind.inverse_matrix(Z), kind.adjoint(Z), jnp.swapaxes(W, -1, -2) @ W
 
 
-@partial(jax.jit, static_argnums=0)
+@_program
 def _closure_terms(kind, X, Zc, a, b):
     """``Ad(X_k)`` for k >= 1 and, per closure ``a -> b`` with measurement ``Zc``:
     ``X_a Z``, ``T = X_a Z X_b^-1``, ``Ad(X_a Z)``, ``Ad(X_b)``, ``T^-1``, ``Ad(T)``."""
@@ -71,7 +76,7 @@ def _closure_terms(kind, X, Zc, a, b):
             kind.adjoint(T))
 
 
-@partial(jax.jit, static_argnums=0)
+@_program
 def _cycle_errors(kind, Tp, Tq_inv):
     """``Log(T_p T_q^-1)`` per pair ``[chunk, dim]``."""
     return kind.log(Tp @ Tq_inv)
