@@ -185,13 +185,15 @@ def test_a_polishing_that_undid_itself_restarts_from_the_initial_values():
     start = {"edges": ~closure | keep["edges"]}
     accepted = ~outlier & (np.arange(len(outlier)) % 3 != 0)  # what the bent run "accepted"
 
-    def recorder(statuses):
+    def recorder(statuses, second=None):
         calls = []
 
         def run(problem, masks_, keep_, start_, params_, x0):
             calls.append({"count": problem.group("edges").count, "start": np.asarray(start_["edges"]),
                           "polish": bool(params_["polish"]), "x0": x0})
             w = accepted[: problem.group("edges").count] if len(calls) == 1 else np.asarray(start_["edges"])
+            if len(calls) == 2 and second is not None:
+                w = second
             status = statuses[len(calls) - 1]
             info = GNCInfo(*(jnp.zeros((), jnp.float64),) * 3, *(jnp.asarray(len(calls), jnp.int32),) * 4,
                            jnp.asarray(status in (1, 6)), jnp.asarray(status, jnp.int32), jnp.zeros((), jnp.int32),
@@ -217,3 +219,19 @@ def test_a_polishing_that_undid_itself_restarts_from_the_initial_values():
     x, w, info = without_left_out(bad, values, masks, keep, start, params, run, int(outlier.sum()), jnp.float64)
     assert len(calls) == 2 and int(info.status) == 5 and not bool(info.converged)
     assert float(x["poses"][0, 0]) == 1.0  # the first result stands, with its status
+
+    # Status 1 with closures the pre-filter kept ending rejected (here true ones: sphere2500
+    # at 50 % false ended so on bent maps): the same restart runs, and its result replaces the
+    # first only with a lower TLS objective (weighted cost, 0 in the recorder, plus c_p^2 / 2
+    # per rejected candidate).
+    run, calls = recorder([1, 1], second=~outlier)  # the restart re-admits every true closure
+    x, w, info = without_left_out(bad, values, masks, keep, start, params, run, int(outlier.sum()), jnp.float64)
+    assert len(calls) == 2 and calls[1]["x0"] is values and calls[1]["polish"]
+    assert int(info.status) == 1 and float(x["poses"][0, 0]) == 2.0
+    np.testing.assert_array_equal(np.asarray(w["edges"]) > 0.5, ~outlier)
+    run, calls = recorder([1, 1])  # the restart ends where the first run did: no lower objective
+    x, w, info = without_left_out(bad, values, masks, keep, start, params, run, int(outlier.sum()), jnp.float64)
+    assert len(calls) == 2 and float(x["poses"][0, 0]) == 1.0
+    restart_set = np.zeros(len(outlier), bool)
+    restart_set[~outlier] = accepted[: int((~outlier).sum())]
+    np.testing.assert_array_equal(np.asarray(w["edges"]) > 0.5, restart_set)
