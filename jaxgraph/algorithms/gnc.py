@@ -44,9 +44,11 @@ Before the jit, on the host, a pairwise-consistency pre-filter of the loop closu
 odometry chain) takes the closures that disagree with most others out of the problem for the
 first solve, the graduation and the polishing; the final decisions re-admit one only on its
 residual at the returned map (``r^2 <= c_p^2``), and then polish the whole problem again.
-With the pre-filter, a polishing that ends in status 5 restarts once: the accepted set is
-solved again from the initial values (a map that the false closures the pre-filter kept
-never bent) and polished; that run is kept if its decisions are self-consistent (status 1).
+With the pre-filter, a polishing that ends in status 5, or in status 1 with closures the
+pre-filter kept among the rejected, restarts once: the accepted set is solved again from the
+initial values (a map that the false closures the pre-filter kept never bent) and polished;
+that run is kept if its decisions are self-consistent (status 1) and, against a status-1
+first run, its TLS objective (weighted cost plus ``c_p^2 / 2`` per rejected candidate) is lower.
 It vmaps over problems that share a structure (without the pre-filter: under ``vmap`` the
 measurements are traced).
 """
