@@ -222,12 +222,12 @@ def plot(paths, out):
     rows, seen = [], set()
     for p in paths:  # a cell run twice (two sweeps overlapping) counts once per method
         for r in json.loads(Path(p).read_text())["rows"]:
-            for k in [k for k in r if k.startswith(("ours_", "gtsam_"))]:
+            for k in [k for k in r if k.startswith(("ours_", "gtsam_")) and isinstance(r[k], dict)]:
                 if (r["graph"], r["rate"], r["seed"], k) not in seen:
                     seen.add((r["graph"], r["rate"], r["seed"], k))
                     rows.append({"graph": r["graph"], "rate": r["rate"], k: r[k]})
     fig, ax = plt.subplots(figsize=(6, 4))
-    keys = sorted({(r["graph"], k) for r in rows for k in r if k.startswith(("ours_", "gtsam_"))})
+    keys = sorted({(r["graph"], k) for r in rows for k in r if k.startswith(("ours_", "gtsam_")) and isinstance(r[k], dict)})
     for graph, key in keys:
         cells, stopped = {}, 0
         for r in rows:
