@@ -175,7 +175,7 @@ class entry_point:
             raise ValueError("entry_point: executable_cache takes no jit arguments (static arguments are not keyed)")
         if small is not None and not executable_cache:
             raise ValueError("entry_point: small needs executable_cache=True (its programs are kept per key)")
-        if small is not None and compiler_options is not COMPILER_OPTIONS:
+        if small is not None and compiler_options != COMPILER_OPTIONS:
             raise ValueError("entry_point: small programs have their own options (SMALL_OPTIONS)")
         self._options = dict(compiler_options)
         self.top = jax.jit(fn, compiler_options=self._options, **jit_kwargs)
