@@ -94,22 +94,37 @@ def without_left_out(problem, values, masks, keep, start, params, run, rejected,
     sub = lambda d: {name: np.asarray(d[name])[active]}  # noqa: E731
     params = dict(params, allow_trivial=jnp.zeros((), bool))
     x, weights, info, c2_eff = run(reduced, {**masks, **sub(masks)}, sub(keep), sub(start), params, values)
-    w = np.zeros(g.count, np.asarray(weights[name]).dtype)
-    w[active] = np.asarray(weights[name])
-    readmit = np.zeros(g.count, bool)
-    if int(info.status) in (1, 6):  # converged with decisions (TLS polishing, GM's decision step)
-        r2 = np.asarray(squared_residuals(problem, x, (name,))[name])
-        readmit = ~active & (r2 <= float(c2_eff[name]))
+    polish_params = dict(params, polish=jnp.ones((), bool), c2_eff=c2_eff)
+
+    def whole(weights_):
+        w_ = np.zeros(g.count, np.asarray(weights_[name]).dtype)
+        w_[active] = np.asarray(weights_[name])
+        return w_
 
     def polish(accepted, x0):
         """The whole problem's polishing from ``x0`` with ``accepted`` as its first weights."""
-        x, weights, info, _ = run(problem, masks, keep, {name: accepted | ~masks[name]},
-                                  dict(params, polish=jnp.ones((), bool), c2_eff=c2_eff), x0)
+        x, weights, info, _ = run(problem, masks, keep, {name: accepted | ~masks[name]}, polish_params, x0)
         return x, np.asarray(weights[name]), info
 
-    if readmit.any():
-        x, w, again = polish((w > 0.5) | readmit, x)
-        info = _counted(again, info, info.first_cost)
+    def polish_reduced(accepted, x0):
+        """The polishing without the left-out closures (none of them in ``accepted``): the
+        sparsity pattern and the compiled program of the first run."""
+        x, weights, info, _ = run(reduced, {**masks, **sub(masks)}, sub(keep), sub({name: accepted | ~masks[name]}),
+                                  polish_params, x0)
+        return x, whole(weights), info
+
+    def decide_left_out(x, w, info):
+        """Re-admit the left-out closures that pass the polishing's rule at ``x`` and polish
+        the whole problem with them (see above)."""
+        if int(info.status) in (1, 6):  # converged with decisions (TLS polishing, GM's decision step)
+            r2 = np.asarray(squared_residuals(problem, x, (name,))[name])
+            readmit = ~active & (r2 <= float(c2_eff[name]))
+            if readmit.any():
+                x, w, again = polish((w > 0.5) | readmit, x)
+                info = _counted(again, info, info.first_cost)
+        return x, w, info
+
+    x, w, info = decide_left_out(x, whole(weights), info)
     status = int(info.status)
     if status == 5 or (status == 1 and (masks[name] & keep[name] & (w <= 0.5)).any()):
         # The map the decisions were made on may have been bent by false closures the
@@ -120,8 +135,15 @@ def without_left_out(problem, values, masks, keep, start, params, run, rejected,
         # 9: 34-79 true closures rejected at 28-887x the clean optimum). Solving the accepted
         # set again from the initial values gives a map those closures never bent; polish
         # from it. Its run is kept if its decisions are self-consistent and, against a
-        # status-1 first run, its TLS objective is lower (same threshold c_p^2).
-        x2, w2, again = polish(w > 0.5, values)
+        # status-1 first run, its TLS objective is lower (same threshold c_p^2). Unless a
+        # re-admitted closure is among the accepted, it runs without the left-out closures
+        # (the first run's program and sparsity pattern: on sphere2500 the whole problem's
+        # pattern is nearly dense) and the left-out ones are decided at its map as above.
+        accepted = w > 0.5
+        if (accepted & ~active).any():
+            x2, w2, again = polish(accepted, values)
+        else:
+            x2, w2, again = decide_left_out(*polish_reduced(accepted, values))
         better = status == 5 or _tls_objective(again, w2, masks[name], c2_eff[name]) < _tls_objective(
             info, w, masks[name], c2_eff[name])
         if int(again.status) == 1 and better:

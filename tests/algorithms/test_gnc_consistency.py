@@ -169,7 +169,7 @@ def test_gnc_readmits_a_true_closure_the_prefilter_dropped(monkeypatch):
     np.testing.assert_allclose(float(clean.cost(x)), optimum, rtol=1e-6)
 
 
-def test_a_polishing_that_undid_itself_restarts_from_the_initial_values():
+def test_a_polishing_that_undid_itself_restarts_from_the_initial_values(monkeypatch):
     # Status 5 (two polishing rounds undoing each other) after a first solve bent by false
     # closures the pre-filter kept: the accepted set is solved again from the *initial*
     # values and polished; that run is kept only if its decisions are self-consistent
@@ -205,15 +205,18 @@ def test_a_polishing_that_undid_itself_restarts_from_the_initial_values():
     params = {"polish": jnp.zeros((), bool), "c2_eff": {"edges": jnp.asarray(11.3)}}
     run, calls = recorder([5, 1])
     x, w, info = without_left_out(bad, values, masks, keep, start, params, run, int(outlier.sum()), jnp.float64)
-    assert len(calls) == 2 and calls[0]["count"] == int((~outlier).sum())  # first: without the left-out ones
+    active = ~outlier  # here the left-out closures are exactly the false ones
+    assert len(calls) == 2 and calls[0]["count"] == int(active.sum())  # first: without the left-out ones
     again = calls[1]
-    assert again["count"] == len(outlier) and again["polish"]  # the whole problem, straight to polishing
-    assert again["x0"] is values  # from the initial values, not the bent map
+    # The restart: straight to polishing, still without the left-out closures (none was
+    # accepted: the first run's program and sparsity pattern)...
+    assert again["count"] == int(active.sum()) and again["polish"]
+    assert again["x0"] is values  # ...from the initial values, not the bent map
     restart_set = np.zeros(len(outlier), bool)
     restart_set[~outlier] = accepted[: int((~outlier).sum())]
-    np.testing.assert_array_equal(again["start"], restart_set | ~closure)  # the accepted set
+    np.testing.assert_array_equal(again["start"], (restart_set | ~closure)[active])  # the accepted set
     assert int(info.status) == 1 and float(x["poses"][0, 0]) == 2.0  # the restart's result kept
-    np.testing.assert_array_equal(np.asarray(w["edges"]) > 0.5, again["start"])
+    np.testing.assert_array_equal(np.asarray(w["edges"]) > 0.5, restart_set | ~closure)
 
     run, calls = recorder([5, 5])
     x, w, info = without_left_out(bad, values, masks, keep, start, params, run, int(outlier.sum()), jnp.float64)
@@ -224,7 +227,7 @@ def test_a_polishing_that_undid_itself_restarts_from_the_initial_values():
     # at 50 % false ended so on bent maps): the same restart runs, and its result replaces the
     # first only with a lower TLS objective (weighted cost, 0 in the recorder, plus c_p^2 / 2
     # per rejected candidate).
-    run, calls = recorder([1, 1], second=~outlier)  # the restart re-admits every true closure
+    run, calls = recorder([1, 1], second=np.ones(int(active.sum()), bool))  # the restart accepts every kept one
     x, w, info = without_left_out(bad, values, masks, keep, start, params, run, int(outlier.sum()), jnp.float64)
     assert len(calls) == 2 and calls[1]["x0"] is values and calls[1]["polish"]
     assert int(info.status) == 1 and float(x["poses"][0, 0]) == 2.0
@@ -235,3 +238,21 @@ def test_a_polishing_that_undid_itself_restarts_from_the_initial_values():
     restart_set = np.zeros(len(outlier), bool)
     restart_set[~outlier] = accepted[: int((~outlier).sum())]
     np.testing.assert_array_equal(np.asarray(w["edges"]) > 0.5, restart_set)
+
+    # A left-out closure re-admitted at the first run's map (here forced: its squared residual
+    # set under c_p^2) and accepted by the whole problem's polishing: the restart then needs
+    # the whole problem, since the reduced one has no row for it.
+    from jaxgraph.algorithms import gnc_prefilter
+
+    readmitted = int(np.nonzero(outlier)[0][0])
+
+    def one_passes(problem, x, names):
+        r2 = {n: np.full(problem.group(n).count, 1e3) for n in names}
+        r2["edges"][readmitted] = 0.0
+        return r2
+    monkeypatch.setattr(gnc_prefilter, "squared_residuals", one_passes)
+    run, calls = recorder([1, 1, 1])
+    x, w, info = without_left_out(bad, values, masks, keep, start, params, run, int(outlier.sum()), jnp.float64)
+    assert [c["count"] for c in calls] == [int(active.sum()), len(outlier), len(outlier)]
+    assert calls[1]["start"][readmitted] and calls[2]["start"][readmitted]
+    assert calls[2]["x0"] is values and calls[2]["polish"]
