@@ -6,7 +6,10 @@ where ``loss`` is the sum of the optimised translations as a function of every e
 measurement (benchmarks/theseus.py's loss). Each is split into tracing (Python -> jaxpr,
 ``jit(f).trace``), lowering (jaxpr -> StableHLO) and XLA's compile (HLO passes + LLVM), and
 the compiled program's HLO size is recorded. ``--options`` also compiles the user's jit with
-jaxgraph's ``COMPILER_OPTIONS`` (what ``jaxgraph.jit`` passes).
+jaxgraph's ``COMPILER_OPTIONS`` (what ``jaxgraph.jit`` passes); ``--unoptimised`` with
+``UNOPTIMISED_OPTIONS`` (the same without LLVM's optimisation passes, as the compiled GNC
+uses), and records each variant's steady time (median of 5 calls of the compiled program),
+since what the passes save at compile they may cost at every step.
 
 The machine is shared: every number is the median of ``--repeats`` fresh compiles (JAX's
 caches cleared between them), and the load average is recorded. Beside each wall time the
@@ -33,8 +36,9 @@ sys.path.insert(0, str(ROOT))
 MODES = ("implicit", "unroll", "truncated")
 
 
-def _phases(jitted, *args):
-    """(trace, lower, compile) seconds and HLO op count of one fresh compile of ``jitted``."""
+def _phases(jitted, *args, steady=False):
+    """(trace, lower, compile) seconds and HLO op count of one fresh compile of ``jitted``;
+    with ``steady`` also the median of 5 calls of the compiled program."""
     import jax
 
     jax.clear_caches()
@@ -46,22 +50,30 @@ def _phases(jitted, *args):
     compiled = lowered.compile()
     t3, c3 = time.perf_counter(), time.process_time()
     text = compiled.as_text() or ""
-    return {"trace": t1 - t0, "lower": t2 - t1, "compile": t3 - t2, "total": t3 - t0,
-            "trace_cpu": c1 - c0, "lower_cpu": c2 - c1, "compile_cpu": c3 - c2, "total_cpu": c3 - c0,
-            "hlo_lines": text.count("\n")}
+    row = {"trace": t1 - t0, "lower": t2 - t1, "compile": t3 - t2, "total": t3 - t0,
+           "trace_cpu": c1 - c0, "lower_cpu": c2 - c1, "compile_cpu": c3 - c2, "total_cpu": c3 - c0,
+           "hlo_lines": text.count("\n")}
+    if steady:
+        times = []
+        for _ in range(6):  # the first call is a warm-up
+            s0 = time.perf_counter()
+            jax.block_until_ready(compiled(*args))
+            times.append(time.perf_counter() - s0)
+        row["steady"] = statistics.median(times[1:])
+    return row
 
 
 def _median(rows):
     return {k: statistics.median(r[k] for r in rows) for k in rows[0]}
 
 
-def measure(stem, repeats, modes, options):
+def measure(stem, repeats, modes, options, unoptimised=False):
     import jax
     import jax.numpy as jnp
 
     import jaxgraph
     import jaxgraph.solver
-    from jaxgraph.runtime.compile_cache import COMPILER_OPTIONS
+    from jaxgraph.runtime.compile_cache import COMPILER_OPTIONS, UNOPTIMISED_OPTIONS
 
     problem, values = jaxgraph.io.read_g2o(DATA / f"{stem}.g2o", dtype=jnp.float64)
     g = problem.group("edges")
@@ -95,8 +107,10 @@ def measure(stem, repeats, modes, options):
         variants = {"": jax.jit(jax.value_and_grad(loss))}
         if options:
             variants["+options"] = jax.jit(jax.value_and_grad(loss), compiler_options=COMPILER_OPTIONS)
+        if unoptimised:
+            variants["+unoptimised"] = jax.jit(jax.value_and_grad(loss), compiler_options=UNOPTIMISED_OPTIONS)
         for suffix, f in variants.items():
-            out[mode + suffix] = _median([_phases(f, g.measurement) for _ in range(repeats)])
+            out[mode + suffix] = _median([_phases(f, g.measurement, steady=unoptimised) for _ in range(repeats)])
             print(f"  {mode + suffix} {out[mode + suffix]}", flush=True)
     return out
 
@@ -107,6 +121,8 @@ def main(argv=None):
     ap.add_argument("--modes", default=",".join(MODES))
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--options", action="store_true", help="also compile the user's jit with COMPILER_OPTIONS")
+    ap.add_argument("--unoptimised", action="store_true",
+                    help="also compile the user's jit with UNOPTIMISED_OPTIONS; record steady times")
     ap.add_argument("--out", default="", help="output JSON (default: print only)")
     args = ap.parse_args(argv)
     import jax
@@ -118,7 +134,7 @@ def main(argv=None):
     for stem in args.files.split(","):
         print(f"== {stem} (load {os.getloadavg()})", flush=True)
         results[stem] = {"load_average_1_5_15min": os.getloadavg(),
-                         **measure(stem, args.repeats, args.modes.split(","), args.options)}
+                         **measure(stem, args.repeats, args.modes.split(","), args.options, args.unoptimised)}
     doc = {"benchmark": "backward_compile", "machine": {**machine_info(), "load_average_1_5_15min": os.getloadavg()},
            "settings": {"repeats": args.repeats, "dtype": "float64",
                         "loss": "sum of optimised translations; gradient w.r.t. all edge measurements"},
