@@ -93,7 +93,12 @@ def without_left_out(problem, values, masks, keep, start, params, run, rejected,
                       anchor=False, metadata=problem.metadata)
     sub = lambda d: {name: np.asarray(d[name])[active]}  # noqa: E731
     params = dict(params, allow_trivial=jnp.zeros((), bool))
-    x, weights, info, c2_eff = run(reduced, {**masks, **sub(masks)}, sub(keep), sub(start), params, values)
+
+    def run_reduced(start_, params_, x0):
+        """The compiled GNC on the problem without the left-out closures."""
+        return run(reduced, {**masks, **sub(masks)}, sub(keep), sub(start_), params_, x0)
+
+    x, weights, info, c2_eff = run_reduced(start, params, values)
     polish_params = dict(params, polish=jnp.ones((), bool), c2_eff=c2_eff)
 
     def whole(weights_):
@@ -109,8 +114,7 @@ def without_left_out(problem, values, masks, keep, start, params, run, rejected,
     def polish_reduced(accepted, x0):
         """The polishing without the left-out closures (none of them in ``accepted``): the
         sparsity pattern and the compiled program of the first run."""
-        x, weights, info, _ = run(reduced, {**masks, **sub(masks)}, sub(keep), sub({name: accepted | ~masks[name]}),
-                                  polish_params, x0)
+        x, weights, info, _ = run_reduced({name: accepted | ~masks[name]}, polish_params, x0)
         return x, whole(weights), info
 
     def decide_left_out(x, w, info):
