@@ -173,13 +173,27 @@ def _dispatch(problem, values, config: SolverConfig):
     return _truncated(problem, values, config)
 
 
+# A small program's bound on the work of one iteration besides its unknowns: the residual
+# scalars of all factors and the scalars their measurements hold. A problem with a handful
+# of unknowns can still carry a heavy residual (one camera pose against every pixel of an
+# image rendered from a model of thousands of Gaussians: splat.tracking), whose solve takes
+# seconds an iteration: neither one thread nor an unoptimised first program suits it.
+SMALL_MAX_RESIDUALS = 8192
+SMALL_MAX_MEASUREMENT = 65536
+
+
 def _small(problem, values, config) -> bool:
     """Whether a solve is a small program (``entry_point``'s ``small``: its kernels in the
     calling thread, a quick first program): at most :data:`jaxgraph.linear.DENSE_MAX_UNKNOWNS`
-    scalar unknowns, where one solve takes milliseconds even unoptimised and compiling is
-    nearly all of the first call."""
+    scalar unknowns, :data:`SMALL_MAX_RESIDUALS` residual scalars and
+    :data:`SMALL_MAX_MEASUREMENT` measurement scalars, where one solve takes milliseconds
+    even unoptimised and compiling is nearly all of the first call."""
     kinds = problem.structure.kinds
-    return sum(v.count * kinds[v.name].tangent_dim for v in problem.variables) <= linear.DENSE_MAX_UNKNOWNS
+    if sum(v.count * kinds[v.name].tangent_dim for v in problem.variables) > linear.DENSE_MAX_UNKNOWNS:
+        return False
+    residuals = sum(g.count * g.type.residual_dim([kinds[v] for v in g.variables]) for g in problem.factors)
+    measured = sum(int(jnp.size(x)) for g in problem.factors for x in jax.tree_util.tree_leaves(g.measurement))
+    return residuals <= SMALL_MAX_RESIDUALS and measured <= SMALL_MAX_MEASUREMENT
 
 
 # The solver's single compiled entry point: static settings travel in the config's pytree

@@ -92,6 +92,33 @@ def test_off_large_problems_and_compile_never_use_the_quick_tier(tmp_path):
     assert _bits(out) == _bits(program(*small))
 
 
+def test_few_unknowns_with_a_heavy_residual_are_not_a_small_program(tmp_path):
+    """Few unknowns alone do not make a millisecond solve: many residual rows (an image's
+    pixels against one camera pose, splat.tracking) or a large measurement (the model they
+    are rendered from) do not run single-threaded or unoptimised first."""
+    import jax.numpy as jnp
+
+    from jaxgraph.graph import Problem, VariableGroup
+    from jaxgraph.solver.backward import SMALL_MAX_MEASUREMENT, SMALL_MAX_RESIDUALS
+
+    def one_pose(rows, width):
+        """One SE2 pose, ``rows`` custom factors of 3 residuals, each with ``width`` data."""
+        data = jnp.zeros((rows, width))
+        group = jaxgraph.factors.custom(lambda params, d: params[0][:3] * 0 + jnp.sum(d), [("pose", np.zeros(rows, int))],
+                                        data, None, 3)
+        problem = Problem([VariableGroup("pose", jaxgraph.lie.SE2, 1)], [group])
+        return api._sized(api._arguments(problem, {"pose": jaxgraph.lie.SE2.identity().parameters()[None]}, None, {}))
+
+    light = one_pose(8, 1)
+    many_rows = one_pose(SMALL_MAX_RESIDUALS // 3 + 1, 1)
+    wide = one_pose(2, SMALL_MAX_MEASUREMENT // 2 + 1)
+    assert _small(*light) and not _small(*many_rows) and not _small(*wide)
+    solve = entry_point(_dispatch, executable_cache=True, small=_small)
+    solve(*many_rows)
+    (only,) = solve._executables.values()
+    assert only is None  # left to jax.jit: compiled optimised, no quick copy, no small options
+
+
 # One process: with the cache in argv[1], solve the ring in argv[2] once and exit at once (the
 # optimised program is still compiling); print the cost, the trace count and the entries.
 _WORKER = r"""
