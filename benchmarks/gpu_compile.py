@@ -27,10 +27,9 @@ intersection capacity, a vmapped batch), so each program is compiled at one size
 - ``localize_reverse`` / ``localize_forward``: one pyramid level of ``splat.localize``
   (``splat.tracking.localize.solve_level``: the jaxgraph LM solve with its photometric
   factor) under ``jax.jit``, Jacobian by reverse passes through the Pallas kernels or by
-  forward tangents through the reference compositor.
+  forward tangents through the Pallas tangent kernel.
 
-The rest of each program (XLA's own GPU code: the reference compositor, the solver's
-loop and linear algebra) is only lowered, not compiled: XLA's GPU compiler is not in
+The rest of each program (XLA's own GPU code: the solver's loop and linear algebra) is only lowered, not compiled: XLA's GPU compiler is not in
 the CPU jaxlib. Each kernel's result, or the exact error, is printed and written to
 benchmarks/results/gpu_compile.json.
 

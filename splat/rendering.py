@@ -24,7 +24,7 @@ BACKENDS = ("pallas", "reference")
 
 def _check_inputs(means, quats, scales, opacities, colors, viewmats, Ks, width, height,
                   sh_degree, tile_size, backgrounds, render_mode, rasterize_mode, backend,
-                  means2d_probe, absgrad_probe, pallas_gpu_backend):
+                  means2d_probe, absgrad_probe, pallas_gpu_backend, pallas_autodiff):
     def shape_err(name, arr, want):
         raise ValueError(f"{name} must have shape {want}, got {tuple(arr.shape)}")
 
@@ -59,6 +59,8 @@ def _check_inputs(means, quats, scales, opacities, colors, viewmats, Ks, width, 
         raise ValueError(f"rasterize_mode must be one of {RASTERIZE_MODES}, got {rasterize_mode!r}")
     if pallas_gpu_backend not in ("triton", "mosaic"):
         raise ValueError(f"pallas_gpu_backend must be 'triton' or 'mosaic', got {pallas_gpu_backend!r}")
+    if pallas_autodiff not in ("reverse", "forward"):
+        raise ValueError(f"pallas_autodiff must be 'reverse' or 'forward', got {pallas_autodiff!r}")
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
     for name, probe in (("means2d_probe", means2d_probe), ("absgrad_probe", absgrad_probe)):
@@ -139,6 +141,7 @@ def rasterization(
     validate: bool = False,
     interpret: bool | None = None,
     pallas_gpu_backend: str = "triton",
+    pallas_autodiff: str = "reverse",
 ):
     """Render N 3D Gaussians into C pinhole cameras (gsplat's ``rasterization`` API).
 
@@ -185,6 +188,11 @@ def rasterization(
         ``meta["invalid_gaussians"]``.
       interpret: Pallas interpret mode; default: True unless running on a GPU.
       pallas_gpu_backend: "triton" (default) or "mosaic": Pallas GPU backend when compiled.
+      pallas_autodiff: which derivatives the Pallas compositor supports (JAX takes one
+        custom rule per function): "reverse" (default: ``jax.grad``/``vjp``, training) or
+        "forward" (``jax.jvp``/``jacfwd``, e.g. an image's Jacobian with respect to a
+        camera pose: a tangent kernel beside the forward kernel; no reverse mode). The
+        reference backend supports both either way.
 
     Returns:
       render_colors [C, H, W, D'] (D' = D, 1 or D + 1 by render_mode), render_alphas
@@ -207,7 +215,7 @@ def rasterization(
                                                       radius_clip, eps2d)
     _check_inputs(means, quats, scales, opacities, colors, viewmats, Ks, width, height,
                   sh_degree, tile_size, backgrounds, render_mode, rasterize_mode, backend,
-                  means2d_probe, absgrad_probe, pallas_gpu_backend)
+                  means2d_probe, absgrad_probe, pallas_gpu_backend, pallas_autodiff)
     if is_concrete(viewmats) and is_concrete(Ks):
         check_render_cameras(viewmats, Ks)
     if validate:
@@ -220,7 +228,7 @@ def rasterization(
     static = dict(width=width, height=height, **planes, sh_degree=sh_degree, tile_size=tile_size,
                   render_mode=render_mode, antialiased=rasterize_mode == "antialiased",
                   backend=backend, interpret=bool(interpret),
-                  pallas_gpu_backend=pallas_gpu_backend)
+                  pallas_gpu_backend=pallas_gpu_backend, pallas_autodiff=pallas_autodiff)
     args = (means, quats, scales, opacities, colors, viewmats, Ks, backgrounds,
             means2d_probe, absgrad_probe)
 
@@ -259,7 +267,7 @@ def rasterization(
 def _rasterize_impl(means, quats, scales, opacities, colors, viewmats, Ks, backgrounds,
                     means2d_probe, absgrad_probe, *, capacity, width, height, near_plane,
                     far_plane, radius_clip, eps2d, sh_degree, tile_size, render_mode,
-                    antialiased, backend, interpret, pallas_gpu_backend):
+                    antialiased, backend, interpret, pallas_gpu_backend, pallas_autodiff):
     dt = means.dtype
     c, n = viewmats.shape[0], means.shape[0]
     n_orig = n
@@ -320,7 +328,8 @@ def _rasterize_impl(means, quats, scales, opacities, colors, viewmats, Ks, backg
         from .raster import pallas  # imported on first use: loading Pallas takes a while
         img, alpha = pallas.rasterize_tiles(means2d, proj["conics"], feats, opac, isect,
                                             **composite, interpret=interpret,
-                                            gpu_backend=pallas_gpu_backend)
+                                            gpu_backend=pallas_gpu_backend,
+                                            autodiff=pallas_autodiff)
 
     if render_mode in ("ED", "RGB+ED"):
         ed = img[..., -1:] / jnp.maximum(alpha, 1e-10)
@@ -377,7 +386,7 @@ _rasterize_jit = jax.jit(
     _rasterize_impl,
     static_argnames=("capacity", "width", "height", "near_plane", "far_plane", "radius_clip",
                      "eps2d", "sh_degree", "tile_size", "render_mode", "antialiased",
-                     "backend", "interpret", "pallas_gpu_backend"))
+                     "backend", "interpret", "pallas_gpu_backend", "pallas_autodiff"))
 
 
 _COUNT_STATIC = ("width", "height", "near_plane", "far_plane", "radius_clip", "eps2d",

@@ -6,10 +6,9 @@ The problem has one SE(3) variable, the world-to-camera pose ``T_cw`` (jaxgraph'
 factor per pixel whose residual is the rendered minus the observed colour [3] (so a robust
 loss acts per pixel). The factor type renders once per linearisation and takes the
 Jacobian of the whole image with respect to the 6 tangent coordinates by 6 forward tangents
-(``jax.jacfwd``) through the plain-JAX reference compositor, or by a reverse pass per
-residual (``jax.jacrev``) through the model's own backend. The Pallas compositor defines a
-reverse-mode rule only (``jax.custom_vjp``), so forward tangents go through the reference
-compositor, which computes the same image (tests/splat: both match finite differences).
+(``jax.jacfwd``; through the Pallas backend its tangent kernel,
+:mod:`splat.raster.pallas.tangent`), or by a reverse pass per residual (``jax.jacrev``)
+through the model's own backend (tests/splat: both match finite differences).
 
 jaxgraph's solver is imported when :func:`localize` first runs: ``import splat`` loads none
 of it (tests/splat/test_imports.py).
@@ -59,9 +58,9 @@ def pose_jacobian(params, cfg: TrainConfig, pose_row, K, width: int, height: int
     """d(image)/d(d) at ``d = 0`` for the pose ``SE3(pose_row) Exp(d)``: [H, W, 3, 6].
 
     pose_row [7] jaxgraph's SE3 row (qw, qx, qy, qz, x, y, z) of the world-to-camera pose;
-    K [3, 3]; mode "forward": 6 forward tangents through the reference compositor (Pallas
-    has no forward-mode rule); "reverse": one reverse pass per image value (``jax.jacrev``,
-    vmapped) through ``cfg.backend``. Both are exact derivatives of the same image.
+    K [3, 3]; mode "forward": 6 forward tangents through ``cfg.backend`` (Pallas: its
+    tangent kernel); "reverse": one reverse pass per image value (``jax.jacrev``, vmapped)
+    through ``cfg.backend``. Both are exact derivatives of the same image.
     """
     def image(d, rcfg):
         vm = (lie.SE3(pose_row) @ lie.SE3.exp(d)).as_matrix()

@@ -118,15 +118,15 @@ def tangent_jacobian(image_fn, cfg, dtype, mode: str = "forward"):
     """Exact ``d image_fn(d, cfg) / d d`` at ``d = 0`` for a pose tangent ``d`` [6]: [..., 6].
 
     image_fn(d [6], cfg) -> image [...] renders with the :class:`TrainConfig` it is given;
-    dtype: the tangent's dtype. mode "forward": 6 forward tangents (``jax.jacfwd``) with
-    ``cfg.backend`` replaced by "reference" (the Pallas compositor defines a reverse rule
-    only; the reference compositor renders the same image); "reverse": one reverse pass per
-    image value (``jax.jacrev``) through ``cfg.backend``. Traceable (used inside the training
-    step by the Gauss-Newton pose update and by :func:`splat.tracking.pose_jacobian`).
+    dtype: the tangent's dtype. mode "forward": 6 forward tangents (``jax.jacfwd``) through
+    ``cfg.backend`` (Pallas: its tangent kernel, ``pallas_autodiff="forward"``); "reverse":
+    one reverse pass per image value (``jax.jacrev``) through ``cfg.backend``. Traceable
+    (used inside the training step by the Gauss-Newton pose update and by
+    :func:`splat.tracking.pose_jacobian`).
     """
     if mode not in JACOBIAN_MODES:
         raise ValueError(f"mode must be one of {JACOBIAN_MODES}, got {mode!r}")
-    rcfg = dataclasses.replace(cfg, backend="reference") if mode == "forward" else cfg
+    rcfg = dataclasses.replace(cfg, pallas_autodiff=mode)
     zero = jnp.zeros((6,), dtype)
     return (jax.jacfwd if mode == "forward" else jax.jacrev)(lambda d: image_fn(d, rcfg))(zero)
 

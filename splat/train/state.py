@@ -54,6 +54,9 @@ class TrainConfig:
     init_scale: float = 1.0
     background: tuple = (0.0, 0.0, 0.0)
     backend: str = "pallas"
+    # "reverse" (training's gradients) or "forward": which derivatives the Pallas compositor
+    # supports (splat.rasterization's pallas_autodiff); tangent_jacobian sets "forward"
+    pallas_autodiff: str = "reverse"
     tile_size: int = 16
     isect_per_gaussian: int = 8
     near_plane: float = 0.01
@@ -77,8 +80,8 @@ class TrainConfig:
     # pose_gn_jacobian "image": J of each pixel is minus the rendered image's spatial
     # gradient times the motion of the pixel (its rendered expected depth) under the
     # correction, as direct image alignment takes it (cheap: the step's own render);
-    # "exact": 6 forward tangents through the reference compositor (splat.localize's
-    # Jacobian; about 30x a training step on the CPU at 16k Gaussians); pose_gn_decay
+    # "exact": 6 forward tangents through the compositor (splat.localize's Jacobian: the
+    # Pallas tangent kernel, or the reference compositor's own jvp); pose_gn_decay
     # scales each step by Adam's rate schedule (1 at pose_opt_start to lr_pose_final_ratio)
     pose_optimizer: str = "adam"
     pose_gn_damping: float = 0.1
@@ -251,5 +254,6 @@ def render(params, active, viewmats, Ks, width: int, height: int, cfg: TrainConf
         Ks.astype(dt), width, height, near_plane=cfg.near_plane, sh_degree=cfg.sh_degree,
         tile_size=cfg.tile_size, backgrounds=jnp.asarray(cfg.background, dt),
         rasterize_mode=cfg.rasterize_mode, backend=cfg.backend, render_mode=render_mode,
+        pallas_autodiff=cfg.pallas_autodiff,
         means2d_probe=means2d_probe, absgrad_probe=absgrad_probe,
         isect_capacity=None if exact else max(1, c * p * cfg.isect_per_gaussian))

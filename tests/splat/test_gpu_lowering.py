@@ -1,5 +1,5 @@
 """Issue 26's programs lower for CUDA on a machine without a GPU: the pose-opt training step
-and both Jacobian modes of ``splat.localize``'s solve, traced as a GPU process traces them
+and both Jacobian modes of ``splat.localize``'s solve (forward mode: the Pallas tangent kernel), traced as a GPU process traces them
 (compiled Pallas kernels, not interpreted) and checked for host calls. The lowering code is
 benchmarks/gpu_compile.py's (which also compiles the kernels with Triton); here at small
 sizes and without Triton."""
@@ -46,8 +46,9 @@ def test_pose_opt_training_step_lowers_for_cuda(gpu_compile):
 @pytest.mark.parametrize("jacobian,kernels", [
     # the residual's render, then jacrev's forward pass and its (vmapped) backward pass
     ("reverse", ["_forward_kernel", "_forward_kernel", "_backward_kernel"]),
-    # forward tangents go through the reference compositor: only the residual's render
-    ("forward", ["_forward_kernel"])])
+    # the residual's render, then the jvp's render and the tangent kernel carrying all 6
+    # tangents at once (one kernel, not six: jax.jacfwd's vmap goes to its batching rule)
+    ("forward", ["_forward_kernel", "_forward_kernel", "_tangent_kernel"])])
 def test_localize_solve_lowers_for_cuda_without_host_calls(gpu_compile, jacobian, kernels):
     got, targets, host, text = lowered_kernels(
         gpu_compile, lambda: gpu_compile.lower_localize(jacobian, downscale=4, n_gaussians=300))

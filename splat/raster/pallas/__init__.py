@@ -1,5 +1,7 @@
 """The Pallas backend (``backend="pallas"``): per-tile kernels for the forward and
-backward passes (:mod:`.forward`, :mod:`.backward`) and their ``jax.custom_vjp`` wiring.
+backward passes (:mod:`.forward`, :mod:`.backward`) and their ``jax.custom_vjp`` wiring, and
+for forward mode a tangent kernel (:mod:`.tangent`) wired as a ``jax.custom_jvp`` (JAX
+takes one custom rule per function: ``autodiff`` picks which one a call supports).
 :func:`rasterize_tiles` has the signature of :func:`splat.raster.reference.rasterize_tiles`
 plus the Pallas options."""
 
@@ -13,8 +15,12 @@ import jax.numpy as jnp
 from ...tiling import Intersections, image_to_tiles, tile_grid, tiles_to_image
 from .backward import backward_call
 from .forward import forward_call
+from .tangent import tangent_call
 
-__all__ = ["rasterize_tiles"]
+__all__ = ["AUTODIFF_MODES", "rasterize_tiles"]
+
+# which derivatives a Pallas rasterisation supports: JAX's reverse or forward mode
+AUTODIFF_MODES = ("reverse", "forward")
 
 
 def _gather_feats(means2d, conics, colors, opacities, gauss_ids):
@@ -79,9 +85,33 @@ def _rasterize_bwd(width, height, tile_size, interpret, gpu_backend, res, cts):
 _rasterize.defvjp(_rasterize_fwd, _rasterize_bwd)
 
 
+@functools.partial(jax.custom_jvp, nondiff_argnums=(7, 8, 9, 10, 11))
+def _rasterize_forward_mode(means2d, conics, colors, opacities, absgrad_probe, gauss_ids,
+                            tile_ranges, width, height, tile_size, interpret, gpu_backend):
+    del absgrad_probe
+    return _forward(means2d, conics, colors, opacities, gauss_ids, tile_ranges, width,
+                    height, tile_size, interpret, gpu_backend)[0]
+
+
+@_rasterize_forward_mode.defjvp
+def _rasterize_jvp(width, height, tile_size, interpret, gpu_backend, primals, tangents):
+    means2d, conics, colors, opacities, _, gauss_ids, tile_ranges = primals
+    d_means2d, d_conics, d_colors, d_opacities = tangents[:4]
+    c, _, d = colors.shape
+    tiles_x, tiles_y = tile_grid(width, height, tile_size)
+    out, (feats, _, _) = _forward(means2d, conics, colors, opacities, gauss_ids, tile_ranges,
+                                  width, height, tile_size, interpret, gpu_backend)
+    dcol_t, dtrans_t = tangent_call(
+        feats, _gather_feats(d_means2d, d_conics, d_colors, d_opacities, gauss_ids),
+        tile_ranges, tile_size=tile_size, tiles_x=tiles_x, n_tiles=tiles_x * tiles_y,
+        n_chan=d, interpret=interpret, gpu_backend=gpu_backend)
+    return out, (tiles_to_image(jnp.swapaxes(dcol_t, 1, 2), c, width, height, tile_size),
+                 tiles_to_image(-dtrans_t[..., None], c, width, height, tile_size))
+
+
 def rasterize_tiles(means2d, conics, colors, opacities, isect: Intersections, *, width: int,
                     height: int, tile_size: int, absgrad_probe=None, interpret: bool,
-                    gpu_backend: str = "triton"):
+                    gpu_backend: str = "triton", autodiff: str = "reverse"):
     """Differentiable Pallas rasterisation of the sorted intersection buffer.
 
     means2d [C, N, 2] pixels, conics [C, N, 3], colors [C, N, D], opacities [C, N];
@@ -89,9 +119,13 @@ def rasterize_tiles(means2d, conics, colors, opacities, isect: Intersections, *,
     unused; its gradient is the absgrad). interpret: run the kernels in Pallas interpret
     mode (CPU). gpu_backend: "triton" (default; both kernels lower to Triton) or "mosaic"
     (Mosaic GPU; currently rejected by its lowering, see docs/splat.md), ignored when
-    interpreting. Returns (colors [C, H, W, D], alphas [C, H, W, 1]) without background.
+    interpreting. autodiff: "reverse" (``jax.grad``/``vjp``: the backward kernel) or
+    "forward" (``jax.jvp``/``jacfwd``: the tangent kernel; absgrad_probe then has no use).
+    Returns (colors [C, H, W, D], alphas [C, H, W, 1]) without background.
     """
+    if autodiff not in AUTODIFF_MODES:
+        raise ValueError(f"autodiff must be one of {AUTODIFF_MODES}, got {autodiff!r}")
     if absgrad_probe is None:
         absgrad_probe = jnp.zeros(means2d.shape, means2d.dtype)
-    return _rasterize(means2d, conics, colors, opacities, absgrad_probe, isect.gauss_ids,
+    return (_rasterize if autodiff == "reverse" else _rasterize_forward_mode)(means2d, conics, colors, opacities, absgrad_probe, isect.gauss_ids,
                       isect.tile_ranges, width, height, tile_size, interpret, gpu_backend)
