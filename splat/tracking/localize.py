@@ -54,19 +54,20 @@ def render_pose(params, cfg: TrainConfig, viewmat, K, width: int, height: int):
 
 
 def pose_jacobian(params, cfg: TrainConfig, pose_row, K, width: int, height: int,
-                  mode: str = "forward"):
+                  mode: str = "forward", with_image: bool = False):
     """d(image)/d(d) at ``d = 0`` for the pose ``SE3(pose_row) Exp(d)``: [H, W, 3, 6].
 
     pose_row [7] jaxgraph's SE3 row (qw, qx, qy, qz, x, y, z) of the world-to-camera pose;
     K [3, 3]; mode "forward": 6 forward tangents through ``cfg.backend`` (Pallas: its
     tangent kernel); "reverse": one reverse pass per image value (``jax.jacrev``, vmapped)
-    through ``cfg.backend``. Both are exact derivatives of the same image.
+    through ``cfg.backend``. Both are exact derivatives of the same image. ``with_image``:
+    return ``(image [H, W, 3], Jacobian)``, the image rendered on the way.
     """
     def image(d, rcfg):
         vm = (lie.SE3(pose_row) @ lie.SE3.exp(d)).as_matrix()
         return render_pose(params, rcfg, vm, K, width, height)
 
-    return tangent_jacobian(image, cfg, pose_row.dtype, mode)
+    return tangent_jacobian(image, cfg, pose_row.dtype, mode, with_value=with_image)
 
 
 def _factor_type():
@@ -103,13 +104,14 @@ def _factor_type():
         def residual_and_jacobians(self, group, kinds, params, with_jacobians=True):
             m = group.measurement
             row = params[0][0]  # all M factors see the same (only) pose
-            vm = lie.SE3(row).as_matrix()
-            img = render_pose(m["params"], self.cfg, vm, m["K"], self.width, self.height)
-            r = img.reshape(-1, 3) - m["observed"]
             if not with_jacobians:
-                return r, None
-            J = pose_jacobian(m["params"], self.cfg, row, m["K"], self.width, self.height,
-                              self.jacobian)
+                vm = lie.SE3(row).as_matrix()
+                img = render_pose(m["params"], self.cfg, vm, m["K"], self.width, self.height)
+                return img.reshape(-1, 3) - m["observed"], None
+            # the image the Jacobian's pass renders on the way: one render, not two
+            img, J = pose_jacobian(m["params"], self.cfg, row, m["K"], self.width, self.height,
+                                   self.jacobian, with_image=True)
+            r = img.reshape(-1, 3) - m["observed"]
             return r, (J.reshape(-1, 3, 6).astype(r.dtype),)
 
     return Photometric

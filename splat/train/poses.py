@@ -114,21 +114,36 @@ def corrected_viewmats(viewmats, tangents) -> np.ndarray:
     return np.asarray(apply_correction(vm, tg), np.float64)
 
 
-def tangent_jacobian(image_fn, cfg, dtype, mode: str = "forward"):
+def tangent_jacobian(image_fn, cfg, dtype, mode: str = "forward", with_value: bool = False):
     """Exact ``d image_fn(d, cfg) / d d`` at ``d = 0`` for a pose tangent ``d`` [6]: [..., 6].
 
     image_fn(d [6], cfg) -> image [...] renders with the :class:`TrainConfig` it is given;
-    dtype: the tangent's dtype. mode "forward": 6 forward tangents (``jax.jacfwd``) through
-    ``cfg.backend`` (Pallas: its tangent kernel, ``pallas_autodiff="forward"``); "reverse":
-    one reverse pass per image value (``jax.jacrev``) through ``cfg.backend``. Traceable
-    (used inside the training step by the Gauss-Newton pose update and by
-    :func:`splat.tracking.pose_jacobian`).
+    dtype: the tangent's dtype. mode "forward": 6 forward tangents (``jax.jvp`` vmapped over
+    the basis, as ``jax.jacfwd``) through ``cfg.backend`` (Pallas: its tangent kernel,
+    ``pallas_autodiff="forward"``); "reverse": one reverse pass per image value (``jax.vjp``
+    vmapped over the image's basis, as ``jax.jacrev``) through ``cfg.backend``.
+    ``with_value``: return ``(image, Jacobian)``, the image being the one both modes render
+    on the way (no second render). Traceable (used inside the training step by the
+    Gauss-Newton pose update and by :func:`splat.tracking.pose_jacobian`).
     """
     if mode not in JACOBIAN_MODES:
         raise ValueError(f"mode must be one of {JACOBIAN_MODES}, got {mode!r}")
     rcfg = dataclasses.replace(cfg, pallas_autodiff=mode)
     zero = jnp.zeros((6,), dtype)
-    return (jax.jacfwd if mode == "forward" else jax.jacrev)(lambda d: image_fn(d, rcfg))(zero)
+
+    def f(d):
+        return image_fn(d, rcfg)
+
+    if mode == "forward":
+        # the primal does not depend on the tangent: it stays unbatched (out_axes None)
+        value, jac = jax.vmap(lambda v: jax.jvp(f, (zero,), (v,)), out_axes=(None, -1))(
+            jnp.eye(6, dtype=dtype))
+    else:
+        value, pull = jax.vjp(f, zero)
+        basis = jnp.eye(value.size, dtype=value.dtype).reshape((value.size,) + value.shape)
+        (jac,) = jax.vmap(pull)(basis)
+        jac = jac.reshape(value.shape + (6,))
+    return (value, jac) if with_value else jac
 
 
 def image_motion_jacobian(image, depth, K):

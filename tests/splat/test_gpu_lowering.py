@@ -44,11 +44,11 @@ def test_pose_opt_training_step_lowers_for_cuda(gpu_compile):
 
 
 @pytest.mark.parametrize("jacobian,kernels", [
-    # the residual's render, then jacrev's forward pass and its (vmapped) backward pass
-    ("reverse", ["_forward_kernel", "_forward_kernel", "_backward_kernel"]),
-    # the residual's render, then the jvp's render and the tangent kernel carrying all 6
-    # tangents at once (one kernel, not six: jax.jacfwd's vmap goes to its batching rule)
-    ("forward", ["_forward_kernel", "_forward_kernel", "_tangent_kernel"])])
+    # the vjp's render (the residual's image too) and its (vmapped) backward pass
+    ("reverse", ["_forward_kernel", "_backward_kernel"]),
+    # the jvp's render (the residual's image too) and the tangent kernel carrying all 6
+    # tangents at once (one kernel, not six: the vmap over tangents goes to its batching rule)
+    ("forward", ["_forward_kernel", "_tangent_kernel"])])
 def test_localize_solve_lowers_for_cuda_without_host_calls(gpu_compile, jacobian, kernels):
     got, targets, host, text = lowered_kernels(
         gpu_compile, lambda: gpu_compile.lower_localize(jacobian, downscale=4, n_gaussians=300))

@@ -11,6 +11,7 @@ exits once every pixel of the tile is saturated; per pixel, early termination is
 from __future__ import annotations
 
 import functools
+from typing import NamedTuple
 
 import jax.numpy as jnp
 from jax import lax
@@ -37,36 +38,65 @@ def load_gaussian(feats_ref, i):
     return mx, my, ca, cb, cc, op
 
 
-def _forward_kernel(ranges_ref, feats_ref, color_ref, trans_ref, last_ref, *, tile_size,
-                    tiles_x, n_tiles, n_chan):
-    dt = feats_ref.dtype
+class Step(NamedTuple):
+    """One Gaussian's front-to-back step over a tile's pixels (each field [P])."""
+
+    dx: object  # mean minus pixel centre, x and y (pixels)
+    dy: object
+    sigma: object  # the exponent 0.5 d^T conic d
+    falloff: object  # exp(-sigma)
+    alpha: object  # min(ALPHA_MAX, opacity * falloff)
+    next_t: object  # transmittance after this Gaussian
+    stop: object  # the pixel saturates here (this Gaussian does not contribute)
+    contrib: object  # the Gaussian contributes to the pixel
+
+
+def composite_step(gaussian, px, py, trans, done) -> Step:
+    """One Gaussian (:func:`load_gaussian`'s scalars) against pixel centres px, py [P] with
+    transmittance ``trans`` and saturation flags ``done`` [P]: the masks the forward kernel
+    composites with (the tangent kernel differentiates the same ones)."""
+    mx, my, ca, cb, cc, op = gaussian
+    dx = mx - px
+    dy = my - py
+    sigma = 0.5 * (ca * dx * dx + cc * dy * dy) + cb * dx * dy
+    falloff = jnp.exp(-sigma)
+    alpha = jnp.minimum(ALPHA_MAX, op * falloff)
+    ok = jnp.logical_not(done) & (sigma >= 0) & (alpha >= ALPHA_MIN)
+    next_t = trans * (1 - alpha)
+    stop = ok & (next_t <= T_MIN)
+    return Step(dx, dy, sigma, falloff, alpha, next_t, stop, ok & jnp.logical_not(stop))
+
+
+def tile_walk(ranges_ref, tile_size, tiles_x, n_tiles, dtype):
+    """This program's pixel centres px, py [P], the start of its tile's column range, and the
+    front-to-back while loop's condition on a state ``(i, ..., done)``: columns left and a
+    pixel still open."""
     pid = pl.program_id(0)
-    px, py = pixel_centres(pid, tile_size, tiles_x, n_tiles, dt)
-    start = ranges_ref[0, pid]
+    px, py = pixel_centres(pid, tile_size, tiles_x, n_tiles, dtype)
     end = ranges_ref[1, pid]
-    p = tile_size * tile_size
 
     def cond(state):
-        i, _, _, _, done = state
+        i, done = state[0], state[-1]
         # "any pixel still open" as an integer max: Triton has no boolean reductions.
         return (i < end) & (jnp.max(jnp.where(done, 0, 1)) > 0)
 
+    return px, py, ranges_ref[0, pid], cond
+
+
+def _forward_kernel(ranges_ref, feats_ref, color_ref, trans_ref, last_ref, *, tile_size,
+                    tiles_x, n_tiles, n_chan):
+    dt = feats_ref.dtype
+    px, py, start, cond = tile_walk(ranges_ref, tile_size, tiles_x, n_tiles, dt)
+    p = tile_size * tile_size
+
     def body(state):
         i, trans, accs, last, done = state
-        mx, my, ca, cb, cc, op = load_gaussian(feats_ref, i)
-        dx = mx - px
-        dy = my - py
-        sigma = 0.5 * (ca * dx * dx + cc * dy * dy) + cb * dx * dy
-        alpha = jnp.minimum(ALPHA_MAX, op * jnp.exp(-sigma))
-        ok = jnp.logical_not(done) & (sigma >= 0) & (alpha >= ALPHA_MIN)
-        next_t = trans * (1 - alpha)
-        stop = ok & (next_t <= T_MIN)
-        contrib = ok & jnp.logical_not(stop)
-        w = jnp.where(contrib, alpha * trans, 0)
+        s = composite_step(load_gaussian(feats_ref, i), px, py, trans, done)
+        w = jnp.where(s.contrib, s.alpha * trans, 0)
         accs = tuple(acc + w * feats_ref[N_GEOM + d, i] for d, acc in enumerate(accs))
-        trans = jnp.where(contrib, next_t, trans)
-        last = jnp.where(contrib, i, last)
-        return i + 1, trans, accs, last, done | stop
+        trans = jnp.where(s.contrib, s.next_t, trans)
+        last = jnp.where(s.contrib, i, last)
+        return i + 1, trans, accs, last, done | s.stop
 
     init = (
         start,

@@ -27,38 +27,24 @@ import jax.numpy as jnp
 from jax import lax
 from jax.experimental import pallas as pl
 
-from ...constants import ALPHA_MAX, ALPHA_MIN, T_MIN
-from .forward import N_GEOM, gpu_compiler_params, jax_shape, load_gaussian, pixel_centres
+from ...constants import ALPHA_MAX
+from .forward import N_GEOM, composite_step, gpu_compiler_params, jax_shape, load_gaussian, tile_walk
 
 
 def _tangent_kernel(ranges_ref, feats_ref, dfeats_ref, dcolor_ref, dtrans_ref, *, tile_size,
                     tiles_x, n_tiles, n_chan, n_tan):
     dt = feats_ref.dtype
-    pid = pl.program_id(0)
-    px, py = pixel_centres(pid, tile_size, tiles_x, n_tiles, dt)
-    start = ranges_ref[0, pid]
-    end = ranges_ref[1, pid]
+    px, py, start, cond = tile_walk(ranges_ref, tile_size, tiles_x, n_tiles, dt)
     p = tile_size * tile_size
-
-    def cond(state):
-        i, _, _, _, done = state
-        # "any pixel still open" as an integer max: Triton has no boolean reductions.
-        return (i < end) & (jnp.max(jnp.where(done, 0, 1)) > 0)
 
     def body(state):
         # the K tangents as rows of [K, P] arrays (K a power of two: Triton's blocks)
         i, trans, dtrans, daccs, done = state
-        mx, my, ca, cb, cc, op = load_gaussian(feats_ref, i)
-        dx = mx - px
-        dy = my - py
-        sigma = 0.5 * (ca * dx * dx + cc * dy * dy) + cb * dx * dy
-        g = jnp.exp(-sigma)
+        gaussian = load_gaussian(feats_ref, i)
+        _, _, ca, cb, cc, op = gaussian
+        s = composite_step(gaussian, px, py, trans, done)
+        dx, dy, g, alpha, contrib = s.dx, s.dy, s.falloff, s.alpha, s.contrib
         raw = op * g
-        alpha = jnp.minimum(ALPHA_MAX, raw)
-        ok = jnp.logical_not(done) & (sigma >= 0) & (alpha >= ALPHA_MIN)
-        next_t = trans * (1 - alpha)
-        stop = ok & (next_t <= T_MIN)
-        contrib = ok & jnp.logical_not(stop)
         w = jnp.where(contrib, alpha * trans, 0)
         dmx, dmy, dca, dcb, dcc, dop = (dfeats_ref[:, f, i][:, None] for f in range(N_GEOM))
         dsigma = ((ca * dx + cb * dy) * dmx + (cc * dy + cb * dx) * dmy
@@ -68,8 +54,8 @@ def _tangent_kernel(ranges_ref, feats_ref, dfeats_ref, dcolor_ref, dtrans_ref, *
         daccs = tuple(dacc + dw * feats_ref[N_GEOM + d, i] + w * dfeats_ref[:, N_GEOM + d, i][:, None]
                       for d, dacc in enumerate(daccs))
         dtrans = jnp.where(contrib, dtrans * (1 - alpha) - trans * dalpha, dtrans)
-        trans = jnp.where(contrib, next_t, trans)
-        return i + 1, trans, dtrans, daccs, done | stop
+        trans = jnp.where(contrib, s.next_t, trans)
+        return i + 1, trans, dtrans, daccs, done | s.stop
 
     zeros = lambda: jnp.zeros((n_tan, p), dt)  # noqa: E731
     init = (start, jnp.ones((p,), dt), zeros(), tuple(zeros() for _ in range(n_chan)),
