@@ -28,6 +28,10 @@ PSNR cost of the noise from the clean and noisy runs under ``train`` of the same
 photometric optimum lies (each row records the MSE at the given and at the found pose);
 ``--split train`` runs on views the model was fitted to (a diagnostic).
 
+Part ``figure``: docs/poses.md's figure, benchmarks/results/splat_poses.png (the pose-opt run's
+training-pose errors over the steps, and photo / render at the start / render at localize's
+result for a test and a training view of the clean model).
+
 Run on the shared 2-core machine pinned to one core with one XLA thread (docs/poses.md):
 ``taskset -c 1 nice -n 19 env XLA_FLAGS="--xla_cpu_multi_thread_eigen=false
 intra_op_parallelism_threads=1" python benchmarks/splat_poses.py ...``.
@@ -327,6 +331,65 @@ def part_localize(args):
             args.out)
 
 
+def part_figure(args):
+    """docs/poses.md's figure: the pose-opt run's training-pose errors over the steps (from
+    --results' key "train") and, for one test and one training view of the clean model,
+    the photo beside the renders at a 3 deg / 5 % start and at localize's result."""
+    import jax.numpy as jnp
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from splat.datasets import load_scene
+    from splat.tracking import localize
+    from splat.tracking.localize import render_pose
+    from splat.train import load_model
+    from splat.train.poses import mean_camera_distance, perturb_poses, pose_errors
+
+    train = _read(args.results)["train"]
+    curve = train["runs"]["noisy_pose_opt"]["pose_error_curve"]
+    params, cfg, meta = load_model(Path(args.model))
+    scene = load_scene(str(FOX), downscale=int(meta["downscale"]), n_random_points=1, seed=0,
+                       warn=lambda m: None)
+    scale = mean_camera_distance(scene.viewmats)
+    cfg = dataclasses.replace(cfg, capacity=len(params["means"]))
+    p32 = {k: jnp.asarray(v, jnp.float32) for k, v in params.items()}
+    fig = plt.figure(figsize=(12, 8.5))
+    ax = fig.add_subplot(3, 1, 1)
+    ax.plot(curve["step"], curve["rot_deg"], label="rotation error (deg)")
+    ax.plot(curve["step"], [100 * t for t in curve["trans_rel"]],
+            label="centre error (% of the mean camera distance)")
+    ax.axvline(train["pose_opt_start"], color="grey", lw=0.8, ls=":")
+    ax.set_xlabel("training step")
+    ax.set_title(f"pose-opt on fox (downscale {train['downscale']}, noise "
+                 f"{train['noise']['rot_deg']} deg / {100 * train['noise']['trans_frac']:.0f} %): "
+                 "mean error of the 43 training poses")
+    ax.legend()
+    for row, (split, i) in enumerate((("test", int(scene.test_idx[0])),
+                                      ("training", int(scene.train_idx[0])))):
+        truth = np.asarray(scene.viewmats[i], np.float64)
+        start = perturb_poses(truth[None], args.start_deg, args.start_frac, seed=0, scale=scale)[0]
+        vm, info = localize((params, cfg), scene.images[i], scene.Ks[i], start.astype(np.float32),
+                            levels=2)
+        h, w = scene.images[i].shape[:2]
+        K = jnp.asarray(scene.Ks[i], jnp.float32)
+        panels = [("photo", scene.images[i] / 255.0)]
+        for name, pose in (("start", start), ("localize", vm)):
+            img = np.clip(np.asarray(render_pose(p32, cfg, jnp.asarray(pose, jnp.float32), K, w, h)), 0, 1)
+            r, t = pose_errors(np.asarray(pose)[None], truth[None], scale)
+            panels.append((f"{name}: {r[0]:.2f} deg / {100 * t[0]:.2f} %", img))
+        for k, (title, img) in enumerate(panels):
+            ax = fig.add_subplot(3, 3, 3 * (row + 1) + k + 1)
+            ax.imshow(img)
+            ax.set_title(f"{split} view {i}: {title}" if k == 0 else title, fontsize=9)
+            ax.axis("off")
+        print(split, i, panels[1][0], panels[2][0], "status", int(info.status), flush=True)
+    fig.tight_layout()
+    fig.savefig(args.out_png, dpi=80)
+    print("wrote", args.out_png)
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     sub = ap.add_subparsers(dest="part", required=True)
@@ -379,11 +442,15 @@ def main(argv=None):
                     help="checkpoint of the clean run (part train keeps it there)")
     lo.add_argument("--out", default=str(OUT), help="results JSON (updated in place)")
     lo.add_argument("--key", default="localize", help="key of the results JSON")
+    fi = sub.add_parser("figure", help="docs/poses.md's figure (pose-opt curve, localize renders)")
+    fi.add_argument("--results", default=str(ROOT / "benchmarks" / "results" / "splat_poses_2000_cpu.json"),
+                    help="results JSON whose key 'train' holds the pose-opt curve")
+    fi.add_argument("--model", default=str(WORK / "clean.npz"), help="checkpoint of the clean run")
+    fi.add_argument("--start-deg", type=float, default=3.0)
+    fi.add_argument("--start-frac", type=float, default=0.05)
+    fi.add_argument("--out-png", default=str(ROOT / "benchmarks" / "results" / "splat_poses.png"))
     args = ap.parse_args(argv)
-    if args.part == "train":
-        part_train(args)
-    else:
-        part_localize(args)
+    {"train": part_train, "localize": part_localize, "figure": part_figure}[args.part](args)
 
 
 if __name__ == "__main__":
