@@ -217,6 +217,10 @@ def localize(model, image, K, initial_viewmat, *, levels: int = 1, robust: float
     if img.ndim != 3 or img.shape[2] != 3:
         raise ValueError(f"image must be [H, W, 3], got {img.shape}")
     img = img.astype(np.float64) / 255.0 if img.dtype == np.uint8 else img.astype(np.float64)
+    # the solve runs inside one jit, where the solver cannot check its inputs' values
+    for name, x in (("image", img), ("K", K), ("initial_viewmat", initial_viewmat)):
+        if not np.all(np.isfinite(np.asarray(x, np.float64))):
+            raise ValueError(f"localize: {name} has non-finite values")
     vm0 = jnp.asarray(initial_viewmat)
     dt = vm0.dtype if jnp.issubdtype(vm0.dtype, jnp.floating) else jnp.float32
     if np.shape(initial_viewmat) != (4, 4) or np.shape(K) != (3, 3):

@@ -114,6 +114,23 @@ def test_localize_status_is_not_converged_when_stopped_early(synthetic):
     assert not bool(info.converged) and int(info.status) == 0  # ... and says so
 
 
+def test_localize_refuses_non_finite_inputs(synthetic):
+    """The solve runs inside one jit (its inputs are tracers there): localize checks them."""
+    from splat import localize
+
+    params, cfg, img, K, truth = synthetic
+    bad = img.copy()
+    bad[3, 4, 1] = np.nan
+    bad_k = np.array(K, np.float64)
+    bad_k[0, 0] = np.inf
+    bad_pose = np.array(truth)
+    bad_pose[0, 3] = np.nan
+    for args, name in (((bad, K, truth), "image"), ((img, bad_k, truth), "K"),
+                       ((img, K, bad_pose), "initial_viewmat")):
+        with pytest.raises(ValueError, match=f"{name} has non-finite"):
+            localize((params, cfg), *[np.asarray(a, np.float32) for a in args])
+
+
 @pytest.mark.slow  # 19 s; test_pose_opt_recovers_perturbed_cameras_of_a_known_model covers the learning
 def test_pose_opt_trains_corrections_and_keeps_test_poses(tmp_path):
     from splat.datasets import DEMO_SCENE, load_npz
