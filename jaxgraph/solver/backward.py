@@ -191,7 +191,8 @@ def _small(problem, values, config) -> bool:
     kinds = problem.structure.kinds
     if sum(v.count * kinds[v.name].tangent_dim for v in problem.variables) > linear.DENSE_MAX_UNKNOWNS:
         return False
-    residuals = sum(g.count * g.type.residual_dim([kinds[v] for v in g.variables]) for g in problem.factors)
+    residuals = sum(g.count * g.type.residual_dim([kinds[v] for v in g.variables])
+                    for g in problem.factors)
     measured = sum(int(jnp.size(x)) for g in problem.factors for x in jax.tree_util.tree_leaves(g.measurement))
     return residuals <= SMALL_MAX_RESIDUALS and measured <= SMALL_MAX_MEASUREMENT
 

@@ -127,5 +127,6 @@ def rasterize_tiles(means2d, conics, colors, opacities, isect: Intersections, *,
         raise ValueError(f"autodiff must be one of {AUTODIFF_MODES}, got {autodiff!r}")
     if absgrad_probe is None:
         absgrad_probe = jnp.zeros(means2d.shape, means2d.dtype)
-    return (_rasterize if autodiff == "reverse" else _rasterize_forward_mode)(means2d, conics, colors, opacities, absgrad_probe, isect.gauss_ids,
-                      isect.tile_ranges, width, height, tile_size, interpret, gpu_backend)
+    wired = _rasterize if autodiff == "reverse" else _rasterize_forward_mode
+    return wired(means2d, conics, colors, opacities, absgrad_probe, isect.gauss_ids,
+                 isect.tile_ranges, width, height, tile_size, interpret, gpu_backend)

@@ -1,11 +1,11 @@
-"""Pallas forward-tangent kernel: front-to-back compositing carrying one tangent direction,
-one program per (camera, tile).
+"""Pallas forward-tangent kernel: front-to-back compositing carrying K tangent directions
+at once, one program per (camera, tile).
 
 The forward-mode twin of :mod:`.forward` (``jax.jvp`` / ``jax.jacfwd`` through the Pallas
-backend, e.g. the Jacobian of an image with respect to a camera pose): besides each pixel's
-colour and transmittance it carries their derivatives along a tangent of the per-intersection
+backend, e.g. the Jacobian of an image with respect to a camera pose): it carries each
+pixel's colour and transmittance derivatives along tangents of the per-intersection
 features ``dfeats`` (same layout as ``feats``). With ``s`` the Gaussian's exponent, ``a`` its
-alpha and ``T`` the transmittance before it, along the tangent:
+alpha and ``T`` the transmittance before it, along a tangent:
 
     ds = (A dx + B dy) dmx + (C dy + B dx) dmy + dx^2 dA / 2 + dx dy dB + dy^2 dC / 2
     da = dop exp(-s) - a ds            (0 where a is clipped at ALPHA_MAX)
@@ -14,8 +14,9 @@ alpha and ``T`` the transmittance before it, along the tangent:
 
 for the Gaussians that contribute (which ones is decided by the primal values, exactly as
 the forward kernel decides: the same masks, so the tangent is the derivative of the image
-that kernel renders). It writes the tangents only: the values come from the forward kernel. The plain-JAX reference of the same derivative is ``jax.jvp`` of
-:func:`splat.raster.reference.rasterize_tiles` (tests/splat/test_pallas_tangent.py).
+that kernel renders). It writes the tangents only: the values come from the forward kernel.
+The plain-JAX reference of the same derivative is ``jax.jvp`` of
+:func:`splat.raster.reference.rasterize_tiles` (tests/splat/test_pallas.py).
 """
 
 from __future__ import annotations
