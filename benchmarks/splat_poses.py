@@ -28,6 +28,17 @@ PSNR cost of the noise from the clean and noisy runs under ``train`` of the same
 photometric optimum lies (each row records the MSE at the given and at the found pose);
 ``--split train`` runs on views the model was fitted to (a diagnostic).
 
+Image shifts (``splat.train.poses.image_shift``): beside the pose errors in degrees and
+per cent, the median distance in pixels by which a pose error moves the scene's points
+(the model's opaque Gaussians) in the view: a rotation and a sideways move of a camera look
+alike up to parallax, so a pose can be far from the given one in degrees and close in the
+image. The pose-opt run records them per training view (``per_view``), localize per start.
+
+Part ``pnp`` (needs OpenCV: ``pip install opencv-python-headless``): the given poses of
+held-out views against an estimate that uses no splat model (SIFT tracks triangulated from
+the nearest training views' given poses, RANSAC PnP and LM on the held-out view): whether
+the test views' given poses agree with the training views' frame.
+
 Part ``figure``: docs/poses.md's figure, benchmarks/results/splat_poses.png (the pose-opt run's
 training-pose errors over the steps, and photo / render at the start / render at localize's
 result for a test and a training view of the clean model).
@@ -77,13 +88,23 @@ def _update(key, value, out=OUT):
     out.write_text(json.dumps(data, indent=1))
 
 
+def _opaque_means(p, active=None, min_opacity=0.5):
+    """World points of the scene for ``image_shift``: the (active) Gaussians' means whose
+    opacity is at least ``min_opacity`` [N, 3] float64 (all active ones when fewer than 100
+    are: a model in its first steps)."""
+    op = 1.0 / (1.0 + np.exp(-np.asarray(p["logit_opacities"], np.float64)))
+    active = np.ones(len(op), bool) if active is None else np.asarray(active)
+    keep = active & (op >= min_opacity)
+    return np.asarray(p["means"], np.float64)[keep if keep.sum() >= 100 else active]
+
+
 def part_train(args):
     import jax
 
     from splat.datasets import load_scene
     from splat.train import Trainer, save_checkpoint
     from splat.train import presets
-    from splat.train.poses import mean_camera_distance, perturb_poses, pose_errors
+    from splat.train.poses import image_shift, mean_camera_distance, perturb_poses, pose_errors
 
     scene = load_scene(str(FOX), downscale=args.downscale, n_random_points=1, seed=0,
                        warn=lambda m: None)
@@ -102,13 +123,16 @@ def part_train(args):
         if name not in args.runs:
             continue
         sc = dataclasses.replace(scene, viewmats=vms)
+        extra = json.loads(args.extra)
+        if "strategy" in extra:  # fields of the densification strategy, e.g. reset_every
+            extra["strategy"] = dataclasses.replace(base.strategy, **extra["strategy"])
         cfg = dataclasses.replace(base, pose_opt=pose_opt, lr_pose=args.lr_pose,
                                   lr_pose_final_ratio=args.lr_pose_final_ratio,
                                   pose_opt_start=args.pose_opt_start,
                                   pose_optimizer=args.pose_optimizer,
                                   pose_gn_damping=args.pose_gn_damping,
                                   pose_gn_max_step_deg=args.pose_gn_max_step_deg,
-                                  **json.loads(args.extra))
+                                  **extra)
         trainer = Trainer(sc, cfg)
         state = trainer.init_state(seed=0)
         curve = []  # the training poses' mean errors every --curve-every steps
@@ -138,6 +162,19 @@ def part_train(args):
             runs[name]["pose_error_curve"] = dict(step=[c[0] for c in curve],
                                                   rot_deg=[c[1] for c in curve],
                                                   trans_rel=[c[2] for c in curve])
+            # per view: the errors, and how far they move the scene in the image (the
+            # run's own opaque Gaussians as the scene's points)
+            refined = trainer.train_viewmats(state)
+            pts = _opaque_means(state.params, state.active)
+            h, w = scene.images[0].shape[:2]
+            ks = np.asarray(scene.Ks, np.float64)[tr]
+            runs[name]["per_view"] = dict(
+                view=[int(v) for v in tr], rot_deg_before=r0.tolist(),
+                trans_rel_before=t0e.tolist(), rot_deg_after=r1.tolist(),
+                trans_rel_after=t1e.tolist(),
+                image_shift_px_before=image_shift(vms[tr], clean[tr], ks, pts, w, h).tolist(),
+                image_shift_px_after=image_shift(refined, clean[tr], ks, pts, w, h).tolist(),
+                refined_viewmats=refined.tolist())
         print(name, runs[name], flush=True)
         if name == "clean" and not args.no_save:
             WORK.mkdir(parents=True, exist_ok=True)
@@ -191,12 +228,13 @@ def part_localize(args):
     from splat.tracking import localize
     from splat.tracking.localize import render_pose
     from splat.train import load_model
-    from splat.train.poses import mean_camera_distance, perturb_poses, pose_errors
+    from splat.train.poses import image_shift, mean_camera_distance, perturb_poses, pose_errors
 
     params, cfg, meta = load_model(Path(args.model))
     scene = load_scene(str(FOX), downscale=int(meta["downscale"]), n_random_points=1, seed=0,
                        warn=lambda m: None)
     scale = mean_camera_distance(scene.viewmats)
+    pts = _opaque_means(params)
     p32 = {k: jnp.asarray(v, jnp.float32) for k, v in params.items()}
     cfg = dataclasses.replace(cfg, capacity=len(params["means"]))
     h, w = scene.images[0].shape[:2]
@@ -277,7 +315,10 @@ def part_localize(args):
             lm_cpu = time.process_time() - c0
             rot, trans = pose_errors(vm[None], truth[None], scale)
             row = dict(view=int(i), seed=seed, lm_rot_deg=float(rot[0]),
-                       lm_trans_rel=float(trans[0]), lm_converged=bool(info.converged),
+                       lm_trans_rel=float(trans[0]),
+                       start_image_shift_px=float(image_shift(start, truth, K, pts, w, h)[0]),
+                       lm_image_shift_px=float(image_shift(vm, truth, K, pts, w, h)[0]),
+                       lm_converged=bool(info.converged),
                        lm_status=int(info.status),
                        lm_iterations=int(sum(int(x.iterations) for x in infos)),
                        lm_seconds=lm_s, lm_cpu_seconds=lm_cpu,
@@ -303,6 +344,8 @@ def part_localize(args):
                            adam_seconds_at_lm_loss=run["seconds_at_goal_loss"],
                            adam_step_at_lm_error=run["step_at_goal_error"],
                            adam_rot_deg=float(ar[0]), adam_trans_rel=float(at[0]),
+                           adam_image_shift_px=float(
+                               image_shift(run["pose"], truth, K, pts, w, h)[0]),
                            adam_seconds=run["seconds"], adam_cpu_seconds=run["cpu_seconds"])
             rows.append(row)
             print(row, flush=True)
@@ -329,6 +372,86 @@ def part_localize(args):
                                                      lm_iterations=med("lm_iterations"),
                                                      adam_steps=med("adam_steps"))),
             args.out)
+
+
+def part_pnp(args):
+    """Are fox's given test poses consistent with its training poses? An estimate of each
+    held-out view's pose that uses no splat model: SIFT features (OpenCV, a peer: ``pip
+    install opencv-python-headless``) of the view matched to its ``--refs`` nearest training
+    views, the tracks seen in at least 3 of them triangulated from their given poses (DLT,
+    kept when every reprojection is within 1 px), then RANSAC PnP and a Levenberg-Marquardt
+    refinement on the view. Reports its rotation / centre error against the given pose and the
+    reprojection RMS (pixels of the ``--downscale`` images)."""
+    import cv2
+
+    from splat.datasets import load_scene
+    from splat.train.poses import image_shift, mean_camera_distance, pose_errors
+
+    scene = load_scene(str(FOX), downscale=args.downscale, n_random_points=1, seed=0,
+                       warn=lambda m: None)
+    vms = np.asarray(scene.viewmats, np.float64)
+    ks = np.asarray(scene.Ks, np.float64)
+    scale = mean_camera_distance(vms)
+    centres = np.einsum("mji,mj->mi", vms[:, :3, :3], -vms[:, :3, 3])
+    sift = cv2.SIFT_create(nfeatures=8000)
+    feats = []
+    for im in scene.images:
+        kp, des = sift.detectAndCompute(cv2.cvtColor(np.asarray(im), cv2.COLOR_RGB2GRAY), None)
+        feats.append((np.float64([k.pt for k in kp]), des))
+    matcher = cv2.BFMatcher(cv2.NORM_L2)
+
+    def matches(i, j):  # keypoint of i -> keypoint of j, Lowe's ratio test
+        pairs = [m for m in matcher.knnMatch(feats[i][1], feats[j][1], k=2) if len(m) == 2]
+        return {a.queryIdx: a.trainIdx for a, b in pairs if a.distance < 0.75 * b.distance}
+
+    def triangulate(obs):
+        rows = []
+        for v, (x, y) in obs:
+            p = ks[v] @ vms[v][:3]
+            rows += [x * p[2] - p[0], y * p[2] - p[1]]
+        X = np.linalg.svd(np.asarray(rows))[2][-1]
+        X = X[:3] / X[3]
+        for v, xy in obs:
+            c = vms[v][:3, :3] @ X + vms[v][:3, 3]
+            if c[2] <= 0 or np.linalg.norm((ks[v] @ c)[:2] / c[2] - xy) > 1.0:
+                return None
+        return X
+
+    views = [int(v) for v in args.views.split(",")] if args.views else [int(v) for v in scene.test_idx]
+    h, w = scene.images[0].shape[:2]
+    rows = []
+    for t in views:
+        train = [int(i) for i in scene.train_idx if int(i) != t]
+        refs = sorted(train, key=lambda i: np.linalg.norm(centres[i] - centres[t]))[:args.refs]
+        m = {r: matches(t, r) for r in refs}
+        pts3, pts2 = [], []
+        for k in range(len(feats[t][0])):
+            obs = [(r, feats[r][0][m[r][k]]) for r in refs if k in m[r]]
+            X = triangulate(obs) if len(obs) >= 3 else None
+            if X is not None:
+                pts3.append(X)
+                pts2.append(feats[t][0][k])
+        pts3, pts2 = np.float64(pts3), np.float64(pts2)
+        ok, rvec, tvec, inl = cv2.solvePnPRansac(pts3, pts2, ks[t], None, reprojectionError=2.0,
+                                                 iterationsCount=2000, flags=cv2.SOLVEPNP_EPNP)
+        if not ok:
+            raise SystemExit(f"view {t}: PnP found no pose ({len(pts3)} tracks)")
+        inl = inl[:, 0]
+        rvec, tvec = cv2.solvePnPRefineLM(pts3[inl], pts2[inl], ks[t], None, rvec, tvec)
+        est = np.eye(4)
+        est[:3, :3] = cv2.Rodrigues(rvec)[0]
+        est[:3, 3] = tvec[:, 0]
+        proj = cv2.projectPoints(pts3[inl], rvec, tvec, ks[t], None)[0][:, 0]
+        rot, trans = pose_errors(est[None], vms[t][None], scale)
+        row = dict(view=t, split="test" if t in set(int(i) for i in scene.test_idx) else "train",
+                   refs=refs, tracks=len(pts3), inliers=len(inl),
+                   rms_px=float(np.sqrt(np.mean(np.sum((proj - pts2[inl]) ** 2, -1)))),
+                   rot_deg=float(rot[0]), trans_rel=float(trans[0]),
+                   image_shift_px=float(image_shift(est, vms[t], ks[t], pts3, w, h)[0]))
+        rows.append(row)
+        print(row, flush=True)
+    _update(args.key, dict(command=" ".join(sys.argv), downscale=args.downscale, image=[w, h],
+                           opencv=cv2.__version__, refs=args.refs, runs=rows), args.out)
 
 
 def part_figure(args):
@@ -409,7 +532,8 @@ def main(argv=None):
     t.add_argument("--pose-gn-damping", type=float, default=TrainConfig.pose_gn_damping)
     t.add_argument("--pose-gn-max-step-deg", type=float,
                    default=TrainConfig.pose_gn_max_step_deg)
-    t.add_argument("--extra", default="{}", help="further TrainConfig fields (JSON)")
+    t.add_argument("--extra", default="{}", help="further TrainConfig fields (JSON); "
+                   "\"strategy\": a dict of the strategy's fields, e.g. {\"reset_every\": 500}")
     t.add_argument("--runs", nargs="+", default=["clean", "noisy", "noisy_pose_opt"],
                    choices=["clean", "noisy", "noisy_pose_opt"],
                    help="which of the three runs (all three for the PSNR recovery)")
@@ -442,6 +566,15 @@ def main(argv=None):
                     help="checkpoint of the clean run (part train keeps it there)")
     lo.add_argument("--out", default=str(OUT), help="results JSON (updated in place)")
     lo.add_argument("--key", default="localize", help="key of the results JSON")
+    pn = sub.add_parser("pnp", help="the given test poses against a feature-based PnP estimate "
+                        "(needs OpenCV)")
+    pn.add_argument("--downscale", type=int, default=2, help="image downscale of the features")
+    pn.add_argument("--views", default="",
+                    help="comma-separated views (default: the test views); a training view is "
+                    "left out of the triangulation")
+    pn.add_argument("--refs", type=int, default=6, help="nearest training views to triangulate from")
+    pn.add_argument("--out", default=str(OUT), help="results JSON (updated in place)")
+    pn.add_argument("--key", default="pnp_check", help="key of the results JSON")
     fi = sub.add_parser("figure", help="docs/poses.md's figure (pose-opt curve, localize renders)")
     fi.add_argument("--results", default=str(ROOT / "benchmarks" / "results" / "splat_poses_2000_cpu.json"),
                     help="results JSON whose key 'train' holds the pose-opt curve")
@@ -450,7 +583,8 @@ def main(argv=None):
     fi.add_argument("--start-frac", type=float, default=0.05)
     fi.add_argument("--out-png", default=str(ROOT / "benchmarks" / "results" / "splat_poses.png"))
     args = ap.parse_args(argv)
-    {"train": part_train, "localize": part_localize, "figure": part_figure}[args.part](args)
+    {"train": part_train, "localize": part_localize, "pnp": part_pnp,
+     "figure": part_figure}[args.part](args)
 
 
 if __name__ == "__main__":

@@ -100,10 +100,43 @@ def pose_errors(estimated, reference, scale=None):
     b = np.asarray(reference, np.float64).reshape(-1, 4, 4)
     scale = mean_camera_distance(b) if scale is None else float(scale)
     rel = np.einsum("mij,mkj->mik", a[:, :3, :3], b[:, :3, :3])
-    cos = np.clip((np.trace(rel, axis1=1, axis2=2) - 1) / 2, -1, 1)
-    rot = np.rad2deg(np.arccos(cos))
+    # the angle from both its cosine (trace) and its sine (the skew part's norm): arccos of
+    # the trace alone loses small angles (float32 matrices read 0 below about 0.03 deg)
+    cos = (np.trace(rel, axis1=1, axis2=2) - 1) / 2
+    skew = np.stack([rel[:, 2, 1] - rel[:, 1, 2], rel[:, 0, 2] - rel[:, 2, 0],
+                     rel[:, 1, 0] - rel[:, 0, 1]], axis=1)
+    rot = np.rad2deg(np.arctan2(np.linalg.norm(skew, axis=1) / 2, cos))
     trans = np.linalg.norm(camera_centres(a) - camera_centres(b), axis=1) / scale
     return rot, trans
+
+
+def image_shift(estimated, reference, Ks, points, width: int, height: int) -> np.ndarray:
+    """How far each pose error moves the scene in its image: the median over ``points``
+    [N, 3] (world) seen by the reference pose (in front of it, depth > 0, and inside its
+    ``width`` x ``height`` image) of the distance in pixels between their projections with
+    the estimated and with the reference world-to-camera pose ([M, 4, 4] each; Ks [M, 3, 3]
+    or [3, 3]); float64 numpy [M] (NaN for a view that sees none of the points).
+
+    A rotation about the camera centre and a sideways move of it look alike up to parallax
+    (docs/poses.md): a pose can be a large angle from the reference and still move the
+    image by a fraction of a pixel; this measures what the images can tell apart."""
+    a = np.asarray(estimated, np.float64).reshape(-1, 4, 4)
+    b = np.asarray(reference, np.float64).reshape(-1, 4, 4)
+    Ks = np.broadcast_to(np.asarray(Ks, np.float64), (len(b), 3, 3))
+    x = np.asarray(points, np.float64).reshape(-1, 3)
+    out = np.full(len(b), np.nan)
+    for m in range(len(b)):  # host-side report over a handful of views
+        cb = x @ b[m, :3, :3].T + b[m, :3, 3]
+        ca = x @ a[m, :3, :3].T + a[m, :3, 3]
+        front = (cb[:, 2] > 0) & (ca[:, 2] > 0)
+        ub = cb[front] @ Ks[m].T
+        ub = ub[:, :2] / ub[:, 2:]
+        ua = ca[front] @ Ks[m].T
+        ua = ua[:, :2] / ua[:, 2:]
+        seen = (ub[:, 0] >= 0) & (ub[:, 0] < width) & (ub[:, 1] >= 0) & (ub[:, 1] < height)
+        if seen.any():
+            out[m] = float(np.median(np.linalg.norm(ua[seen] - ub[seen], axis=1)))
+    return out
 
 
 def corrected_viewmats(viewmats, tangents) -> np.ndarray:

@@ -17,7 +17,8 @@ from splat.tracking.localize import pose_jacobian, render_pose
 from splat.train import NoDensification, TrainConfig, Trainer, render
 from splat.train.poses import (apply_correction, corrected_viewmats, gauge_basis,
                                gauss_newton_step, image_motion_jacobian, perturb_poses,
-                               pose_errors, remove_gauge, solve_spd, tangent_jacobian)
+                               image_shift, pose_errors, remove_gauge, solve_spd,
+                               tangent_jacobian)
 from splat.train.trainer import init_pose_state, pose_gn_update, pose_update
 
 from .scenes import random_scene
@@ -387,6 +388,39 @@ def test_perturbation_has_the_asked_size():
     rot, trans = pose_errors(noisy, vms, 2.0)
     np.testing.assert_allclose(rot, 1.0, atol=1e-6)
     np.testing.assert_allclose(trans, 0.02, atol=1e-9)
+
+
+def test_small_rotation_errors_are_read_exactly_from_float32_matrices():
+    """The angle of R_est R_ref^T from a float32 matrix, down to 0.001 deg (arccos of the
+    trace alone reads 0 below about 0.03 deg)."""
+    axis = np.array([0.36, -0.48, 0.8])
+    for deg in (0.001, 0.01, 0.05, 1.0, 120.0, 179.5):
+        est = np.eye(4)
+        est[:3, :3] = lie.SO3.exp(jnp.asarray(np.deg2rad(deg) * axis)).as_matrix()
+        est[:3, 3] = 1.0  # the same centre as the reference's below
+        ref = np.eye(4)
+        ref[:3, 3] = est[:3, :3].T @ est[:3, 3]  # c = -R^T t: the same centre
+        rot, trans = pose_errors(est[None].astype(np.float32), ref[None], 1.0)
+        np.testing.assert_allclose(rot[0], deg, rtol=2e-3)
+        assert trans[0] < 1e-6
+
+
+def test_image_shift_of_a_sideways_move_and_a_turn():
+    """Closed forms: moving the camera by dx sideways shifts a point at depth z by f dx / z;
+    turning it by a about its y axis moves the point on the optical axis to f tan(a) from
+    the principal point; a point behind the camera or outside the image does not count."""
+    f, w, h = 100.0, 64, 48
+    K = np.array([[f, 0, w / 2], [0, f, h / 2], [0, 0, 1]])
+    pts = np.array([[0.0, 0.0, 4.0], [0.1, -0.05, 4.0], [0.0, 0.0, -3.0], [50.0, 0.0, 4.0]])
+    ref = np.eye(4)
+    moved = np.eye(4)
+    moved[0, 3] = -0.02  # world-to-camera: the centre moves by +0.02 along x
+    np.testing.assert_allclose(image_shift(moved[None], ref[None], K, pts, w, h), [f * 0.02 / 4])
+    turned = np.eye(4)
+    turned[:3, :3] = lie.SO3.exp(jnp.asarray([0.0, 0.01, 0.0])).as_matrix()
+    np.testing.assert_allclose(image_shift(turned[None], ref[None], K, pts[:1], w, h),
+                               [f * np.tan(0.01)], rtol=1e-6)
+    assert np.isnan(image_shift(ref[None], ref[None], K, pts[2:3], w, h)[0])
 
 
 def test_gauss_newton_pose_step_lowers_for_cuda_without_host_calls():
