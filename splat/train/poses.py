@@ -112,10 +112,11 @@ def pose_errors(estimated, reference, scale=None):
 
 def image_shift(estimated, reference, Ks, points, width: int, height: int) -> np.ndarray:
     """How far each pose error moves the scene in its image: the median over ``points``
-    [N, 3] (world) seen by the reference pose (in front of it, depth > 0, and inside its
-    ``width`` x ``height`` image) of the distance in pixels between their projections with
-    the estimated and with the reference world-to-camera pose ([M, 4, 4] each; Ks [M, 3, 3]
-    or [3, 3]); float64 numpy [M] (NaN for a view that sees none of the points).
+    [N, 3] (world) seen by the reference pose (in front of both poses and inside the
+    reference's ``width`` x ``height`` image) of the distance in pixels between their
+    projections with the estimated and with the reference world-to-camera pose ([M, 4, 4]
+    each; Ks [M, 3, 3] or [3, 3]); float64 numpy [M] (NaN for a view that sees none of the
+    points).
 
     A rotation about the camera centre and a sideways move of it look alike up to parallax
     (docs/poses.md): a pose can be a large angle from the reference and still move the
@@ -124,18 +125,21 @@ def image_shift(estimated, reference, Ks, points, width: int, height: int) -> np
     b = np.asarray(reference, np.float64).reshape(-1, 4, 4)
     Ks = np.broadcast_to(np.asarray(Ks, np.float64), (len(b), 3, 3))
     x = np.asarray(points, np.float64).reshape(-1, 3)
+
+    def project(T):  # [M, N, 2] pixels and [M, N] depths
+        cam = np.einsum("mij,nj->mni", T[:, :3, :3], x) + T[:, None, :3, 3]
+        z = cam[..., 2]
+        uv = np.einsum("mij,mnj->mni", Ks, cam)[..., :2] / np.where(z > 0, z, 1.0)[..., None]
+        return uv, z
+
+    ua, za = project(a)
+    ub, zb = project(b)
+    seen = ((za > 0) & (zb > 0) & (ub[..., 0] >= 0) & (ub[..., 0] < width)
+            & (ub[..., 1] >= 0) & (ub[..., 1] < height))
+    dist = np.where(seen, np.linalg.norm(ua - ub, axis=-1), np.nan)
     out = np.full(len(b), np.nan)
-    for m in range(len(b)):  # host-side report over a handful of views
-        cb = x @ b[m, :3, :3].T + b[m, :3, 3]
-        ca = x @ a[m, :3, :3].T + a[m, :3, 3]
-        front = (cb[:, 2] > 0) & (ca[:, 2] > 0)
-        ub = cb[front] @ Ks[m].T
-        ub = ub[:, :2] / ub[:, 2:]
-        ua = ca[front] @ Ks[m].T
-        ua = ua[:, :2] / ua[:, 2:]
-        seen = (ub[:, 0] >= 0) & (ub[:, 0] < width) & (ub[:, 1] >= 0) & (ub[:, 1] < height)
-        if seen.any():
-            out[m] = float(np.median(np.linalg.norm(ua[seen] - ub[seen], axis=1)))
+    some = seen.any(axis=1)
+    out[some] = np.nanmedian(dist[some], axis=1)
     return out
 
 
