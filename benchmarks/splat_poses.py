@@ -384,7 +384,7 @@ def part_pnp(args):
     reprojection RMS (pixels of the ``--downscale`` images)."""
     import cv2
 
-    from splat.datasets import load_scene
+    from splat.datasets import camera_centers, load_scene
     from splat.train.poses import image_shift, mean_camera_distance, pose_errors
 
     scene = load_scene(str(FOX), downscale=args.downscale, n_random_points=1, seed=0,
@@ -392,7 +392,7 @@ def part_pnp(args):
     vms = np.asarray(scene.viewmats, np.float64)
     ks = np.asarray(scene.Ks, np.float64)
     scale = mean_camera_distance(vms)
-    centres = np.einsum("mji,mj->mi", vms[:, :3, :3], -vms[:, :3, 3])
+    centres = camera_centers(vms)
     sift = cv2.SIFT_create(nfeatures=8000)
     feats = []
     for im in scene.images:

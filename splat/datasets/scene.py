@@ -64,6 +64,21 @@ def camera_centers(viewmats) -> np.ndarray:
     return -np.einsum("mji,mj->mi", r, t)
 
 
+def project_points(viewmats, Ks, points):
+    """Pinhole projections of world points [N, 3] by world-to-camera matrices [M, 4, 4] with
+    intrinsics Ks [M, 3, 3]: (u [M, N], v [M, N]) in pixels and the depths z [M, N] (float64
+    numpy; u and v mean nothing, and may be inf or NaN, where z <= 0)."""
+    vm = np.asarray(viewmats, np.float64)
+    K = np.asarray(Ks, np.float64)
+    cam = np.einsum("mij,nj->mni", vm[:, :3, :3], np.asarray(points, np.float64)) \
+        + vm[:, None, :3, 3]
+    z = cam[..., 2]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        u = K[:, None, 0, 0] * cam[..., 0] / z + K[:, None, 0, 2]
+        v = K[:, None, 1, 1] * cam[..., 1] / z + K[:, None, 1, 2]
+    return u, v, z
+
+
 def scene_extent(viewmats) -> float:
     """1.1 x the largest distance of a camera centre from the mean centre (gsplat's rule).
 
@@ -161,17 +176,11 @@ def random_points(viewmats, Ks, width, height, n: int, seed: int = 0):
     # all cameras at one place: search a unit box around them instead
     pad = 0.05 * side if side > 1e-9 else 1.0
     lo, hi = lo - pad, hi + pad
-    vm = np.asarray(viewmats, np.float64)
-    K = np.asarray(Ks, np.float64)
     out = []
     total = 0
     for _ in range(100):
         cand = rng.uniform(lo, hi, size=(max(4 * n, 1024), 3))
-        cam = np.einsum("mij,nj->mni", vm[:, :3, :3], cand) + vm[:, None, :3, 3]
-        z = cam[..., 2]
-        with np.errstate(divide="ignore", invalid="ignore"):
-            u = K[:, None, 0, 0] * cam[..., 0] / z + K[:, None, 0, 2]
-            v = K[:, None, 1, 1] * cam[..., 1] / z + K[:, None, 1, 2]
+        u, v, z = project_points(viewmats, Ks, cand)
         seen = ((z > 1e-3) & (u >= 0) & (u < width) & (v >= 0) & (v < height)).any(0)
         out.append(cand[seen])
         total += int(seen.sum())

@@ -19,6 +19,8 @@ import numpy as np
 
 from jaxgraph import lie
 
+from ..datasets.scene import camera_centers, project_points
+
 # how a Jacobian with respect to the 6 pose coordinates is taken (tangent_jacobian)
 JACOBIAN_MODES = ("forward", "reverse")
 
@@ -50,16 +52,10 @@ def remove_gauge(tangents, basis, normal_inv):
     return tangents - jnp.einsum("vij,j->vi", basis, g)
 
 
-def camera_centres(viewmats) -> np.ndarray:
-    """Camera centres ``-R^T t`` [M, 3] (float64 numpy) of world-to-camera [M, 4, 4]."""
-    vm = np.asarray(viewmats, np.float64)
-    return -np.einsum("mji,mj->mi", vm[:, :3, :3], vm[:, :3, 3])
-
-
 def mean_camera_distance(viewmats) -> float:
     """Mean distance of the camera centres from their centroid (world units): the scale of
     translation noise and errors (an inward-facing capture circles its object)."""
-    c = camera_centres(viewmats)
+    c = camera_centers(viewmats)
     return float(np.linalg.norm(c - c.mean(0), axis=1).mean())
 
 
@@ -86,7 +82,7 @@ def perturb_poses(viewmats, rot_deg: float, trans_frac: float, seed: int, scale=
                      np.float64)
     out = vm.copy()
     r_new = rot @ vm[:, :3, :3]  # camera-frame rotation: R' = dR R
-    c_new = camera_centres(vm) + dirs * trans_frac * scale
+    c_new = camera_centers(vm) + dirs * trans_frac * scale
     out[:, :3, :3] = r_new
     out[:, :3, 3] = -np.einsum("mij,mj->mi", r_new, c_new)
     return out
@@ -106,7 +102,7 @@ def pose_errors(estimated, reference, scale=None):
     skew = np.stack([rel[:, 2, 1] - rel[:, 1, 2], rel[:, 0, 2] - rel[:, 2, 0],
                      rel[:, 1, 0] - rel[:, 0, 1]], axis=1)
     rot = np.rad2deg(np.arctan2(np.linalg.norm(skew, axis=1) / 2, cos))
-    trans = np.linalg.norm(camera_centres(a) - camera_centres(b), axis=1) / scale
+    trans = np.linalg.norm(camera_centers(a) - camera_centers(b), axis=1) / scale
     return rot, trans
 
 
@@ -124,19 +120,11 @@ def image_shift(estimated, reference, Ks, points, width: int, height: int) -> np
     a = np.asarray(estimated, np.float64).reshape(-1, 4, 4)
     b = np.asarray(reference, np.float64).reshape(-1, 4, 4)
     Ks = np.broadcast_to(np.asarray(Ks, np.float64), (len(b), 3, 3))
-    x = np.asarray(points, np.float64).reshape(-1, 3)
-
-    def project(T):  # [M, N, 2] pixels and [M, N] depths
-        cam = np.einsum("mij,nj->mni", T[:, :3, :3], x) + T[:, None, :3, 3]
-        z = cam[..., 2]
-        uv = np.einsum("mij,mnj->mni", Ks, cam)[..., :2] / np.where(z > 0, z, 1.0)[..., None]
-        return uv, z
-
-    ua, za = project(a)
-    ub, zb = project(b)
-    seen = ((za > 0) & (zb > 0) & (ub[..., 0] >= 0) & (ub[..., 0] < width)
-            & (ub[..., 1] >= 0) & (ub[..., 1] < height))
-    dist = np.where(seen, np.linalg.norm(ua - ub, axis=-1), np.nan)
+    ua, va, za = project_points(a, Ks, points)
+    ub, vb, zb = project_points(b, Ks, points)
+    seen = (za > 0) & (zb > 0) & (ub >= 0) & (ub < width) & (vb >= 0) & (vb < height)
+    with np.errstate(invalid="ignore"):  # behind a camera: masked out by ``seen``
+        dist = np.where(seen, np.hypot(ua - ub, va - vb), np.nan)
     out = np.full(len(b), np.nan)
     some = seen.any(axis=1)
     out[some] = np.nanmedian(dist[some], axis=1)
